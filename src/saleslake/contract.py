@@ -1,0 +1,146 @@
+"""The data contract (../shared/CONTRACT.md) in code: canonical CSV fields, aliases,
+the silver schema and the reason codes. Everything else imports names from here.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pyarrow as pa
+
+# CONTRACT §2: the 24 canonical CSV fields, in export order, with their silver names.
+CSV_FIELDS: dict[str, str] = {
+    "Row ID": "line_id",
+    "Order ID": "order_id",
+    "Order Date": "order_date",
+    "Ship Date": "ship_date",
+    "Ship Mode": "ship_mode",
+    "Customer ID": "customer_id",
+    "Customer Name": "customer_name",
+    "Segment": "segment",
+    "City": "city",
+    "State": "state",
+    "Country": "country",
+    "Postal Code": "postal_code",
+    "Market": "market",
+    "Region": "region",
+    "Product ID": "product_id",
+    "Category": "category",
+    "Sub-Category": "sub_category",
+    "Product Name": "product_name",
+    "Sales": "sales",
+    "Quantity": "quantity",
+    "Discount": "discount",
+    "Profit": "profit",
+    "Shipping Cost": "shipping_cost",
+    "Order Priority": "order_priority",
+}
+# Fields an export may lack entirely; they become null.
+OPTIONAL_CSV_COLUMNS = frozenset({"market", "shipping_cost", "order_priority"})
+CSV_ALIASES: dict[str, str] = {"country/region": "country", "state/province": "state"}
+
+REQUIRED_FIELDS = ("order_id", "line_id", "order_date", "customer_id", "product_id", "quantity", "sales")
+DATE_FIELDS = ("order_date", "ship_date")
+NUMBER_FIELDS = ("sales", "quantity", "discount", "profit", "shipping_cost")
+
+# CONTRACT §4 reason codes (plus ``malformed_row`` for records the CSV reader cannot
+# split into fields: unterminated quotes, too many fields).
+REASON_MISSING = "missing_required:{field}"
+REASON_INVALID_DATE = "invalid_date:{field}"
+REASON_INVALID_NUMBER = "invalid_number:{field}"
+REASON_NON_POSITIVE_QUANTITY = "non_positive_quantity"
+REASON_NON_POSITIVE_SALES = "non_positive_sales"
+REASON_DISCOUNT_RANGE = "discount_out_of_range"
+REASON_SHIP_BEFORE_ORDER = "ship_before_order"
+REASON_MALFORMED_ROW = "malformed_row"
+
+_NORMALISE = re.compile(r"[\s_\-]+")
+
+
+def normalise_header(name: str) -> str:
+    """Case-, space-, dash- and underscore-insensitive form of a header name."""
+    return _NORMALISE.sub("", name.strip().lstrip("\ufeff").lower())
+
+
+_CANONICAL_BY_KEY = {normalise_header(k): v for k, v in CSV_FIELDS.items()}
+_CANONICAL_BY_KEY.update({normalise_header(k): v for k, v in CSV_ALIASES.items()})
+
+
+def canonical_column(header: str) -> str | None:
+    """The silver name of a CSV header, or None for an unknown extra column."""
+    return _CANONICAL_BY_KEY.get(normalise_header(header))
+
+
+MONEY = pa.decimal128(18, 4)
+RATE = pa.decimal128(9, 4)
+
+# CONTRACT §3: silver.sales_lines. ``order_month`` is the partition column; ``row_hash``
+# identifies a version of a line's business content (exact repeats share it);
+# ``landed_seq`` orders versions so that the latest landed wins whatever the order of
+# processing.
+SALES_LINES_SCHEMA = pa.schema(
+    [
+        ("line_key", pa.string()),
+        ("source_system", pa.string()),
+        ("order_id", pa.string()),
+        ("line_id", pa.string()),
+        ("order_date", pa.date32()),
+        ("order_ts", pa.timestamp("us", tz="UTC")),
+        ("ship_date", pa.date32()),
+        ("ship_mode", pa.string()),
+        ("order_priority", pa.string()),
+        ("customer_id", pa.string()),
+        ("customer_name", pa.string()),
+        ("segment", pa.string()),
+        ("city", pa.string()),
+        ("state", pa.string()),
+        ("country", pa.string()),
+        ("postal_code", pa.string()),
+        ("market", pa.string()),
+        ("region", pa.string()),
+        ("store_id", pa.string()),
+        ("product_id", pa.string()),
+        ("product_name", pa.string()),
+        ("category", pa.string()),
+        ("sub_category", pa.string()),
+        ("quantity", pa.int64()),
+        ("unit_price", MONEY),
+        ("sales", MONEY),
+        ("discount", RATE),
+        ("profit", MONEY),
+        ("shipping_cost", MONEY),
+        ("currency", pa.string()),
+        ("tax_rate", RATE),
+        ("tax_amount", MONEY),
+        ("is_suspected_fraud", pa.bool_()),
+        ("fraud_reasons", pa.list_(pa.string())),
+        ("is_outlier", pa.bool_()),
+        ("dq_score", pa.int32()),
+        ("row_hash", pa.string()),
+        ("bronze_uri", pa.string()),
+        ("source_position", pa.string()),
+        ("landed_seq", pa.int64()),
+        ("batch_id", pa.string()),
+        ("ingested_at", pa.timestamp("us", tz="UTC")),
+        ("order_month", pa.string()),
+    ]
+)
+
+# silver.quarantine: raw values as text, every reason, lineage.
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("quarantine_key", pa.string()),
+        ("source_system", pa.string()),
+        ("reasons", pa.list_(pa.string())),
+        ("raw", pa.map_(pa.string(), pa.string())),
+        ("raw_line", pa.string()),
+        ("order_id", pa.string()),
+        ("line_id", pa.string()),
+        ("bronze_uri", pa.string()),
+        ("source_position", pa.string()),
+        ("landed_seq", pa.int64()),
+        ("batch_id", pa.string()),
+        ("run_id", pa.string()),
+        ("quarantined_at", pa.timestamp("us", tz="UTC")),
+    ]
+)

@@ -1,0 +1,156 @@
+"""Where things live in the lake, and the Delta/DuckDB plumbing every stage shares.
+
+Layout under ``home``::
+
+    bronze/csv/ingest_date=YYYY-MM-DD/<sha256>.csv   raw files, content-addressed
+    silver/sales_lines, silver/quarantine              Delta tables
+    gold/<table>                                       Delta tables published by dbt runs
+    system/bronze_manifest, system/runs                Delta tables (positions, ledger)
+    warehouse.duckdb                                   the dbt build target (writers only)
+    .lock                                              the run lock
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+from deltalake import DeltaTable, write_deltalake
+from deltalake.exceptions import TableNotFoundError
+
+
+@dataclass(frozen=True)
+class Lake:
+    home: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "home", Path(self.home).absolute())
+
+    @property
+    def bronze(self) -> Path:
+        return self.home / "bronze"
+
+    @property
+    def sales_lines(self) -> Path:
+        return self.home / "silver" / "sales_lines"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.home / "silver" / "quarantine"
+
+    @property
+    def manifest(self) -> Path:
+        return self.home / "system" / "bronze_manifest"
+
+    @property
+    def runs(self) -> Path:
+        return self.home / "system" / "runs"
+
+    @property
+    def gold(self) -> Path:
+        return self.home / "gold"
+
+    @property
+    def warehouse(self) -> Path:
+        return self.home / "warehouse.duckdb"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.home / ".lock"
+
+    @property
+    def tmp(self) -> Path:
+        return self.home / "tmp"
+
+    def delta_tables(self) -> dict[str, Path]:
+        """Every Delta table readers may query, by ``schema.table`` name."""
+        tables = {
+            "silver.sales_lines": self.sales_lines,
+            "silver.quarantine": self.quarantine,
+            "system.bronze_manifest": self.manifest,
+            "system.runs": self.runs,
+        }
+        if self.gold.is_dir():
+            for child in sorted(self.gold.iterdir()):
+                if (child / "_delta_log").is_dir():
+                    tables[f"gold.{child.name}"] = child
+        return tables
+
+
+def open_delta(path: Path) -> DeltaTable | None:
+    """The table at ``path``, or None when no table was created there yet."""
+    try:
+        return DeltaTable(str(path))
+    except TableNotFoundError:
+        return None
+
+
+def ensure_delta(path: Path, schema: pa.Schema, partition_by: list[str] | None = None) -> DeltaTable:
+    """Open the table, creating it empty with ``schema`` when it does not exist."""
+    table = open_delta(path)
+    if table is None:
+        path.mkdir(parents=True, exist_ok=True)
+        write_deltalake(str(path), schema.empty_table(), mode="ignore", partition_by=partition_by)
+        table = DeltaTable(str(path))
+    return table
+
+
+def txn_version(path: Path, app_id: str) -> int:
+    """The application-transaction version committed with the data (-1 when none)."""
+    table = open_delta(path)
+    if table is None:
+        return -1
+    version = table.transaction_version(app_id)
+    return -1 if version is None else int(version)
+
+
+def duckdb_type_sql(schema: pa.Schema) -> list[tuple[str, str]]:
+    """(column, DuckDB type) pairs for an Arrow schema."""
+    con = duckdb.connect()
+    try:
+        rel = con.from_arrow(schema.empty_table())
+        return [(name, str(typ)) for name, typ in zip(rel.columns, rel.types)]
+    finally:
+        con.close()
+
+
+def snapshot_view_sql(table: DeltaTable) -> str:
+    """A SELECT that reads exactly the table's current committed snapshot.
+
+    The file list is frozen into the SQL, so a view made from it can be persisted in a
+    DuckDB file (dbt needs that) and keeps showing the same snapshot while a writer
+    commits newer versions; DuckDB scans the Parquet files natively, in parallel, with
+    projection and filter pushdown. Partition values come from the Hive-style paths.
+    delta-rs writes neither deletion vectors nor column mapping, which this relies on.
+    """
+    schema = pa.schema(table.schema())
+    columns = duckdb_type_sql(schema)
+    select_list = ", ".join(f'CAST("{name}" AS {typ}) AS "{name}"' for name, typ in columns)
+    files = table.file_uris()
+    if not files:
+        nulls = ", ".join(f'CAST(NULL AS {typ}) AS "{name}"' for name, typ in columns)
+        return f"SELECT {nulls} WHERE false"
+    file_list = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+    partitioned = bool(table.metadata().partition_columns)
+    return (
+        f"SELECT {select_list} FROM read_parquet([{file_list}], "
+        f"hive_partitioning = {str(partitioned).lower()}, hive_types_autocast = false, "
+        "union_by_name = true)"
+    )
+
+
+def register_snapshots(con: duckdb.DuckDBPyConnection, tables: dict[str, Path]) -> None:
+    """Create one view per ``schema.table`` over its committed Delta snapshot.
+
+    Tables that were never created are skipped. On a file-backed connection the views
+    persist (dbt reads silver through them).
+    """
+    for name, path in tables.items():
+        table = open_delta(path)
+        if table is None:
+            continue
+        schema_name, table_name = name.split(".", 1)
+        con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema_name}"')
+        con.execute(f'CREATE OR REPLACE VIEW "{schema_name}"."{table_name}" AS {snapshot_view_sql(table)}')
