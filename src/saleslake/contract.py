@@ -77,7 +77,8 @@ RATE = pa.decimal128(9, 4)
 # CONTRACT §3: silver.sales_lines. ``order_month`` is the partition column; ``row_hash``
 # identifies a version of a line's business content (exact repeats share it);
 # ``landed_seq`` orders versions so that the latest landed wins whatever the order of
-# processing.
+# processing. ``ingested_at`` is when the bronze object landed; ``batch_id`` names the
+# range of landed objects parsed together.
 SALES_LINES_SCHEMA = pa.schema(
     [
         ("line_key", pa.string()),
@@ -126,7 +127,9 @@ SALES_LINES_SCHEMA = pa.schema(
     ]
 )
 
-# silver.quarantine: raw values as text, every reason, lineage.
+# silver.quarantine: raw values as text, every reason, lineage. Lineage fields are
+# derived from the bronze object (not from the run), so a rerun after a crash writes
+# exactly the rows an uninterrupted run would have written.
 QUARANTINE_SCHEMA = pa.schema(
     [
         ("quarantine_key", pa.string()),
@@ -140,7 +143,6 @@ QUARANTINE_SCHEMA = pa.schema(
         ("source_position", pa.string()),
         ("landed_seq", pa.int64()),
         ("batch_id", pa.string()),
-        ("run_id", pa.string()),
-        ("quarantined_at", pa.timestamp("us", tz="UTC")),
+        ("ingested_at", pa.timestamp("us", tz="UTC")),
     ]
 )

@@ -147,10 +147,12 @@ def register_snapshots(con: duckdb.DuckDBPyConnection, tables: dict[str, Path]) 
     Tables that were never created are skipped. On a file-backed connection the views
     persist (dbt reads silver through them).
     """
+    # Qualify with the catalog: DuckDB has a built-in catalog named "system".
+    catalog = con.execute("SELECT current_database()").fetchall()[0][0]
     for name, path in tables.items():
         table = open_delta(path)
         if table is None:
             continue
         schema_name, table_name = name.split(".", 1)
-        con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema_name}"')
-        con.execute(f'CREATE OR REPLACE VIEW "{schema_name}"."{table_name}" AS {snapshot_view_sql(table)}')
+        con.execute(f'CREATE SCHEMA IF NOT EXISTS "{catalog}"."{schema_name}"')
+        con.execute(f'CREATE OR REPLACE VIEW "{catalog}"."{schema_name}"."{table_name}" AS {snapshot_view_sql(table)}')

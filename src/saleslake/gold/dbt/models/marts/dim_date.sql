@@ -1,0 +1,37 @@
+-- Calendar days: whole calendar years covering every order and ship date, plus the
+-- unknown date (-1, e.g. the ship date of a line not shipped yet).
+-- day_of_week and week_of_year are ISO (Monday = 1).
+with bounds as (
+    select
+        least(min(order_date), min(ship_date))    as first_day,
+        greatest(max(order_date), max(ship_date)) as last_day
+    from {{ ref('stg_sales_lines') }}
+),
+
+days as (
+    select cast(unnest(generate_series(
+               cast(make_date(year(first_day), 1, 1) as timestamp),
+               cast(make_date(year(last_day), 12, 31) as timestamp),
+               interval 1 day)) as date) as date
+    from bounds
+    where first_day is not null
+)
+
+select
+    {{ date_key('date') }}                     as date_key,
+    date,
+    cast(year(date) as integer)                as year,
+    cast(quarter(date) as integer)             as quarter,
+    cast(month(date) as integer)               as month,
+    monthname(date)                            as month_name,
+    cast(day(date) as integer)                 as day_of_month,
+    cast(isodow(date) as integer)              as day_of_week,
+    dayname(date)                              as day_name,
+    cast(week(date) as integer)                as week_of_year,
+    isodow(date) >= 6                          as is_weekend
+from days
+union all
+select
+    cast(-1 as integer), cast(null as date), cast(null as integer), cast(null as integer),
+    cast(null as integer), 'Unknown', cast(null as integer), cast(null as integer),
+    'Unknown', cast(null as integer), cast(null as boolean)

@@ -1,0 +1,131 @@
+"""Parse landed CSV objects into a DuckDB table of raw text fields.
+
+Every field is read as text (typing and validation happen in SQL afterwards, so a bad
+value becomes a reason code, never a parse failure). Records the reader cannot split
+into fields (unterminated quote, too many or too few fields) are captured by DuckDB's
+reject store and quarantined as ``malformed_row``.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from saleslake.lake import Lake
+from saleslake.sources.csv import NATIVE_ENCODINGS
+
+# Manifest fields that must be equal for files to be parsed in one read_csv call.
+DIALECT_KEYS = ("encoding", "delimiter", "decimal", "date_format", "header", "columns")
+
+
+@dataclass
+class Chunk:
+    """Consecutive landed objects sharing one dialect, parsed together."""
+
+    objects: list[dict]
+
+    @property
+    def dialect(self) -> dict:
+        return {k: self.objects[0][k] for k in DIALECT_KEYS}
+
+    @property
+    def columns(self) -> dict[str, int]:
+        return json.loads(self.objects[0]["columns"])
+
+    @property
+    def last_seq(self) -> int:
+        return max(o["landed_seq"] for o in self.objects)
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(o["size_bytes"] for o in self.objects)
+
+
+def plan_chunks(objects: list[dict], chunk_bytes: int) -> list[Chunk]:
+    """Group objects (in landed order) into chunks of one dialect and bounded size."""
+    chunks: list[Chunk] = []
+    for obj in objects:
+        current = chunks[-1] if chunks else None
+        same_dialect = current is not None and all(current.objects[0][k] == obj[k] for k in DIALECT_KEYS)
+        if current is None or not same_dialect or current.size_bytes + obj["size_bytes"] > chunk_bytes:
+            chunks.append(Chunk([obj]))
+        else:
+            current.objects.append(obj)
+    return chunks
+
+
+def _readable_path(lake: Lake, obj: dict) -> Path:
+    """The bronze file, transcoded to UTF-8 in tmp/ when DuckDB cannot read its encoding."""
+    path = lake.home / obj["bronze_uri"]
+    encoding = obj["encoding"]
+    if encoding.lower() in NATIVE_ENCODINGS:
+        return path
+    lake.tmp.mkdir(parents=True, exist_ok=True)
+    target = lake.tmp / f"{obj['object_id']}.utf8.csv"
+    if not target.exists():
+        partial = target.with_suffix(".partial")
+        decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
+        with path.open("rb") as src, partial.open("w", encoding="utf-8", newline="") as dst:
+            for block in iter(lambda: src.read(1 << 20), b""):
+                dst.write(decoder.decode(block))
+            dst.write(decoder.decode(b"", final=True))
+        partial.replace(target)
+    return target
+
+
+def _sql_list(values: list[str]) -> str:
+    return "[" + ", ".join("'" + v.replace("'", "''") + "'" for v in values) + "]"
+
+
+def load_raw(con: duckdb.DuckDBPyConnection, lake: Lake, chunk: Chunk) -> None:
+    """Create temp tables ``raw`` (fi, pos, c0..cN text) and ``rejects`` for the chunk.
+
+    ``pos`` is the 1-based ordinal of the record among the file's well-formed records:
+    DuckDB's streaming ``row_number() OVER ()`` follows file order, and the first
+    ordinal of each file is subtracted.
+    """
+    dialect = chunk.dialect
+    width = len(dialect["header"])
+    columns = "{" + ", ".join(f"'c{i}': 'VARCHAR'" for i in range(width)) + "}"
+    files = [str(_readable_path(lake, o)) for o in chunk.objects]
+    encoding = "utf-8" if dialect["encoding"].lower() in ("utf-8", "utf-8-sig") or dialect["encoding"].lower() not in NATIVE_ENCODINGS else dialect["encoding"]
+    delimiter = dialect["delimiter"].replace("'", "''")
+    con.execute("DROP TABLE IF EXISTS raw_scan; DROP TABLE IF EXISTS raw; DROP TABLE IF EXISTS rejects")
+    con.execute("DROP TABLE IF EXISTS reject_errors; DROP TABLE IF EXISTS reject_scans")
+    con.execute(
+        f"""
+        CREATE TEMP TABLE raw_scan AS
+        SELECT file_index AS fi, row_number() OVER () AS grn, {", ".join(f"c{i}" for i in range(width))}
+        FROM read_csv({_sql_list(files)}, columns = {columns}, header = true, auto_detect = false,
+                      delim = '{delimiter}', quote = '"', escape = '"', encoding = '{encoding}',
+                      store_rejects = true, rejects_table = 'reject_errors', rejects_scan = 'reject_scans',
+                      parallel = true)
+        """
+    )
+    con.execute(
+        """
+        CREATE TEMP TABLE raw AS
+        SELECT r.* EXCLUDE (grn), r.grn - f.first_grn + 1 AS pos
+        FROM raw_scan r JOIN (SELECT fi, min(grn) AS first_grn FROM raw_scan GROUP BY fi) f USING (fi)
+        """
+    )
+    con.execute("DROP TABLE raw_scan")
+    # Map reject rows to the chunk's file index through the scan's file path.
+    con.execute(
+        f"""
+        CREATE TEMP TABLE rejects AS
+        SELECT list_position({_sql_list(files)}, s.file_path) - 1 AS fi,
+               e.line AS line, lower(replace(e.error_type, ' ', '_')) AS error_type,
+               trim(e.csv_line, chr(10) || chr(13)) AS csv_line, e.error_message
+        FROM reject_errors e JOIN reject_scans s USING (scan_id, file_id)
+        """
+    )
+
+
+def iter_chunks(objects: list[dict], chunk_bytes: int) -> Iterator[Chunk]:
+    yield from plan_chunks(objects, chunk_bytes)

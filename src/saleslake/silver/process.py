@@ -1,0 +1,172 @@
+"""The silver stage for CSV objects: parse → validate → enrich → dedup → write.
+
+Exactly once: every write to ``sales_lines`` and ``quarantine`` carries, in the same
+Delta commit, the highest ``landed_seq`` it covers (a Delta application transaction).
+A rerun after a crash resumes after the last committed position of each table, so no
+row is lost or written twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import duckdb
+import pyarrow as pa
+from deltalake import CommitProperties, Transaction, write_deltalake
+
+from saleslake.bronze import manifest_rows
+from saleslake.config import Settings
+from saleslake.contract import QUARANTINE_SCHEMA, SALES_LINES_SCHEMA
+from saleslake.lake import Lake, ensure_delta, txn_version
+from saleslake.runs import StageCounts
+from saleslake.silver.dedup import classify, write_upserts
+from saleslake.silver.enrich import enrichment_columns, tax_rate_sql
+from saleslake.silver.parse import Chunk, load_raw, plan_chunks
+from saleslake.silver.validate import checked_sql
+
+APP_ID = "saleslake.silver.csv"
+# Business content of a line: two versions with the same hash are exact repeats.
+HASHED_COLUMNS = (
+    "order_date", "ship_date", "ship_mode", "order_priority", "customer_id", "customer_name", "segment",
+    "city", "state", "country", "postal_code", "market", "region", "product_id", "product_name",
+    "category", "sub_category", "quantity", "sales", "discount", "profit", "shipping_cost", "currency",
+)
+
+
+def connect(settings: Settings, lake: Lake) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with bounded memory that spills to the lake's tmp/."""
+    lake.tmp.mkdir(parents=True, exist_ok=True)
+    config = {"memory_limit": settings.duckdb_memory_limit, "temp_directory": str(lake.tmp / "duckdb")}
+    if settings.duckdb_threads:
+        config["threads"] = settings.duckdb_threads
+    return duckdb.connect(config=config)
+
+
+def _row_hash_sql() -> str:
+    parts = ", ".join(f"coalesce(CAST({c} AS VARCHAR), '\\N')" for c in HASHED_COLUMNS)
+    return f"md5(concat_ws(chr(31), {parts}))"
+
+
+def _register_files(con: duckdb.DuckDBPyConnection, chunk: Chunk) -> None:
+    files = pa.table(
+        {
+            "fi": pa.array(range(len(chunk.objects)), pa.int64()),
+            "object_id": [o["object_id"] for o in chunk.objects],
+            "landed_seq": pa.array([o["landed_seq"] for o in chunk.objects], pa.int64()),
+            "landed_at": pa.array([o["landed_at"] for o in chunk.objects], pa.timestamp("us", tz="UTC")),
+            "bronze_uri": [o["bronze_uri"] for o in chunk.objects],
+            "source_system": [o["source_system"] for o in chunk.objects],
+            "currency": [o["currency"] for o in chunk.objects],
+        }
+    )
+    con.register("files_arrow", files)
+    con.execute("CREATE OR REPLACE TEMP TABLE files AS SELECT * FROM files_arrow")
+    con.unregister("files_arrow")
+
+
+def _batch_id(chunk: Chunk) -> str:
+    return f"csv:{chunk.objects[0]['landed_seq']}-{chunk.last_seq}"
+
+
+def _write_quarantine(con: duckdb.DuckDBPyConnection, lake: Lake, chunk: Chunk, applied_seq: int) -> int:
+    """Append the chunk's rejected rows (those not yet applied) with the position."""
+    batch = _batch_id(chunk)
+    rel = con.sql(
+        f"""
+        SELECT md5(f.object_id || ':record:' || c.pos) AS quarantine_key, c.source_system, c.reasons,
+               c.raw_values AS raw, CAST(NULL AS VARCHAR) AS raw_line,
+               c.order_id__txt AS order_id, c.line_id__txt AS line_id, c.bronze_uri,
+               'record:' || c.pos AS source_position, c.landed_seq, '{batch}' AS batch_id,
+               f.landed_at AS ingested_at
+        FROM checked c JOIN files f USING (fi)
+        WHERE len(c.reasons) > 0 AND c.landed_seq > {applied_seq}
+        UNION ALL
+        SELECT md5(f.object_id || ':line:' || r.line), f.source_system, ['malformed_row:' || r.error_type],
+               CAST(NULL AS MAP(VARCHAR, VARCHAR)), r.csv_line, NULL, NULL, f.bronze_uri,
+               'line:' || r.line, f.landed_seq, '{batch}', f.landed_at
+        FROM rejects r JOIN files f USING (fi)
+        WHERE f.landed_seq > {applied_seq}
+        """
+    )
+    table = rel.to_arrow_table().cast(QUARANTINE_SCHEMA)
+    commit = CommitProperties(app_transactions=[Transaction(APP_ID, chunk.last_seq)])
+    write_deltalake(str(lake.quarantine), table, mode="append", commit_properties=commit)
+    return table.num_rows
+
+
+def _build_valid(con: duckdb.DuckDBPyConnection, settings: Settings, chunk: Chunk) -> None:
+    batch = _batch_id(chunk)
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE valid AS
+        SELECT md5(source_system || chr(31) || order_id || chr(31) || line_id) AS line_key,
+               source_system, order_id, line_id, order_date,
+               CAST(NULL AS TIMESTAMPTZ) AS order_ts, ship_date, ship_mode, order_priority,
+               customer_id, customer_name, segment, city, state, country, postal_code, market, region,
+               CAST(NULL AS VARCHAR) AS store_id, product_id, product_name, category, sub_category,
+               quantity, unit_price, sales, discount, profit, shipping_cost, currency,
+               tax_rate, tax_amount, len(fraud_reasons) > 0 AS is_suspected_fraud, fraud_reasons,
+               is_outlier, dq_score, {_row_hash_sql()} AS row_hash, bronze_uri,
+               'record:' || pos AS source_position, landed_seq, '{batch}' AS batch_id,
+               ingested_at, strftime(order_date, '%Y-%m') AS order_month, fi, pos
+        FROM (
+            SELECT *, {enrichment_columns(settings)}
+            FROM (SELECT c.*, f.landed_at AS ingested_at, {tax_rate_sql(settings)} AS tax_rate
+                  FROM checked c JOIN files f USING (fi) WHERE len(c.reasons) = 0)
+        )
+        """
+    )
+
+
+def process_chunk(
+    con: duckdb.DuckDBPyConnection, lake: Lake, settings: Settings, chunk: Chunk, lines_seq: int, quarantine_seq: int
+) -> StageCounts:
+    load_raw(con, lake, chunk)
+    _register_files(con, chunk)
+    dialect = chunk.dialect
+    con.execute(f"CREATE OR REPLACE TEMP TABLE checked AS {checked_sql(chunk.columns, dialect['decimal'], dialect['date_format'])}")
+    rejected = con.execute("SELECT count(*) FROM checked WHERE len(reasons) > 0").fetchall()[0][0]
+    rejected += con.execute("SELECT count(*) FROM rejects").fetchall()[0][0]
+    if chunk.last_seq > quarantine_seq:
+        _write_quarantine(con, lake, chunk, quarantine_seq)
+    _build_valid(con, settings, chunk)
+    target = ensure_delta(lake.sales_lines, SALES_LINES_SCHEMA, ["order_month"])
+    counts = classify(con, target, lines_seq)
+    if chunk.last_seq > lines_seq:
+        write_upserts(con, target, APP_ID, chunk.last_seq)
+    for name in ("raw", "rejects", "checked", "valid", "versions", "upserts", "existing", "files"):
+        con.execute(f"DROP TABLE IF EXISTS {name}")
+    return StageCounts(
+        rows_read=counts.valid + counts.duplicate + rejected,
+        rows_valid=counts.valid,
+        rows_quarantined=rejected,
+        rows_duplicate=counts.duplicate,
+        rows_corrected=counts.corrected,
+    )
+
+
+def pending_objects(lake: Lake) -> tuple[list[dict], int, int]:
+    """Landed CSV objects not yet in both silver tables, and each table's position."""
+    ensure_delta(lake.sales_lines, SALES_LINES_SCHEMA, ["order_month"])
+    ensure_delta(lake.quarantine, QUARANTINE_SCHEMA)
+    lines_seq = txn_version(lake.sales_lines, APP_ID)
+    quarantine_seq = txn_version(lake.quarantine, APP_ID)
+    objects = manifest_rows(lake, f"kind = 'csv' AND landed_seq > {min(lines_seq, quarantine_seq)}")
+    return objects, lines_seq, quarantine_seq
+
+
+def process_csv(lake: Lake, settings: Settings, progress: Callable[[int], None] | None = None) -> StageCounts:
+    """Process every landed CSV object not yet in silver; returns the row accounting."""
+    objects, lines_seq, quarantine_seq = pending_objects(lake)
+    totals = StageCounts()
+    if not objects:
+        return totals
+    con = connect(settings, lake)
+    try:
+        for chunk in plan_chunks(objects, settings.csv.chunk_bytes):
+            totals.add(process_chunk(con, lake, settings, chunk, lines_seq, quarantine_seq))
+            if progress:
+                progress(chunk.size_bytes)
+    finally:
+        con.close()
+    return totals

@@ -1,0 +1,71 @@
+"""Type the raw text fields and attach every CONTRACT §4 reason code, in SQL.
+
+``checked_sql`` turns the ``raw`` table of one chunk into typed columns plus a
+``reasons`` list; a row with an empty list is valid.
+"""
+
+from __future__ import annotations
+
+from saleslake.contract import CSV_FIELDS, DATE_FIELDS, NUMBER_FIELDS, REQUIRED_FIELDS
+
+TEXT_FIELDS = [c for c in CSV_FIELDS.values() if c not in DATE_FIELDS and c not in NUMBER_FIELDS]
+NUMBER_TYPES = {
+    "sales": "DECIMAL(18,4)",
+    "quantity": "BIGINT",
+    "discount": "DECIMAL(9,4)",
+    "profit": "DECIMAL(18,4)",
+    "shipping_cost": "DECIMAL(18,4)",
+}
+
+
+def _raw_text(columns: dict[str, int], name: str) -> str:
+    """The trimmed text of a canonical field; NULL when empty or absent from the file."""
+    position = columns.get(name)
+    if position is None:
+        return "CAST(NULL AS VARCHAR)"
+    return f"nullif(trim(c{position}), '')"
+
+
+def _number(text: str, sql_type: str, decimal: str) -> str:
+    if decimal == ",":
+        # Decimal comma: a point in the value is not a thousands separator we can trust,
+        # so "1.234,5" stays invalid instead of being guessed.
+        text = f"CASE WHEN contains({text}, '.') THEN NULL ELSE replace({text}, ',', '.') END"
+    return f"TRY_CAST({text} AS {sql_type})"
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def checked_sql(columns: dict[str, int], decimal: str, date_format: str) -> str:
+    """SELECT over ``raw`` joined with ``files`` (fi, landed_seq, bronze_uri, source_system, currency)."""
+    txt = {name: _raw_text(columns, name) for name in CSV_FIELDS.values()}
+    typed = [f"{txt[name]} AS {name}" for name in TEXT_FIELDS]
+    for name in DATE_FIELDS:
+        typed.append(f"CAST(TRY_STRPTIME({txt[name]}, {_sql_string(date_format)}) AS DATE) AS {name}")
+    for name, sql_type in NUMBER_TYPES.items():
+        typed.append(f"{_number(txt[name], sql_type, decimal)} AS {name}")
+    raw_map = "MAP([" + ", ".join(f"'{n}'" for n in CSV_FIELDS.values()) + "], [" + ", ".join(txt.values()) + "])"
+
+    reasons = [f"CASE WHEN {name}__txt IS NULL THEN 'missing_required:{name}' END" for name in REQUIRED_FIELDS]
+    reasons += [f"CASE WHEN {name}__txt IS NOT NULL AND {name} IS NULL THEN 'invalid_date:{name}' END" for name in DATE_FIELDS]
+    reasons += [f"CASE WHEN {name}__txt IS NOT NULL AND {name} IS NULL THEN 'invalid_number:{name}' END" for name in NUMBER_TYPES]
+    reasons += [
+        "CASE WHEN quantity <= 0 THEN 'non_positive_quantity' END",
+        "CASE WHEN sales <= 0 THEN 'non_positive_sales' END",
+        "CASE WHEN discount < 0 OR discount > 1 THEN 'discount_out_of_range' END",
+        "CASE WHEN ship_date < order_date THEN 'ship_before_order' END",
+    ]
+    # The original text of every field a reason looks at (dict keeps one copy each).
+    text_copies = {n: f"{txt[n]} AS {n}__txt" for n in (*REQUIRED_FIELDS, *DATE_FIELDS, *NUMBER_TYPES)}
+    return f"""
+        SELECT *, list_filter([{", ".join(reasons)}], lambda r: r IS NOT NULL) AS reasons
+        FROM (
+            SELECT raw.fi, raw.pos, f.landed_seq, f.bronze_uri, f.source_system, f.currency,
+                   {", ".join(typed)},
+                   {", ".join(text_copies.values())},
+                   {raw_map} AS raw_values
+            FROM raw JOIN files f USING (fi)
+        )
+    """

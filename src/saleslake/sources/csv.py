@@ -1,0 +1,309 @@
+"""Discover regional CSV exports and decide their dialect.
+
+Detection reads only the head of each file: the header (to map columns), and a sample
+of rows (delimiter, decimal mark, date order). The date order is decided per *source*,
+pooling evidence from every file of that source, because a daily export often has only
+days <= 12 and cannot decide alone; when nothing decides it, we refuse to guess.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from saleslake.contract import (
+    CSV_FIELDS,
+    OPTIONAL_CSV_COLUMNS,
+    canonical_column,
+)
+from saleslake.errors import InputFileError
+
+SNIFF_BYTES = 256 * 1024
+SAMPLE_ROWS = 400
+DELIMITERS = (",", ";", "\t", "|")
+REQUIRED_COLUMNS = tuple(v for v in CSV_FIELDS.values() if v not in OPTIONAL_CSV_COLUMNS)
+# DuckDB reads these natively; anything else is transcoded to UTF-8 before parsing.
+NATIVE_ENCODINGS = {"utf-8", "utf-8-sig", "utf-16", "latin-1"}
+
+_DMY = re.compile(r"^\s*(\d{1,2})([-/.])(\d{1,2})\2(\d{2}|\d{4})\s*$")
+_ISO = re.compile(r"^\s*\d{4}-\d{2}-\d{2}\s*$")
+_DECIMAL_COMMA = re.compile(r"^\s*-?\d+,\d+\s*$")
+_DECIMAL_POINT = re.compile(r"^\s*-?\d+\.\d+\s*$")
+
+
+@dataclass(frozen=True)
+class CsvOverrides:
+    """Dialect options given by the user; ``None`` means detect."""
+
+    delimiter: str | None = None
+    decimal: str | None = None
+    date_format: str | None = None
+    encoding: str | None = None
+
+
+@dataclass(frozen=True)
+class DateEvidence:
+    """What a sample of date values says about their format."""
+
+    separator: str | None = None
+    year_digits: int | None = None
+    iso: bool = False
+    day_first_seen: bool = False  # a first component > 12
+    month_first_seen: bool = False  # a second component > 12
+
+    def merge(self, other: DateEvidence) -> DateEvidence:
+        return DateEvidence(
+            separator=self.separator or other.separator,
+            year_digits=self.year_digits or other.year_digits,
+            iso=self.iso or other.iso,
+            day_first_seen=self.day_first_seen or other.day_first_seen,
+            month_first_seen=self.month_first_seen or other.month_first_seen,
+        )
+
+
+@dataclass(frozen=True)
+class CsvFile:
+    """One sniffed file: everything needed to land and later parse it."""
+
+    path: Path
+    encoding: str
+    delimiter: str
+    decimal: str
+    header: tuple[str, ...]
+    columns: dict[str, int] = field(default_factory=dict)  # canonical name -> position
+    extra_columns: tuple[str, ...] = ()
+    dates: DateEvidence = DateEvidence()
+    date_format: str | None = None
+    data_rows_seen: int = 0
+
+
+def expand_paths(paths: Iterable[Path]) -> list[Path]:
+    """Files as given, folders expanded to their ``*.csv`` files (recursively, sorted)."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() == ".csv"))
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise InputFileError(str(path), "no such file or folder")
+    return found
+
+
+def _decode_head(path: Path, raw: bytes, encoding: str | None) -> tuple[str, str]:
+    """The head of the file as text, and the encoding to parse it with."""
+    if not raw:
+        raise InputFileError(str(path), "the file is empty", "export it again or remove it")
+    if encoding:
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise InputFileError(str(path), f"unknown encoding {encoding!r}", "pass a Python codec name such as latin-1 or cp1252") from None
+        return raw.decode(encoding, errors="replace"), encoding
+    if b"\x00" in raw[:4096]:
+        raise InputFileError(str(path), "binary data, not a CSV text file", "check that the right file was exported")
+    if raw.startswith(codecs.BOM_UTF8):
+        return raw[len(codecs.BOM_UTF8):].decode("utf-8", errors="replace"), "utf-8-sig"
+    try:
+        # The head may end in the middle of a multi-byte character: ignore only that.
+        text = codecs.getincrementaldecoder("utf-8")().decode(raw, final=False)
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise InputFileError(
+            str(path),
+            f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})",
+            "pass --encoding, e.g. --encoding cp1252",
+            line=line,
+        ) from None
+    return text, "utf-8"
+
+
+def _split_header(line: str, delimiter: str) -> list[str]:
+    return next(csv.reader([line], delimiter=delimiter, quotechar='"'), [])
+
+
+def _pick_delimiter(path: Path, header_line: str, forced: str | None) -> tuple[str, list[str]]:
+    candidates = (forced,) if forced else DELIMITERS
+    best: tuple[int, str, list[str]] | None = None
+    for delimiter in candidates:
+        names = _split_header(header_line, delimiter)
+        known = sum(1 for n in names if canonical_column(n))
+        if best is None or known > best[0]:
+            best = (known, delimiter, names)
+    assert best is not None
+    known, delimiter, names = best
+    if known == 0:
+        shown = header_line[:80].strip()
+        if forced:
+            raise InputFileError(
+                str(path), f"no known column in the header when split on {forced!r}: {shown!r}",
+                "check --delimiter", line=1,
+            )
+        raise InputFileError(
+            str(path), f"not a sales CSV export: the first line has none of the expected columns: {shown!r}",
+            "expected a header such as 'Row ID,Order ID,Order Date,...'", line=1,
+        )
+    return delimiter, names
+
+
+def _map_columns(path: Path, names: list[str]) -> tuple[dict[str, int], tuple[str, ...]]:
+    columns: dict[str, int] = {}
+    extras: list[str] = []
+    for position, name in enumerate(names):
+        canonical = canonical_column(name)
+        if canonical is None:
+            extras.append(name.strip())
+        elif canonical in columns:
+            raise InputFileError(str(path), f"column {name.strip()!r} appears twice in the header", line=1)
+        else:
+            columns[canonical] = position
+    missing = [label for label, canon in CSV_FIELDS.items() if canon in REQUIRED_COLUMNS and canon not in columns]
+    if missing:
+        raise InputFileError(
+            str(path), f"missing required column(s): {', '.join(missing)}",
+            "the export needs the 24 fields of the regional layout (Market, Shipping Cost and Order Priority may be absent)",
+            line=1,
+        )
+    return columns, tuple(extras)
+
+
+def date_evidence(values: Iterable[str]) -> DateEvidence:
+    """Separator, year width and which component exceeds 12, over sample values."""
+    evidence = DateEvidence()
+    for value in values:
+        if not value:
+            continue
+        if _ISO.match(value):
+            evidence = evidence.merge(DateEvidence(iso=True))
+            continue
+        match = _DMY.match(value)
+        if not match:
+            continue
+        first, sep, second, year = int(match.group(1)), match.group(2), int(match.group(3)), match.group(4)
+        evidence = evidence.merge(
+            DateEvidence(
+                separator=sep,
+                year_digits=len(year),
+                day_first_seen=first > 12,
+                month_first_seen=second > 12,
+            )
+        )
+    return evidence
+
+
+def decide_date_format(evidence: DateEvidence) -> str | None:
+    """A DuckDB strptime format, or None while the evidence cannot decide."""
+    if evidence.iso and not evidence.separator:
+        return "%Y-%m-%d"
+    if not evidence.separator:
+        return None
+    if evidence.day_first_seen and evidence.month_first_seen:
+        return "inconsistent"
+    year = "%Y" if evidence.year_digits == 4 else "%y"
+    sep = evidence.separator
+    if evidence.day_first_seen:
+        return f"%d{sep}%m{sep}{year}"
+    if evidence.month_first_seen:
+        return f"%m{sep}%d{sep}{year}"
+    return None
+
+
+def sniff(path: Path, overrides: CsvOverrides = CsvOverrides()) -> CsvFile | None:
+    """Read the head of ``path`` and describe its dialect; None for a header-only file.
+
+    Raises InputFileError with one line (file, line, problem, fix) for a file that
+    cannot be a regional export: empty, binary, undecodable, unknown columns.
+    """
+    with path.open("rb") as handle:
+        raw = handle.read(SNIFF_BYTES)
+    text, encoding = _decode_head(path, raw, overrides.encoding)
+    lines = text.splitlines()
+    if not lines or not lines[0].strip():
+        raise InputFileError(str(path), "the first line is empty, expected a header", line=1)
+    delimiter, names = _pick_delimiter(path, lines[0], overrides.delimiter)
+    columns, extras = _map_columns(path, names)
+    body = "\n".join(lines[1 : SAMPLE_ROWS + 1]) if len(raw) < SNIFF_BYTES else "\n".join(lines[1:SAMPLE_ROWS])
+    rows = [r for r in csv.reader(io.StringIO(body), delimiter=delimiter, quotechar='"') if r]
+    if not rows:
+        return None
+
+    def column_values(name: str) -> list[str]:
+        position = columns.get(name)
+        if position is None:
+            return []
+        return [r[position] for r in rows if len(r) > position]
+
+    dates = date_evidence(column_values("order_date") + column_values("ship_date"))
+    decimal = overrides.decimal or _detect_decimal(delimiter, column_values("sales") + column_values("profit"))
+    return CsvFile(
+        path=path,
+        encoding=encoding,
+        delimiter=delimiter,
+        decimal=decimal,
+        header=tuple(names),
+        columns=columns,
+        extra_columns=extras,
+        dates=dates,
+        date_format=overrides.date_format,
+        data_rows_seen=len(rows),
+    )
+
+
+def _detect_decimal(delimiter: str, numbers: list[str]) -> str:
+    if delimiter == ",":
+        return "."  # a decimal comma would need quoting in every value: not met in practice
+    commas = sum(1 for v in numbers if _DECIMAL_COMMA.match(v))
+    points = sum(1 for v in numbers if _DECIMAL_POINT.match(v))
+    return "," if commas > points else "."
+
+
+def resolve_date_formats(files: list[CsvFile], sources: list[str], known: dict[str, str]) -> list[CsvFile]:
+    """Give every file the date format of its source, pooled over the source's files.
+
+    ``known`` holds formats decided for a source at an earlier ingest. A source whose
+    pooled evidence cannot decide (all days <= 12) and has no known format is an error
+    asking for --date-format; a contradiction (both orders seen) is an error too.
+    """
+    pooled: dict[str, DateEvidence] = {}
+    for f, source in zip(files, sources):
+        pooled[source] = pooled.get(source, DateEvidence()).merge(f.dates)
+    decided: dict[str, str] = {}
+    for source, evidence in pooled.items():
+        fmt = decide_date_format(evidence)
+        if fmt == "inconsistent":
+            first = next(f for f, s in zip(files, sources) if s == source)
+            raise InputFileError(
+                str(first.path),
+                f"dates of source {source!r} are day-first in some rows and month-first in others",
+                "pass --date-format, e.g. --date-format %d-%m-%Y",
+            )
+        if fmt is None:
+            fmt = known.get(source)
+        if fmt is not None:
+            decided[source] = fmt
+    resolved = []
+    for f, source in zip(files, sources):
+        if f.date_format:
+            resolved.append(f)
+            continue
+        fmt = decided.get(source)
+        if fmt is None:
+            raise InputFileError(
+                str(f.path),
+                f"cannot tell whether dates like {_example_date(f)} are day-first or month-first "
+                f"(no day above 12 in source {source!r})",
+                "pass --date-format %d/%m/%Y or --date-format %m/%d/%Y",
+            )
+        resolved.append(replace(f, date_format=fmt))
+    return resolved
+
+
+def _example_date(f: CsvFile) -> str:
+    sep = f.dates.separator or "/"
+    year = "yyyy" if f.dates.year_digits == 4 else "yy"
+    return f"'01{sep}02{sep}{year}'"
