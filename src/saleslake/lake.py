@@ -141,7 +141,7 @@ def snapshot_view_sql(table: DeltaTable) -> str:
     )
 
 
-def register_snapshots(con: duckdb.DuckDBPyConnection, tables: dict[str, Path]) -> None:
+def register_snapshots(con: duckdb.DuckDBPyConnection, tables: dict[str, Path | DeltaTable]) -> None:
     """Create one view per ``schema.table`` over its committed Delta snapshot.
 
     Tables that were never created are skipped. On a file-backed connection the views
@@ -149,8 +149,8 @@ def register_snapshots(con: duckdb.DuckDBPyConnection, tables: dict[str, Path]) 
     """
     # Qualify with the catalog: DuckDB has a built-in catalog named "system".
     catalog = con.execute("SELECT current_database()").fetchall()[0][0]
-    for name, path in tables.items():
-        table = open_delta(path)
+    for name, source in tables.items():
+        table = source if isinstance(source, DeltaTable) else open_delta(source)
         if table is None:
             continue
         schema_name, table_name = name.split(".", 1)
