@@ -119,10 +119,11 @@ def load_raw(con: duckdb.DuckDBPyConnection, lake: Lake, chunk: Chunk) -> None:
     con.execute(
         f"""
         CREATE TEMP TABLE rejects AS
-        SELECT list_position({_sql_list(files)}, s.file_path) - 1 AS fi,
-               e.line AS line, lower(replace(e.error_type, ' ', '_')) AS error_type,
-               trim(e.csv_line, chr(10) || chr(13)) AS csv_line, e.error_message
+        SELECT list_position({_sql_list(files)}, s.file_path) - 1 AS fi, e.line AS line,
+               list_sort(list_distinct(list(lower(replace(e.error_type, ' ', '_'))))) AS error_types,
+               any_value(trim(e.csv_line, chr(10) || chr(13))) AS csv_line
         FROM reject_errors e JOIN reject_scans s USING (scan_id, file_id)
+        GROUP BY ALL
         """
     )
 

@@ -81,7 +81,8 @@ def _write_quarantine(con: duckdb.DuckDBPyConnection, lake: Lake, chunk: Chunk, 
         FROM checked c JOIN files f USING (fi)
         WHERE len(c.reasons) > 0 AND c.landed_seq > {applied_seq}
         UNION ALL
-        SELECT md5(f.object_id || ':line:' || r.line), f.source_system, ['malformed_row:' || r.error_type],
+        SELECT md5(f.object_id || ':line:' || r.line), f.source_system,
+               list_transform(r.error_types, lambda t: 'malformed_row:' || t),
                CAST(NULL AS MAP(VARCHAR, VARCHAR)), r.csv_line, NULL, NULL, f.bronze_uri,
                'line:' || r.line, f.landed_seq, '{batch}', f.landed_at
         FROM rejects r JOIN files f USING (fi)

@@ -1,0 +1,43 @@
+"""Helpers shared by tests (importable as ``helpers``; conftest.py holds the fixtures)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+from saleslake.lake import Lake, register_snapshots
+from saleslake.serve.query import qualify_system
+
+def sql(lake: Lake, query: str) -> list[tuple]:
+    """Run a query over the lake's committed snapshots (test helper)."""
+    con = duckdb.connect()
+    try:
+        register_snapshots(con, lake.delta_tables())
+        return con.sql(qualify_system(query)).fetchall()
+    finally:
+        con.close()
+
+
+def write_csv(path: Path, text: str, encoding: str = "utf-8", bom: bool = False) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = text.encode(encoding)
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + data)
+    return path
+
+
+HEADER = (
+    "Row ID,Order ID,Order Date,Ship Date,Ship Mode,Customer ID,Customer Name,Segment,City,State,Country,"
+    "Postal Code,Market,Region,Product ID,Category,Sub-Category,Product Name,Sales,Quantity,Discount,Profit,"
+    "Shipping Cost,Order Priority"
+)
+
+
+def line(row_id="1", order_id="O-1", order_date="15-01-2021", ship_date="17-01-2021", customer="C-1",
+         product="P-1", sales="100.50", quantity="2", discount="0.1", profit="10.5", name="Widget, large",
+         segment="Consumer", country="Germany", state="Berlin") -> str:
+    quoted = '"' + name.replace('"', '""') + '"'
+    return (
+        f"{row_id},{order_id},{order_date},{ship_date},Standard Class,{customer},Ann Lee,{segment},Berlin,{state},"
+        f"{country},,EU,Central,{product},Furniture,Chairs,{quoted},{sales},{quantity},{discount},{profit},12.5,High"
+    )
