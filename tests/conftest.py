@@ -10,8 +10,7 @@ import pytest
 from saleslake import api
 from saleslake.lake import Lake
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
+from helpers import SHARED_DATA
 
 os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
 

@@ -9,6 +9,9 @@ import duckdb
 from saleslake.lake import Lake, register_snapshots
 from saleslake.serve.query import qualify_system
 
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
 def sql(lake: Lake, query: str) -> list[tuple]:
     """Run a query over the lake's committed snapshots (test helper)."""
     con = duckdb.connect()
