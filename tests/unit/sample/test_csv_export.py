@@ -277,8 +277,9 @@ def test_quoted_product_names_round_trip_through_pyarrow(run):
         assert table.column("Postal Code").to_pylist() == [r["postal_code"] for r in mine]
     names = {r["product_name"] for region, p in files_in_order(out) for r in read_rows(p, region)}
     assert any('"' in n for n in names) and any("," in n for n in names)
-    raw = (out / "africa" / "africa_2021-01-05.csv").read_text(encoding="utf-8")
-    assert '""' in raw or any('"' in n for n in names)
+    raw = "".join(p.read_text(encoding="utf-8") for p in sorted((out / "africa").glob("*.csv")))
+    assert '""' in raw  # embedded quotes are doubled
+    assert re.search(r',"[^",]+, [^"]+",', raw)  # embedded commas are quoted
 
 
 def test_postal_codes_keep_leading_zeros(run):
@@ -361,3 +362,23 @@ def test_region_names_are_normalised_and_ordered(tmp_path):
     s = generate_csv(tmp_path, rows=100, regions=["West", "central-asia"], seed=1)
     assert s.regions == ["central_asia", "west"]
     assert s.rows_written == 100 == sum(s.rows_by_region.values())
+
+
+def test_refreshes_its_own_folder_and_refuses_foreign_files(tmp_path):
+    first = tmp_path / "first"
+    generate_csv(first, rows=8_000, regions=["west", "east"], seed=1)  # 8 days
+    again = generate_csv(first, rows=100, regions=["west"], seed=2)  # 7 days, one region
+    assert sorted(p.relative_to(first).as_posix() for p in first.rglob("*.csv")) == [
+        f"west/west_{date(2021, 1, 1) + timedelta(days=t)}.csv" for t in range(7)
+    ]
+    assert recount(first)["rows_written"] == again.rows_written == 100
+
+    foreign = tmp_path / "foreign"
+    (foreign / "west").mkdir(parents=True)
+    (foreign / "west" / "west_2030-01-01.csv").write_text("x\n")
+    with pytest.raises(UserError, match="another run"):
+        generate_csv(foreign, rows=100, regions=["west"], seed=1)
+    (foreign / "west" / "west_2030-01-01.csv").unlink()
+    (foreign / "west" / "mine.csv").write_text("x\n")
+    with pytest.raises(UserError, match="did not write"):
+        generate_csv(foreign, rows=100, regions=["west"], seed=1)
