@@ -29,14 +29,14 @@ class DedupCounts:
     valid: int
     duplicate: int
     corrected: int
-    written: int
 
 
 def classify(con: duckdb.DuckDBPyConnection, target: DeltaTable, applied_seq: int) -> DedupCounts:
-    """From temp table ``valid`` build ``upserts`` (rows to write) and count outcomes.
+    """From temp table ``valid`` build the ``upserts`` view (rows to write) and count outcomes.
 
-    ``applied_seq``: rows from objects at or below it are already in silver (a rerun
-    after a crash); they are counted but not written again.
+    Only keys seen more than once in the chunk or already in silver need their versions
+    ordered; every other row is simply new. ``applied_seq``: rows from objects at or below
+    it are already in silver (a rerun after a crash); they are counted, not written again.
     """
     con.execute(
         f"""
@@ -48,18 +48,26 @@ def classify(con: duckdb.DuckDBPyConnection, target: DeltaTable, applied_seq: in
     )
     con.execute(
         """
+        CREATE OR REPLACE TEMP TABLE multi AS
+        SELECT line_key FROM valid GROUP BY line_key HAVING count(*) > 1
+        UNION SELECT line_key FROM existing
+        """
+    )
+    con.execute(
+        """
         CREATE OR REPLACE TEMP TABLE versions AS
         SELECT v.line_key, v.fi, v.pos, v.landed_seq, v.row_hash,
                coalesce(lag(v.row_hash) OVER w, e.row_hash) AS previous_hash,
                e.landed_seq AS existing_seq, e.row_hash AS existing_hash,
                row_number() OVER (PARTITION BY v.line_key ORDER BY v.landed_seq DESC, v.pos DESC) AS newest
         FROM valid v LEFT JOIN existing e USING (line_key)
+        WHERE v.line_key IN (SELECT line_key FROM multi)
         WINDOW w AS (PARTITION BY v.line_key ORDER BY v.landed_seq, v.pos)
         """
     )
     valid, duplicate, corrected = con.execute(
         """
-        SELECT count(*),
+        SELECT (SELECT count(*) FROM valid),
                count(*) FILTER (WHERE row_hash = previous_hash),
                count(*) FILTER (WHERE previous_hash IS NOT NULL AND row_hash <> previous_hash)
         FROM versions
@@ -68,23 +76,26 @@ def classify(con: duckdb.DuckDBPyConnection, target: DeltaTable, applied_seq: in
     # Write the newest version of a key unless silver already holds it or something newer.
     con.execute(
         f"""
-        CREATE OR REPLACE TEMP TABLE upserts AS
+        CREATE OR REPLACE TEMP VIEW upserts AS
+        SELECT v.* EXCLUDE (fi, pos) FROM valid v
+        WHERE v.landed_seq > {applied_seq} AND v.line_key NOT IN (SELECT line_key FROM multi)
+        UNION ALL
         SELECT v.* EXCLUDE (fi, pos)
         FROM valid v JOIN versions x ON v.line_key = x.line_key AND v.fi = x.fi AND v.pos = x.pos
         WHERE x.newest = 1 AND v.landed_seq > {applied_seq}
           AND (x.existing_seq IS NULL OR (x.existing_seq < v.landed_seq AND x.row_hash <> x.existing_hash))
         """
     )
-    written = con.execute("SELECT count(*) FROM upserts").fetchall()[0][0]
-    return DedupCounts(valid=valid - duplicate, duplicate=duplicate, corrected=corrected, written=written)
+    return DedupCounts(valid=valid - duplicate, duplicate=duplicate, corrected=corrected)
 
 
 def write_upserts(con: duckdb.DuckDBPyConnection, target: DeltaTable, app_id: str, seq: int) -> str:
     """Write temp table ``upserts`` to silver with the position ``seq`` in the same commit."""
     commit = CommitProperties(app_transactions=[Transaction(app_id, seq)])
-    months = [r[0] for r in con.sql("SELECT DISTINCT order_month FROM existing WHERE line_key IN (SELECT line_key FROM upserts)").fetchall()]
+    # Partitions holding a key being replaced; new rows may land in any month.
+    months = [r[0] for r in con.sql("SELECT DISTINCT order_month FROM existing").fetchall()]
     if months:
-        months += [r[0] for r in con.sql("SELECT DISTINCT order_month FROM upserts").fetchall()]
+        months += [r[0] for r in con.sql("SELECT DISTINCT order_month FROM valid").fetchall()]
     # The reader streams from the connection: no other query may run until it is drained.
     columns = ", ".join(f'"{name}"' for name in SALES_LINES_SCHEMA.names)
     batches = con.sql(f"SELECT {columns} FROM upserts").to_arrow_reader(BATCH_ROWS)

@@ -33,6 +33,18 @@ def tax_rate_sql(settings: Settings) -> str:
     return f"CAST(CASE {' '.join(branches)} ELSE {flat} END AS DECIMAL(9,4))"
 
 
+def unit_price_sql() -> str:
+    """sales / quantity rounded half-up to 4 places in exact integer arithmetic.
+
+    DuckDB divides decimals in floating point; money must never pass through a float, so
+    the division is done on sales in ten-thousandths as an integer.
+    """
+    scaled = "CAST(sales * 10000 AS HUGEINT)"
+    rounded = f"(({scaled} * 2 + quantity) // (2 * quantity))"
+    return (f"CASE WHEN quantity > 0 AND sales >= 0 THEN "
+            f"CAST(CAST({rounded} AS DECIMAL(38,0)) * CAST(0.0001 AS DECIMAL(5,4)) AS DECIMAL(18,4)) END")
+
+
 def enrichment_columns(settings: Settings) -> str:
     """SELECT-list fragment over a relation with the typed canonical columns."""
     fraud = settings.fraud
@@ -62,7 +74,7 @@ def enrichment_columns(settings: Settings) -> str:
     ]
     penalty_sql = " + ".join(f"CASE WHEN {cond} THEN {points} ELSE 0 END" for cond, points in penalties)
     return f"""
-        CAST(round(sales / quantity, 4) AS DECIMAL(18,4)) AS unit_price,
+        {unit_price_sql()} AS unit_price,
         tax_rate,
         CAST(round({net} * tax_rate, 2) AS DECIMAL(18,4)) AS tax_amount,
         list_filter([{", ".join(rules)}], lambda r: r IS NOT NULL) AS fraud_reasons,

@@ -82,40 +82,36 @@ def _sql_list(values: list[str]) -> str:
     return "[" + ", ".join("'" + v.replace("'", "''") + "'" for v in values) + "]"
 
 
-def load_raw(con: duckdb.DuckDBPyConnection, lake: Lake, chunk: Chunk) -> None:
-    """Create temp tables ``raw`` (fi, pos, c0..cN text) and ``rejects`` for the chunk.
+def scan_sql(lake: Lake, chunk: Chunk) -> str:
+    """The chunk's records as text: (fi, grn, c0..cN).
 
-    ``pos`` is the 1-based ordinal of the record among the file's well-formed records:
-    DuckDB's streaming ``row_number() OVER ()`` follows file order, and the first
-    ordinal of each file is subtracted.
+    ``grn`` is DuckDB's streaming ``row_number() OVER ()``, which follows file order;
+    :func:`collect_rejects` and the ``offsets`` table turn it into a per-file ordinal.
+    Records the reader cannot split land in the ``reject_errors`` table instead.
     """
     dialect = chunk.dialect
     width = len(dialect["header"])
     columns = "{" + ", ".join(f"'c{i}': 'VARCHAR'" for i in range(width)) + "}"
     files = [str(_readable_path(lake, o)) for o in chunk.objects]
-    encoding = "utf-8" if dialect["encoding"].lower() in ("utf-8", "utf-8-sig") or dialect["encoding"].lower() not in NATIVE_ENCODINGS else dialect["encoding"]
+    native = dialect["encoding"].lower()
+    encoding = native if native in NATIVE_ENCODINGS and not native.startswith("utf-8") else "utf-8"
     delimiter = dialect["delimiter"].replace("'", "''")
-    con.execute("DROP TABLE IF EXISTS raw_scan; DROP TABLE IF EXISTS raw; DROP TABLE IF EXISTS rejects")
-    con.execute("DROP TABLE IF EXISTS reject_errors; DROP TABLE IF EXISTS reject_scans")
-    con.execute(
-        f"""
-        CREATE TEMP TABLE raw_scan AS
+    return f"""
         SELECT file_index AS fi, row_number() OVER () AS grn, {", ".join(f"c{i}" for i in range(width))}
         FROM read_csv({_sql_list(files)}, columns = {columns}, header = true, auto_detect = false,
                       delim = '{delimiter}', quote = '"', escape = '"', encoding = '{encoding}',
                       store_rejects = true, rejects_table = 'reject_errors', rejects_scan = 'reject_scans',
                       parallel = true)
-        """
-    )
-    con.execute(
-        """
-        CREATE TEMP TABLE raw AS
-        SELECT r.* EXCLUDE (grn), r.grn - f.first_grn + 1 AS pos
-        FROM raw_scan r JOIN (SELECT fi, min(grn) AS first_grn FROM raw_scan GROUP BY fi) f USING (fi)
-        """
-    )
-    con.execute("DROP TABLE raw_scan")
-    # Map reject rows to the chunk's file index through the scan's file path.
+    """
+
+
+def reset_rejects(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("DROP TABLE IF EXISTS reject_errors; DROP TABLE IF EXISTS reject_scans; DROP TABLE IF EXISTS rejects")
+
+
+def collect_rejects(con: duckdb.DuckDBPyConnection, lake: Lake, chunk: Chunk) -> None:
+    """Temp table ``rejects``: one row per unsplittable record (fi, line, error_types, csv_line)."""
+    files = [str(_readable_path(lake, o)) for o in chunk.objects]
     con.execute(
         f"""
         CREATE TEMP TABLE rejects AS
@@ -126,7 +122,3 @@ def load_raw(con: duckdb.DuckDBPyConnection, lake: Lake, chunk: Chunk) -> None:
         GROUP BY ALL
         """
     )
-
-
-def iter_chunks(objects: list[dict], chunk_bytes: int) -> Iterator[Chunk]:
-    yield from plan_chunks(objects, chunk_bytes)
