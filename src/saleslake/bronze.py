@@ -25,7 +25,7 @@ from deltalake import write_deltalake
 from saleslake.errors import InputFileError
 from saleslake.lake import Lake, open_delta, snapshot_view_sql
 from saleslake.runs import utcnow
-from saleslake.sources.csv import CsvFile, CsvOverrides, expand_paths, resolve_date_formats, sniff
+from saleslake.sources.csv import CsvFile, CsvOverrides, expand_paths, resolve_date_formats, sniff, undecided_sources
 
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -144,6 +144,10 @@ def land_csv(
             progress(0)
     if not candidates:
         return result
+    undecided = undecided_sources([c[0] for c in candidates], [c[1] for c in candidates], known_formats)
+    if undecided:  # look deeper into those sources' files before asking the user
+        candidates = [(sniff(c.path, overrides, deep=True) or c if src in undecided else c, src, sha)
+                      for c, src, sha in candidates]
     try:
         resolved = resolve_date_formats([c[0] for c in candidates], [c[1] for c in candidates], known_formats)
     except InputFileError as exc:

@@ -23,8 +23,12 @@ from saleslake.contract import (
 )
 from saleslake.errors import InputFileError
 
-SNIFF_BYTES = 256 * 1024
-SAMPLE_ROWS = 400
+# A quick look decides delimiter, decimal mark and, usually, the date order; a source whose
+# dates stay ambiguous gets a deep look (more rows of every file) before we give up.
+SNIFF_BYTES = 32 * 1024
+SAMPLE_ROWS = 60
+DEEP_SNIFF_BYTES = 4 * 1024 * 1024
+DEEP_SAMPLE_ROWS = 100_000
 DELIMITERS = (",", ";", "\t", "|")
 REQUIRED_COLUMNS = tuple(v for v in CSV_FIELDS.values() if v not in OPTIONAL_CSV_COLUMNS)
 # DuckDB reads these natively; anything else is transcoded to UTF-8 before parsing.
@@ -213,21 +217,24 @@ def decide_date_format(evidence: DateEvidence) -> str | None:
     return None
 
 
-def sniff(path: Path, overrides: CsvOverrides = CsvOverrides()) -> CsvFile | None:
+def sniff(path: Path, overrides: CsvOverrides = CsvOverrides(), deep: bool = False) -> CsvFile | None:
     """Read the head of ``path`` and describe its dialect; None for a header-only file.
 
     Raises InputFileError with one line (file, line, problem, fix) for a file that
     cannot be a regional export: empty, binary, undecodable, unknown columns.
     """
+    limit, sample_rows = (DEEP_SNIFF_BYTES, DEEP_SAMPLE_ROWS) if deep else (SNIFF_BYTES, SAMPLE_ROWS)
     with path.open("rb") as handle:
-        raw = handle.read(SNIFF_BYTES)
+        raw = handle.read(limit)
     text, encoding = _decode_head(path, raw, overrides.encoding)
     lines = text.splitlines()
     if not lines or not lines[0].strip():
         raise InputFileError(str(path), "the first line is empty, expected a header", line=1)
     delimiter, names = _pick_delimiter(path, lines[0], overrides.delimiter)
     columns, extras = _map_columns(path, names)
-    body = "\n".join(lines[1 : SAMPLE_ROWS + 1]) if len(raw) < SNIFF_BYTES else "\n".join(lines[1:SAMPLE_ROWS])
+    # When the head was cut, its last line may be partial: leave it out.
+    last = len(lines) if len(raw) < limit else len(lines) - 1
+    body = "\n".join(lines[1 : min(last, sample_rows + 1)])
     rows = [r for r in csv.reader(io.StringIO(body), delimiter=delimiter, quotechar='"') if r]
     if not rows:
         return None
@@ -260,6 +267,15 @@ def _detect_decimal(delimiter: str, numbers: list[str]) -> str:
     commas = sum(1 for v in numbers if _DECIMAL_COMMA.match(v))
     points = sum(1 for v in numbers if _DECIMAL_POINT.match(v))
     return "," if commas > points else "."
+
+
+def undecided_sources(files: list[CsvFile], sources: list[str], known: dict[str, str]) -> set[str]:
+    """Sources whose pooled date evidence (and earlier ingests) cannot decide the order."""
+    pooled: dict[str, DateEvidence] = {}
+    for f, source in zip(files, sources):
+        if not f.date_format:
+            pooled[source] = pooled.get(source, DateEvidence()).merge(f.dates)
+    return {s for s, e in pooled.items() if decide_date_format(e) is None and s not in known}
 
 
 def resolve_date_formats(files: list[CsvFile], sources: list[str], known: dict[str, str]) -> list[CsvFile]:

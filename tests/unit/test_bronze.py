@@ -1,0 +1,52 @@
+"""Landing in bronze: content addressing, manifest, dialect decided per source."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from helpers import HEADER, line, sql, write_csv
+
+from saleslake.bronze import land_csv, manifest_rows
+
+pytestmark = pytest.mark.unit
+
+
+def test_landing_is_content_addressed_and_recorded(tmp_path, lake):
+    f = write_csv(tmp_path / "emea" / "2021-01-15.csv", HEADER + "\n" + line() + "\n")
+    result = land_csv(lake, [f])
+    [row] = result.landed
+    sha = hashlib.sha256(f.read_bytes()).hexdigest()
+    assert row["object_id"] == sha and row["source"] == "emea" and row["landed_seq"] == 1
+    landed = lake.home / row["bronze_uri"]
+    assert landed.name == f"{sha}.csv" and landed.read_bytes() == f.read_bytes()
+    assert "ingest_date=" in row["bronze_uri"]
+    # the same bytes under another name are the same object
+    copy = write_csv(tmp_path / "emea" / "copy.csv", f.read_text())
+    again = land_csv(lake, [copy, f])
+    assert again.landed == [] and len(again.already_landed) == 2
+    assert [r["landed_seq"] for r in manifest_rows(lake)] == [1]
+
+
+def test_deep_look_decides_dates_beyond_the_quick_sample(tmp_path, lake):
+    early = [line(row_id=str(i), order_date="01-02-2021", ship_date="03-02-2021") for i in range(1, 200)]
+    late = line(row_id="200", order_date="20-02-2021", ship_date="22-02-2021")
+    f = write_csv(tmp_path / "south" / "d.csv", HEADER + "\n" + "\n".join(early + [late]) + "\n")
+    [row] = land_csv(lake, [f]).landed
+    assert row["date_format"] == "%d-%m-%Y"
+
+
+def test_source_date_format_is_remembered(tmp_path, lake):
+    land_csv(lake, [write_csv(tmp_path / "us" / "a.csv", HEADER + "\n" + line(order_date="01/20/2021", ship_date="01/22/2021") + "\n")])
+    later = land_csv(lake, [write_csv(tmp_path / "us" / "b.csv", HEADER + "\n" + line(order_date="02/03/2021", ship_date="02/05/2021") + "\n")])
+    assert later.landed[0]["date_format"] == "%m/%d/%Y"
+    assert sql(lake, "SELECT count(*) FROM system.bronze_manifest") == [(2,)]
+
+
+def test_bad_file_does_not_stop_the_others(tmp_path, lake):
+    good = write_csv(tmp_path / "x" / "good.csv", HEADER + "\n" + line() + "\n")
+    bad = tmp_path / "x" / "bad.csv"
+    bad.write_bytes(b"")
+    result = land_csv(lake, [tmp_path / "x"])
+    assert [r["original_name"] for r in result.landed] == ["good.csv"]
+    assert len(result.errors) == 1 and "empty" in str(result.errors[0]) and good.exists()
