@@ -22,22 +22,16 @@
 {%- endmacro %}
 
 {#- The six columns that identify a geography, in key order. -#}
-{% macro geography_columns(prefix='') -%}
-    {%- set cols = ['city', 'state', 'country', 'postal_code', 'region', 'market'] -%}
-    {%- for c in cols -%}{{ prefix }}{{ c }}{% if not loop.last %}, {% endif %}{%- endfor -%}
+{% macro geography_columns() -%}
+    city, state, country, postal_code, region, market
 {%- endmacro %}
 
-{#- geography_sk of a line: the hash of its six geography columns, -1 when all are NULL. -#}
-{% macro geography_sk(prefix='') -%}
+{#- geography_sk of a row: the surrogate key of its six geography columns, -1 when all
+    are NULL (the unknown geography). -#}
+{% macro geography_sk() -%}
     {%- set cols = ['city', 'state', 'country', 'postal_code', 'region', 'market'] -%}
     case
-        when {% for c in cols %}{{ prefix }}{{ c }} is null{% if not loop.last %} and {% endif %}{% endfor %} then cast(-1 as bigint)
-        else {{ surrogate_key(prefixed(cols, prefix)) }}
+        when {% for c in cols %}{{ c }} is null{% if not loop.last %} and {% endif %}{% endfor %} then cast(-1 as bigint)
+        else {{ surrogate_key(cols) }}
     end
-{%- endmacro %}
-
-{% macro prefixed(cols, prefix) -%}
-    {%- set out = [] -%}
-    {%- for c in cols -%}{%- do out.append(prefix ~ c) -%}{%- endfor -%}
-    {{- return(out) -}}
 {%- endmacro %}

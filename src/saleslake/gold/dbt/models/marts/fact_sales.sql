@@ -1,42 +1,58 @@
 -- One row per silver order line. Dimension keys point at the version valid on the order
--- date: an ASOF join picks the latest version with valid_from <= order_date (versions of
--- a key are contiguous, so that version also has order_date < valid_to). Keys that do
--- not resolve get the unknown member (-1), never NULL.
+-- date (valid_from <= order_date < valid_to): an equality hash join on the natural key
+-- with a range filter, which streams the lines (a key has only a few versions). Keys
+-- that do not resolve get the unknown member (-1), never NULL.
 with lines as (
     select * from {{ ref('stg_sales_lines') }}
 ),
 
 customers as (
-    select customer_id, valid_from, customer_sk
+    select customer_id, valid_from, valid_to, customer_sk
     from {{ ref('dim_customer') }}
     where customer_sk <> -1
 ),
 
 products as (
-    select product_id, valid_from, product_sk
+    select product_id, valid_from, valid_to, product_sk
     from {{ ref('dim_product') }}
     where product_sk <> -1
 ),
 
 stores as (
-    select store_id, valid_from, store_sk
+    select store_id, valid_from, valid_to, store_sk
     from {{ ref('dim_store') }}
     where store_sk <> -1
+),
+
+geographies as (
+    select * from {{ ref('dim_geography') }}
+    where geography_sk <> -1
 ),
 
 resolved as (
     select
         l.*,
-        coalesce(c.customer_sk, -1) as customer_sk,
-        coalesce(p.product_sk, -1)  as product_sk,
-        coalesce(s.store_sk, -1)    as store_sk
+        coalesce(c.customer_sk, -1)  as customer_sk,
+        coalesce(p.product_sk, -1)   as product_sk,
+        coalesce(s.store_sk, -1)     as store_sk,
+        coalesce(g.geography_sk, -1) as geography_sk
     from lines as l
-    asof left join customers as c
-        on l.customer_id = c.customer_id and l.order_date >= c.valid_from
-    asof left join products as p
-        on l.product_id = p.product_id and l.order_date >= p.valid_from
-    asof left join stores as s
-        on l.store_id = s.store_id and l.order_date >= s.valid_from
+    left join customers as c
+        on l.customer_id = c.customer_id
+        and l.order_date >= c.valid_from and l.order_date < c.valid_to
+    left join products as p
+        on l.product_id = p.product_id
+        and l.order_date >= p.valid_from and l.order_date < p.valid_to
+    left join stores as s
+        on l.store_id = s.store_id
+        and l.order_date >= s.valid_from and l.order_date < s.valid_to
+    left join geographies as g
+        on  l.city is not distinct from g.city
+        and l.state is not distinct from g.state
+        and l.country is not distinct from g.country
+        and l.postal_code is not distinct from g.postal_code
+        and l.region is not distinct from g.region
+        and l.market is not distinct from g.market
 ),
 
 measures as (
@@ -55,7 +71,7 @@ select
     cast(customer_sk as bigint)                           as customer_sk,
     cast(product_sk as bigint)                            as product_sk,
     cast(store_sk as bigint)                              as store_sk,
-    {{ geography_sk() }}                                  as geography_sk,
+    cast(geography_sk as bigint)                          as geography_sk,
     source_system,
     ship_mode,
     order_priority,

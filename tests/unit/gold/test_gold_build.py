@@ -1,0 +1,529 @@
+"""Gold layer: the dbt star schema built from synthetic silver (runs dbt: integration)."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pytest
+from deltalake import write_deltalake
+
+from saleslake.config import Settings
+from saleslake.contract import SALES_LINES_SCHEMA
+from saleslake.errors import PipelineError
+from saleslake.gold.build import DBT_PROJECT_DIR, build_gold, run_dbt
+from saleslake.gold.publish import (
+    GOLD_TABLES,
+    gold_release_tables,
+    latest_release,
+    register_gold_release,
+    releases,
+)
+from saleslake.lake import Lake
+
+pytestmark = pytest.mark.integration
+
+OPEN_END = date(9999, 12, 31)
+
+
+# --------------------------------------------------------------------------- silver
+
+
+def line_key(source_system: str, order_id: str, line_id: str) -> str:
+    return hashlib.sha256(f"{source_system}\x1f{order_id}\x1f{line_id}".encode()).hexdigest()[:32]
+
+
+def silver_line(order_id: str, line_id: str = "1", **overrides) -> dict:
+    """One silver sales line with plausible defaults; override any column."""
+    order_date = overrides.pop("order_date", date(2024, 1, 1))
+    source_system = overrides.pop("source_system", "csv:test")
+    quantity = overrides.pop("quantity", 2)
+    sales = Decimal(overrides.pop("sales", "100.0000"))
+    row = {
+        "line_key": line_key(source_system, order_id, line_id),
+        "source_system": source_system,
+        "order_id": order_id,
+        "line_id": line_id,
+        "order_date": order_date,
+        "order_ts": None,
+        "ship_date": order_date,
+        "ship_mode": "Standard Class",
+        "order_priority": "Medium",
+        "customer_id": "C-1",
+        "customer_name": "Claire Gute",
+        "segment": "Consumer",
+        "city": "Henderson",
+        "state": "Kentucky",
+        "country": "United States",
+        "postal_code": "42420",
+        "market": "US",
+        "region": "South",
+        "store_id": None,
+        "product_id": "P-1",
+        "product_name": "Bush Somerset Bookcase",
+        "category": "Furniture",
+        "sub_category": "Bookcases",
+        "quantity": quantity,
+        "unit_price": (sales / quantity).quantize(Decimal("0.0001")),
+        "sales": sales,
+        "discount": Decimal("0.2000"),
+        "profit": Decimal("10.0000"),
+        "shipping_cost": Decimal("5.0000"),
+        "currency": "USD",
+        "tax_rate": Decimal("0.0500"),
+        "tax_amount": (sales * Decimal("0.8") * Decimal("0.05")).quantize(Decimal("0.01")),
+        "is_suspected_fraud": False,
+        "fraud_reasons": [],
+        "is_outlier": False,
+        "dq_score": 100,
+        "row_hash": None,
+        "bronze_uri": "bronze/csv/test.csv",
+        "source_position": line_id,
+        "landed_seq": 1,
+        "batch_id": "b1",
+        "ingested_at": datetime(2024, 6, 1, tzinfo=UTC),
+    }
+    unknown = set(overrides) - set(row)
+    assert not unknown, f"not silver columns: {unknown}"
+    row.update(overrides)
+    row["order_month"] = row["order_date"].strftime("%Y-%m")
+    row["row_hash"] = row["row_hash"] or hashlib.md5(repr(sorted(row.items())).encode()).hexdigest()
+    return row
+
+
+def lines_table(rows: list[dict]) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=SALES_LINES_SCHEMA)
+
+
+def synthetic_silver(rows: int, seed: int = 7, start: date = date(2022, 1, 1)) -> pa.Table:
+    """``rows`` synthetic silver lines with exactly SALES_LINES_SCHEMA, made set-based in
+    DuckDB (fast at millions of rows): ~rows/20 customers and ~rows/100 products whose
+    attributes change over time (some disagree within a day), 3 years of orders, 5 % POS
+    lines with 5 stores, some unshipped lines and lines without any geography."""
+    customers = max(rows // 20, 10)
+    products = max(rows // 100, 10)
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        rel = con.sql(
+            f"""
+            with base as (
+                select i,
+                       cast(hash('c' || i || '/' || {seed}) % {customers} as bigint) as c,
+                       cast(hash('p' || i || '/' || {seed}) % {products} as bigint) as p,
+                       cast(hash('d' || i || '/' || {seed}) % 1095 as bigint) as d,
+                       cast(hash('g' || i || '/' || {seed}) % 60 as bigint) as g,
+                       cast(hash('x' || i || '/' || {seed}) % 1000 as bigint) as x,
+                       1 + cast(hash('q' || i || '/' || {seed}) % 9 as bigint) as q,
+                       100 + cast(hash('u' || i || '/' || {seed}) % 500000 as bigint) as price_cents
+                from range({rows}) t(i)
+            ),
+            lines as (
+                select * replace (case when x < 50 then 1 + x % 5 else g end as g),
+                       date '{start.isoformat()}' + cast(d as integer) as od,
+                       case when x < 50 then 'pos' else 'csv:synthetic' end as src,
+                       cast(q * price_cents as decimal(18, 4)) / 100 as sales_amt
+                from base
+            )
+            select
+                md5(src || '|' || 'O-' || (i // 3) || '|' || (i % 3)) as line_key,
+                src as source_system,
+                'O-' || (i // 3) as order_id,
+                cast(i % 3 as varchar) as line_id,
+                od as order_date,
+                case when src = 'pos' then cast(od as timestamptz) + to_seconds(x * 37) end as order_ts,
+                case when x between 100 and 119 then null else od + cast(x % 8 as integer) end as ship_date,
+                ['First Class', 'Second Class', 'Standard Class', 'Same Day'][1 + x % 4] as ship_mode,
+                ['Low', 'Medium', 'High', 'Critical'][1 + x % 4] as order_priority,
+                'C-' || c as customer_id,
+                'Customer ' || c || case when c % 11 = 0 and d > 500 then ' (married)' else '' end
+                    -- 2 % of customers are spelled two ways, even on the same day
+                    || case when c % 50 = 0 and x % 2 = 0 then ' Jr' else '' end as customer_name,
+                ['Consumer', 'Corporate', 'Home Office'][
+                    1 + ((c + (case when c % 7 = 0 then d // 365 else 0 end)) % 3)] as segment,
+                case when g = 0 then null else 'City ' || g end as city,
+                case when g = 0 then null else 'State ' || (g % 20) end as state,
+                case when g = 0 then null else ['United States', 'Germany', 'France'][1 + g % 3] end as country,
+                case when g = 0 then null else lpad(cast(g * 97 as varchar), 5, '0') end as postal_code,
+                case when g = 0 then null else ['US', 'EU', 'EU'][1 + g % 3] end as market,
+                case when g = 0 then null else ['East', 'West', 'Central', 'South'][1 + g % 4] end as region,
+                case when src = 'pos' then 'ST-' || lpad(cast(x % 5 as varchar), 4, '0') end as store_id,
+                'P-' || p as product_id,
+                'Product ' || p as product_name,
+                ['Furniture', 'Office Supplies', 'Technology'][
+                    1 + ((p + (case when p % 13 = 0 and d > 700 then 1 else 0 end)) % 3)] as category,
+                'Sub ' || (p % 17) as sub_category,
+                cast(q as bigint) as quantity,
+                cast(sales_amt / q as decimal(18, 4)) as unit_price,
+                cast(sales_amt as decimal(18, 4)) as sales,
+                cast((x % 5) / 10 as decimal(9, 4)) as discount,
+                cast(sales_amt * ((x % 7) - 2) / 10 as decimal(18, 4)) as profit,
+                case when x % 9 = 0 then null else cast(sales_amt / 20 as decimal(18, 4)) end as shipping_cost,
+                'USD' as currency,
+                cast(0.05 as decimal(9, 4)) as tax_rate,
+                cast(round(sales_amt * (1 - (x % 5) / 10) * 0.05, 2) as decimal(18, 4)) as tax_amount,
+                sales_amt > 1000 as is_suspected_fraud,
+                case when sales_amt > 1000 then ['amount_above_threshold'] else [] end as fraud_reasons,
+                sales_amt > 10000 as is_outlier,
+                cast(80 + x % 21 as integer) as dq_score,
+                md5('h' || i) as row_hash,
+                'bronze/csv/synthetic-' || (i // 100000) || '.csv' as bronze_uri,
+                cast(i % 100000 + 2 as varchar) as source_position,
+                cast(i // 100000 as bigint) as landed_seq,
+                'batch-' || (i // 100000) as batch_id,
+                timestamptz '2025-01-01 00:00:00+00' as ingested_at,
+                strftime(od, '%Y-%m') as order_month
+            from lines
+            """
+        )
+        return rel.to_arrow_table().cast(SALES_LINES_SCHEMA)
+    finally:
+        con.close()
+
+
+def write_silver(lake: Lake, table: pa.Table, mode: str = "append") -> None:
+    assert table.schema == SALES_LINES_SCHEMA
+    write_deltalake(str(lake.sales_lines), table, mode=mode, partition_by=["order_month"])
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def settings() -> Settings:
+    return Settings(duckdb_memory_limit="1GB", duckdb_threads=2)
+
+
+def warehouse_rows(lake: Lake, sql: str) -> list[tuple]:
+    con = duckdb.connect(str(lake.warehouse), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def warehouse_table(lake: Lake, name: str, order_by: str) -> pa.Table:
+    con = duckdb.connect(str(lake.warehouse), read_only=True)
+    try:
+        return con.sql(f"select * from gold.{name} order by {order_by}").to_arrow_table()
+    finally:
+        con.close()
+
+
+ORDER_BY = {
+    "dim_date": "date_key",
+    "dim_customer": "customer_sk",
+    "dim_product": "product_sk",
+    "dim_store": "store_sk",
+    "dim_geography": "geography_sk",
+    "fact_sales": "line_key",
+    "agg_sales_daily": "date_key, region, category",
+}
+
+
+def gold_snapshot(lake: Lake) -> dict[str, pa.Table]:
+    return {name: warehouse_table(lake, name, ORDER_BY[name]) for name in GOLD_TABLES}
+
+
+# The hand-made history: customer H-1 is Consumer, turns Corporate on day 3 and back to
+# Consumer on day 7 -> 3 versions. Two lines on day 3 landed in different batches: the
+# later landed one wins for that day.
+D = [date(2024, 3, day) for day in range(1, 11)]
+HISTORY = [
+    silver_line("H-100", order_date=D[0], customer_id="H-1", segment="Consumer"),
+    silver_line("H-101", order_date=D[1], customer_id="H-1", segment="Consumer"),
+    silver_line("H-102", order_date=D[2], customer_id="H-1", segment="Home Office", landed_seq=1),
+    silver_line("H-103", order_date=D[2], customer_id="H-1", segment="Corporate", landed_seq=2),
+    silver_line("H-104", order_date=D[4], customer_id="H-1", segment="Corporate"),
+    silver_line("H-105", order_date=D[6], customer_id="H-1", segment="Consumer"),
+    silver_line("H-106", order_date=D[8], customer_id="H-1", segment="Consumer", ship_date=None),
+    # same day, same landing: the later position in natural order wins ("10" after "9")
+    silver_line("H-200", line_id="9", order_date=D[0], customer_id="H-3", segment="Row 9"),
+    silver_line("H-200", line_id="10", order_date=D[0], customer_id="H-3", segment="Row 10"),
+    # same day with event times: the later instant wins, whatever was landed last
+    silver_line("H-300", order_date=D[0], customer_id="H-4", segment="Late event",
+                order_ts=datetime(2024, 3, 1, 18, 0, tzinfo=UTC), landed_seq=1),
+    silver_line("H-301", order_date=D[0], customer_id="H-4", segment="Early event",
+                order_ts=datetime(2024, 3, 1, 9, 0, tzinfo=UTC), landed_seq=5),
+    # a line without any geography -> geography_sk -1
+    silver_line(
+        "H-107", order_date=D[9], customer_id="H-2", city=None, state=None, country=None,
+        postal_code=None, region=None, market=None,
+    ),
+]
+
+
+def customer_versions(lake: Lake, customer_id: str) -> list[tuple]:
+    return warehouse_rows(
+        lake,
+        "select version, segment, valid_from, valid_to, is_current from gold.dim_customer "
+        f"where customer_id = '{customer_id}' order by version",
+    )
+
+
+def fact_customer_segments(lake: Lake, customer_id: str) -> dict[str, str]:
+    rows = warehouse_rows(
+        lake,
+        "select f.order_id, c.segment from gold.fact_sales f join gold.dim_customer c using (customer_sk) "
+        f"where c.customer_id = '{customer_id}'",
+    )
+    return dict(rows)
+
+
+# --------------------------------------------------------------------------- tests
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory):
+    """A lake with synthetic + hand-made silver, built and published once."""
+    lake = Lake(tmp_path_factory.mktemp("gold") / "lake")
+    silver = pa.concat_tables([synthetic_silver(20_000), lines_table(HISTORY)])
+    write_silver(lake, silver)
+    result = build_gold(lake, settings(), run_id="run-1")
+    return lake, silver, result
+
+
+def reference_scd2(rows: list[dict], key: str, attributes: list[str]) -> list[tuple]:
+    """SCD2 versions computed the slow, obvious way (CONTRACT §5), to check dbt against:
+    per key and day the last observation (order_ts or start of day, landed_seq, position
+    in natural order, line_key) wins; equal consecutive days merge."""
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+
+    def order(row: dict) -> tuple:
+        instant = row["order_ts"] or datetime.combine(row["order_date"], datetime.min.time(), UTC)
+        position = row["source_position"] or ""
+        return (instant - epoch, row["landed_seq"], len(position), position, row["line_key"])
+
+    last_of_day: dict[tuple, dict] = {}
+    for row in sorted((r for r in rows if r[key] is not None), key=order):
+        last_of_day[(row[key], row["order_date"])] = row
+    versions: list[tuple] = []
+    by_key: dict[str, list[tuple]] = {}
+    for (natural_key, day), row in sorted(last_of_day.items()):
+        by_key.setdefault(natural_key, []).append((day, tuple(row[a] for a in attributes)))
+    for natural_key, days in by_key.items():
+        starts = [(day, attrs) for i, (day, attrs) in enumerate(days) if i == 0 or days[i - 1][1] != attrs]
+        for number, (day, attrs) in enumerate(starts, start=1):
+            valid_to = starts[number][0] if number < len(starts) else OPEN_END
+            versions.append((natural_key, *attrs, day, valid_to, number == len(starts), number))
+    return sorted(versions)
+
+
+SCD2_DIMS = {
+    "dim_customer": ("customer_id", ["customer_name", "segment"]),
+    "dim_product": ("product_id", ["product_name", "category", "sub_category"]),
+    "dim_store": ("store_id", ["store_name", "channel", "city", "state", "country", "region", "market"]),
+}
+
+
+def test_star_schema_row_counts_and_scd2_versions(built) -> None:
+    lake, silver, result = built
+    assert set(result.tables) == set(GOLD_TABLES)
+    assert result.seconds > 0
+    assert result.tables["fact_sales"] == silver.num_rows
+    rows = silver.to_pylist()
+    for row in rows:  # what staging derives for stores from sales lines
+        row["store_name"] = None
+        row["channel"] = row["source_system"].split(":")[0]
+    for dim, (key, attributes) in SCD2_DIMS.items():
+        expected = reference_scd2(rows, key, attributes)
+        columns = ", ".join([key, *attributes, "valid_from", "valid_to", "is_current", "version"])
+        actual = warehouse_rows(lake, f"select {columns} from gold.{dim} where {key} is not null order by all")
+        assert actual == expected, dim
+        assert result.tables[dim] == len(expected) + 1, dim  # + unknown member
+    assert result.tables["dim_customer"] > len({r["customer_id"] for r in rows}) + 1  # some customers changed
+    assert result.tables["dim_store"] == 6  # 5 stores of POS lines, + unknown
+    geographies = {
+        tuple(r[c] for c in ("city", "state", "country", "postal_code", "region", "market")) for r in rows
+    }
+    geographies.discard((None,) * 6)
+    assert result.tables["dim_geography"] == len(geographies) + 1
+    first = min(r["order_date"].year for r in rows)
+    last = max((r["ship_date"] or r["order_date"]).year for r in rows)
+    days = (date(last, 12, 31) - date(first, 1, 1)).days + 1
+    assert result.tables["dim_date"] == days + 1  # whole years, + unknown date
+    (agg_rows,), = warehouse_rows(
+        lake,
+        "select count(*) from (select distinct f.order_date_key, g.region, p.category from gold.fact_sales f "
+        "join gold.dim_geography g using (geography_sk) join gold.dim_product p using (product_sk))",
+    )
+    assert result.tables["agg_sales_daily"] == agg_rows
+
+
+def test_fact_reconciles_with_silver(built) -> None:
+    lake, silver, _ = built
+    (rows, sales), = warehouse_rows(lake, "select count(*), sum(sales) from gold.fact_sales")
+    assert rows == silver.num_rows
+    assert isinstance(sales, Decimal)
+    assert sales == sum(silver.column("sales").to_pylist(), Decimal(0))
+    (agg_lines, agg_sales), = warehouse_rows(lake, "select sum(lines), sum(sales) from gold.agg_sales_daily")
+    assert (agg_lines, agg_sales) == (rows, sales)
+    # measures
+    (bad,), = warehouse_rows(
+        lake,
+        "select count(*) from gold.fact_sales where discount_amount <> round(sales * discount, 4) "
+        "or net_sales <> sales - discount_amount "
+        "or (net_sales = 0) <> (profit_margin is null)",
+    )
+    assert bad == 0
+    types = dict(warehouse_rows(lake, "select column_name, data_type from duckdb_columns() "
+                                      "where schema_name = 'gold' and table_name = 'fact_sales'"))
+    for column in ("unit_price", "sales", "discount_amount", "net_sales", "profit", "shipping_cost", "tax_amount"):
+        assert types[column] == "DECIMAL(18,4)", column
+
+
+def test_scd2_hand_made_history(built) -> None:
+    lake, _, _ = built
+    assert customer_versions(lake, "H-1") == [
+        (1, "Consumer", D[0], D[2], False),
+        (2, "Corporate", D[2], D[6], False),
+        (3, "Consumer", D[6], OPEN_END, True),
+    ]
+    assert fact_customer_segments(lake, "H-1") == {
+        "H-100": "Consumer", "H-101": "Consumer", "H-102": "Corporate", "H-103": "Corporate",
+        "H-104": "Corporate", "H-105": "Consumer", "H-106": "Consumer",
+    }
+    assert customer_versions(lake, "H-3") == [(1, "Row 10", D[0], OPEN_END, True)]
+    assert customer_versions(lake, "H-4") == [(1, "Late event", D[0], OPEN_END, True)]
+    # each fact points at the version valid on its order date
+    (mismatched,), = warehouse_rows(
+        lake,
+        "select count(*) from gold.fact_sales f join gold.dim_customer c using (customer_sk) "
+        "join gold.dim_date d on d.date_key = f.order_date_key "
+        "where not (c.valid_from <= d.date and d.date < c.valid_to)",
+    )
+    assert mismatched == 0
+
+
+def test_unknown_members(built) -> None:
+    lake, _, _ = built
+    for dim, sk in (("dim_customer", "customer_sk"), ("dim_product", "product_sk"),
+                    ("dim_store", "store_sk"), ("dim_geography", "geography_sk"), ("dim_date", "date_key")):
+        rows = warehouse_rows(lake, f"select * from gold.{dim} where {sk} = -1")
+        assert len(rows) == 1, dim
+        assert "Unknown" in rows[0], dim
+    unshipped = warehouse_rows(lake, "select ship_date_key, geography_sk from gold.fact_sales where order_id = 'H-106'")
+    assert unshipped[0][0] == -1
+    no_geo = warehouse_rows(lake, "select geography_sk, store_sk from gold.fact_sales where order_id = 'H-107'")
+    assert no_geo == [(-1, -1)]
+    (nulls,), = warehouse_rows(
+        lake,
+        "select count(*) from gold.fact_sales where order_date_key is null or ship_date_key is null "
+        "or customer_sk is null or product_sk is null or store_sk is null or geography_sk is null",
+    )
+    assert nulls == 0
+    (pos_unresolved,), = warehouse_rows(
+        lake, "select count(*) from gold.fact_sales where source_system = 'pos' and store_sk = -1"
+    )
+    assert pos_unresolved == 0
+
+
+def test_published_delta_equals_warehouse(built) -> None:
+    lake, _, result = built
+    release = latest_release(lake)
+    assert release == result.versions
+    assert set(release) == set(GOLD_TABLES)
+    tables = gold_release_tables(lake)
+    for name in GOLD_TABLES:
+        delta = tables[name].to_pyarrow_table()
+        expected = warehouse_table(lake, name, ORDER_BY[name])
+        assert delta.schema == expected.schema, name
+        sort_keys = [(column.strip(), "ascending") for column in ORDER_BY[name].split(",")]
+        assert delta.sort_by(sort_keys).equals(expected), name
+    fact_schema = pa.schema(tables["fact_sales"].schema())
+    assert fact_schema.field("sales").type == pa.decimal128(18, 4)
+    assert fact_schema.field("net_sales").type == pa.decimal128(18, 4)
+    con = duckdb.connect()
+    assert sorted(register_gold_release(con, lake)) == sorted(GOLD_TABLES)
+    assert con.execute("select count(*) from gold.fact_sales").fetchone()[0] == result.tables["fact_sales"]
+    assert releases(lake)[-1]["run_id"] == "run-1"
+    # dbt wrote nothing into the package
+    assert not (DBT_PROJECT_DIR / "target").exists()
+    assert not (DBT_PROJECT_DIR / "logs").exists()
+    assert (lake.home / "dbt" / "target" / "run_results.json").is_file()
+
+
+def test_rebuild_is_identical_then_late_data_resplits_history(built) -> None:
+    lake, _, first = built
+    before = gold_snapshot(lake)
+    second = build_gold(lake, settings(), run_id="run-2")
+    after = gold_snapshot(lake)
+    for name in GOLD_TABLES:
+        assert after[name].equals(before[name]), name
+    # a second release, every table one Delta version further
+    assert [r["run_id"] for r in releases(lake)] == ["run-1", "run-2"]
+    assert second.versions == {name: v + 1 for name, v in first.versions.items()}
+    keys_before = dict(warehouse_rows(lake, "select customer_id || valid_from, customer_sk from gold.dim_customer "
+                                            "where customer_id like 'C-%'"))
+
+    # late data: a line ordered on day 5 (landed later) says H-1 was Home Office then
+    late = silver_line("H-108", order_date=D[5], customer_id="H-1", segment="Home Office",
+                       landed_seq=9)
+    write_silver(lake, lines_table([late]))
+    build_gold(lake, settings(), run_id="run-3", publish=False)
+    assert customer_versions(lake, "H-1") == [
+        (1, "Consumer", D[0], D[2], False),
+        (2, "Corporate", D[2], D[5], False),
+        (3, "Home Office", D[5], D[6], False),
+        (4, "Consumer", D[6], OPEN_END, True),
+    ]
+    segments = fact_customer_segments(lake, "H-1")
+    assert segments["H-108"] == "Home Office" and segments["H-104"] == "Corporate"
+    # keys of unrelated customers did not move
+    keys_after = dict(warehouse_rows(lake, "select customer_id || valid_from, customer_sk from gold.dim_customer "
+                                           "where customer_id like 'C-%'"))
+    assert keys_after == keys_before
+    # publish=False: no new release
+    assert [r["run_id"] for r in releases(lake)] == ["run-1", "run-2"]
+
+
+def test_dbt_tests_catch_broken_gold(built, tmp_path: Path) -> None:
+    """The SCD2 and reconciliation tests fail on a tampered copy of the warehouse."""
+    source, _, _ = built
+    lake = Lake(tmp_path / "lake")
+    lake.home.mkdir(parents=True)
+    shutil.copy(source.warehouse, lake.warehouse)
+    con = duckdb.connect(str(lake.warehouse))
+    try:
+        # version 1 of H-1 now runs into version 2 (overlap, and no longer contiguous)
+        con.execute("update gold.dim_customer set valid_to = valid_to + 1 where customer_id = 'H-1' and version = 1")
+        # a product with no current version
+        con.execute("update gold.dim_product set is_current = false where product_id = 'P-1'")
+        # a fact line lost
+        con.execute("delete from gold.fact_sales where order_id = 'H-100'")
+    finally:
+        con.close()
+    with pytest.raises(PipelineError) as info:
+        run_dbt(lake, settings(), ["test"])
+    message = str(info.value)
+    assert message.startswith("gold tests failed:")
+    for name in ("scd2_no_overlap_dim_customer", "scd2_no_gaps_dim_customer", "scd2_one_current_dim_product",
+                 "reconcile_fact_sales_with_silver", "reconcile_agg_sales_daily_with_fact"):
+        assert name in message, name
+    assert "scd2_valid_range_dim_customer" not in message
+
+
+def test_failing_dbt_test_raises_pipeline_error(tmp_path: Path) -> None:
+    lake = Lake(tmp_path / "lake")
+    # bad silver: the same line twice (silver must be deduplicated) and one good line
+    twice = silver_line("X-1")
+    write_silver(lake, lines_table([twice, twice, silver_line("X-2")]))
+    with pytest.raises(PipelineError) as info:
+        build_gold(lake, settings(), run_id="bad")
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("gold tests failed:")
+    assert "unique_fact_sales_line_key" in message
+    assert latest_release(lake) is None  # nothing published
+
+
+def test_empty_silver_builds_unknown_members_only(tmp_path: Path) -> None:
+    lake = Lake(tmp_path / "lake")
+    result = build_gold(lake, settings(), run_id="empty", publish=False)
+    assert result.tables["fact_sales"] == 0
+    assert result.tables["dim_customer"] == result.tables["dim_store"] == result.tables["dim_date"] == 1
+    assert result.versions == {}
