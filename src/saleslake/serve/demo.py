@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -32,11 +34,33 @@ def _generate(samples: Path, rows: int, err: Console) -> dict:
     return summary
 
 
+# Sample VAT / sales-tax rates so the demo shows tax; used only when no tax is configured.
+DEMO_TAX = {
+    "flat_rate": "0.10",
+    "rates": {"United States": "0.07", "Canada": "0.05", "Germany": "0.19", "France": "0.20",
+              "United Kingdom": "0.20", "Italy": "0.22", "Spain": "0.21", "Australia": "0.10",
+              "China": "0.13", "India": "0.18", "Japan": "0.10", "Brazil": "0.17", "Mexico": "0.16"},
+}
+
+
+def _command() -> str:
+    """How the user reaches this program from their shell (``.venv/bin/saleslake`` or ``saleslake``)."""
+    exe = Path(sys.argv[0])
+    if exe.name == "saleslake" and not shutil.which("saleslake"):
+        try:
+            return str(exe.resolve().relative_to(Path.cwd()))
+        except ValueError:
+            return str(exe)
+    return "saleslake"
+
+
 def _one(settings: Settings, sql: str) -> tuple:
     return tuple(api.query(sql, settings).to_pylist()[0].values())
 
 
 def run_demo(settings: Settings, rows: int, out: Console, err: Console) -> None:
+    if settings.tax.flat_rate == 0 and not settings.tax.rates:
+        settings = settings.model_copy(update={"tax": type(settings.tax)(**DEMO_TAX)})
     lake = Lake(settings.home)
     samples = lake.home / "samples" / "csv"
     started = time.perf_counter()
@@ -76,9 +100,10 @@ def run_demo(settings: Settings, rows: int, out: Console, err: Console) -> None:
     out.print(f"fact_sales reconciles with silver: {facts:,} lines, sales {revenue:,.4f}")
     out.print(f"done in {time.perf_counter() - started:.1f} s\n")
     home = f" --home {lake.home}" if lake.home != Path("lakehouse").absolute() else ""
+    cli = _command()
     out.print("[bold]Try next:[/]")
-    out.print(f"  saleslake status{home}")
-    out.print(f"  saleslake quarantine --limit 5{home}")
-    out.print(f"  saleslake query \"SELECT region, round(sum(sales), 2) AS sales FROM gold.agg_sales_daily GROUP BY 1 ORDER BY 2 DESC\"{home}")
-    out.print(f"  saleslake query \"SELECT customer_id, segment, valid_from, valid_to, version FROM gold.dim_customer WHERE customer_id IN (SELECT customer_id FROM gold.dim_customer WHERE version = 2 LIMIT 1)\"{home}")
+    out.print(f"  {cli} status{home}")
+    out.print(f"  {cli} quarantine --limit 5{home}")
+    out.print(f"  {cli} query \"SELECT region, round(sum(sales), 2) AS sales FROM gold.agg_sales_daily GROUP BY 1 ORDER BY 2 DESC\"{home}")
+    out.print(f"  {cli} query \"SELECT customer_id, segment, valid_from, valid_to, version FROM gold.dim_customer WHERE customer_id IN (SELECT customer_id FROM gold.dim_customer WHERE version = 2 LIMIT 1)\"{home}")
     out.print(f"  files: bronze {lake.bronze}, silver {lake.home / 'silver'}, gold Delta tables {lake.gold}, warehouse {lake.warehouse}")

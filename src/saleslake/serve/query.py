@@ -7,23 +7,14 @@ mixes new facts with old dimensions while a publish is half done.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import duckdb
 import pyarrow as pa
 
 from saleslake.errors import UserError
+from saleslake.gold.publish import gold_release_tables
 from saleslake.lake import Lake, register_snapshots
 
 READ_ONLY_STATEMENTS = {"SELECT", "EXPLAIN"}
-
-
-def _gold_tables(lake: Lake) -> dict[str, Path | object]:
-    try:
-        from saleslake.gold.publish import gold_release_tables
-    except ImportError:  # gold layer not installed: read the latest Delta versions
-        return {}
-    return {f"gold.{name}": table for name, table in gold_release_tables(lake).items()}
 
 
 def reader_connection(lake: Lake) -> duckdb.DuckDBPyConnection:
@@ -31,7 +22,8 @@ def reader_connection(lake: Lake) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     tables = {k: v for k, v in lake.delta_tables().items() if not k.startswith("gold.")}
     register_snapshots(con, tables)
-    register_snapshots(con, _gold_tables(lake))
+    # Gold at the latest release's versions: never new facts with old dimensions.
+    register_snapshots(con, {f"gold.{name}": table for name, table in gold_release_tables(lake).items()})
     return con
 
 
