@@ -53,6 +53,7 @@ def ingest_csv(
     currency: str | None = None,
     settings: Settings | None = None,
     wait_seconds: float = 0.0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> LandResult:
     """Land CSV files or folders in bronze. Files that cannot be exports come back in
     ``result.errors`` (one line each); every other file lands."""
@@ -63,7 +64,7 @@ def ingest_csv(
     run_id = new_run_id()
     with lake_lock(lake, run_id, "ingest csv", wait_seconds):
         started = utcnow()
-        result = land_csv(lake, [Path(p) for p in paths], source, overrides, currency or s.csv.default_currency)
+        result = land_csv(lake, [Path(p) for p in paths], source, overrides, currency or s.csv.default_currency, progress)
         Ledger(lake, run_id, "ingest csv").record(
             StageRecord(
                 stage="bronze",

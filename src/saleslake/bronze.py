@@ -115,7 +115,7 @@ def land_csv(
     source: str | None = None,
     overrides: CsvOverrides = CsvOverrides(),
     currency: str = "USD",
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> LandResult:
     """Land CSV files (or folders of them) in bronze. The caller holds the lake lock.
 
@@ -125,7 +125,10 @@ def land_csv(
     known_ids, top_seq, known_formats = _known_state(lake)
     candidates: list[tuple[CsvFile, str, str]] = []  # (sniffed, source, sha)
     seen_now: set[str] = set()
-    for path in expand_paths(paths):
+    files = expand_paths(paths)
+    for path in files:
+        if progress:
+            progress(1, len(files))
         try:
             sha = sha256_of(path)
             if sha in known_ids or sha in seen_now:
@@ -140,8 +143,6 @@ def land_csv(
             continue
         seen_now.add(sha)
         candidates.append((sniffed, source or default_source(path), sha))
-        if progress:
-            progress(0)
     if not candidates:
         return result
     undecided = undecided_sources([c[0] for c in candidates], [c[1] for c in candidates], known_formats)
@@ -186,8 +187,6 @@ def land_csv(
                 "currency": currency,
             }
         )
-        if progress:
-            progress(1)
     lake.manifest.mkdir(parents=True, exist_ok=True)
     # One commit for the whole ingest: either every file of it is in the manifest or none.
     write_deltalake(str(lake.manifest), pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), mode="append")

@@ -181,7 +181,14 @@ def ingest_csv(
     home: Home = None,
 ) -> None:
     """Land files in bronze (content-addressed: landing the same file twice is a no-op)."""
-    result = api.ingest_csv(paths, source, delimiter, decimal, date_format, encoding, currency, _settings(home), wait)
+    with _progress() as bar:
+        task = bar.add_task("checking and landing files", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, advance=done, total=total)
+
+        result = api.ingest_csv(paths, source, delimiter, decimal, date_format, encoding, currency, _settings(home),
+                                wait, progress)
     for problem in result.errors:
         err.print(f"[bold red]error:[/] {problem}", highlight=False, soft_wrap=True)
     for path in result.header_only:

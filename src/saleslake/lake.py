@@ -49,6 +49,10 @@ class Lake:
         return self.home / "system" / "runs"
 
     @property
+    def gold_releases(self) -> Path:
+        return self.home / "system" / "gold_releases"
+
+    @property
     def gold(self) -> Path:
         return self.home / "gold"
 
@@ -71,6 +75,7 @@ class Lake:
             "silver.quarantine": self.quarantine,
             "system.bronze_manifest": self.manifest,
             "system.runs": self.runs,
+            "system.gold_releases": self.gold_releases,
         }
         if self.gold.is_dir():
             for child in sorted(self.gold.iterdir()):

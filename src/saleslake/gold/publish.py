@@ -61,7 +61,7 @@ GOLD_RELEASES_SCHEMA = pa.schema(
 
 
 def gold_releases_path(lake: Lake) -> Path:
-    return lake.home / "system" / "gold_releases"
+    return lake.gold_releases
 
 
 def publish_delta(lake: Lake, run_id: str, settings: Settings | None = None) -> dict[str, int]:

@@ -5,9 +5,9 @@ latest landed wins, whatever order files are processed in. A version whose conte
 (``row_hash``) equals the version it would replace is an exact repeat (``duplicate``);
 a different one is a ``correction``. Only the newest version of each key is written.
 
-Write strategy (measured in benchmarks/): when no incoming key exists in silver yet,
-a plain append; otherwise a Delta MERGE whose target scan is limited to the
-``order_month`` partitions that hold the matched keys and the incoming rows.
+Write strategy (measured in benchmarks/silver_write.py): when no incoming key exists in
+silver yet, a plain append; otherwise one Delta MERGE whose target scan is limited to
+the ``order_month`` partitions that hold the versions being replaced.
 """
 
 from __future__ import annotations
@@ -92,10 +92,9 @@ def classify(con: duckdb.DuckDBPyConnection, target: DeltaTable, applied_seq: in
 def write_upserts(con: duckdb.DuckDBPyConnection, target: DeltaTable, app_id: str, seq: int) -> str:
     """Write temp table ``upserts`` to silver with the position ``seq`` in the same commit."""
     commit = CommitProperties(app_transactions=[Transaction(app_id, seq)])
-    # Partitions holding a key being replaced; new rows may land in any month.
+    # Only the partitions that hold a version being replaced need scanning: every other
+    # incoming row is new and is inserted wherever its month is.
     months = [r[0] for r in con.sql("SELECT DISTINCT order_month FROM existing").fetchall()]
-    if months:
-        months += [r[0] for r in con.sql("SELECT DISTINCT order_month FROM valid").fetchall()]
     # The reader streams from the connection: no other query may run until it is drained.
     columns = ", ".join(f'"{name}"' for name in SALES_LINES_SCHEMA.names)
     batches = con.sql(f"SELECT {columns} FROM upserts").to_arrow_reader(BATCH_ROWS)

@@ -36,7 +36,9 @@ HASHED_COLUMNS = (
 def connect(settings: Settings, lake: Lake) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with bounded memory that spills to the lake's tmp/."""
     lake.tmp.mkdir(parents=True, exist_ok=True)
-    config = {"memory_limit": settings.duckdb_memory_limit, "temp_directory": str(lake.tmp / "duckdb")}
+    # preserve_insertion_order: record positions rely on it (see parse.scan_sql).
+    config = {"memory_limit": settings.duckdb_memory_limit, "temp_directory": str(lake.tmp / "duckdb"),
+              "preserve_insertion_order": True}
     if settings.duckdb_threads:
         config["threads"] = settings.duckdb_threads
     return duckdb.connect(config=config)
@@ -104,9 +106,10 @@ def _check_rows(con: duckdb.DuckDBPyConnection, lake: Lake, settings: Settings, 
     dialect = chunk.dialect
     checked = checked_sql(chunk.columns, dialect["decimal"], dialect["date_format"])
     reset_rejects(con)
-    # Materialise the scan first: the order-preserving row_number() runs on one thread,
-    # and everything in its pipeline would too; typing and enrichment then run in parallel.
+    # Materialise the scan first (its rowid is the record order); typing and enrichment
+    # then run in parallel over it.
     con.execute(f"CREATE OR REPLACE TEMP TABLE raw AS {scan_sql(lake, chunk)}")
+    con.execute("CREATE OR REPLACE TEMP VIEW raw_ordered AS SELECT rowid + 1 AS grn, * FROM raw")
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE checked AS
@@ -127,9 +130,9 @@ def _check_rows(con: duckdb.DuckDBPyConnection, lake: Lake, settings: Settings, 
         )
         """
     )
-    con.execute("DROP TABLE raw")
     collect_rejects(con, lake, chunk)
-    con.execute("CREATE OR REPLACE TEMP TABLE offsets AS SELECT fi, min(grn) - 1 AS base FROM checked GROUP BY fi")
+    con.execute("CREATE OR REPLACE TEMP TABLE offsets AS SELECT fi, min(rowid) AS base FROM raw GROUP BY fi")
+    con.execute("DROP VIEW raw_ordered; DROP TABLE raw")  # free the text before writing
     con.execute(
         f"""
         CREATE OR REPLACE TEMP VIEW valid AS

@@ -74,7 +74,7 @@ def checked_sql(columns: dict[str, int], decimal: str, date_format: str) -> str:
                    {", ".join(typed)},
                    {", ".join(text_copies.values())},
                    raw.* EXCLUDE (fi, grn)
-            FROM raw JOIN files f USING (fi)
+            FROM raw_ordered AS raw JOIN files f USING (fi)
         )
     """
 

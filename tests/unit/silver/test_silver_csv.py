@@ -144,3 +144,17 @@ def test_tax_and_fraud_follow_config(tmp_path, monkeypatch, lake):
     assert got[0][:3] == ("1", Decimal("0.0850"), Decimal("2.1300"))  # 25.00 at 8.5 % is 2.125 -> 2.13 half-up
     assert got[1][3] is False                                          # exactly at the threshold: not flagged
     assert got[2][3] is True and got[2][4] == ["amount_above_threshold"]
+
+
+def test_positions_follow_each_files_record_order_across_a_parallel_scan(tmp_path, lake, settings):
+    paths = []
+    for f in range(12):
+        rows = [line(row_id=f"{f}-{i}", order_id=f"O-{f}-{i}") for i in range(1, 4001)]
+        if f == 5:
+            rows.insert(10, "broken,line")  # a reject must not shift the positions after it
+        paths.append(write_csv(tmp_path / "eu" / f"d{f:02d}.csv", HEADER + "\n" + "\n".join(rows) + "\n"))
+    counts = land_and_process(lake, settings, *paths)
+    assert counts.rows_valid == 48_000 and counts.rows_quarantined == 1
+    wrong = sql(lake, "SELECT count(*) FROM silver.sales_lines "
+                      "WHERE split_part(line_id, '-', 2) <> split_part(source_position, ':', 2)")
+    assert wrong == [(0,)]
