@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import io
 import re
 from collections.abc import Iterable
@@ -131,16 +132,24 @@ def _split_header(line: str, delimiter: str) -> list[str]:
     return next(csv.reader([line], delimiter=delimiter, quotechar='"'), [])
 
 
-def _pick_delimiter(path: Path, header_line: str, forced: str | None) -> tuple[str, list[str]]:
-    candidates = (forced,) if forced else DELIMITERS
-    best: tuple[int, str, list[str]] | None = None
+@functools.lru_cache(maxsize=256)
+def _best_split(header_line: str, candidates: tuple[str, ...]) -> tuple[int, str, tuple[str, ...]]:
+    """(known columns, delimiter, names) of the delimiter that recognises most columns.
+
+    Cached: a folder of daily exports repeats one header thousands of times."""
+    best: tuple[int, str, tuple[str, ...]] | None = None
     for delimiter in candidates:
-        names = _split_header(header_line, delimiter)
+        names = tuple(_split_header(header_line, delimiter))
         known = sum(1 for n in names if canonical_column(n))
         if best is None or known > best[0]:
             best = (known, delimiter, names)
     assert best is not None
-    known, delimiter, names = best
+    return best
+
+
+def _pick_delimiter(path: Path, header_line: str, forced: str | None) -> tuple[str, list[str]]:
+    known, delimiter, names = _best_split(header_line, (forced,) if forced else DELIMITERS)
+    names = list(names)
     if known == 0:
         shown = header_line[:80].strip()
         if forced:
@@ -178,26 +187,20 @@ def _map_columns(path: Path, names: list[str]) -> tuple[dict[str, int], tuple[st
 
 def date_evidence(values: Iterable[str]) -> DateEvidence:
     """Separator, year width and which component exceeds 12, over sample values."""
-    evidence = DateEvidence()
+    separator, year_digits, iso, day_first, month_first = None, None, False, False, False
     for value in values:
         if not value:
             continue
-        if _ISO.match(value):
-            evidence = evidence.merge(DateEvidence(iso=True))
-            continue
         match = _DMY.match(value)
-        if not match:
-            continue
-        first, sep, second, year = int(match.group(1)), match.group(2), int(match.group(3)), match.group(4)
-        evidence = evidence.merge(
-            DateEvidence(
-                separator=sep,
-                year_digits=len(year),
-                day_first_seen=first > 12,
-                month_first_seen=second > 12,
-            )
-        )
-    return evidence
+        if match:
+            first, sep, second, year = match.groups()
+            separator = separator or sep
+            year_digits = year_digits or len(year)
+            day_first = day_first or int(first) > 12
+            month_first = month_first or int(second) > 12
+        elif _ISO.match(value):
+            iso = True
+    return DateEvidence(separator, year_digits, iso, day_first, month_first)
 
 
 def decide_date_format(evidence: DateEvidence) -> str | None:
