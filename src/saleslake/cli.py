@@ -193,6 +193,14 @@ def ingest_csv(
         err.print(f"[bold red]error:[/] {problem}", highlight=False, soft_wrap=True)
     for path in result.header_only:
         err.print(f"[yellow]skipped:[/] {path}: header only, no data rows", highlight=False, soft_wrap=True)
+    extras: dict[tuple[str, ...], list[str]] = {}
+    for row in result.landed:
+        if row["extra_columns"]:
+            extras.setdefault(tuple(row["extra_columns"]), []).append(row["original_name"])
+    for columns, names in extras.items():
+        where = names[0] if len(names) == 1 else f"{len(names)} files (e.g. {names[0]})"
+        err.print(f"[yellow]note:[/] {where}: extra column(s) {', '.join(columns)} kept in bronze, not used in silver",
+                  highlight=False, soft_wrap=True)
     total = sum(r["size_bytes"] for r in result.landed)
     out.print(f"landed {len(result.landed)} file(s) ({total:,} bytes); {len(result.already_landed)} already landed")
     if result.errors:

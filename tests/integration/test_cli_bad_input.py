@@ -102,3 +102,13 @@ def test_ambiguous_dates_ask_for_date_format(tmp_path: Path):
 def test_usage_error_exits_2(tmp_path: Path):
     proc = saleslake("run", "--until", "platinum", home=tmp_path / "lake")
     assert proc.returncode == 2
+
+
+def test_extra_columns_are_reported_and_kept_in_bronze(tmp_path: Path):
+    home = tmp_path / "lake"
+    f = write_csv(tmp_path / "in" / "x.csv", HEADER + ",Sales Rep\n" + line() + ",Bob\n")
+    proc = saleslake("ingest", "csv", str(f), home=home)
+    assert proc.returncode == 0 and "extra column(s) Sales Rep kept in bronze" in proc.stderr
+    lake = Lake(home)
+    [(uri,)] = sql(lake, "SELECT bronze_uri FROM system.bronze_manifest")
+    assert (home / uri).read_text().endswith(",Bob\n")
