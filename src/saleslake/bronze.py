@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +63,10 @@ class LandResult:
         return sum(r["size_bytes"] for r in self.landed)
 
 
+# Hashing and file I/O release the GIL; sniffing does not: a couple of threads is enough.
+LANDING_THREADS = 2
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -109,6 +113,29 @@ def default_source(path: Path) -> str:
     return path.parent.name or "default"
 
 
+def _copy_verified(source: Path, target: Path, sha: str) -> None:
+    """Copy ``source`` to ``target`` (via a temporary name), checking the bytes still hash to ``sha``."""
+    if target.exists():
+        return
+    partial = target.with_name(target.name + ".partial")
+    digest = hashlib.sha256()
+    with source.open("rb") as src, partial.open("wb") as dst:
+        for block in iter(lambda: src.read(1 << 20), b""):
+            digest.update(block)
+            dst.write(block)
+    if digest.hexdigest() != sha:
+        partial.unlink()
+        raise InputFileError(str(source), "the file changed while it was being landed", "land it again once it is complete")
+    os.replace(partial, target)
+
+
+def _safely(fn: Callable, *args):
+    try:
+        return fn(*args)
+    except InputFileError as exc:
+        return exc
+
+
 def land_csv(
     lake: Lake,
     paths: list[Path],
@@ -120,51 +147,57 @@ def land_csv(
     """Land CSV files (or folders of them) in bronze. The caller holds the lake lock.
 
     Files that cannot be exports are reported in ``errors`` and skipped; the others land.
+    Hashing, sniffing and copying run on a small thread pool: hashing and file I/O release
+    the GIL, which matters for folders of thousands of daily exports.
     """
     result = LandResult()
     known_ids, top_seq, known_formats = _known_state(lake)
-    candidates: list[tuple[CsvFile, str, str]] = []  # (sniffed, source, sha)
-    seen_now: set[str] = set()
     files = expand_paths(paths)
-    for path in files:
-        if progress:
-            progress(1, len(files))
-        try:
-            sha = sha256_of(path)
+    candidates: list[tuple[CsvFile, str, str]] = []  # (sniffed, source, sha)
+    with ThreadPoolExecutor(max_workers=LANDING_THREADS) as pool:
+        shas = list(pool.map(lambda p: _safely(sha256_of, p), files))
+        fresh: list[tuple[Path, str]] = []
+        seen_now: set[str] = set()
+        for path, sha in zip(files, shas):
             if sha in known_ids or sha in seen_now:
                 result.already_landed.append(str(path))
-                continue
-            sniffed = sniff(path, overrides)
+            elif not isinstance(sha, InputFileError):
+                seen_now.add(sha)
+                fresh.append((path, sha))
+        for (path, sha), sniffed in zip(fresh, pool.map(lambda f: _safely(sniff, f[0], overrides), fresh)):
+            if progress:
+                progress(1, len(files))
+            if isinstance(sniffed, InputFileError):
+                result.errors.append(sniffed)
+            elif sniffed is None:
+                result.header_only.append(str(path))
+            else:
+                candidates.append((sniffed, source or default_source(path), sha))
+        if not candidates:
+            return result
+        undecided = undecided_sources([c[0] for c in candidates], [c[1] for c in candidates], known_formats)
+        if undecided:  # look deeper into those sources' files before asking the user
+            candidates = [(sniff(c.path, overrides, deep=True) or c if src in undecided else c, src, sha)
+                          for c, src, sha in candidates]
+        try:
+            resolved = resolve_date_formats([c[0] for c in candidates], [c[1] for c in candidates], known_formats)
         except InputFileError as exc:
             result.errors.append(exc)
-            continue
-        if sniffed is None:
-            result.header_only.append(str(path))
-            continue
-        seen_now.add(sha)
-        candidates.append((sniffed, source or default_source(path), sha))
-    if not candidates:
-        return result
-    undecided = undecided_sources([c[0] for c in candidates], [c[1] for c in candidates], known_formats)
-    if undecided:  # look deeper into those sources' files before asking the user
-        candidates = [(sniff(c.path, overrides, deep=True) or c if src in undecided else c, src, sha)
-                      for c, src, sha in candidates]
-    try:
-        resolved = resolve_date_formats([c[0] for c in candidates], [c[1] for c in candidates], known_formats)
-    except InputFileError as exc:
-        result.errors.append(exc)
-        return result
+            return result
 
-    landed_at = utcnow()
-    folder = lake.bronze / "csv" / f"ingest_date={landed_at:%Y-%m-%d}"
-    folder.mkdir(parents=True, exist_ok=True)
+        landed_at = utcnow()
+        folder = lake.bronze / "csv" / f"ingest_date={landed_at:%Y-%m-%d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        targets = [folder / f"{sha}.csv" for _, _, sha in candidates]
+        copied = list(pool.map(lambda c: _safely(_copy_verified, c[0].path, c[1], c[2][2]),
+                               zip(resolved, targets, candidates)))
     rows = []
-    for seq, (sniffed, (_, src, sha)) in enumerate(zip(resolved, candidates), start=top_seq + 1):
-        target = folder / f"{sha}.csv"
-        if not target.exists():
-            partial = target.with_suffix(".partial")
-            shutil.copyfile(sniffed.path, partial)
-            os.replace(partial, target)
+    seq = top_seq
+    for sniffed, target, (_, src, sha), outcome in zip(resolved, targets, candidates, copied):
+        if isinstance(outcome, InputFileError):
+            result.errors.append(outcome)
+            continue
+        seq += 1
         rows.append(
             {
                 "object_id": sha,
@@ -187,8 +220,9 @@ def land_csv(
                 "currency": currency,
             }
         )
-    lake.manifest.mkdir(parents=True, exist_ok=True)
-    # One commit for the whole ingest: either every file of it is in the manifest or none.
-    write_deltalake(str(lake.manifest), pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), mode="append")
+    if rows:
+        lake.manifest.mkdir(parents=True, exist_ok=True)
+        # One commit for the whole ingest: either every file of it is in the manifest or none.
+        write_deltalake(str(lake.manifest), pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), mode="append")
     result.landed = rows
     return result
