@@ -50,3 +50,13 @@ def test_bad_file_does_not_stop_the_others(tmp_path, lake):
     result = land_csv(lake, [tmp_path / "x"])
     assert [r["original_name"] for r in result.landed] == ["good.csv"]
     assert len(result.errors) == 1 and "empty" in str(result.errors[0]) and good.exists()
+
+
+def test_a_file_that_changes_while_landing_is_not_landed(tmp_path, lake, monkeypatch):
+    f = write_csv(tmp_path / "x" / "a.csv", HEADER + "\n" + line() + "\n")
+    import saleslake.bronze as bronze
+
+    monkeypatch.setattr(bronze, "sha256_of", lambda path: "0" * 64)  # the bytes hashed first differ from those copied
+    result = land_csv(lake, [f])
+    assert result.landed == [] and "changed while it was being landed" in str(result.errors[0])
+    assert not list((lake.bronze).rglob("*.csv")) and not list(lake.bronze.rglob("*.partial"))
