@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from saleslake.bronze import LandResult, land_csv
 from saleslake.config import Settings, load_settings
-from saleslake.errors import PipelineError, QualityGateError, SaleslakeError, UserError
+from saleslake.errors import QualityGateError, SaleslakeError, UserError
 from saleslake.lake import Lake, open_delta
 from saleslake.runs import Ledger, StageCounts, StageRecord, lake_lock, ledger_rows, lock_is_free, new_run_id, utcnow
 from saleslake.sources.csv import CsvOverrides
@@ -195,10 +195,7 @@ def _run_stages(lake, s, ledger, result, until, threshold, progress, force_gold)
     started = utcnow()
     if progress:
         progress("gold", 0, None)
-    try:
-        gold = build_gold(lake, s, ledger.run_id)
-    except PipelineError:
-        raise
+    gold = build_gold(lake, s, ledger.run_id)
     ledger.record(
         StageRecord("gold", "succeeded", started, utcnow(),
                     details={"silver_version": _silver_version(lake), "tables": gold.tables, "versions": gold.versions})

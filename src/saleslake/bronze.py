@@ -58,10 +58,6 @@ class LandResult:
     header_only: list[str] = field(default_factory=list)
     errors: list[InputFileError] = field(default_factory=list)
 
-    @property
-    def rows_hint(self) -> int:
-        return sum(r["size_bytes"] for r in self.landed)
-
 
 # Hashing and file I/O release the GIL; sniffing does not: a couple of threads is enough.
 LANDING_THREADS = 2
