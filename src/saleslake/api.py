@@ -196,8 +196,9 @@ def _run_stages(lake, s, ledger, result, until, threshold, progress, force_gold)
     if progress:
         progress("gold", 0, None)
     gold = build_gold(lake, s, ledger.run_id)
+    facts = gold.tables.get("fact_sales", 0)  # one fact per valid silver line (reconciled by dbt tests)
     ledger.record(
-        StageRecord("gold", "succeeded", started, utcnow(),
+        StageRecord("gold", "succeeded", started, utcnow(), counts=StageCounts(rows_read=facts, rows_valid=facts),
                     details={"silver_version": _silver_version(lake), "tables": gold.tables, "versions": gold.versions})
     )
     result.gold = gold.tables
@@ -231,6 +232,9 @@ def status(limit: int = 20, settings: Settings | None = None) -> list[dict]:
                 "rows_corrected": r["rows_corrected"],
                 "details": json.loads(r["details"]) if r["details"] else None,
             }
+    order = {"bronze": 0, "silver": 1, "gold": 2}
+    for entry in runs.values():
+        entry["stages"] = dict(sorted(entry["stages"].items(), key=lambda kv: order.get(kv[0], 9)))
     free = lock_is_free(lake)
     ordered = sorted(runs.values(), key=lambda e: (e["started_at"] is not None, e["started_at"]), reverse=True)
     for entry in ordered:
