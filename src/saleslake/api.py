@@ -272,3 +272,33 @@ def generate_csv(out: str | Path, rows: int = 100_000, regions: list[str] | None
     if not 0.0 <= error_rate <= 1.0:
         raise UserError("--error-rate must be between 0 and 1")
     return generate(Path(out), rows=rows, regions=regions, error_rate=error_rate, seed=seed, progress=progress)
+
+
+# -- local services -------------------------------------------------------------------------
+
+
+def services(action: Literal["start", "stop", "status"], names: Sequence[str] = ("kafka",),
+             settings: Settings | None = None, kafka_port: int | None = None,
+             kafka_controller_port: int | None = None) -> dict[str, dict]:
+    """Start, stop or describe local development services (state under ``<home>/services``).
+
+    Returns, per service, its connection settings or status.
+    """
+    from saleslake.services.kafka import KafkaService, kafka_status, start_kafka, stop_kafka
+
+    s, _ = _resolve(settings)
+    out: dict[str, dict] = {}
+    for name in names:
+        if name != "kafka":
+            raise UserError(f"unknown service {name!r}; available: kafka")
+        options = {k: v for k, v in (("port", kafka_port), ("controller_port", kafka_controller_port)) if v}
+        service = KafkaService.for_lake(s.home, **options)
+        if action == "start":
+            out[name] = start_kafka(service)
+        elif action == "stop":
+            stop_kafka(service)
+            out[name] = {"running": False}
+        else:
+            out[name] = kafka_status(service)
+    return out
+

@@ -35,9 +35,11 @@ app = typer.Typer(
 generate_app = typer.Typer(help="Generate realistic sample sources.", no_args_is_help=True)
 ingest_app = typer.Typer(help="Land source data in bronze.", no_args_is_help=True)
 rebuild_app = typer.Typer(help="Rebuild a layer from the one below.", no_args_is_help=True)
+services_app = typer.Typer(help="Local development services on 127.0.0.1, installed when absent.", no_args_is_help=True)
 app.add_typer(generate_app, name="generate")
 app.add_typer(ingest_app, name="ingest")
 app.add_typer(rebuild_app, name="rebuild")
+app.add_typer(services_app, name="services")
 
 out = Console()
 err = Console(stderr=True)
@@ -280,6 +282,45 @@ def query(
 ) -> None:
     """Read-only SQL over the last committed snapshots."""
     print_table(api.query(sql, _settings(home)), fmt)
+
+
+class Service(str, Enum):
+    kafka = "kafka"
+
+
+ServiceNames = Annotated[list[Service] | None, typer.Argument(help="Services (default: all of them).", show_default=False)]
+KafkaPort = Annotated[int | None, typer.Option("--port", help="Kafka broker port (default 9092).")]
+ControllerPort = Annotated[int | None, typer.Option("--controller-port", help="KRaft controller port (default port + 1).")]
+
+
+def _services(action: str, names: list[Service] | None, home: Path | None, port: int | None, controller: int | None) -> None:
+    chosen = [n.value for n in names] if names else [s.value for s in Service]
+    result = api.services(action, chosen, _settings(home), port, controller)
+    for name, info in result.items():
+        shown = ", ".join(f"{k}={v}" for k, v in info.items() if v is not None)
+        out.print(f"{name}: {shown}", highlight=False, soft_wrap=True)
+
+
+@services_app.command("start")
+@guarded
+def services_start(names: ServiceNames = None, port: KafkaPort = None, controller_port: ControllerPort = None,
+                   home: Home = None) -> None:
+    """Start services (fetching them on first use) and print their connection settings."""
+    _services("start", names, home, port, controller_port)
+
+
+@services_app.command("stop")
+@guarded
+def services_stop(names: ServiceNames = None, home: Home = None) -> None:
+    """Stop services cleanly."""
+    _services("stop", names, home, None, None)
+
+
+@services_app.command("status")
+@guarded
+def services_status(names: ServiceNames = None, home: Home = None) -> None:
+    """Whether services run, and how to connect."""
+    _services("status", names, home, None, None)
 
 
 @app.command()

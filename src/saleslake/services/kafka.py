@@ -1,0 +1,895 @@
+"""One local Apache Kafka 4.x broker in KRaft mode on 127.0.0.1, fetched with Maven.
+
+``saleslake services start|stop|status kafka`` is built on this module:
+
+* :func:`fetch_jars` downloads the broker jars once into a per-user cache with
+  ``mvn dependency:copy-dependencies`` driven by the small pom shipped next to this module
+  (``kafka_pom.xml``; no binary is committed).
+* :func:`start_kafka` formats KRaft storage once (``kafka.tools.StorageTool format``),
+  starts ``kafka.Kafka`` detached (combined broker + controller, node id 1, listeners on
+  127.0.0.1 only), waits until it answers real Kafka protocol requests (ApiVersions and
+  Metadata listing this broker) and returns the client settings.
+* :func:`stop_kafka` sends SIGTERM (controlled shutdown), waits, then SIGKILL.
+* :func:`kafka_status` reports whether it runs, its pid and its address.
+
+Users with their own cluster never need any of this: they set ``bootstrap.servers``.
+
+State directory layout (``KafkaService.home``, e.g. ``<lake home>/services/kafka``)::
+
+    server.properties   log4j2.properties   kafka.pid   kafka.json (pid, ports, version)
+    data/               KRaft metadata log and topic partitions
+    logs/server.log     broker log (log4j2, rolled at 10 MB)
+    logs/kafka.out      JVM stdout/stderr
+    logs/format.log     output of the storage format step
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from saleslake import __version__ as saleslake_version
+from saleslake.errors import TransientError, UserError
+
+HOST = "127.0.0.1"
+DEFAULT_PORT = 9092
+NODE_ID = 1
+POM_RESOURCE = "kafka_pom.xml"
+MIN_JAVA = 17
+
+BROKER_MAIN = "kafka.Kafka"
+STORAGE_TOOL_MAIN = "kafka.tools.StorageTool"
+STARTED_MARKER = "Kafka Server started"  # "[KafkaRaftServer nodeId=1] Kafka Server started"
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class JavaNotFoundError(UserError):
+    """No usable Java runtime (missing or older than Java 17)."""
+
+
+class MavenNotFoundError(UserError):
+    """``mvn`` is not installed or not on PATH."""
+
+
+class PortInUseError(UserError):
+    """A port the broker needs on 127.0.0.1 is taken by another program."""
+
+
+class KafkaRunningElsewhereError(UserError):
+    """This state directory's broker already runs, but on other ports than requested."""
+
+
+class KafkaFetchError(TransientError):
+    """Maven could not download the broker jars (network, repository or mirror)."""
+
+
+class KafkaStartError(TransientError):
+    """The broker did not come up (crashed or did not answer within the timeout)."""
+
+
+# --------------------------------------------------------------------------- the service
+
+
+@dataclass
+class KafkaService:
+    """Where one local broker keeps its state and which ports it uses.
+
+    ``controller_port`` defaults to ``port + 1``; ``cache_dir`` (the jar cache, shared by
+    every state directory of the same user) defaults to :func:`default_cache_dir`.
+    """
+
+    home: Path
+    port: int = DEFAULT_PORT
+    controller_port: int | None = None
+    cache_dir: Path | None = None
+    heap: str = "512m"
+    start_timeout: float = 60.0
+    stop_timeout: float = 30.0
+    extra_properties: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.home = Path(self.home).expanduser().absolute()
+        self.port = int(self.port)
+        if self.controller_port is None:
+            self.controller_port = self.port + 1
+        self.controller_port = int(self.controller_port)
+        if self.cache_dir is not None:
+            self.cache_dir = Path(self.cache_dir).expanduser().absolute()
+        for name, value in (("port", self.port), ("controller port", self.controller_port)):
+            if not 1 <= value <= 65535:
+                raise UserError(f"Kafka {name} {value} is not a TCP port (1-65535)")
+        if self.port == self.controller_port:
+            raise UserError(
+                f"Kafka port and controller port are both {self.port}: choose two different ports"
+            )
+
+    @classmethod
+    def for_lake(cls, lake_home: Path | str, **kwargs: Any) -> KafkaService:
+        """The broker that belongs to a lake: state under ``<lake home>/services/kafka``."""
+        return cls(home=Path(lake_home) / "services" / "kafka", **kwargs)
+
+    # paths -------------------------------------------------------------------------
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def log_file(self) -> Path:
+        return self.log_dir / "server.log"
+
+    @property
+    def stdout_file(self) -> Path:
+        return self.log_dir / "kafka.out"
+
+    @property
+    def config_file(self) -> Path:
+        return self.home / "server.properties"
+
+    @property
+    def log4j_file(self) -> Path:
+        return self.home / "log4j2.properties"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / "kafka.pid"
+
+    @property
+    def state_file(self) -> Path:
+        return self.home / "kafka.json"
+
+    @property
+    def jar_cache(self) -> Path:
+        return self.cache_dir or default_cache_dir()
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{HOST}:{self.port}"
+
+
+# --------------------------------------------------------------------------- jars
+
+
+def _pom_text() -> str:
+    return resources.files("saleslake.services").joinpath(POM_RESOURCE).read_text("utf-8")
+
+
+def _pom_property(name: str) -> str:
+    match = re.search(rf"<{re.escape(name)}>\s*([^<\s]+)\s*</{re.escape(name)}>", _pom_text())
+    if not match:  # pragma: no cover - the pom ships with the package
+        raise RuntimeError(f"{POM_RESOURCE} has no <{name}> property")
+    return match.group(1)
+
+
+def kafka_version() -> str:
+    """The Kafka version the shipped pom pins (``<kafka.version>``)."""
+    return _pom_property("kafka.version")
+
+
+def default_cache_dir() -> Path:
+    """Per-user jar cache: ``$SALESLAKE_CACHE_DIR`` or ``$XDG_CACHE_HOME/saleslake`` or
+    ``~/.cache/saleslake``, then ``kafka/<version>``."""
+    base = os.environ.get("SALESLAKE_CACHE_DIR")
+    if base:
+        root = Path(base).expanduser()
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        root = (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "saleslake"
+    return root.absolute() / "kafka" / kafka_version()
+
+
+def find_maven() -> str:
+    for candidate in (
+        os.environ.get("SALESLAKE_MVN"),
+        shutil.which("mvn"),
+        *(str(Path(os.environ[v]) / "bin" / "mvn") for v in ("MAVEN_HOME", "M2_HOME") if os.environ.get(v)),
+    ):
+        if candidate and os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
+            return candidate
+    raise MavenNotFoundError(
+        "Maven (mvn) is needed once to download the Kafka broker jars but was not found on PATH: "
+        "install Maven 3.6+ (e.g. apt-get install maven) or point bootstrap.servers at an existing Kafka"
+    )
+
+
+def _jars_present(lib: Path, marker: Path, digest: str) -> bool:
+    try:
+        return marker.read_text("utf-8").strip() == digest and any(lib.glob("kafka_2.13-*.jar"))
+    except OSError:
+        return False
+
+
+def fetch_jars(cache_dir: Path | None = None, *, quiet: bool = True) -> Path:
+    """Download the broker jars into ``<cache_dir>/lib`` (idempotent) and return that folder.
+
+    Skips Maven entirely when the folder was completed before for the same pom. Maven's own
+    repository (``~/.m2`` or whatever ``settings.xml`` says) is reused, so a warm CI cache
+    makes this an offline copy.
+    """
+    cache = Path(cache_dir).expanduser().absolute() if cache_dir else default_cache_dir()
+    lib, marker = cache / "lib", cache / ".complete"
+    pom = _pom_text()
+    digest = hashlib.sha256(pom.encode("utf-8")).hexdigest()
+    if _jars_present(lib, marker, digest):
+        return lib
+    mvn = find_maven()
+    cache.mkdir(parents=True, exist_ok=True)
+    with _file_lock(cache / ".lock"):
+        if _jars_present(lib, marker, digest):  # another process finished while we waited
+            return lib
+        pom_file = cache / "pom.xml"
+        pom_file.write_text(pom, "utf-8")
+        tmp = cache / f"lib.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        out_file = cache / "fetch.log"
+        cmd = [
+            mvn, "-B", *(["-q"] if quiet else []), "-f", str(pom_file),
+            f"org.apache.maven.plugins:maven-dependency-plugin:"
+            f"{_pom_property('dependency-plugin.version')}:copy-dependencies",
+            f"-DoutputDirectory={tmp}",
+        ]
+        try:
+            with out_file.open("w", encoding="utf-8") as out:
+                proc = subprocess.run(
+                    cmd, cwd=cache, stdin=subprocess.DEVNULL, stdout=out,
+                    stderr=subprocess.STDOUT, timeout=1800, check=False,
+                )
+        except subprocess.TimeoutExpired:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise KafkaFetchError(
+                f"downloading the Kafka {kafka_version()} jars with Maven took over 30 minutes; "
+                f"output in {out_file}"
+            ) from None
+        if proc.returncode != 0 or not any(tmp.glob("kafka_2.13-*.jar")):
+            shutil.rmtree(tmp, ignore_errors=True)
+            reason = _first_maven_error(out_file) or f"mvn exited with status {proc.returncode}"
+            raise KafkaFetchError(
+                f"Maven could not download the Kafka {kafka_version()} jars: {reason} "
+                f"(full output in {out_file}; check network access to Maven Central or the "
+                f"mirror in ~/.m2/settings.xml)"
+            )
+        marker.unlink(missing_ok=True)
+        shutil.rmtree(lib, ignore_errors=True)
+        tmp.rename(lib)
+        marker.write_text(digest + "\n", "utf-8")
+    return lib
+
+
+def _first_maven_error(out_file: Path) -> str:
+    try:
+        lines = out_file.read_text("utf-8", errors="replace").splitlines()
+    except OSError:
+        return ""
+    ansi = re.compile(r"\x1b\[[0-9;]*m")
+    for line in lines:
+        line = ansi.sub("", line).strip()
+        if line.startswith("[ERROR]") and len(line) > len("[ERROR]") + 1:
+            return line[len("[ERROR]"):].strip()[:400]
+    return ""
+
+
+# --------------------------------------------------------------------------- java
+
+
+def find_java() -> str:
+    """The ``java`` to run: ``$JAVA_HOME/bin/java`` or ``java`` on PATH, Java 17 or newer."""
+    java_home = os.environ.get("JAVA_HOME")
+    candidates = [str(Path(java_home) / "bin" / "java")] if java_home else []
+    candidates.append(shutil.which("java") or "")
+    java = next((c for c in candidates if c and os.access(c, os.X_OK) and not os.path.isdir(c)), None)
+    if java is None:
+        raise JavaNotFoundError(
+            f"Java {MIN_JAVA}+ is needed to run the local Kafka broker but no java was found "
+            "(JAVA_HOME or PATH): install a JDK/JRE 17+ (e.g. apt-get install openjdk-17-jre-headless) "
+            "or point bootstrap.servers at an existing Kafka"
+        )
+    try:
+        proc = subprocess.run(
+            [java, "-version"], capture_output=True, text=True, timeout=60, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise JavaNotFoundError(f"{java} does not run ({exc}): install a working Java {MIN_JAVA}+") from None
+    major = _java_major(proc.stderr + proc.stdout)
+    if major is None or major < MIN_JAVA:
+        found = f"Java {major}" if major else "an unknown Java version"
+        raise JavaNotFoundError(
+            f"Kafka {kafka_version()} needs Java {MIN_JAVA} or newer but {java} is {found}: "
+            f"install Java {MIN_JAVA}+ and put it first on PATH or set JAVA_HOME"
+        )
+    return java
+
+
+def _java_major(version_output: str) -> int | None:
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', version_output)
+    if not match:
+        return None
+    major = int(match.group(1))
+    return int(match.group(2) or 0) if major == 1 else major  # "1.8.0" is Java 8
+
+
+# --------------------------------------------------------------------------- start / stop / status
+
+
+def connection_settings(service: KafkaService) -> dict[str, str]:
+    """Client settings for this broker, usable as a confluent-kafka config as is."""
+    return {"bootstrap.servers": service.bootstrap_servers}
+
+
+def start_kafka(service: KafkaService) -> dict[str, str]:
+    """Start the broker (fetching jars and formatting storage when needed) and wait until it
+    answers. Idempotent: an already running broker of this state directory is reused."""
+    service.home.mkdir(parents=True, exist_ok=True)
+    with _file_lock(service.home / ".lock"):
+        state = _running_state(service)
+        if state is not None:
+            if (state.get("port"), state.get("controller_port")) != (service.port, service.controller_port):
+                raise KafkaRunningElsewhereError(
+                    f"the local Kafka broker in {service.home} already runs on "
+                    f"{HOST}:{state.get('port')} (controller {state.get('controller_port')}), "
+                    f"not on port {service.port}: use bootstrap.servers={HOST}:{state.get('port')} "
+                    f"or stop it first (saleslake services stop kafka)"
+                )
+            _wait_ready(service, int(state["pid"]))
+            return connection_settings(service)
+        _clear_state(service)
+
+        java = find_java()
+        for what, port in (("broker", service.port), ("controller", service.controller_port)):
+            _check_port_free(port, what)
+        lib = fetch_jars(service.cache_dir)
+
+        service.data_dir.mkdir(parents=True, exist_ok=True)
+        service.log_dir.mkdir(parents=True, exist_ok=True)
+        service.config_file.write_text(_server_properties(service), "utf-8")
+        service.log4j_file.write_text(_log4j2_properties(service), "utf-8")
+        if not (service.data_dir / "meta.properties").exists():
+            _format_storage(service, java, lib)
+
+        log_offset = service.log_file.stat().st_size if service.log_file.exists() else 0
+        pid = _launch(service, java, lib)
+        try:
+            create_time: float | None = psutil.Process(pid).create_time()
+        except psutil.NoSuchProcess:  # died at once: _wait_ready reports why
+            create_time = None
+        state = {
+            "pid": pid,
+            "create_time": create_time,
+            "port": service.port,
+            "controller_port": service.controller_port,
+            "version": kafka_version(),
+            "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        service.pid_file.write_text(f"{pid}\n", "utf-8")
+        service.state_file.write_text(json.dumps(state, indent=2) + "\n", "utf-8")
+        try:
+            _wait_ready(service, pid, log_offset)
+        except BaseException:
+            _terminate(pid, timeout=min(service.stop_timeout, 15.0))
+            _clear_state(service)
+            raise
+    return connection_settings(service)
+
+
+def stop_kafka(service: KafkaService) -> None:
+    """Stop the broker: SIGTERM (controlled shutdown), wait up to ``stop_timeout``, then
+    SIGKILL. Idempotent: nothing running is fine."""
+    if not service.home.exists():
+        return
+    with _file_lock(service.home / ".lock"):
+        state = _running_state(service)
+        if state is not None:
+            _terminate(int(state["pid"]), timeout=service.stop_timeout)
+        _clear_state(service)
+
+
+def kafka_status(service: KafkaService) -> dict[str, Any]:
+    """Whether this state directory's broker runs, with its pid and address."""
+    state = _running_state(service) if service.home.exists() else None
+    port = int(state["port"]) if state else service.port
+    controller_port = int(state["controller_port"]) if state else service.controller_port
+    return {
+        "service": "kafka",
+        "running": state is not None,
+        "pid": int(state["pid"]) if state else None,
+        "port": port,
+        "controller_port": controller_port,
+        "bootstrap.servers": f"{HOST}:{port}",
+        "version": (state or {}).get("version") or kafka_version(),
+        "started_at": (state or {}).get("started_at"),
+        "home": str(service.home),
+        "log": str(service.log_file),
+    }
+
+
+# --------------------------------------------------------------------------- internals
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock (no-op where fcntl is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _read_state(service: KafkaService) -> dict[str, Any] | None:
+    try:
+        state = json.loads(service.state_file.read_text("utf-8"))
+    except (OSError, ValueError):
+        state = None
+    if not isinstance(state, dict) or "pid" not in state:
+        try:  # a bare pid file (state file lost): ports are the configured ones
+            pid = int(service.pid_file.read_text("utf-8").strip())
+        except (OSError, ValueError):
+            return None
+        state = {"pid": pid, "port": service.port, "controller_port": service.controller_port}
+    return state
+
+
+def _running_state(service: KafkaService) -> dict[str, Any] | None:
+    """The recorded state when its process is alive and really is this broker, else None."""
+    state = _read_state(service)
+    if state is None:
+        return None
+    try:
+        process = psutil.Process(int(state["pid"]))
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return None
+        created = state.get("create_time")
+        if created is not None and abs(process.create_time() - float(created)) > 1.0:
+            return None  # the pid was reused by another program
+        cmdline = process.cmdline()
+    except (psutil.Error, ValueError, TypeError):
+        return None
+    if BROKER_MAIN not in cmdline or str(service.config_file) not in cmdline:
+        return None
+    return state
+
+
+def _clear_state(service: KafkaService) -> None:
+    service.pid_file.unlink(missing_ok=True)
+    service.state_file.unlink(missing_ok=True)
+
+
+def _terminate(pid: int, timeout: float) -> None:
+    """SIGTERM, wait up to ``timeout`` seconds, then SIGKILL. A zombie counts as gone
+    (where PID 1 does not reap orphans, e.g. some containers, it stays one)."""
+    try:
+        process = psutil.Process(pid)
+        process.send_signal(signal.SIGTERM)
+    except psutil.NoSuchProcess:
+        return
+    if _wait_gone(process, timeout):
+        return
+    with contextlib.suppress(psutil.NoSuchProcess):
+        process.kill()
+    _wait_gone(process, 10.0)
+
+
+def _wait_gone(process: psutil.Process, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if process.status() == psutil.STATUS_ZOMBIE:
+                if os.name == "posix":
+                    with contextlib.suppress(ChildProcessError, OSError):
+                        os.waitpid(process.pid, os.WNOHANG)  # reap it if it is ours
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+
+
+def _check_port_free(port: int, what: str) -> None:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the JVM does
+        sock.bind((HOST, port))
+    except OSError:
+        owner = _port_owner(port)
+        by = f" by {owner}" if owner else " by another program"
+        option = "--port" if what == "broker" else "--controller-port"
+        raise PortInUseError(
+            f"cannot start the local Kafka {what}: {HOST}:{port} is already in use{by}; "
+            f"stop that program or choose another port ({option}); if it is a Kafka you run "
+            f"yourself, set bootstrap.servers instead"
+        ) from None
+    finally:
+        sock.close()
+
+
+def _port_owner(port: int) -> str:
+    """Best effort 'name (pid N)' of the program listening on ``port``."""
+    try:
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
+                try:
+                    return f"{psutil.Process(conn.pid).name()} (pid {conn.pid})"
+                except psutil.Error:
+                    return f"pid {conn.pid}"
+    except (psutil.Error, OSError):
+        pass
+    return ""
+
+
+def _server_properties(service: KafkaService) -> str:
+    props: dict[str, str] = {
+        # KRaft, one combined broker + controller, static single-voter quorum (ports may
+        # change between starts: the voter set is read from here, not from the log)
+        "process.roles": "broker,controller",
+        "node.id": str(NODE_ID),
+        "controller.quorum.voters": f"{NODE_ID}@{HOST}:{service.controller_port}",
+        "listeners": f"PLAINTEXT://{HOST}:{service.port},CONTROLLER://{HOST}:{service.controller_port}",
+        "advertised.listeners": f"PLAINTEXT://{HOST}:{service.port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "log.dirs": str(service.data_dir),
+        # single node: every internal topic with replication factor 1, small footprint
+        "num.partitions": "1",
+        "default.replication.factor": "1",
+        "min.insync.replicas": "1",
+        "offsets.topic.replication.factor": "1",
+        "offsets.topic.num.partitions": "1",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.num.partitions": "1",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        "share.coordinator.state.topic.num.partitions": "1",
+        "auto.create.topics.enable": "false",
+        "group.initial.rebalance.delay.ms": "0",
+        "num.network.threads": "2",
+        "num.io.threads": "4",
+        "num.recovery.threads.per.data.dir": "1",
+        "log.retention.hours": "168",
+    }
+    props.update({str(k): str(v) for k, v in service.extra_properties.items()})
+    lines = ["# Written by saleslake on every start; edit extra_properties instead."]
+    lines += [f"{key}={_escape_property(value)}" for key, value in props.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _escape_property(value: str) -> str:
+    return value.replace("\\", "\\\\")
+
+
+def _log4j2_properties(service: KafkaService) -> str:
+    log = _escape_property(str(service.log_file))
+    pattern = _escape_property(str(service.log_dir / "server.log.%i"))
+    return "\n".join([
+        "# Written by saleslake on every start.",
+        "status = warn",
+        "shutdownHook = disable",
+        "appender.file.type = RollingFile",
+        "appender.file.name = file",
+        f"appender.file.fileName = {log}",
+        f"appender.file.filePattern = {pattern}",
+        "appender.file.layout.type = PatternLayout",
+        "appender.file.layout.pattern = [%d] %p %m (%c)%n",
+        "appender.file.policies.type = Policies",
+        "appender.file.policies.size.type = SizeBasedTriggeringPolicy",
+        "appender.file.policies.size.size = 10MB",
+        "appender.file.strategy.type = DefaultRolloverStrategy",
+        "appender.file.strategy.max = 3",
+        "rootLogger.level = info",
+        "rootLogger.appenderRef.file.ref = file",
+        "logger.request.name = kafka.request.logger",
+        "logger.request.level = warn",
+        "",
+    ])
+
+
+def _jvm_args(service: KafkaService, lib: Path) -> list[str]:
+    return [
+        "-Xms128m",
+        f"-Xmx{service.heap}",
+        "-XX:+UseG1GC",
+        "-XX:MaxGCPauseMillis=20",
+        "-XX:+ExitOnOutOfMemoryError",
+        "-Djava.awt.headless=true",
+        "-Djava.net.preferIPv4Stack=true",  # listen on 127.0.0.1, not ::ffff:127.0.0.1
+        f"-Dlog4j2.configurationFile={service.log4j_file}",
+        "-Dlog4j2.shutdownHookEnabled=false",
+        f"-Dkafka.logs.dir={service.log_dir}",
+        "-cp",
+        f"{lib}{os.sep}*",
+    ]
+
+
+def _new_cluster_id() -> str:
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (as
+    ``kafka-storage random-uuid``), never starting with '-' (it would read as an option)."""
+    while True:
+        value = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode("ascii")
+        if not value.startswith("-"):
+            return value
+
+
+def _format_storage(service: KafkaService, java: str, lib: Path) -> None:
+    out_file = service.log_dir / "format.log"
+    cmd = [
+        java, *_jvm_args(service, lib), STORAGE_TOOL_MAIN, "format",
+        "--config", str(service.config_file), "--cluster-id", _new_cluster_id(),
+        "--ignore-formatted",
+    ]
+    try:
+        with out_file.open("w", encoding="utf-8") as out:
+            proc = subprocess.run(
+                cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                timeout=300, check=False,
+            )
+    except subprocess.TimeoutExpired:
+        raise KafkaStartError(f"formatting Kafka storage in {service.data_dir} took over 5 minutes; see {out_file}") from None
+    if proc.returncode != 0:
+        raise KafkaStartError(
+            f"formatting Kafka storage in {service.data_dir} failed (status {proc.returncode}): "
+            f"{_last_error_line(out_file) or 'no message'}; see {out_file}"
+        )
+
+
+def _launch(service: KafkaService, java: str, lib: Path) -> int:
+    """Start the JVM detached (its own session, reparented to init) and return its pid."""
+    cmd = [java, *_jvm_args(service, lib), BROKER_MAIN, str(service.config_file)]
+    if os.name != "posix":  # pragma: no cover - Windows
+        with service.stdout_file.open("w", encoding="utf-8") as out:
+            proc = subprocess.Popen(
+                cmd, cwd=service.home, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                creationflags=getattr(subprocess, "DETACHED_PROCESS", 0)
+                | getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0),
+            )
+        return proc.pid
+    # A shell starts java in the background and exits at once: java is not our child, so
+    # it never lingers as a zombie of this (possibly long-lived) Python process.
+    script = 'out=$1; shift; "$@" >"$out" 2>&1 </dev/null & echo $!'
+    proc = subprocess.run(
+        ["/bin/sh", "-c", script, "sh", str(service.stdout_file), *cmd],
+        cwd=service.home, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        start_new_session=True, timeout=60, check=False,
+    )
+    try:
+        return int(proc.stdout.strip())
+    except ValueError:
+        raise KafkaStartError(
+            f"could not start java for the Kafka broker: {proc.stderr.strip() or 'no pid'}"
+        ) from None
+
+
+def _wait_ready(service: KafkaService, pid: int, log_offset: int | None = None) -> None:
+    deadline = time.monotonic() + service.start_timeout
+    sources = (service.stdout_file, (service.log_file, log_offset or 0))
+    last_problem = "no answer yet"
+    while True:
+        try:
+            alive = psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            alive = False
+        if not alive:
+            raise KafkaStartError(
+                f"the Kafka broker exited during start-up: "
+                f"{_last_error_line(*sources) or 'no error logged'}; "
+                f"see {service.log_file} and {service.stdout_file}"
+            )
+        try:
+            if _broker_answers(service):
+                return
+            last_problem = "metadata does not list this broker yet"
+        except (OSError, struct.error, IndexError, ValueError) as exc:  # not up, or half up
+            last_problem = str(exc) or type(exc).__name__
+        if time.monotonic() >= deadline:
+            hint = _last_error_line(*sources)
+            raise KafkaStartError(
+                f"the Kafka broker did not answer on {service.bootstrap_servers} within "
+                f"{service.start_timeout:.0f} s ({hint or last_problem}); last log lines in {service.log_file}"
+            )
+        time.sleep(0.25)
+
+
+def _broker_answers(service: KafkaService, timeout: float = 5.0) -> bool:
+    """True once the broker answers ApiVersions and its Metadata lists itself (and, when
+    confluent-kafka is installed, an AdminClient can list topics)."""
+    api_versions(HOST, service.port, timeout=timeout)
+    brokers = metadata_brokers(HOST, service.port, timeout=timeout)
+    if brokers.get(NODE_ID) != (HOST, service.port):
+        return False
+    try:
+        from confluent_kafka.admin import AdminClient  # type: ignore[import-not-found]
+    except ImportError:
+        return True
+    try:
+        AdminClient({"bootstrap.servers": service.bootstrap_servers}).list_topics(timeout=timeout)
+    except Exception:  # noqa: BLE001 - KafkaException while still starting: not ready yet
+        return False
+    return True
+
+
+def _last_error_line(*sources: Path | tuple[Path, int]) -> str:
+    """The most telling error line (ERROR/FATAL level first, then any exception or error
+    text, plus the line after it when that is not a stack frame) of the first source that
+    has one, as one line. A source is a file or (file, offset to read from)."""
+    level = re.compile(r"\b(ERROR|FATAL)\b")
+    errorish = re.compile(r"Exception|Error|error:")
+    for source in sources:
+        path, offset = source if isinstance(source, tuple) else (source, None)
+        try:
+            with path.open("rb") as handle:
+                handle.seek(0, os.SEEK_END)
+                end = handle.tell()
+                handle.seek(max(offset or 0, end - 65536))
+                lines = handle.read().decode("utf-8", errors="replace").splitlines()
+        except OSError:
+            continue
+        for pattern in (level, errorish):
+            hits = [i for i, line in enumerate(lines) if pattern.search(line)]
+            if hits:
+                i = hits[-1]
+                text = lines[i]
+                if i + 1 < len(lines) and lines[i + 1].strip() and not lines[i + 1][:1].isspace() \
+                        and not lines[i + 1].startswith("["):
+                    text += " " + lines[i + 1]
+                return " ".join(text.split())[:300]
+    return ""
+
+
+# --------------------------------------------------------------------------- minimal Kafka protocol
+
+
+def _request(host: str, port: int, api_key: int, version: int, body: bytes, *, flexible: bool, timeout: float) -> bytes:
+    """Send one request (header v1, or v2 when ``flexible``) and return the response after
+    the correlation id."""
+    correlation_id = int.from_bytes(os.urandom(3), "big")
+    client_id = b"saleslake"
+    header = struct.pack(">hhih", api_key, version, correlation_id, len(client_id)) + client_id
+    if flexible:
+        header += b"\x00"  # no tagged fields
+    message = header + body
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(struct.pack(">i", len(message)) + message)
+        (size,) = struct.unpack(">i", _recv_exact(sock, 4))
+        payload = _recv_exact(sock, size)
+    (answered,) = struct.unpack(">i", payload[:4])
+    if answered != correlation_id:
+        raise ConnectionError(f"Kafka answered correlation id {answered}, expected {correlation_id}")
+    return payload[4:]
+
+
+def _recv_exact(sock: socket.socket, count: int) -> bytes:
+    chunks, remaining = [], count
+    while remaining:
+        chunk = sock.recv(remaining)
+        if not chunk:
+            raise ConnectionError("Kafka closed the connection")
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def take(self, fmt: str) -> Any:
+        size = struct.calcsize(fmt)
+        values = struct.unpack_from(fmt, self.data, self.pos)
+        self.pos += size
+        return values[0] if len(values) == 1 else values
+
+    def uvarint(self) -> int:
+        value = shift = 0
+        while True:
+            byte = self.data[self.pos]
+            self.pos += 1
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return value
+            shift += 7
+
+    def compact_string(self) -> str | None:
+        length = self.uvarint() - 1
+        if length < 0:
+            return None
+        value = self.data[self.pos:self.pos + length].decode("utf-8")
+        self.pos += length
+        return value
+
+    def skip_tagged_fields(self) -> None:
+        for _ in range(self.uvarint()):
+            self.uvarint()  # tag
+            self.pos += self.uvarint()  # size
+
+
+def _compact_string(value: str) -> bytes:
+    raw = value.encode("utf-8")
+    return bytes([len(raw) + 1]) + raw  # short strings only: one-byte varint
+
+
+def api_versions(host: str, port: int, timeout: float = 5.0) -> dict[int, tuple[int, int]]:
+    """ApiVersions v3: ``{api_key: (min_version, max_version)}``; raises on a Kafka error."""
+    body = _compact_string("saleslake") + _compact_string(str(saleslake_version) or "0") + b"\x00"
+    # ApiVersions answers with response header v0 (no tagged fields) even for v3
+    reader = _Reader(_request(host, port, 18, 3, body, flexible=True, timeout=timeout))
+    error = reader.take(">h")
+    if error:
+        raise ConnectionError(f"Kafka ApiVersions error code {error}")
+    keys = {}
+    for _ in range(reader.uvarint() - 1):
+        api_key, low, high = reader.take(">hhh")
+        reader.skip_tagged_fields()
+        keys[api_key] = (low, high)
+    return keys
+
+
+def metadata_brokers(host: str, port: int, timeout: float = 5.0) -> dict[int, tuple[str, int]]:
+    """Metadata v12 for no topics: ``{node_id: (host, port)}`` of the live brokers."""
+    body = b"\x01" + b"\x00" + b"\x00" + b"\x00"  # topics=[], no auto-create, no authz ops, tags
+    reader = _Reader(_request(host, port, 3, 12, body, flexible=True, timeout=timeout))
+    reader.skip_tagged_fields()  # response header v1
+    reader.take(">i")  # throttle_time_ms
+    brokers = {}
+    for _ in range(reader.uvarint() - 1):
+        node_id = reader.take(">i")
+        broker_host = reader.compact_string() or ""
+        broker_port = reader.take(">i")
+        reader.compact_string()  # rack
+        reader.skip_tagged_fields()
+        brokers[node_id] = (broker_host, broker_port)
+    return brokers
+
+
+__all__ = [
+    "BROKER_MAIN",
+    "STORAGE_TOOL_MAIN",
+    "JavaNotFoundError",
+    "KafkaFetchError",
+    "KafkaRunningElsewhereError",
+    "KafkaService",
+    "KafkaStartError",
+    "MavenNotFoundError",
+    "PortInUseError",
+    "api_versions",
+    "connection_settings",
+    "default_cache_dir",
+    "fetch_jars",
+    "find_java",
+    "find_maven",
+    "kafka_status",
+    "kafka_version",
+    "metadata_brokers",
+    "start_kafka",
+    "stop_kafka",
+]
