@@ -195,11 +195,12 @@ def _run_stages(lake, s, ledger, result, until, threshold, progress, force_gold)
     started = utcnow()
     if progress:
         progress("gold", 0, None)
-    gold = build_gold(lake, s, ledger.run_id)
+    gold = build_gold(lake, s, ledger.run_id, full_refresh=force_gold)
     facts = gold.tables.get("fact_sales", 0)  # one fact per valid silver line (reconciled by dbt tests)
     ledger.record(
         StageRecord("gold", "succeeded", started, utcnow(), counts=StageCounts(rows_read=facts, rows_valid=facts),
-                    details={"silver_version": _silver_version(lake), "tables": gold.tables, "versions": gold.versions})
+                    details={"silver_version": _silver_version(lake), "tables": gold.tables, "versions": gold.versions,
+                             "fact_changes": gold.fact_changes, "timings": gold.timings})
     )
     result.gold = gold.tables
     result.message = "gold published"

@@ -1,9 +1,23 @@
 """Publish the gold marts from the warehouse file as Delta tables, as one *release*.
 
 Each mart is streamed (Arrow record batches, bounded memory) from ``gold.<table>`` in
-``lake.warehouse`` into the Delta table ``lake.gold / <table>`` (overwrite: a new Delta
-version; older versions stay readable until vacuumed). When every table is written, one
-row is appended to ``system/gold_releases`` with the Delta version of each table.
+``lake.warehouse`` into the Delta table ``lake.gold / <table>``. When every table is
+written, one row is appended to ``system/gold_releases`` with the Delta version of each
+table.
+
+- The dimensions, ``dim_date``, ``dim_geography`` and ``agg_sales_daily`` are small:
+  each publish overwrites them (a new Delta version; older versions stay readable until
+  vacuumed).
+- ``fact_sales`` is partitioned by ``order_month`` (``YYYY-MM`` of the order date). After
+  an incremental build only its changes are published, in one MERGE limited to the
+  partitions they touch: the recomputed facts (``intermediate.int_fact_recompute``) are
+  upserted, and delete markers remove the facts of pending lines gone from silver or
+  moved to another month (``intermediate.int_pending_lines`` holds the month each had).
+  The MERGE is idempotent, so a publish that died half way is simply done again. After
+  a full build (``gold_state.build.overwrite_pending``), or when the Delta table is
+  missing, not partitioned by month, or holds another number of rows than the warehouse
+  after the MERGE, the fact is overwritten instead. A touched partition holding more than
+  :data:`MAX_FILES_PER_PARTITION` files is compacted.
 
 Readers that must not see a mix of old dimensions and new facts while a publish is half
 done open the tables at the versions of the latest release::
@@ -14,16 +28,18 @@ done open the tables at the versions of the latest release::
     register_gold_release(con, lake)            # DuckDB views gold.<table> over the release
 
 A publish that dies half way leaves some tables one version ahead and no new release
-row: readers keep seeing the previous release. Vacuuming a gold table must keep the
-files of the latest release's version (delta-rs' default retention of 7 days does).
-``fact_sales`` is not partitioned: 10M rows publish in ~9 s as a few large files, and
-its row groups carry min/max statistics for pruning.
+row: readers keep seeing the previous release, and the pending work stays recorded in
+the warehouse until the release is (see :mod:`saleslake.gold.state`). Vacuuming a gold
+table must keep the files of the latest release's version (delta-rs' default retention
+of 7 days does).
 """
 
 from __future__ import annotations
 
 import json
+import time
 import uuid
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,6 +49,8 @@ import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
 
 from saleslake.lake import Lake, open_delta, snapshot_view_sql
+
+from . import state
 
 if TYPE_CHECKING:
     from saleslake.config import Settings
@@ -64,12 +82,31 @@ def gold_releases_path(lake: Lake) -> Path:
     return lake.gold_releases
 
 
-def publish_delta(lake: Lake, run_id: str, settings: Settings | None = None) -> dict[str, int]:
-    """Write every gold mart to ``lake.gold/<table>`` and record a release.
+FACT = "fact_sales"
+#: The Delta partition column of fact_sales (a column of the mart).
+FACT_PARTITION = "order_month"
+#: A MERGE adds files to the partitions it touches; beyond this many, compact them.
+MAX_FILES_PER_PARTITION = 16
 
-    Returns the Delta version written per table. Money columns keep their DECIMAL
-    types; ``schema_mode="overwrite"`` lets a model change its columns.
+
+@dataclass
+class Publication:
+    versions: dict[str, int] = field(default_factory=dict)  # Delta version per table, as released
+    fact_mode: str = ""  # "overwrite" or "merge"
+    fact_upserts: int = 0  # rows merged into the Delta fact (recomputed facts)
+    fact_deletes: int = 0  # delete markers merged
+    seconds: float = 0.0
+
+
+def publish_delta(lake: Lake, run_id: str, settings: Settings | None = None) -> Publication:
+    """Write every gold mart to ``lake.gold/<table>``, record a release, then clear the
+    warehouse's pending work (it is published).
+
+    Money columns keep their DECIMAL types; an overwrite uses ``schema_mode="overwrite"``
+    so a model can change its columns. Internal fact columns (leading underscore) are
+    not published.
     """
+    started = time.perf_counter()
     lake.gold.mkdir(parents=True, exist_ok=True)
     config: dict[str, object] = {}
     if settings is not None:
@@ -77,18 +114,154 @@ def publish_delta(lake: Lake, run_id: str, settings: Settings | None = None) -> 
             config["memory_limit"] = settings.duckdb_memory_limit
         if settings.duckdb_threads:
             config["threads"] = settings.duckdb_threads
-    con = duckdb.connect(str(lake.warehouse), read_only=True, config=config)
-    versions: dict[str, int] = {}
+    con = duckdb.connect(str(lake.warehouse), config=config)
+    result = Publication()
     try:
+        state.prepare(con)
+        overwrite_fact = state.read(con).overwrite_pending or not _mergeable(lake.gold / FACT)
         for name in GOLD_TABLES:
             path = lake.gold / name
-            reader = con.sql(f'SELECT * FROM gold."{name}"').to_arrow_reader(BATCH_ROWS)
-            write_deltalake(str(path), reader, mode="overwrite", schema_mode="overwrite")
-            versions[name] = int(DeltaTable(str(path)).version())
+            if name == FACT and not overwrite_fact:
+                result.fact_mode = "merge"
+                if not _merge_fact(con, path, result):
+                    result.fact_mode = "overwrite"  # the MERGE did not give the warehouse's rows
+                    _overwrite(con, name, path)
+            else:
+                if name == FACT:
+                    result.fact_mode = "overwrite"
+                _overwrite(con, name, path)
+            result.versions[name] = int(DeltaTable(str(path)).version())
+        record_release(lake, run_id, result.versions)
+        state.clear_pending(con)
     finally:
         con.close()
-    record_release(lake, run_id, versions)
-    return versions
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _published_columns(con: duckdb.DuckDBPyConnection, name: str) -> list[tuple[str, str]]:
+    """(column, DuckDB type) of a gold table, without internal (leading underscore) columns."""
+    rows = con.execute(
+        "SELECT column_name, data_type FROM duckdb_columns() WHERE database_name = current_database() "
+        "AND schema_name = 'gold' AND table_name = ? ORDER BY column_index",
+        [name],
+    ).fetchall()
+    return [(column, typ) for column, typ in rows if not column.startswith("_")]
+
+
+def _select_list(columns: list[tuple[str, str]]) -> str:
+    return ", ".join(f'"{column}"' for column, _ in columns)
+
+
+def _overwrite(con: duckdb.DuckDBPyConnection, name: str, path: Path) -> None:
+    columns = _select_list(_published_columns(con, name))
+    reader = con.sql(f'SELECT {columns} FROM gold."{name}"').to_arrow_reader(BATCH_ROWS)
+    write_deltalake(
+        str(path), reader, mode="overwrite", schema_mode="overwrite",
+        partition_by=[FACT_PARTITION] if name == FACT else None,
+    )
+
+
+def _mergeable(path: Path) -> bool:
+    table = open_delta(path)
+    return table is not None and table.metadata().partition_columns == [FACT_PARTITION]
+
+
+def _merge_fact(con: duckdb.DuckDBPyConnection, path: Path, result: Publication) -> bool:
+    """MERGE the pending changes of the warehouse fact into the Delta fact, in one commit
+    limited to the month partitions they touch. Returns False when the Delta fact then
+    does not hold as many rows as the warehouse fact (the caller overwrites it)."""
+    columns = _published_columns(con, FACT)
+    select_list = _select_list(columns)
+    markers = ", ".join(
+        "had.line_key" if c == "line_key" else "had.month" if c == FACT_PARTITION else f'CAST(NULL AS {t}) AS "{c}"'
+        for c, t in columns
+    )
+    # the recomputed facts (their order dates bound the fact scan: zone maps skip the rest)
+    (low, high) = con.execute(
+        "SELECT coalesce(min(order_date_key), 0), coalesce(max(order_date_key), -1) "
+        "FROM intermediate.int_fact_recompute"
+    ).fetchall()[0]
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE fact_changes AS
+        SELECT {select_list}, false AS _deleted
+        FROM gold.{FACT}
+        WHERE order_date_key BETWEEN {int(low)} AND {int(high)}
+          AND line_key IN (SELECT line_key FROM intermediate.int_fact_recompute)
+        """
+    )
+    # a pending line's fact as it may be in Delta: in a month it no longer has
+    con.execute(
+        f"""
+        INSERT INTO fact_changes
+        WITH had AS (
+            SELECT DISTINCT line_key, old_order_month AS month
+            FROM intermediate.int_pending_lines
+            WHERE old_order_month IS NOT NULL
+        ),
+        has AS (
+            SELECT line_key, {FACT_PARTITION} AS month FROM fact_changes
+        )
+        SELECT {markers}, true
+        FROM had
+        ANTI JOIN has ON has.line_key = had.line_key AND has.month = had.month
+        """
+    )
+    upserts, deletes = con.execute(
+        "SELECT count(*) FILTER (WHERE NOT _deleted), count(*) FILTER (WHERE _deleted) FROM fact_changes"
+    ).fetchall()[0]
+    result.fact_upserts, result.fact_deletes = int(upserts), int(deletes)
+    table = DeltaTable(str(path))
+    if upserts or deletes:
+        rows = con.execute(f"SELECT DISTINCT {FACT_PARTITION} FROM fact_changes ORDER BY 1").fetchall()
+        months = [month for (month,) in rows]
+        month_list = ", ".join("'" + m.replace("'", "''") + "'" for m in months)
+        reader = con.sql("SELECT * FROM fact_changes").to_arrow_reader(BATCH_ROWS)
+        (
+            table.merge(
+                reader,
+                predicate=(
+                    f"t.line_key = s.line_key AND t.{FACT_PARTITION} = s.{FACT_PARTITION} "
+                    f"AND t.{FACT_PARTITION} IN ({month_list})"
+                ),
+                source_alias="s",
+                target_alias="t",
+            )
+            .when_matched_delete(predicate="s._deleted")
+            .when_matched_update_all(predicate="NOT s._deleted", except_cols=["_deleted"])
+            .when_not_matched_insert_all(predicate="NOT s._deleted", except_cols=["_deleted"])
+            .execute()
+        )
+        table = DeltaTable(str(path))
+        _compact(table, months)
+    con.execute("DROP TABLE fact_changes")
+    (warehouse_rows,) = con.execute(f"SELECT count(*) FROM gold.{FACT}").fetchall()[0]
+    return _delta_rows(DeltaTable(str(path))) == warehouse_rows
+
+
+def _delta_rows(table: DeltaTable) -> int:
+    """Row count of a Delta snapshot from its log (every delta-rs add action has stats)."""
+    actions = pa.table(table.get_add_actions(flatten=True))
+    if actions.num_rows == 0:
+        return 0
+    counts = actions.column("num_records").to_pylist()
+    if any(c is None for c in counts):
+        return -1  # unknown: the caller overwrites
+    return int(sum(counts))
+
+
+def _compact(table: DeltaTable, months: list[str]) -> None:
+    actions = pa.table(table.get_add_actions(flatten=True))
+    column = f"partition.{FACT_PARTITION}"
+    if actions.num_rows == 0 or column not in actions.column_names:
+        return
+    files: dict[str, int] = {}
+    for month in actions.column(column).to_pylist():
+        files[month] = files.get(month, 0) + 1
+    crowded = [m for m in months if files.get(m, 0) > MAX_FILES_PER_PARTITION]
+    if crowded:
+        table.optimize.compact(partition_filters=[(FACT_PARTITION, "in", crowded)])
 
 
 def record_release(lake: Lake, run_id: str, versions: dict[str, int]) -> str:

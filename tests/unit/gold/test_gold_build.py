@@ -1,4 +1,5 @@
-"""Gold layer: the dbt star schema built from synthetic silver (runs dbt: integration)."""
+"""Gold layer: the dbt star schema built from synthetic silver (runs dbt: integration),
+full and incremental builds, and the Delta publish."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pytest
-from deltalake import write_deltalake
+from deltalake import DeltaTable, write_deltalake
 
 from saleslake.config import Settings
 from saleslake.contract import SALES_LINES_SCHEMA
 from saleslake.errors import PipelineError
+from saleslake.gold import publish as gold_publish
 from saleslake.gold.build import DBT_PROJECT_DIR, build_gold, run_dbt
 from saleslake.gold.publish import (
     GOLD_TABLES,
@@ -206,10 +208,14 @@ def warehouse_rows(lake: Lake, sql: str) -> list[tuple]:
         con.close()
 
 
-def warehouse_table(lake: Lake, name: str, order_by: str) -> pa.Table:
+def warehouse_table(lake: Lake, name: str, order_by: str, internal: bool = False) -> pa.Table:
+    """A gold table of the warehouse, sorted; without the internal (leading underscore)
+    columns, which are not published, unless ``internal``."""
     con = duckdb.connect(str(lake.warehouse), read_only=True)
     try:
-        return con.sql(f"select * from gold.{name} order by {order_by}").to_arrow_table()
+        columns = [c for c in con.sql(f"select * from gold.{name}").columns if internal or not c.startswith("_")]
+        select = ", ".join(f'"{c}"' for c in columns)
+        return con.sql(f"select {select} from gold.{name} order by {order_by}").to_arrow_table()
     finally:
         con.close()
 
@@ -226,7 +232,24 @@ ORDER_BY = {
 
 
 def gold_snapshot(lake: Lake) -> dict[str, pa.Table]:
-    return {name: warehouse_table(lake, name, ORDER_BY[name]) for name in GOLD_TABLES}
+    return {name: warehouse_table(lake, name, ORDER_BY[name], internal=True) for name in GOLD_TABLES}
+
+
+def published_snapshot(lake: Lake) -> dict[str, pa.Table]:
+    """Every gold table of the latest release, read from Delta, sorted like the warehouse."""
+    tables = gold_release_tables(lake)
+    snapshot = {}
+    for name in GOLD_TABLES:
+        sort_keys = [(column.strip(), "ascending") for column in ORDER_BY[name].split(",")]
+        snapshot[name] = tables[name].to_pyarrow_table().sort_by(sort_keys)
+    return snapshot
+
+
+def assert_same_gold(actual: dict[str, pa.Table], expected: dict[str, pa.Table], what: str) -> None:
+    assert set(actual) == set(expected)
+    for name in GOLD_TABLES:
+        assert actual[name].schema == expected[name].schema, f"{what}: {name} schema"
+        assert actual[name].equals(expected[name]), f"{what}: {name}"
 
 
 # The hand-made history: customer H-1 is Consumer, turns Corporate on day 3 and back to
@@ -437,6 +460,9 @@ def test_published_delta_equals_warehouse(built) -> None:
     fact_schema = pa.schema(tables["fact_sales"].schema())
     assert fact_schema.field("sales").type == pa.decimal128(18, 4)
     assert fact_schema.field("net_sales").type == pa.decimal128(18, 4)
+    assert tables["fact_sales"].metadata().partition_columns == ["order_month"]
+    assert not [name for name in fact_schema.names if name.startswith("_")]
+    assert result.fact_changes["mode"] == "full" and result.fact_changes["publish"] == "overwrite"
     con = duckdb.connect()
     assert sorted(register_gold_release(con, lake)) == sorted(GOLD_TABLES)
     assert con.execute("select count(*) from gold.fact_sales").fetchone()[0] == result.tables["fact_sales"]
@@ -454,9 +480,12 @@ def test_rebuild_is_identical_then_late_data_resplits_history(built) -> None:
     after = gold_snapshot(lake)
     for name in GOLD_TABLES:
         assert after[name].equals(before[name]), name
-    # a second release, every table one Delta version further
+    # an incremental build that found nothing to do: a second release, the small tables
+    # one Delta version further, the fact untouched (no empty MERGE)
+    assert second.fact_changes["mode"] == "incremental"
+    assert (second.fact_changes["recomputed"], second.fact_changes["deleted"]) == (0, 0)
     assert [r["run_id"] for r in releases(lake)] == ["run-1", "run-2"]
-    assert second.versions == {name: v + 1 for name, v in first.versions.items()}
+    assert second.versions == {name: v + (name != "fact_sales") for name, v in first.versions.items()}
     keys_before = dict(warehouse_rows(lake, "select customer_id || valid_from, customer_sk from gold.dim_customer "
                                             "where customer_id like 'C-%'"))
 
@@ -527,3 +556,194 @@ def test_empty_silver_builds_unknown_members_only(tmp_path: Path) -> None:
     assert result.tables["fact_sales"] == 0
     assert result.tables["dim_customer"] == result.tables["dim_store"] == result.tables["dim_date"] == 1
     assert result.versions == {}
+
+
+# --------------------------------------------------------------------------- incremental
+
+
+def rekeyed(table: pa.Table, tag: str) -> pa.Table:
+    """The same lines as new lines: other order ids, line keys and row hashes."""
+    con = duckdb.connect()
+    try:
+        con.register("t", table)
+        return con.sql(
+            f"""select * replace (md5(line_key || '{tag}') as line_key, '{tag}-' || order_id as order_id,
+                                  md5(row_hash || '{tag}') as row_hash)
+                from t"""
+        ).to_arrow_table().cast(SALES_LINES_SCHEMA)
+    finally:
+        con.close()
+
+
+def full_rebuild_of(lake: Lake, tmp_path: Path) -> tuple[dict[str, pa.Table], dict[str, pa.Table]]:
+    """(warehouse, published) gold of a full rebuild from the same silver, on a copy."""
+    copy = Lake(tmp_path / "full")
+    shutil.copytree(lake.home, copy.home)
+    result = build_gold(copy, settings(), run_id="full", full_refresh=True)
+    assert result.fact_changes["mode"] == "full"
+    return gold_snapshot(copy), published_snapshot(copy)
+
+
+def fact_of(lake: Lake, order_id: str) -> dict:
+    con = duckdb.connect(str(lake.warehouse), read_only=True)
+    try:
+        rows = con.sql(f"select * from gold.fact_sales where order_id = '{order_id}'").to_arrow_table().to_pylist()
+    finally:
+        con.close()
+    assert len(rows) <= 1
+    return rows[0] if rows else {}
+
+
+# Customer R-1 bought on D0, D2 and D4, always as a Consumer: one version, one surrogate
+# key. A late line on D1 says Home Office: the history re-splits into three versions, and
+# the facts of D2 and D4 must move to the version starting on D2.
+RESPLIT = [
+    silver_line("R-100", order_date=D[0], customer_id="R-1", segment="Consumer"),
+    silver_line("R-102", order_date=D[2], customer_id="R-1", segment="Consumer"),
+    silver_line("R-104", order_date=D[4], customer_id="R-1", segment="Consumer"),
+    # product Q-1 is sold once only, by the line the correction test moves to Q-2
+    silver_line("R-200", order_date=D[3], customer_id="R-2", product_id="Q-1", product_name="Only sale"),
+    # customer R-3 has a single line, in a town of its own, which the removal test deletes
+    silver_line("R-300", order_date=D[5], customer_id="R-3", city="Lonely Town"),
+]
+
+
+@pytest.fixture(scope="module")
+def incremental(tmp_path_factory: pytest.TempPathFactory):
+    """A lake built once in full; the tests below change its silver step by step and
+    build incrementally (they run in file order and depend on each other)."""
+    lake = Lake(tmp_path_factory.mktemp("incremental") / "lake")
+    base = synthetic_silver(4_000, seed=11)
+    write_silver(lake, pa.concat_tables([base, lines_table(RESPLIT)]))
+    first = build_gold(lake, settings(), run_id="inc-0")
+    assert first.fact_changes["mode"] == "full"
+    return lake, base
+
+
+def test_incremental_build_after_new_lines_equals_full_rebuild(incremental, tmp_path: Path) -> None:
+    lake, base = incremental
+    facts_before = warehouse_table(lake, "fact_sales", "line_key", internal=True)
+    new = rekeyed(base.slice(0, 60), "new")  # existing customers and products, spread over 3 years
+    write_silver(lake, new)
+    result = build_gold(lake, settings(), run_id="inc-1")
+    changes = result.fact_changes
+    assert (changes["mode"], changes["silver_diff"], changes["publish"]) == ("incremental", "files", "merge")
+    assert changes["deleted"] == 0
+    # the new lines, plus the facts whose version moved (late lines re-split histories),
+    # not the whole fact
+    assert new.num_rows <= changes["recomputed"] < facts_before.num_rows // 4
+    assert result.tables["fact_sales"] == facts_before.num_rows + new.num_rows
+    warehouse, published = gold_snapshot(lake), published_snapshot(lake)
+    expected_warehouse, expected_published = full_rebuild_of(lake, tmp_path)
+    assert_same_gold(warehouse, expected_warehouse, "warehouse")
+    assert_same_gold(published, expected_published, "published")
+    # the release holds the warehouse's content
+    for name in GOLD_TABLES:
+        assert published[name].equals(warehouse_table(lake, name, ORDER_BY[name])), name
+
+
+def test_late_line_repoints_the_facts_of_a_resplit_history(incremental) -> None:
+    lake, _ = incremental
+    before = {order: fact_of(lake, order)["customer_sk"] for order in ("R-100", "R-102", "R-104")}
+    assert len(set(before.values())) == 1
+    late = silver_line("R-101", order_date=D[1], customer_id="R-1", segment="Home Office", landed_seq=7)
+    write_silver(lake, lines_table([late]))
+    result = build_gold(lake, settings(), run_id="inc-2")
+    assert customer_versions(lake, "R-1") == [
+        (1, "Consumer", D[0], D[1], False),
+        (2, "Home Office", D[1], D[2], False),
+        (3, "Consumer", D[2], OPEN_END, True),
+    ]
+    assert fact_customer_segments(lake, "R-1") == {
+        "R-100": "Consumer", "R-101": "Home Office", "R-102": "Consumer", "R-104": "Consumer",
+    }
+    after = {order: fact_of(lake, order)["customer_sk"] for order in ("R-100", "R-102", "R-104")}
+    assert after["R-100"] == before["R-100"]  # before the late line: same version
+    assert after["R-102"] == after["R-104"] != before["R-102"]  # re-pointed to version 3
+    # exactly the late line and the two re-pointed facts were recomputed
+    assert (result.fact_changes["recomputed"], result.fact_changes["deleted"]) == (3, 0)
+    published = published_snapshot(lake)["fact_sales"].to_pylist()
+    assert {r["order_id"]: r["customer_sk"] for r in published if r["order_id"].startswith("R-10")} == {
+        "R-100": after["R-100"], "R-101": fact_of(lake, "R-101")["customer_sk"],
+        "R-102": after["R-102"], "R-104": after["R-104"],
+    }
+
+
+def test_corrected_line_is_recomputed(incremental) -> None:
+    lake, _ = incremental
+    old = fact_of(lake, "R-200")
+    corrected = silver_line("R-200", order_date=D[3], customer_id="R-2", product_id="Q-2", product_name="Other",
+                            quantity=5, sales="250.0000", landed_seq=8)
+    assert corrected["line_key"] == old["line_key"]
+    # what silver does with a correction: replace the line (rewriting its file)
+    (
+        DeltaTable(str(lake.sales_lines))
+        .merge(lines_table([corrected]), predicate="t.line_key = s.line_key", source_alias="s", target_alias="t")
+        .when_matched_update_all()
+        .execute()
+    )
+    result = build_gold(lake, settings(), run_id="inc-3")
+    assert result.fact_changes["silver_diff"] == "files"
+    assert result.fact_changes["recomputed"] == 1  # the rewritten file's other lines did not change
+    new = fact_of(lake, "R-200")
+    (product,) = warehouse_rows(lake, f"select product_id from gold.dim_product where product_sk = {new['product_sk']}")
+    assert product == ("Q-2",)
+    assert (new["quantity"], new["sales"]) == (5, Decimal("250.0000"))
+    # Q-1 lost its only sale: it is gone from the dimension
+    assert warehouse_rows(lake, "select count(*) from gold.dim_product where product_id = 'Q-1'") == [(0,)]
+    published = [r for r in published_snapshot(lake)["fact_sales"].to_pylist() if r["order_id"] == "R-200"]
+    assert [(r["product_sk"], r["sales"]) for r in published] == [(new["product_sk"], Decimal("250.0000"))]
+
+
+def test_line_removed_from_silver_is_removed_from_gold(incremental) -> None:
+    lake, _ = incremental
+    removed = fact_of(lake, "R-300")
+    day_lines = f"select sum(lines) from gold.agg_sales_daily where date_key = {removed['order_date_key']}"
+    (agg_before,), = warehouse_rows(lake, day_lines)
+    lonely = "select count(*) from gold.dim_geography where city = 'Lonely Town'"
+    assert warehouse_rows(lake, lonely) == [(1,)]
+    DeltaTable(str(lake.sales_lines)).delete("order_id = 'R-300'")
+    result = build_gold(lake, settings(), run_id="inc-4")
+    assert (result.fact_changes["recomputed"], result.fact_changes["deleted"]) == (0, 1)
+    assert result.fact_changes["merged_deletes"] == 1
+    assert fact_of(lake, "R-300") == {}
+    assert customer_versions(lake, "R-3") == []  # its only line is gone
+    assert warehouse_rows(lake, lonely) == [(0,)]  # and so is its geography
+    (agg_after,), = warehouse_rows(lake, day_lines)
+    assert agg_after == agg_before - 1
+    assert not [r for r in published_snapshot(lake)["fact_sales"].to_pylist() if r["order_id"] == "R-300"]
+
+
+def test_publish_that_dies_before_the_release_is_redone(incremental, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The warehouse changed, the Delta fact merged, then the process died before the
+    release was recorded: the next build (silver unchanged) publishes the same changes."""
+    lake, base = incremental
+    write_silver(lake, rekeyed(base.slice(100, 20), "crash"))
+    versions_before = latest_release(lake)
+
+    def die(*args, **kwargs):
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(gold_publish, "record_release", die)
+    with pytest.raises(KeyboardInterrupt):
+        build_gold(lake, settings(), run_id="inc-5")
+    monkeypatch.undo()
+    assert latest_release(lake) == versions_before  # readers still see the previous gold
+    assert DeltaTable(str(lake.gold / "fact_sales")).version() > versions_before["fact_sales"]
+    result = build_gold(lake, settings(), run_id="inc-6")
+    assert result.fact_changes["silver_diff"] == "full"  # lines were still pending
+    assert result.fact_changes["recomputed"] == 20 and result.fact_changes["publish"] == "merge"
+    assert_same_gold(published_snapshot(lake), {
+        name: warehouse_table(lake, name, ORDER_BY[name]) for name in GOLD_TABLES}, "published")
+    # published: nothing is pending any more
+    assert warehouse_rows(lake, "select count(*) from intermediate.int_pending_lines") == [(0,)]
+    assert warehouse_rows(lake, "select count(*) from gold_state.pending_versions") == [(0,)]
+
+
+def test_full_refresh_gives_the_same_gold(incremental) -> None:
+    lake, _ = incremental
+    warehouse, published = gold_snapshot(lake), published_snapshot(lake)
+    result = build_gold(lake, settings(), run_id="inc-full", full_refresh=True)
+    assert (result.fact_changes["mode"], result.fact_changes["publish"]) == ("full", "overwrite")
+    assert_same_gold(gold_snapshot(lake), warehouse, "warehouse")
+    assert_same_gold(published_snapshot(lake), published, "published")

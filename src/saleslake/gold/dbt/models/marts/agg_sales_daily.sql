@@ -1,6 +1,20 @@
 -- Daily sales by region (of the line's geography) and category (of the product version
 -- valid on the order date): the star schema pre-aggregated for dashboards. Money sums
 -- are DECIMAL(38,4), exact.
+--
+-- Incremental: a full build aggregates every fact; an incremental one recomputes the
+-- days of the recomputed facts and the days pending lines had (the pre-hook deletes
+-- those days, in the same transaction), since a day is the unit its distinct order
+-- count can be recomputed from.
+{{ config(
+    materialized='incremental',
+    incremental_strategy='append',
+    on_schema_change='fail',
+    pre_hook="{% if is_incremental() %}delete from {{ this }} where date_key in ({{ agg_affected_days() }}){% endif %}",
+) }}
+{{ assert_incremental_state() }}
+-- depends_on: {{ ref('int_pending_lines') }}
+-- depends_on: {{ ref('int_fact_recompute') }}
 select
     f.order_date_key                                           as date_key,
     g.region                                                   as region,
@@ -16,4 +30,7 @@ select
 from {{ ref('fact_sales') }} as f
 left join {{ ref('dim_geography') }} as g on g.geography_sk = f.geography_sk
 left join {{ ref('dim_product') }} as p on p.product_sk = f.product_sk
+{%- if is_incremental() %}
+where f.order_date_key in ({{ agg_affected_days() }})
+{%- endif %}
 group by all

@@ -1,20 +1,22 @@
 -- Calendar days: whole calendar years covering every order and ship date, plus the
 -- unknown date (-1, e.g. the ship date of a line not shipped yet).
--- day_of_week and week_of_year are ISO (Monday = 1).
+-- day_of_week and week_of_year are ISO (Monday = 1). The years come from the facts' date
+-- keys (yyyymmdd, -1 = unknown): the same dates as silver's, without scanning silver.
 with bounds as (
     select
-        least(min(order_date), min(ship_date))    as first_day,
-        greatest(max(order_date), max(ship_date)) as last_day
-    from {{ ref('stg_sales_lines') }}
+        least(min(order_date_key) filter (where order_date_key > 0),
+              min(ship_date_key) filter (where ship_date_key > 0)) // 10000    as first_year,
+        greatest(max(order_date_key), max(ship_date_key)) // 10000             as last_year
+    from {{ ref('fact_sales') }}
 ),
 
 days as (
     select cast(unnest(generate_series(
-               cast(make_date(year(first_day), 1, 1) as timestamp),
-               cast(make_date(year(last_day), 12, 31) as timestamp),
+               cast(make_date(cast(first_year as integer), 1, 1) as timestamp),
+               cast(make_date(cast(last_year as integer), 12, 31) as timestamp),
                interval 1 day)) as date) as date
     from bounds
-    where first_day is not null
+    where first_year is not null
 )
 
 select

@@ -1,8 +1,10 @@
--- Geographies of the lines, with the unknown member (-1) for lines without any.
+-- Geographies of the lines (those facts point at), with the unknown member (-1) for
+-- lines without any.
 select
     geography_sk,
     {{ geography_columns() }}
 from {{ ref('int_geography') }}
+where geography_sk in (select geography_sk from {{ ref('fact_sales') }})
 union all
 select
     cast(-1 as bigint) as geography_sk,

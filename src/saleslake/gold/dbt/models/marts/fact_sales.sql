@@ -2,8 +2,34 @@
 -- date (valid_from <= order_date < valid_to): an equality hash join on the natural key
 -- with a range filter, which streams the lines (a key has only a few versions). Keys
 -- that do not resolve get the unknown member (-1), never NULL.
+--
+-- Incremental (delete+insert on line_key): a full build computes every line; an
+-- incremental one recomputes the lines of int_fact_recompute and deletes the pending
+-- lines gone from silver (pre-hook, same transaction). Beyond CONTRACT §5 it carries
+-- order_month (the partition of the published Delta table) and the internal column
+-- _line_hash (leading underscore: not published), the fingerprint of the silver line it
+-- was computed from, which the next incremental build compares with silver.
+{{ config(
+    materialized='incremental',
+    unique_key='line_key',
+    incremental_strategy='delete+insert',
+    on_schema_change='fail',
+    pre_hook="{% if is_incremental() %}
+        delete from {{ this }}
+        where line_key in (select line_key from {{ ref('int_pending_lines') }})
+          and line_key not in (select line_key from {{ ref('int_fact_recompute') }})
+        {% endif %}",
+) }}
+{{ assert_incremental_state() }}
+-- depends_on: {{ ref('int_pending_lines') }}
+-- depends_on: {{ ref('int_fact_recompute') }}
 with lines as (
     select * from {{ ref('stg_sales_lines') }}
+    {%- if is_incremental() %}
+    -- the order dates let DuckDB skip silver's files by their statistics
+    where order_date in (select order_date from {{ ref('int_fact_recompute') }})
+      and line_key in (select line_key from {{ ref('int_fact_recompute') }})
+    {%- endif %}
 ),
 
 customers as (
@@ -24,9 +50,9 @@ stores as (
     where store_sk <> -1
 ),
 
+-- every geography of the lines (and maybe some no line has any more: harmless here)
 geographies as (
-    select * from {{ ref('dim_geography') }}
-    where geography_sk <> -1
+    select * from {{ ref('int_geography') }}
 ),
 
 resolved as (
@@ -90,5 +116,7 @@ select
     tax_amount,
     is_suspected_fraud,
     is_outlier,
-    dq_score
+    dq_score,
+    {{ order_month('order_date') }}                       as order_month,
+    line_hash                                             as _line_hash
 from measures
