@@ -53,3 +53,12 @@ from {{ relation }}
 {% macro silver_relation(name) -%}
     {{ return(api.Relation.create(database=target.database, schema='silver', identifier=name)) }}
 {%- endmacro %}
+
+{#- The columns every SCD2 observation carries (see scd2_versions), from a sales line. -#}
+{% macro observation_columns() -%}
+    order_date        as obs_date,
+    order_ts          as obs_ts,
+    landed_seq        as obs_seq,
+    source_position   as obs_position,
+    line_key          as obs_id
+{%- endmacro %}

@@ -5,10 +5,6 @@ select
     customer_id,
     customer_name,
     segment,
-    order_date        as obs_date,
-    order_ts          as obs_ts,
-    landed_seq        as obs_seq,
-    source_position   as obs_position,
-    line_key          as obs_id
+    {{ observation_columns() }}
 from {{ ref('stg_sales_lines') }}
 where customer_id is not null

@@ -5,10 +5,6 @@ select
     product_name,
     category,
     sub_category,
-    order_date        as obs_date,
-    order_ts          as obs_ts,
-    landed_seq        as obs_seq,
-    source_position   as obs_position,
-    line_key          as obs_id
+    {{ observation_columns() }}
 from {{ ref('stg_sales_lines') }}
 where product_id is not null

@@ -11,10 +11,6 @@ select
     country,
     region,
     market,
-    order_date        as obs_date,
-    order_ts          as obs_ts,
-    landed_seq        as obs_seq,
-    source_position   as obs_position,
-    line_key          as obs_id
+    {{ observation_columns() }}
 from {{ ref('stg_sales_lines') }}
 where store_id is not null
