@@ -35,3 +35,47 @@ def lake(settings) -> Lake:
     return Lake(settings.home)
 
 
+
+def _free_ports(count: int) -> list[int]:
+    import socket
+
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory):
+    """One real Kafka broker (KRaft, 127.0.0.1) for the whole test session.
+
+    Yields the KafkaService; ``service.bootstrap_servers`` is what clients connect to.
+    Tests that stop or restart it must start it again before they end.
+    """
+    from saleslake.services.kafka import KafkaService, start_kafka, stop_kafka
+
+    port, controller = _free_ports(2)
+    service = KafkaService(home=tmp_path_factory.mktemp("kafka-broker"), port=port, controller_port=controller)
+    start_kafka(service)
+    try:
+        yield service
+    finally:
+        stop_kafka(service)
+
+
+@pytest.fixture
+def stream_settings(settings, kafka_broker):
+    """Settings of a fresh lake pointing at the session's broker, with a topic of its own."""
+    import uuid
+
+    topic = f"pos.test.{uuid.uuid4().hex[:8]}"
+    return settings.model_copy(
+        update={"kafka": settings.kafka.model_copy(update={"bootstrap_servers": kafka_broker.bootstrap_servers,
+                                                           "topic": topic, "group_id": f"g-{topic}"})}
+    )

@@ -45,15 +45,56 @@ class TaxSettings(BaseModel):
 
 
 class FraudSettings(BaseModel):
+    """Fraud rules (CONTRACT §7); each flags a line with its reason code."""
+
+    # amount_above_threshold: gross line amount strictly above this
     amount_threshold: Decimal = Decimal("1000")
+    # high_discount_high_amount: discount at or above high_discount on a line above the amount
     high_discount: Decimal = Decimal("0.5")
     high_discount_amount: Decimal = Decimal("500")
+    # velocity: more than this many transactions by one card (or customer) within the
+    # window, for sources with a transaction time (point of sale, operational database)
+    velocity_max_transactions: int = Field(5, ge=1)
+    velocity_window_seconds: int = Field(600, ge=1)
+    # quantity_above_norm: quantity above this multiple of the product's median quantity,
+    # once the product has at least quantity_norm_min_lines lines of history
+    quantity_norm_multiple: Decimal = Decimal("10")
+    quantity_norm_min_lines: int = Field(20, ge=1)
 
 
 class CsvSettings(BaseModel):
     default_currency: str = "USD"
     # Files are parsed in chunks of about this many bytes so memory stays bounded.
     chunk_bytes: int = Field(128 * 1024 * 1024, gt=0)
+
+
+class KafkaSettings(BaseModel):
+    """Where the point-of-sale stream lives. ``client`` passes any librdkafka setting
+    through (e.g. ``security.protocol``); a password goes in
+    ``SALESLAKE_KAFKA_PASSWORD`` (or ``..._FILE``), never here."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topic: str = "pos.sales"
+    group_id: str = "saleslake"
+    # partitions of the topic when saleslake creates it (produce)
+    partitions: int = Field(4, ge=1)
+    client: dict[str, str] = Field(default_factory=dict)
+
+
+class StreamSettings(BaseModel):
+    # a micro-batch ends at max_batch messages or after max_wait_seconds, whichever first
+    max_batch: int = Field(50_000, ge=1)
+    max_wait_seconds: float = Field(1.0, gt=0)
+    # messages above this size are quarantined as oversized, not parsed
+    max_message_bytes: int = Field(262_144, gt=0)
+    # refresh gold this often while streaming (None: never; `run` publishes it)
+    refresh_gold_every_seconds: float | None = Field(None, gt=0)
+    # ISO 4217 codes accepted in events; another code quarantines the event
+    # (schema_violation:currency)
+    currencies: list[str] = Field(
+        default_factory=lambda: ["USD", "EUR", "GBP", "CAD", "AUD", "BRL", "MXN", "INR", "CNY", "JPY",
+                                 "ZAR", "NGN", "EGP", "TRY", "SGD", "CHF", "SEK", "PLN"]
+    )
 
 
 class Settings(BaseSettings):
@@ -68,6 +109,8 @@ class Settings(BaseSettings):
     tax: TaxSettings = Field(default_factory=TaxSettings)
     fraud: FraudSettings = Field(default_factory=FraudSettings)
     csv: CsvSettings = Field(default_factory=CsvSettings)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    stream: StreamSettings = Field(default_factory=StreamSettings)
     # Peak RSS stays under ~4 GB at any input size with these two bounds (benchmarks/).
     duckdb_memory_limit: str = "2GB"
     duckdb_threads: int = Field(0, ge=0)  # 0 = all cores

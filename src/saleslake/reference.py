@@ -1,0 +1,114 @@
+"""Reference data: store and product master records, as a history of changes.
+
+Two Delta tables under ``silver/``, append-only, one row per observed state of a record
+(``updated_at`` is when that state became true in the source)::
+
+    silver/reference_stores     store_id, store_name, channel, city, state, country,
+                                postal_code, region, market, currency, updated_at, source_system
+    silver/reference_products   product_id, product_name, category, sub_category,
+                                list_price, updated_at, source_system
+
+Point-of-sale events carry only ids; the stream takes store location and product
+attributes from the state of these records valid at the event (CONTRACT §6). The POS
+simulator registers its stores and products here; the operational database extract
+(issue 4) feeds them too, and they become observations of the SCD2 dimensions.
+
+Registering is idempotent: a row whose (key, updated_at) is already present is skipped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import duckdb
+import pyarrow as pa
+from deltalake import write_deltalake
+
+from saleslake.lake import Lake, ensure_delta, open_delta, snapshot_view_sql
+
+STORES_SCHEMA = pa.schema(
+    [
+        ("store_id", pa.string()),
+        ("store_name", pa.string()),
+        ("channel", pa.string()),
+        ("city", pa.string()),
+        ("state", pa.string()),
+        ("country", pa.string()),
+        ("postal_code", pa.string()),
+        ("region", pa.string()),
+        ("market", pa.string()),
+        ("currency", pa.string()),
+        ("updated_at", pa.timestamp("us", tz="UTC")),
+        ("source_system", pa.string()),
+    ]
+)
+
+PRODUCTS_SCHEMA = pa.schema(
+    [
+        ("product_id", pa.string()),
+        ("product_name", pa.string()),
+        ("category", pa.string()),
+        ("sub_category", pa.string()),
+        ("list_price", pa.decimal128(18, 4)),
+        ("updated_at", pa.timestamp("us", tz="UTC")),
+        ("source_system", pa.string()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class ReferenceTable:
+    name: str
+    key: str
+    schema: pa.Schema
+
+    def path(self, lake: Lake):
+        return lake.home / "silver" / f"reference_{self.name}"
+
+
+STORES = ReferenceTable("stores", "store_id", STORES_SCHEMA)
+PRODUCTS = ReferenceTable("products", "product_id", PRODUCTS_SCHEMA)
+
+
+def register(lake: Lake, ref: ReferenceTable, rows: pa.Table) -> int:
+    """Append the rows whose (key, updated_at) the table does not hold yet; returns how many."""
+    rows = rows.select(ref.schema.names).cast(ref.schema)
+    target = ensure_delta(ref.path(lake), ref.schema)
+    con = duckdb.connect()
+    try:
+        con.register("incoming", rows)
+        new = con.sql(
+            f"""
+            SELECT DISTINCT i.* FROM incoming i
+            WHERE NOT EXISTS (
+                SELECT 1 FROM ({snapshot_view_sql(target)}) t
+                WHERE t.{ref.key} = i.{ref.key} AND t.updated_at = i.updated_at)
+            """
+        ).to_arrow_table().cast(ref.schema)
+    finally:
+        con.close()
+    if new.num_rows:
+        write_deltalake(target, new, mode="append")
+    return new.num_rows
+
+
+def current_sql(lake: Lake, ref: ReferenceTable) -> str | None:
+    """SELECT of each record's latest state, or None when the table does not exist."""
+    table = open_delta(ref.path(lake))
+    if table is None:
+        return None
+    return (
+        f"SELECT * FROM ({snapshot_view_sql(table)}) "
+        f"QUALIFY row_number() OVER (PARTITION BY {ref.key} ORDER BY updated_at DESC) = 1"
+    )
+
+
+def history_sql(lake: Lake, ref: ReferenceTable) -> str | None:
+    """SELECT of every state with its validity ``[updated_at, valid_to)``, or None."""
+    table = open_delta(ref.path(lake))
+    if table is None:
+        return None
+    return (
+        f"SELECT *, coalesce(lead(updated_at) OVER (PARTITION BY {ref.key} ORDER BY updated_at), "
+        f"TIMESTAMPTZ '9999-12-31 00:00:00+00') AS valid_to FROM ({snapshot_view_sql(table)})"
+    )
