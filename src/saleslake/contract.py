@@ -124,10 +124,13 @@ SALES_LINES_SCHEMA = pa.schema(
         ("batch_id", pa.string()),
         ("ingested_at", pa.timestamp("us", tz="UTC")),
         ("order_month", pa.string()),
+        # point of sale only (null for other sources): the evidence of the velocity rule
+        ("payment_method", pa.string()),
+        ("card_fingerprint", pa.string()),
     ]
 )
 
-# silver.quarantine: raw values as text, every reason, lineage. Lineage fields are
+# silver.quarantine: raw values as text (and raw bytes for messages), every reason, lineage. Lineage fields are
 # derived from the bronze object (not from the run), so a rerun after a crash writes
 # exactly the rows an uninterrupted run would have written.
 QUARANTINE_SCHEMA = pa.schema(
@@ -144,5 +147,7 @@ QUARANTINE_SCHEMA = pa.schema(
         ("landed_seq", pa.int64()),
         ("batch_id", pa.string()),
         ("ingested_at", pa.timestamp("us", tz="UTC")),
+        # the message exactly as received (Kafka): it need not be text
+        ("raw_bytes", pa.binary()),
     ]
 )

@@ -3,6 +3,7 @@
 Layout under ``home``::
 
     bronze/csv/ingest_date=YYYY-MM-DD/<sha256>.csv   raw files, content-addressed
+    bronze/events/pos                                  Kafka records as received (Delta)
     silver/sales_lines, silver/quarantine              Delta tables
     gold/<table>                                       Delta tables published by dbt runs
     system/bronze_manifest, system/runs                Delta tables (positions, ledger)
@@ -31,6 +32,11 @@ class Lake:
     @property
     def bronze(self) -> Path:
         return self.home / "bronze"
+
+    @property
+    def bronze_events(self) -> Path:
+        """Kafka records as received (Delta), see saleslake.stream."""
+        return self.home / "bronze" / "events" / "pos"
 
     @property
     def sales_lines(self) -> Path:

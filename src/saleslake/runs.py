@@ -171,3 +171,17 @@ def _holder_message(lake: Lake) -> str:
         holder = {}
     who = f"run {holder.get('run_id', '?')} ({holder.get('command', '?')}, pid {holder.get('pid', '?')}, since {holder.get('since', '?')})"
     return f"another saleslake {who} is writing to {lake.home}; wait for it to finish or pass --wait SECONDS"
+
+
+@contextmanager
+def silver_commit_lock(lake: Lake) -> Iterator[None]:
+    """Serialise commits to the silver tables between writers that run side by side (a
+    CSV ``run`` and one or more ``stream`` consumers). Held only around a batch's
+    dedup lookup and commits, so a stream waits at most one CSV chunk's commit."""
+    lake.home.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lake.home / ".silver.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

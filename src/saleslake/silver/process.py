@@ -18,21 +18,13 @@ from saleslake.bronze import manifest_rows
 from saleslake.config import Settings
 from saleslake.contract import QUARANTINE_SCHEMA, SALES_LINES_SCHEMA
 from saleslake.lake import Lake, ensure_delta, txn_version
-from saleslake.runs import StageCounts
-from saleslake.silver.dedup import classify, write_upserts
+from saleslake.runs import StageCounts, silver_commit_lock
+from saleslake.silver.dedup import classify, row_hash_sql, write_upserts
 from saleslake.silver.enrich import enrichment_columns, tax_rate_sql
 from saleslake.silver.parse import Chunk, collect_rejects, plan_chunks, reset_rejects, scan_sql
 from saleslake.silver.validate import checked_sql, raw_map_sql
 
 APP_ID = "saleslake.silver.csv"
-# Business content of a line: two versions with the same hash are exact repeats.
-HASHED_COLUMNS = (
-    "order_date", "ship_date", "ship_mode", "order_priority", "customer_id", "customer_name", "segment",
-    "city", "state", "country", "postal_code", "market", "region", "product_id", "product_name",
-    "category", "sub_category", "quantity", "sales", "discount", "profit", "shipping_cost", "currency",
-)
-
-
 def connect(settings: Settings, lake: Lake) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with bounded memory that spills to the lake's tmp/."""
     lake.tmp.mkdir(parents=True, exist_ok=True)
@@ -42,13 +34,6 @@ def connect(settings: Settings, lake: Lake) -> duckdb.DuckDBPyConnection:
     if settings.duckdb_threads:
         config["threads"] = settings.duckdb_threads
     return duckdb.connect(config=config)
-
-
-def _row_hash_sql() -> str:
-    # DuckDB's hash() is ~10x cheaper than md5 over the cast text of 23 columns. Should a
-    # DuckDB upgrade change it, re-sent exact repeats would count as corrections once and
-    # be rewritten with identical content: no data changes.
-    return f"CAST(hash({', '.join(HASHED_COLUMNS)}) AS VARCHAR)"
 
 
 def _register_files(con: duckdb.DuckDBPyConnection, chunk: Chunk) -> None:
@@ -81,14 +66,14 @@ def _write_quarantine(con: duckdb.DuckDBPyConnection, lake: Lake, chunk: Chunk, 
                c.raw_values AS raw, CAST(NULL AS VARCHAR) AS raw_line,
                c.order_id__txt AS order_id, c.line_id__txt AS line_id, f.bronze_uri,
                'record:' || (c.grn - o.base) AS source_position, f.landed_seq, '{batch}' AS batch_id,
-               f.landed_at AS ingested_at
+               f.landed_at AS ingested_at, CAST(NULL AS BLOB) AS raw_bytes
         FROM checked c JOIN offsets o USING (fi) JOIN files f USING (fi)
         WHERE len(c.reasons) > 0 AND f.landed_seq > {applied_seq}
         UNION ALL
         SELECT md5(f.object_id || ':line:' || r.line), f.source_system,
                list_transform(r.error_types, lambda t: 'malformed_row:' || t),
                CAST(NULL AS MAP(VARCHAR, VARCHAR)), r.csv_line, NULL, NULL, f.bronze_uri,
-               'line:' || r.line, f.landed_seq, '{batch}', f.landed_at
+               'line:' || r.line, f.landed_seq, '{batch}', f.landed_at, NULL
         FROM rejects r JOIN files f USING (fi)
         WHERE f.landed_seq > {applied_seq}
         """
@@ -120,8 +105,9 @@ def _check_rows(con: duckdb.DuckDBPyConnection, lake: Lake, settings: Settings, 
                CAST(NULL AS VARCHAR) AS store_id, product_id, product_name, category, sub_category,
                quantity, unit_price, sales, discount, profit, shipping_cost, currency,
                tax_rate, tax_amount, len(fraud_reasons) > 0 AS is_suspected_fraud, fraud_reasons,
-               is_outlier, dq_score, {_row_hash_sql()} AS row_hash, bronze_uri, landed_seq,
+               is_outlier, dq_score, {row_hash_sql(absent=('order_ts', 'store_id', 'payment_method', 'card_fingerprint'))} AS row_hash, bronze_uri, landed_seq,
                landed_at AS ingested_at, strftime(order_date, '%Y-%m') AS order_month,
+               CAST(NULL AS VARCHAR) AS payment_method, CAST(NULL AS VARCHAR) AS card_fingerprint,
                fi, grn, reasons, order_id__txt, line_id__txt,
                CASE WHEN len(reasons) > 0 THEN {raw_map_sql(chunk.columns)} END AS raw_values
         FROM (
@@ -154,12 +140,13 @@ def process_chunk(
     rejected = con.execute(
         "SELECT (SELECT count(*) FROM checked WHERE len(reasons) > 0) + (SELECT count(*) FROM rejects)"
     ).fetchall()[0][0]
-    if chunk.last_seq > quarantine_seq:
-        _write_quarantine(con, lake, chunk, quarantine_seq)
-    target = ensure_delta(lake.sales_lines, SALES_LINES_SCHEMA, ["order_month"])
-    counts = classify(con, target, lines_seq)
-    if chunk.last_seq > lines_seq:
-        write_upserts(con, target, APP_ID, chunk.last_seq)
+    with silver_commit_lock(lake):
+        if chunk.last_seq > quarantine_seq:
+            _write_quarantine(con, lake, chunk, quarantine_seq)
+        target = ensure_delta(lake.sales_lines, SALES_LINES_SCHEMA, ["order_month"])
+        counts = classify(con, target, lines_seq, existing_filter="s.source_system LIKE 'csv:%'")
+        if chunk.last_seq > lines_seq:
+            write_upserts(con, target, [Transaction(APP_ID, chunk.last_seq)])
     con.execute("DROP VIEW IF EXISTS upserts; DROP VIEW IF EXISTS valid")
     for name in ("checked", "offsets", "rejects", "versions", "multi", "existing", "files"):
         con.execute(f"DROP TABLE IF EXISTS {name}")

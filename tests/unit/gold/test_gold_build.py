@@ -179,7 +179,9 @@ def synthetic_silver(rows: int, seed: int = 7, start: date = date(2022, 1, 1)) -
                 cast(i // 100000 as bigint) as landed_seq,
                 'batch-' || (i // 100000) as batch_id,
                 timestamptz '2025-01-01 00:00:00+00' as ingested_at,
-                strftime(od, '%Y-%m') as order_month
+                strftime(od, '%Y-%m') as order_month,
+                case when src = 'pos' then 'card' end as payment_method,
+                case when src = 'pos' then 'fp-' || (x % 40) end as card_fingerprint
             from lines
             """
         )

@@ -8,3 +8,5 @@ select
     {{ observation_columns() }}
 from {{ ref('stg_sales_lines') }}
 where customer_id is not null
+  -- a line that names no attribute (a till sale knows only the id) is no observation
+  and (customer_name is not null or segment is not null)

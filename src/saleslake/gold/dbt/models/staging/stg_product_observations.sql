@@ -8,3 +8,5 @@ select
     {{ observation_columns() }}
 from {{ ref('stg_sales_lines') }}
 where product_id is not null
+  -- a line that names no attribute (a till sale of an unknown product) is no observation
+  and (product_name is not null or category is not null or sub_category is not null)

@@ -1,0 +1,195 @@
+"""Read the point-of-sale topic with confluent-kafka, in micro-batches, from the positions
+the lake holds.
+
+The lake, not the consumer group, is the source of truth for progress: every commit of
+a table carries the last offset it covers per topic-partition (a Delta application
+transaction). When partitions are assigned (start or rebalance) :class:`PosConsumer`
+seeks each one to the lowest position its tables hold, plus one; offsets committed to
+the group afterwards are informational only (lag in other tools).
+
+Usage::
+
+    consumer = PosConsumer(settings, positions_of=lambda partitions: {0: 41, 1: -1})
+    batch = consumer.poll_batch(max_messages=50_000, max_wait=1.0)   # pyarrow Table
+    consumer.close()
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pyarrow as pa
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+
+from saleslake.config import Settings, read_secret
+from saleslake.errors import TransientError, UserError
+
+#: One Kafka record as it arrived; ``value`` and ``key`` are the exact bytes.
+RECORDS_SCHEMA = pa.schema(
+    [
+        ("topic", pa.string()),
+        ("partition", pa.int32()),
+        ("offset", pa.int64()),
+        ("key", pa.binary()),
+        ("timestamp", pa.timestamp("ms", tz="UTC")),
+        ("value", pa.binary()),
+    ]
+)
+
+PositionsOf = Callable[[list[int]], dict[int, int]]
+
+
+class TopicMissingError(UserError):
+    """The topic to consume does not exist on the cluster."""
+
+
+class BrokerUnavailableError(TransientError):
+    """No broker answered within the retry budget."""
+
+
+def client_config(settings: Settings) -> dict[str, str]:
+    """librdkafka settings shared by producers and consumers; the password never comes
+    from config files, only from the environment (``SALESLAKE_KAFKA_PASSWORD[_FILE]``)."""
+    config = {"bootstrap.servers": settings.kafka.bootstrap_servers, **settings.kafka.client}
+    password = read_secret("SALESLAKE_KAFKA_PASSWORD")
+    if password:
+        config["sasl.password"] = password
+    return config
+
+
+def consumer_config(settings: Settings) -> dict:
+    return {
+        **client_config(settings),
+        "group.id": settings.kafka.group_id,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        # Only where no position exists in the lake yet; otherwise we seek.
+        "auto.offset.reset": "earliest",
+        "isolation.level": "read_committed",
+        "fetch.max.bytes": 52_428_800,
+        "queued.max.messages.kbytes": 131_072,
+        # librdkafka logs connection errors itself; we report our own one-line errors.
+        "log_level": 3,
+    }
+
+
+def wait_for_topic(consumer: Consumer, settings: Settings, attempts: int = 6) -> int:
+    """Partitions of the topic, retrying with backoff while no broker answers.
+
+    Raises :class:`TopicMissingError` when the cluster answers without the topic, and
+    :class:`BrokerUnavailableError` when no broker answered after ``attempts`` tries.
+    """
+    topic, servers = settings.kafka.topic, settings.kafka.bootstrap_servers
+    delay = 1.0
+    for attempt in range(attempts):
+        try:
+            metadata = consumer.list_topics(topic, timeout=5.0)
+        except KafkaException:
+            metadata = None
+        if metadata is not None and metadata.brokers:
+            info = metadata.topics.get(topic)
+            if info is None or info.error is not None and info.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise TopicMissingError(
+                    f"topic {topic!r} does not exist on {servers}; produce to it first "
+                    f"(saleslake produce --topic {topic}) or set kafka.topic"
+                )
+            if info.partitions:
+                return len(info.partitions)
+        if attempt < attempts - 1:
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+    raise BrokerUnavailableError(
+        f"no Kafka broker answered at {servers} after {attempts} tries; "
+        "start one (saleslake services start kafka) or set kafka.bootstrap_servers"
+    )
+
+
+class PosConsumer:
+    """A group member of ``settings.kafka.group_id`` on ``settings.kafka.topic`` whose
+    assigned partitions start at the lake's positions (``positions_of``)."""
+
+    def __init__(self, settings: Settings, positions_of: PositionsOf):
+        self.settings = settings
+        self.topic = settings.kafka.topic
+        self.positions_of = positions_of
+        self.assigned: set[int] = set()
+        self.rebalances = 0
+        self._consumer = Consumer(consumer_config(settings))
+        try:
+            self.partition_count = wait_for_topic(self._consumer, settings)
+        except Exception:
+            self._consumer.close()
+            raise
+        self._consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+
+    # -- rebalance -----------------------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        positions = self.positions_of([p.partition for p in partitions])
+        for tp in partitions:
+            done = positions.get(tp.partition, -1)
+            tp.offset = done + 1 if done >= 0 else OFFSET_BEGINNING
+        consumer.assign(partitions)
+        self.assigned = {tp.partition for tp in partitions}
+        self.rebalances += 1
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Batches are committed to the lake before the next poll, so nothing is in flight.
+        consumer.unassign()
+        self.assigned = set()
+
+    # -- reading -------------------------------------------------------------------------
+
+    def poll_batch(self, max_messages: int, max_wait: float) -> pa.Table:
+        """Records until ``max_messages`` or ``max_wait`` seconds, as :data:`RECORDS_SCHEMA`.
+
+        Broker errors that librdkafka recovers from by itself (a broker restarting,
+        a partition leader moving) are skipped; the records are fetched again later.
+        """
+        columns: dict[str, list] = {name: [] for name in RECORDS_SCHEMA.names}
+        deadline = time.monotonic() + max_wait
+        count = 0
+        while count < max_messages:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            messages = self._consumer.consume(num_messages=min(max_messages - count, 10_000), timeout=left)
+            for message in messages:
+                error = message.error()
+                if error is not None:
+                    if error.fatal():
+                        raise TransientError(f"Kafka consumer failed: {error.str()}")
+                    continue
+                columns["topic"].append(message.topic())
+                columns["partition"].append(message.partition())
+                columns["offset"].append(message.offset())
+                columns["key"].append(message.key())
+                columns["timestamp"].append(message.timestamp()[1])
+                columns["value"].append(message.value())
+                count += 1
+        return pa.table(columns, schema=RECORDS_SCHEMA)
+
+    def watermarks(self) -> dict[int, int]:
+        """High watermark (next offset to be written) of each assigned partition."""
+        marks = {}
+        for partition in sorted(self.assigned):
+            try:
+                _, high = self._consumer.get_watermark_offsets(TopicPartition(self.topic, partition),
+                                                               timeout=2.0, cached=False)
+            except KafkaException:
+                continue
+            marks[partition] = high
+        return marks
+
+    def commit_informational(self, positions: dict[int, int]) -> None:
+        """Tell the group how far the lake is (for lag in other tools); never relied upon."""
+        offsets = [TopicPartition(self.topic, p, o + 1) for p, o in positions.items() if p in self.assigned]
+        if offsets:
+            try:
+                self._consumer.commit(offsets=offsets, asynchronous=True)
+            except KafkaException:
+                pass  # informational only
+
+    def close(self) -> None:
+        self._consumer.close()

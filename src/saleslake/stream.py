@@ -1,0 +1,419 @@
+"""The point-of-sale stream: Kafka → bronze events → silver, exactly once, in micro-batches.
+
+Each batch is committed as three Delta commits, each carrying, per topic-partition, the
+last offset it covers (application transaction ``saleslake.pos:<topic>:<partition>``):
+
+1. ``bronze/events/pos``: every record exactly as received (topic, partition, offset,
+   key, timestamp, raw bytes), partitioned by ingest date;
+2. ``silver/quarantine``: malformed messages and lines, with reasons;
+3. ``silver/sales_lines``: the valid lines, deduplicated (a re-sent transaction line
+   replaces the earlier one: latest offset wins) and enriched.
+
+Before writing, under the silver commit lock, each table's positions are re-read and
+records at or below them are dropped, so a record lands in each table once, whatever
+happened before: a crash between two commits, a restart, a rebalance that handed a
+partition to another consumer mid-batch. On (re)assignment the consumer seeks each
+partition to the lowest of the three positions plus one (:mod:`saleslake.sources.kafka`).
+
+Usage::
+
+    from saleslake.stream import StreamOptions, run_stream
+    result = run_stream(lake, settings, StreamOptions(until_idle=True))
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+
+from saleslake import reference
+from saleslake.config import Settings
+from saleslake.contract import QUARANTINE_SCHEMA, SALES_LINES_SCHEMA
+from saleslake.errors import LockBusyError, SaleslakeError
+from saleslake.lake import Lake, ensure_delta, snapshot_view_sql
+from saleslake.runs import Ledger, StageCounts, StageRecord, lake_lock, new_run_id, silver_commit_lock, utcnow
+from saleslake.silver import events
+from saleslake.silver.dedup import classify, write_upserts
+from saleslake.silver.process import connect
+from saleslake.sources.kafka import RECORDS_SCHEMA, PosConsumer
+
+BRONZE_EVENTS_SCHEMA = pa.schema([*RECORDS_SCHEMA, ("ingest_date", pa.string())])
+TABLES = ("bronze", "quarantine", "lines")
+
+
+def app_id(topic: str, partition: int) -> str:
+    return f"saleslake.pos:{topic}:{partition}"
+
+
+@dataclass
+class StreamOptions:
+    max_batch: int | None = None  # default: settings.stream.max_batch
+    max_wait: float | None = None  # default: settings.stream.max_wait_seconds
+    until_idle: bool = False  # stop once every assigned partition is consumed to its end
+    refresh_gold_every: float | None = None  # default: settings.stream.refresh_gold_every_seconds
+    max_batches: int | None = None  # stop after this many non-empty batches (tests, benchmarks)
+    idle_timeout: float = 60.0  # until_idle: give up waiting for an assignment after this
+
+
+@dataclass
+class StreamResult:
+    run_id: str
+    batches: int = 0
+    records: int = 0
+    counts: StageCounts = field(default_factory=StageCounts)
+    positions: dict[int, int] = field(default_factory=dict)  # partition -> last offset in silver
+    lag: dict[int, int] = field(default_factory=dict)
+    gold_refreshes: int = 0
+    seconds: float = 0.0
+    stopped_by: str = ""
+
+
+class LakePositions:
+    """The last offset per partition that each stream table holds, read from Delta."""
+
+    def __init__(self, lake: Lake, topic: str):
+        self.topic = topic
+        self.tables: dict[str, DeltaTable] = {
+            "bronze": ensure_delta(lake.bronze_events, BRONZE_EVENTS_SCHEMA, ["ingest_date"]),
+            "quarantine": ensure_delta(lake.quarantine, QUARANTINE_SCHEMA),
+            "lines": ensure_delta(lake.sales_lines, SALES_LINES_SCHEMA, ["order_month"]),
+        }
+
+    def read(self, partitions: list[int]) -> dict[str, dict[int, int]]:
+        out: dict[str, dict[int, int]] = {}
+        for name, table in self.tables.items():
+            table.update_incremental()
+            out[name] = {}
+            for p in partitions:
+                version = table.transaction_version(app_id(self.topic, p))
+                out[name][p] = -1 if version is None else int(version)
+        return out
+
+    def start_positions(self, partitions: list[int]) -> dict[int, int]:
+        """Where to resume each partition: the lowest position any table holds."""
+        held = self.read(partitions)
+        return {p: min(held[name][p] for name in TABLES) for p in partitions}
+
+
+def _transactions(topic: str, batch_max: dict[int, int], held: dict[int, int]) -> list[Transaction]:
+    """Positions this commit advances: every partition of the batch beyond the table's."""
+    return [Transaction(app_id(topic, p), o) for p, o in sorted(batch_max.items()) if o > held.get(p, -1)]
+
+
+def _batch_max(records: pa.Table) -> dict[int, int]:
+    if not records.num_rows:
+        return {}
+    grouped = records.group_by("partition").aggregate([("offset", "max")])
+    return dict(zip(grouped["partition"].to_pylist(), grouped["offset_max"].to_pylist()))
+
+
+def _after(records: pa.Table, held: dict[int, int]) -> pa.Table:
+    """Records beyond the held position of their partition."""
+    floor = pa.array([held.get(p, -1) for p in records["partition"].to_pylist()], pa.int64())
+    return records.filter(pc.greater(records["offset"], floor))
+
+
+class StreamWorker:
+    """Processes batches of records into the lake; one per stream process."""
+
+    def __init__(self, lake: Lake, settings: Settings, run_id: str):
+        self.lake, self.settings, self.run_id = lake, settings, run_id
+        self.topic = settings.kafka.topic
+        lake.bronze_events.mkdir(parents=True, exist_ok=True)
+        self.positions = LakePositions(lake, self.topic)
+        self.con = connect(settings, lake)
+        self.con.execute("SET TimeZone = 'UTC'")
+        self.batch_no = 0
+        events.create_state_tables(self.con)
+        self.load_reference()
+        self._seed_history()
+
+    # -- state --------------------------------------------------------------------------
+
+    def load_reference(self) -> None:
+        """Reference states (store location, product attributes) as temp tables."""
+        for name, ref in (("ref_stores", reference.STORES), ("ref_products", reference.PRODUCTS)):
+            table = ensure_delta(ref.path(self.lake), ref.schema)
+            self.con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {snapshot_view_sql(table)}")
+
+    def _seed_history(self) -> None:
+        """The fraud rules' memory from committed silver: recent transactions of the
+        stream (velocity window) and per-product quantity norms (every source)."""
+        silver = self.positions.tables["lines"]
+        window = int(self.settings.fraud.velocity_window_seconds)
+        snapshot = snapshot_view_sql(silver)
+        self.con.execute(
+            f"""
+            INSERT INTO recent_tx
+            WITH pos AS (SELECT order_id, order_ts,
+                                coalesce(card_fingerprint, CASE WHEN customer_id <> '{events.WALK_IN}'
+                                                                THEN customer_id END) AS velocity_key
+                         FROM ({snapshot}) WHERE source_system = 'pos' AND order_ts IS NOT NULL)
+            SELECT order_id, any_value(velocity_key), min(order_ts) FROM pos
+            WHERE velocity_key IS NOT NULL
+              AND order_ts >= (SELECT max(order_ts) FROM pos) - INTERVAL {window} SECOND
+            GROUP BY order_id
+            """
+        )
+        self.con.execute(
+            f"""
+            INSERT INTO product_norms
+            SELECT product_id, count(*), sum(quantity) FROM ({snapshot}) GROUP BY product_id
+            """
+        )
+
+    # -- one batch ------------------------------------------------------------------------
+
+    def process(self, records: pa.Table) -> StageCounts:
+        """Land one batch in the three tables; returns its row accounting."""
+        self.batch_no += 1
+        batch_id = f"pos:{self.run_id}:{self.batch_no}"
+        batch_max = _batch_max(records)
+        with silver_commit_lock(self.lake):
+            held = self.positions.read(sorted(batch_max))
+            self._write_bronze(records, batch_max, held["bronze"])
+            counts = self._write_silver(records, batch_max, held, batch_id)
+        events.remember_batch(self.con, self.settings)
+        return counts
+
+    def _write_bronze(self, records: pa.Table, batch_max: dict[int, int], held: dict[int, int]) -> None:
+        txns = _transactions(self.topic, batch_max, held)
+        if not txns:
+            return
+        new = _after(records, held)
+        day = datetime.now(UTC).strftime("%Y-%m-%d")
+        new = new.append_column("ingest_date", pa.array([day] * new.num_rows, pa.string()))
+        write_deltalake(self.positions.tables["bronze"], new.cast(BRONZE_EVENTS_SCHEMA), mode="append",
+                        partition_by=["ingest_date"], commit_properties=CommitProperties(app_transactions=txns))
+
+    def _write_silver(self, records: pa.Table, batch_max: dict[int, int], held: dict[str, dict[int, int]],
+                      batch_id: str) -> StageCounts:
+        floor = {p: min(held["lines"][p], held["quarantine"][p]) for p in batch_max}
+        todo = _after(records, floor)
+        con = self.con
+        con.register("records_arrow", todo)
+        con.execute("CREATE OR REPLACE TEMP TABLE records AS SELECT * FROM records_arrow")
+        con.unregister("records_arrow")
+        applied = pa.table({"partition": pa.array(list(batch_max), pa.int32()),
+                            "lines_pos": pa.array([held["lines"][p] for p in batch_max], pa.int64()),
+                            "quarantine_pos": pa.array([held["quarantine"][p] for p in batch_max], pa.int64())})
+        con.register("applied_arrow", applied)
+        con.execute("CREATE OR REPLACE TEMP TABLE applied AS SELECT * FROM applied_arrow")
+        con.unregister("applied_arrow")
+        events.prepare_batch(con, self.settings, batch_id)
+
+        con.execute(
+            """CREATE OR REPLACE TEMP TABLE new_quarantine AS
+               SELECT q.* EXCLUDE ("partition") FROM quarantine_rows q JOIN applied a USING ("partition")
+               WHERE q.landed_seq > a.quarantine_pos"""
+        )
+        table = con.sql("SELECT * FROM new_quarantine").to_arrow_table().cast(QUARANTINE_SCHEMA)
+        q_txns = _transactions(self.topic, batch_max, held["quarantine"])
+        if q_txns:
+            write_deltalake(self.positions.tables["quarantine"], table, mode="append",
+                            commit_properties=CommitProperties(app_transactions=q_txns))
+
+        con.execute(
+            """CREATE OR REPLACE TEMP VIEW valid AS
+               SELECT v.* FROM valid_all v JOIN applied a ON v.fi = a."partition" WHERE v.landed_seq > a.lines_pos"""
+        )
+        target = self.positions.tables["lines"]
+        # A re-sent transaction keeps its event time, so earlier versions of its lines sit
+        # in the same month partitions: only those are searched (file pruning).
+        months = [r[0] for r in con.execute("SELECT DISTINCT order_month FROM valid").fetchall()]
+        month_filter = "false" if not months else "s.order_month IN (" + ", ".join(f"'{m}'" for m in months) + ")"
+        dedup = classify(con, target, -1, existing_filter=f"s.source_system = 'pos' AND {month_filter}")
+        l_txns = _transactions(self.topic, batch_max, held["lines"])
+        if l_txns:
+            write_upserts(con, target, l_txns)
+        return StageCounts(
+            rows_read=dedup.valid + dedup.duplicate + table.num_rows,
+            rows_valid=dedup.valid,
+            rows_quarantined=table.num_rows,
+            rows_duplicate=dedup.duplicate,
+            rows_corrected=dedup.corrected,
+        )
+
+    def close(self) -> None:
+        self.con.close()
+
+
+# -- the loop -------------------------------------------------------------------------------
+
+
+class GoldRefresher(threading.Thread):
+    """Rebuilds gold every ``interval`` seconds while silver changes, in the background,
+    when no run holds the lake lock (a run publishes gold itself)."""
+
+    def __init__(self, lake: Lake, settings: Settings, ledger: Ledger, interval: float, stop: threading.Event):
+        super().__init__(name="saleslake-gold-refresh", daemon=True)
+        self.lake, self.settings, self.ledger, self.interval, self.stop = lake, settings, ledger, interval, stop
+        self.refreshes = 0
+        self.last_error: str | None = None
+        self._built_version: int | None = None
+
+    def run(self) -> None:
+        while not self.stop.wait(self.interval):
+            self.refresh_once()
+
+    def refresh_once(self) -> bool:
+        from saleslake.gold.build import build_gold
+
+        version = DeltaTable(str(self.lake.sales_lines)).version()
+        if version == self._built_version:
+            return False
+        started = utcnow()
+        try:
+            with lake_lock(self.lake, self.ledger.run_id, "stream gold refresh"):
+                gold = build_gold(self.lake, self.settings, self.ledger.run_id)
+        except LockBusyError:
+            return False  # a run is writing; it publishes gold itself
+        except SaleslakeError as exc:
+            self.last_error = str(exc).splitlines()[0]
+            self.ledger.record(StageRecord("gold", "failed", started, utcnow(), error=self.last_error))
+            return False
+        self._built_version = version
+        self.refreshes += 1
+        facts = gold.tables.get("fact_sales", 0)
+        self.ledger.record(StageRecord("gold", "succeeded", started, utcnow(),
+                                       counts=StageCounts(rows_read=facts, rows_valid=facts),
+                                       details={"silver_version": version, "fact_changes": gold.fact_changes}))
+        return True
+
+
+def heartbeat_path(lake: Lake, run_id: str):
+    return lake.home / "system" / "streams" / f"{run_id}.json"
+
+
+def _write_heartbeat(lake: Lake, result: StreamResult, settings: Settings, state: str) -> None:
+    """What ``status`` shows for a stream: progress, lag, health (rewritten atomically)."""
+    path = heartbeat_path(lake, result.run_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = {
+        "run_id": result.run_id, "pid": os.getpid(), "state": state, "topic": settings.kafka.topic,
+        "group_id": settings.kafka.group_id, "updated_at": utcnow().isoformat(timespec="seconds"),
+        "batches": result.batches, "records": result.records, "counts": asdict(result.counts),
+        "positions": result.positions, "lag": result.lag, "total_lag": sum(result.lag.values()),
+        "gold_refreshes": result.gold_refreshes,
+    }
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(body, indent=1))
+    tmp.replace(path)
+
+
+def stream_heartbeats(lake: Lake) -> list[dict]:
+    """Every stream's last heartbeat; ``alive`` tells whether its process still runs."""
+    import psutil
+
+    folder = lake.home / "system" / "streams"
+    out = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            beat = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        beat["alive"] = beat.get("state") == "running" and psutil.pid_exists(int(beat.get("pid", 0)))
+        out.append(beat)
+    return out
+
+
+def run_stream(
+    lake: Lake,
+    settings: Settings,
+    options: StreamOptions | None = None,
+    stop: threading.Event | None = None,
+    on_batch: Callable[[StreamResult], None] | None = None,
+) -> StreamResult:
+    """Consume until ``stop`` is set (SIGTERM in the CLI), ``until_idle`` finds nothing
+    left, or ``max_batches`` batches were processed."""
+    options = options or StreamOptions()
+    stop = stop or threading.Event()
+    max_batch = options.max_batch or settings.stream.max_batch
+    max_wait = options.max_wait or settings.stream.max_wait_seconds
+    refresh_every = options.refresh_gold_every or settings.stream.refresh_gold_every_seconds
+    result = StreamResult(run_id=new_run_id())
+    ledger = Ledger(lake, result.run_id, "stream")
+    started, clock = utcnow(), time.perf_counter()
+    ledger.record(StageRecord("run", "running", started, details={"topic": settings.kafka.topic}))
+    worker = StreamWorker(lake, settings, result.run_id)
+    refresher = GoldRefresher(lake, settings, ledger, refresh_every, stop) if refresh_every else None
+    consumer = None
+    status, error = "succeeded", None
+    try:
+        consumer = PosConsumer(settings, positions_of=worker.positions.start_positions)
+        if refresher:
+            refresher.start()
+        _loop(consumer, worker, options, stop, max_batch, max_wait, result, ledger, settings, on_batch)
+    except BaseException as exc:
+        status = "failed"
+        error = (str(exc) if isinstance(exc, SaleslakeError) else f"{type(exc).__name__}: {exc}").splitlines()[0]
+        raise
+    finally:
+        stop.set()
+        if refresher and refresher.is_alive():
+            refresher.join()
+        if refresher:
+            result.gold_refreshes = refresher.refreshes
+        if consumer is not None:
+            consumer.close()
+        worker.close()
+        result.seconds = time.perf_counter() - clock
+        _write_heartbeat(lake, result, settings, "stopped" if status == "succeeded" else "failed")
+        ledger.record(StageRecord("silver", status, started, utcnow(), counts=result.counts,
+                                  details={"batches": result.batches, "records": result.records,
+                                           "positions": result.positions}))
+        ledger.record(StageRecord("run", status, started, utcnow(), error=error,
+                                  details={"stopped_by": result.stopped_by or "error"}))
+    return result
+
+
+def _loop(consumer: PosConsumer, worker: StreamWorker, options: StreamOptions, stop: threading.Event,
+          max_batch: int, max_wait: float, result: StreamResult, ledger: Ledger, settings: Settings,
+          on_batch: Callable[[StreamResult], None] | None) -> None:
+    waiting_since = time.monotonic()
+    last_beat = 0.0
+    last_reference = time.monotonic()
+    while not stop.is_set():
+        records = consumer.poll_batch(max_batch, max_wait)
+        if records.num_rows:
+            counts = worker.process(records)
+            result.batches += 1
+            result.records += records.num_rows
+            result.counts.add(counts)
+            result.positions.update(_batch_max(records))
+            consumer.commit_informational(_batch_max(records))
+            waiting_since = time.monotonic()
+        now = time.monotonic()
+        if now - last_beat >= 5.0 or not records.num_rows:
+            marks = consumer.watermarks()
+            held = worker.positions.read(sorted(marks))["lines"] if marks else {}
+            result.positions.update(held)
+            result.lag = {p: max(high - 1 - held.get(p, -1), 0) for p, high in marks.items()}
+            _write_heartbeat(worker.lake, result, settings, "running")
+            last_beat = now
+        if now - last_reference >= 60.0:
+            worker.load_reference()  # master data changes slowly; a minute behind is fine
+            last_reference = now
+        if on_batch and records.num_rows:
+            on_batch(result)
+        if options.max_batches is not None and result.batches >= options.max_batches:
+            result.stopped_by = "max_batches"
+            return
+        if options.until_idle and not records.num_rows:
+            if consumer.assigned and not any(result.lag.get(p, 0) for p in consumer.assigned):
+                result.stopped_by = "idle"
+                return
+            if not consumer.assigned and now - waiting_since > options.idle_timeout:
+                result.stopped_by = "idle"
+                return
+    result.stopped_by = "signal"
