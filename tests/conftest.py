@@ -79,3 +79,49 @@ def stream_settings(settings, kafka_broker):
         update={"kafka": settings.kafka.model_copy(update={"bootstrap_servers": kafka_broker.bootstrap_servers,
                                                            "topic": topic, "group_id": f"g-{topic}"})}
     )
+
+
+@pytest.fixture(scope="session")
+def postgres_service(tmp_path_factory: pytest.TempPathFactory):
+    """One real PostgreSQL cluster (127.0.0.1, a free port) for the whole test session,
+    started like ``saleslake services start postgres`` (installed from Debian's packages
+    when absent).
+
+    Yields the PostgresService: ``service.port``, ``service.dsn(role)`` (a DSN without
+    password; role ``owner`` → database shop as saleslake, ``reader`` → shop as the
+    read-only saleslake_reader, ``warehouse`` → database warehouse), ``service.password(role)``
+    and ``service.password_file(role)``; ``create_database(service, name, role)`` (from
+    saleslake.services.postgres) makes a fresh database with the same grants. Tests that
+    stop it must start it again before they end. Deleted (cluster and state) at the end.
+    """
+    from saleslake.services.postgres import PostgresService, destroy_postgres, start_postgres
+
+    (port,) = _free_ports(1)
+    service = PostgresService(home=tmp_path_factory.mktemp("postgres-service"), port=port)
+    start_postgres(service)
+    try:
+        yield service
+    finally:
+        destroy_postgres(service)
+
+
+@pytest.fixture
+def postgres_settings(settings, postgres_service, monkeypatch: pytest.MonkeyPatch):
+    """Settings of a fresh lake pointing at the session's PostgreSQL, with a fresh shop
+    and warehouse database of its own (``settings.postgres.database`` and
+    ``.warehouse_database``) and the three ``SALESLAKE_POSTGRES_..._PASSWORD_FILE``
+    variables set."""
+    import uuid
+
+    from saleslake.services.postgres import PASSWORD_ENV, create_database
+
+    suffix = uuid.uuid4().hex[:8]
+    shop, warehouse = f"shop_{suffix}", f"warehouse_{suffix}"
+    create_database(postgres_service, shop, "owner")
+    create_database(postgres_service, warehouse, "warehouse")
+    for role, name in PASSWORD_ENV.items():
+        monkeypatch.setenv(f"{name}_FILE", str(postgres_service.password_file(role)))
+    return settings.model_copy(
+        update={"postgres": settings.postgres.model_copy(
+            update={"port": postgres_service.port, "database": shop, "warehouse_database": warehouse})}
+    )

@@ -44,3 +44,12 @@ def line(row_id="1", order_id="O-1", order_date="15-01-2021", ship_date="17-01-2
         f"{row_id},{order_id},{order_date},{ship_date},Standard Class,{customer},Ann Lee,{segment},Berlin,{state},"
         f"{country},,EU,Central,{product},Furniture,Chairs,{quoted},{sales},{quantity},{discount},{profit},12.5,High"
     )
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (right now)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

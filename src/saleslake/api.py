@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
@@ -237,9 +238,18 @@ def status(limit: int = 20, settings: Settings | None = None) -> list[dict]:
     for entry in runs.values():
         entry["stages"] = dict(sorted(entry["stages"].items(), key=lambda kv: order.get(kv[0], 9)))
     free = lock_is_free(lake)
+    from saleslake.stream import stream_heartbeats
+
+    beats = {b["run_id"]: b for b in stream_heartbeats(lake)}
     ordered = sorted(runs.values(), key=lambda e: (e["started_at"] is not None, e["started_at"]), reverse=True)
     for entry in ordered:
-        if entry["status"] == "running" and free:
+        beat = beats.get(entry["run_id"])
+        if beat is not None:
+            entry["stream"] = {k: beat[k] for k in ("topic", "group_id", "updated_at", "batches", "records",
+                                                    "positions", "lag", "total_lag", "gold_refreshes", "alive")}
+        # a stream does not hold the run lock: it is alive while its process is
+        alive = beat["alive"] if beat is not None else not free
+        if entry["status"] == "running" and not alive:
             entry["status"] = "interrupted"
         for key in ("started_at", "finished_at"):
             if entry[key] is not None:
@@ -275,23 +285,101 @@ def generate_csv(out: str | Path, rows: int = 100_000, regions: list[str] | None
     return generate(Path(out), rows=rows, regions=regions, error_rate=error_rate, seed=seed, progress=progress)
 
 
+def generate_oltp(dsn: str | None = None, orders: int = 10_000, mutate: bool = False, seed: int = 42,
+                  settings: Settings | None = None, replace: bool = False,
+                  progress: Callable[[int], None] | None = None):
+    """Create and fill the operational shop database, or apply a round of changes to it
+    (see saleslake.sample.oltp). ``dsn`` defaults to the ``shop`` database of the local
+    service as the owner role; the password comes from ``SALESLAKE_POSTGRES_PASSWORD`` or
+    ``SALESLAKE_POSTGRES_PASSWORD_FILE``, never from arguments."""
+    from saleslake.sample.oltp import generate_oltp as generate
+
+    s, _ = _resolve(settings)
+    return generate(s.postgres, dsn=dsn, orders=orders, mutate=mutate, seed=seed, replace=replace,
+                    progress=progress)
+
+
+# -- point of sale ---------------------------------------------------------------------------
+
+
+def produce(
+    events: int,
+    rate: float | None = None,
+    interval: float | None = None,
+    topic: str | None = None,
+    error_rate: float = 0.02,
+    fraud_rate: float = 0.01,
+    seed: int | None = None,
+    settings: Settings | None = None,
+    progress: Callable[[int], None] | None = None,
+    start_time: datetime | None = None,
+    catalog_seed: int = 42,
+):
+    """Send simulated point-of-sale events (CONTRACT §6) to Kafka; returns their
+    :class:`~saleslake.sample.pos_events.PosSummary`, the exact counts a correct consumer
+    must reproduce.
+
+    ``rate`` events per second or one every ``interval`` seconds (not both); neither: as
+    fast as possible. ``seed`` fixes the sales (default: a fresh one, in ``summary.seed``;
+    the same seed again re-sends the same transactions); ``catalog_seed`` fixes stores,
+    products and customers, shared with ``generate csv --seed`` (keep one per lake). The
+    stores and products are registered as reference data (idempotent) before the first
+    event. ``start_time`` simulates event times from that instant instead of stamping the
+    send time. ``progress(n)`` gets the events handed over. Ctrl-C/SIGTERM end sending
+    early (``summary.interrupted``). Raises TransientError when the broker cannot be
+    reached, and ProduceError (a TransientError with ``.summary``) when messages could not
+    be delivered.
+    """
+    import secrets
+
+    from saleslake.sample.pos_events import PosSimulator, register_reference
+    from saleslake.sample.pos_producer import PosProducer
+
+    s, lake = _resolve(settings)
+    if isinstance(events, bool) or not isinstance(events, int) or events < 1:
+        raise UserError(f"--events must be a positive integer, not {events!r}")
+    if rate is not None and interval is not None:
+        raise UserError("give either --rate or --interval, not both")
+    if rate is not None and not rate > 0:
+        raise UserError(f"--rate must be positive, not {rate}")
+    if interval is not None and not interval > 0:
+        raise UserError(f"--interval must be positive, not {interval}")
+    pace = rate if rate is not None else (1.0 / interval if interval is not None else None)
+    seed = secrets.randbits(31) if seed is None else seed
+    simulator = PosSimulator(seed, error_rate, fraud_rate, catalog_seed=catalog_seed, fraud=s.fraud, stream=s.stream,
+                             start_time=start_time)  # fmt: skip
+    producer = PosProducer(s, topic)  # fails fast when the broker is down
+    stores, products = register_reference(lake, catalog_seed)
+    summary = producer.send(simulator, events, pace, progress)
+    summary.stores_registered, summary.products_registered = stores, products
+    return summary
+
+
 # -- local services -------------------------------------------------------------------------
 
 
-def services(action: Literal["start", "stop", "status"], names: Sequence[str] = ("kafka",),
+SERVICES = ("postgres", "kafka")
+
+
+def services(action: Literal["start", "stop", "status"], names: Sequence[str] | None = None,
              settings: Settings | None = None, kafka_port: int | None = None,
-             kafka_controller_port: int | None = None) -> dict[str, dict]:
+             kafka_controller_port: int | None = None, postgres_port: int | None = None) -> dict[str, dict]:
     """Start, stop or describe local development services (state under ``<home>/services``).
 
-    Returns, per service, its connection settings or status.
+    ``names`` default to all of :data:`SERVICES`. Returns, per service, its connection
+    settings or status; PostgreSQL's never hold a password (DSNs without one, and under
+    ``env`` the ``SALESLAKE_POSTGRES_..._PASSWORD_FILE`` variables naming the files).
     """
-    from saleslake.services.kafka import KafkaService, kafka_status, start_kafka, stop_kafka
-
     s, _ = _resolve(settings)
     out: dict[str, dict] = {}
-    for name in names:
-        if name != "kafka":
-            raise UserError(f"unknown service {name!r}; available: kafka")
+    for name in names or SERVICES:
+        if name not in SERVICES:
+            raise UserError(f"unknown service {name!r}; available: {', '.join(SERVICES)}")
+        if name == "postgres":
+            out[name] = _postgres_service(action, s, postgres_port)
+            continue
+        from saleslake.services.kafka import KafkaService, kafka_status, start_kafka, stop_kafka
+
         options = {k: v for k, v in (("port", kafka_port), ("controller_port", kafka_controller_port)) if v}
         service = KafkaService.for_lake(s.home, **options)
         if action == "start":
@@ -303,3 +391,47 @@ def services(action: Literal["start", "stop", "status"], names: Sequence[str] = 
             out[name] = kafka_status(service)
     return out
 
+
+def _postgres_service(action: str, s: Settings, port: int | None) -> dict:
+    from saleslake.services.postgres import PostgresService, postgres_status, start_postgres, stop_postgres
+
+    service = PostgresService.from_settings(s, port=port)
+    if action == "start":
+        return start_postgres(service)
+    if action == "stop":
+        stop_postgres(service)
+        return {"running": False}
+    return postgres_status(service)
+
+
+
+# -- point-of-sale stream ---------------------------------------------------------------------
+
+
+def stream(
+    topic: str | None = None,
+    max_batch: int | None = None,
+    max_wait: float | None = None,
+    until_idle: bool = False,
+    refresh_gold_every: float | None = None,
+    max_batches: int | None = None,
+    settings: Settings | None = None,
+    stop=None,
+    on_batch=None,
+):
+    """Consume the point-of-sale topic into bronze and silver, exactly once (CONTRACT §6).
+
+    Runs until ``stop`` (a ``threading.Event``) is set, or with ``until_idle`` until every
+    assigned partition is consumed to its end. Returns a :class:`saleslake.stream.StreamResult`.
+    """
+    from saleslake.stream import StreamOptions, run_stream
+
+    s, lake = _resolve(settings)
+    if topic:
+        s = s.model_copy(update={"kafka": s.kafka.model_copy(update={"topic": topic})})
+    for name, value in (("--max-batch", max_batch), ("--max-wait", max_wait), ("--refresh-gold-every", refresh_gold_every)):
+        if value is not None and value <= 0:
+            raise UserError(f"{name} must be positive, not {value}")
+    options = StreamOptions(max_batch=max_batch, max_wait=max_wait, until_idle=until_idle,
+                            refresh_gold_every=refresh_gold_every, max_batches=max_batches)
+    return run_stream(lake, s, options, stop=stop, on_batch=on_batch)

@@ -169,6 +169,38 @@ def generate_csv(
     )
 
 
+@generate_app.command("oltp")
+@guarded
+def generate_oltp(
+    dsn: Annotated[str | None, typer.Option(
+        help="Target database, without password (default: the local service's shop database as the owner role; "
+             "password from SALESLAKE_POSTGRES_PASSWORD_FILE).")] = None,
+    orders: Annotated[int, typer.Option(help="Orders to create (1-6 lines each).")] = 10_000,
+    mutate: Annotated[bool, typer.Option("--mutate", help="Apply one round of later changes (fills first when empty).")] = False,
+    replace: Annotated[bool, typer.Option("--replace", help="Drop and recreate the shop tables.")] = False,
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same shop.")] = 42,
+    home: Home = None,
+) -> None:
+    """Create and fill a realistic operational shop database in PostgreSQL, or change it (--mutate)."""
+    with _progress() as bar:
+        task = bar.add_task("loading order lines", total=None)
+        summary = api.generate_oltp(dsn, orders, mutate, seed, _settings(home), replace,
+                                    progress=lambda n: bar.update(task, advance=n))
+    counts = ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in summary.tables.items())
+    if summary.loaded:
+        out.print(f"filled {summary.dsn} (seed {summary.seed}): " + ", ".join(
+            f"{v:,} {k.replace('_', ' ')}" for k, v in summary.loaded.items()), highlight=False, soft_wrap=True)
+    if summary.action == "unchanged":
+        out.print(f"{summary.dsn} already holds this shop (seed {summary.seed}, {summary.orders:,} orders, "
+                  f"{summary.round} mutation round(s)): nothing changed; use --mutate or --replace", highlight=False, soft_wrap=True)
+    if summary.changes:
+        out.print(f"mutation round {summary.round}: " + ", ".join(
+            f"{v:,} {k.replace('_', ' ')}" for k, v in summary.changes.items()), highlight=False, soft_wrap=True)
+        out.print(f"{summary.shared_updated_at_rows:,} changed rows share updated_at {summary.shared_updated_at}",
+                  highlight=False, soft_wrap=True)
+    out.print(f"now: {counts} ({summary.seconds:.1f} s)", highlight=False, soft_wrap=True)
+
+
 @ingest_app.command("csv")
 @guarded
 def ingest_csv(
@@ -285,27 +317,43 @@ def query(
 
 
 class Service(str, Enum):
+    postgres = "postgres"
     kafka = "kafka"
 
 
 ServiceNames = Annotated[list[Service] | None, typer.Argument(help="Services (default: all of them).", show_default=False)]
-KafkaPort = Annotated[int | None, typer.Option("--port", help="Kafka broker port (default 9092).")]
+ServicePort = Annotated[int | None, typer.Option(
+    "--port", help="Port of the one service named: PostgreSQL (default 5432, SALESLAKE_POSTGRES__PORT) or Kafka (default 9092).")]
 ControllerPort = Annotated[int | None, typer.Option("--controller-port", help="KRaft controller port (default port + 1).")]
 
 
 def _services(action: str, names: list[Service] | None, home: Path | None, port: int | None, controller: int | None) -> None:
-    chosen = [n.value for n in names] if names else [s.value for s in Service]
-    result = api.services(action, chosen, _settings(home), port, controller)
-    for name, info in result.items():
-        shown = ", ".join(f"{k}={v}" for k, v in info.items() if v is not None)
+    import shlex
+
+    from saleslake.errors import UserError
+
+    chosen = list(dict.fromkeys(n.value for n in names)) if names else [s.value for s in Service]
+    if port is not None and len(chosen) != 1:
+        raise UserError("--port sets the port of one service: name it, e.g. 'saleslake services start postgres --port 5433'")
+    kafka_port = port if chosen == ["kafka"] else None
+    postgres_port = port if chosen == ["postgres"] else None
+    settings = _settings(home)
+    for name in chosen:  # one at a time: each prints as soon as it is up (or down)
+        info = api.services(action, [name], settings, kafka_port, controller, postgres_port)[name]
+        shown = ", ".join(f"{k}={v}" for k, v in info.items() if v is not None and not isinstance(v, dict))
         out.print(f"{name}: {shown}", highlight=False, soft_wrap=True)
+        for value in info.values():  # variables to export (PostgreSQL: port and password files)
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    out.print(f"  export {key}={shlex.quote(str(item))}", highlight=False, soft_wrap=True)
 
 
 @services_app.command("start")
 @guarded
-def services_start(names: ServiceNames = None, port: KafkaPort = None, controller_port: ControllerPort = None,
+def services_start(names: ServiceNames = None, port: ServicePort = None, controller_port: ControllerPort = None,
                    home: Home = None) -> None:
-    """Start services (fetching them on first use) and print their connection settings."""
+    """Start services (installing or fetching them on first use) and print their connection
+    settings (PostgreSQL: DSNs without password, and the variables naming the password files)."""
     _services("start", names, home, port, controller_port)
 
 
@@ -321,6 +369,106 @@ def services_stop(names: ServiceNames = None, home: Home = None) -> None:
 def services_status(names: ServiceNames = None, home: Home = None) -> None:
     """Whether services run, and how to connect."""
     _services("status", names, home, None, None)
+
+
+@app.command()
+@guarded
+def produce(
+    events: Annotated[int, typer.Option("--events", min=1, help="Events to send.")],
+    interval: Annotated[float | None, typer.Option(help="Seconds between events (instead of --rate).")] = None,
+    rate: Annotated[float | None, typer.Option(help="Events per second, steadily paced (default: as fast as possible).")] = None,
+    topic: Annotated[str | None, typer.Option(help="Kafka topic (default kafka.topic, pos.sales).")] = None,
+    error_rate: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of defective events (malformed messages or bad lines).")] = 0.02,
+    fraud_rate: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of events carrying a fraud pattern.")] = 0.01,
+    seed: Annotated[int | None, typer.Option(min=0, help="Seed of the sales: same seed, same events (default: a new one, printed).")] = None,
+    catalog_seed: Annotated[int, typer.Option(min=0, help="Seed of stores, products and customers, as in 'generate csv --seed'.")] = 42,
+    start_time: Annotated[str | None, typer.Option(help="Simulate event times from this ISO-8601 instant (default: the send time).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    home: Home = None,
+) -> None:
+    """Send simulated point-of-sale events (CONTRACT §6) to Kafka and print exactly what a consumer must find."""
+    if interval is not None and rate is not None:
+        raise typer.BadParameter("use either --interval or --rate, not both", param_hint="'--interval' / '--rate'")
+    for name, value in (("--interval", interval), ("--rate", rate)):
+        if value is not None and not value > 0:
+            raise typer.BadParameter(f"must be positive, not {value}", param_hint=f"'{name}'")
+    start = None
+    if start_time is not None:
+        try:
+            start = datetime.fromisoformat(start_time)
+        except ValueError:
+            raise typer.BadParameter(f"not an ISO-8601 time: {start_time!r}", param_hint="'--start-time'") from None
+    from saleslake.sample.pos_producer import ProduceError
+
+    failure: ProduceError | None = None
+    with _progress() as bar:
+        task = bar.add_task("producing", total=events)
+        try:
+            summary = api.produce(events, rate, interval, topic, error_rate, fraud_rate, seed, _settings(home),
+                                  progress=lambda n: bar.update(task, advance=n), start_time=start, catalog_seed=catalog_seed)
+        except ProduceError as exc:  # still say what was sent, then fail
+            failure, summary = exc, exc.summary
+    if as_json:
+        sys.stdout.write(summary.to_json() + "\n")
+    else:
+        _print_produce(summary)
+    if failure is not None:
+        raise failure
+    if summary.interrupted:
+        err.print(f"interrupted: {summary.events:,} of {events:,} events were sent (the summary counts those)")
+        raise typer.Exit(130)
+
+
+def _counts(d: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v:,}" for k, v in sorted(d.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _print_produce(s: Any) -> None:
+    say = lambda text: out.print(text, highlight=False, soft_wrap=True)  # noqa: E731
+    say(f"sent {s.events:,} events (seed {s.seed}) to {s.topic} ({s.partitions} partitions) in {s.elapsed_seconds:.1f} s "
+        f"({s.events_per_second:,.0f} events/s); delivered {s.delivered:,}, delivery errors {s.delivery_errors:,}")
+    say(f"malformed messages: {s.malformed_messages:,}" + (f" ({_counts(s.malformed_by_reason)})" if s.malformed_messages else ""))
+    say(f"lines in well-formed messages: {s.lines:,} → {s.valid_lines:,} valid (gross sales {s.valid_sales}), "
+        f"{s.defective_lines:,} defective" + (f" ({_counts(s.defective_lines_by_reason)})" if s.defective_lines else ""))
+    say(f"expected: silver {s.valid_lines:,} lines, quarantine {s.expected_quarantine_rows:,} rows")
+    velocity = s.fraud_patterns.get("velocity", 0)
+    parts = [f"{k} {v:,} lines" for k, v in s.fraud_patterns.items() if k != "velocity"]
+    if velocity:
+        parts.append(f"velocity {velocity:,} bursts ({s.velocity_transactions:,} transactions)")
+    say(f"fraud patterns: {s.fraud_events:,} events" + (f" ({', '.join(parts)})" if parts else ""))
+    if s.stores_registered or s.products_registered:
+        say(f"reference data: {s.stores_registered:,} stores and {s.products_registered:,} products registered")
+
+
+@app.command()
+@guarded
+def stream(
+    topic: Annotated[str | None, typer.Option(help="Topic (default: kafka.topic, pos.sales).")] = None,
+    max_batch: Annotated[int | None, typer.Option(help="Messages per micro-batch at most (default 50,000).")] = None,
+    max_wait: Annotated[float | None, typer.Option(help="Seconds a micro-batch waits for messages (default 1).")] = None,
+    until_idle: Annotated[bool, typer.Option("--until-idle", help="Stop once every partition is consumed to its end.")] = False,
+    refresh_gold_every: Annotated[float | None, typer.Option(help="Rebuild gold every S seconds while streaming.")] = None,
+    home: Home = None,
+) -> None:
+    """Consume point-of-sale events into bronze and silver, exactly once (stop with Ctrl-C or SIGTERM)."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+
+    def report(r: Any) -> None:
+        if err.is_terminal:
+            err.print(f"batch {r.batches:,}: {r.records:,} records, {r.counts.rows_valid:,} lines valid, "
+                      f"lag {sum(r.lag.values()):,}", highlight=False)
+
+    result = api.stream(topic=topic, max_batch=max_batch, max_wait=max_wait, until_idle=until_idle,
+                        refresh_gold_every=refresh_gold_every, settings=_settings(home), stop=stop, on_batch=report)
+    c = result.counts
+    out.print(f"stream {result.run_id}: {result.records:,} records in {result.batches:,} batches, {result.seconds:.1f} s "
+              f"({result.stopped_by}) → {c.rows_valid:,} lines valid, {c.rows_quarantined:,} quarantined, "
+              f"{c.rows_duplicate:,} duplicate; lag {sum(result.lag.values()):,}; gold refreshed {result.gold_refreshes}×")
 
 
 @app.command()

@@ -81,12 +81,96 @@ class KafkaSettings(BaseModel):
     client: dict[str, str] = Field(default_factory=dict)
 
 
+class PostgresSettings(BaseModel):
+    """The operational database (source ``shop``) and the PostgreSQL warehouse (gold target).
+
+    Three roles, each with its own password, never a setting: it comes from the
+    environment variable or from the file named by the same variable plus ``_FILE``
+    (``saleslake services start postgres`` prints the files of the local service):
+
+    ========== ======================= ============================================
+    role       default name            password variable
+    ========== ======================= ============================================
+    owner      ``saleslake``           ``SALESLAKE_POSTGRES_PASSWORD[_FILE]``
+    reader     ``saleslake_reader``    ``SALESLAKE_POSTGRES_READER_PASSWORD[_FILE]``
+    warehouse  ``saleslake_warehouse`` ``SALESLAKE_POSTGRES_WAREHOUSE_PASSWORD[_FILE]``
+    ========== ======================= ============================================
+
+    The owner creates and changes the shop schema (``generate oltp``), the read-only reader
+    extracts it (``ingest postgres``), the warehouse role publishes gold. ``dsn`` (shop)
+    and ``warehouse_dsn`` replace host, port, database and user when set; they must not
+    hold a password.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = Field(5432, ge=1, le=65535)
+    database: str = "shop"
+    warehouse_database: str = "warehouse"
+    user: str = "saleslake"
+    reader_user: str = "saleslake_reader"
+    warehouse_user: str = "saleslake_warehouse"
+    dsn: str | None = None
+    warehouse_dsn: str | None = None
+    sslmode: str | None = None  # libpq sslmode (disable, prefer, require, verify-full, ...)
+    connect_timeout_seconds: int = Field(10, ge=1)
+    statement_timeout_seconds: float = Field(300.0, ge=0)  # 0 = no limit
+    lock_timeout_seconds: float = Field(5.0, ge=0)  # 0 = no limit
+    application_name: str = "saleslake"
+    # the local service (saleslake services start postgres)
+    service_home: Path | None = None  # default <home>/services/postgres
+    bin_dir: Path | None = None  # initdb/pg_ctl/postgres; default: detected (or installed)
+
+    @field_validator("dsn", "warehouse_dsn")
+    @classmethod
+    def _no_password_in_dsn(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        from psycopg.conninfo import conninfo_to_dict
+
+        try:
+            params = conninfo_to_dict(v)
+        except Exception:  # noqa: BLE001 - psycopg.ProgrammingError; never echo the DSN
+            raise ValueError("not a valid PostgreSQL connection string (libpq URL or key=value)") from None
+        if params.get("password"):
+            raise ValueError("must not contain a password: set SALESLAKE_POSTGRES_..._PASSWORD_FILE instead")
+        return v
+
+    def password_env(self, role: str = "owner") -> str:
+        """The variable holding ``role``'s password (``owner``, ``reader``, ``warehouse``)."""
+        names = {"owner": "SALESLAKE_POSTGRES_PASSWORD", "reader": "SALESLAKE_POSTGRES_READER_PASSWORD",
+                 "warehouse": "SALESLAKE_POSTGRES_WAREHOUSE_PASSWORD"}
+        if role not in names:
+            raise ValueError(f"unknown PostgreSQL role kind {role!r}: owner, reader or warehouse")
+        return names[role]
+
+    def password(self, role: str = "owner") -> str | None:
+        """``role``'s password from the environment or its ``_FILE``, or None."""
+        return read_secret(self.password_env(role))
+
+    def dsn_for(self, role: str = "owner") -> str:
+        """The connection string (without password) ``role`` uses: owner and reader → shop,
+        warehouse → warehouse."""
+        self.password_env(role)  # validates role
+        if role == "warehouse" and self.warehouse_dsn:
+            return self.warehouse_dsn
+        if role != "warehouse" and self.dsn:
+            return self.dsn
+        user = {"owner": self.user, "reader": self.reader_user, "warehouse": self.warehouse_user}[role]
+        database = self.warehouse_database if role == "warehouse" else self.database
+        from psycopg.conninfo import make_conninfo
+
+        extra = {"sslmode": self.sslmode} if self.sslmode else {}
+        return make_conninfo(host=self.host, port=self.port, dbname=database, user=user, **extra)
+
+
 class StreamSettings(BaseModel):
     # a micro-batch ends at max_batch messages or after max_wait_seconds, whichever first
     max_batch: int = Field(50_000, ge=1)
     max_wait_seconds: float = Field(1.0, gt=0)
     # messages above this size are quarantined as oversized, not parsed
     max_message_bytes: int = Field(262_144, gt=0)
+    # tries (with backoff, about 5 s each) to reach the broker at start before giving up
+    connect_attempts: int = Field(6, ge=1)
     # refresh gold this often while streaming (None: never; `run` publishes it)
     refresh_gold_every_seconds: float | None = Field(None, gt=0)
     # ISO 4217 codes accepted in events; another code quarantines the event
@@ -111,6 +195,7 @@ class Settings(BaseSettings):
     csv: CsvSettings = Field(default_factory=CsvSettings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     stream: StreamSettings = Field(default_factory=StreamSettings)
+    postgres: PostgresSettings = Field(default_factory=PostgresSettings)
     # Peak RSS stays under ~4 GB at any input size with these two bounds (benchmarks/).
     duckdb_memory_limit: str = "2GB"
     duckdb_threads: int = Field(0, ge=0)  # 0 = all cores

@@ -79,6 +79,9 @@ class Lake:
         tables = {
             "silver.sales_lines": self.sales_lines,
             "silver.quarantine": self.quarantine,
+            "silver.reference_stores": self.home / "silver" / "reference_stores",
+            "silver.reference_products": self.home / "silver" / "reference_products",
+            "bronze.pos_events": self.bronze_events,
             "system.bronze_manifest": self.manifest,
             "system.runs": self.runs,
             "system.gold_releases": self.gold_releases,

@@ -93,7 +93,9 @@ __all__ = [
     "Country",
     "RegionSpec",
     "GenerationSummary",
+    "MasterData",
     "generate_csv",
+    "master_data",
     "file_days",
     "SUMMARY_FILE",
 ]
@@ -623,6 +625,51 @@ class GenerationSummary:
         return json.dumps(asdict(self), indent=2, sort_keys=False, ensure_ascii=False)
 
 
+@dataclass(frozen=True)
+class MasterData:
+    """The generator's master data for one seed (and size): geography, product catalog and
+    customers, in their first (pre-SCD2-change) state. Other simulators (the point-of-sale
+    events) build on it so that their product and customer ids are the exports' ids.
+
+    Cities are grouped by region in ``regions`` order; ``city_country`` indexes the
+    ``country_*`` lists, ``city_region`` and ``customer_region`` index ``regions``,
+    ``customer_city`` indexes the cities. Prices are integers in ten-thousandths.
+    """
+
+    regions: list[str]
+    region_labels: list[str]
+    country_name: list[str]
+    country_code: list[str]  # ISO 3166 alpha-2
+    country_market: list[str]
+    city_name: list[str]
+    city_state: list[str]
+    city_postal: list[str]  # "" when the city has none
+    city_country: np.ndarray
+    city_region: np.ndarray
+    city_weight: np.ndarray
+    product_id: list[str]
+    product_name: list[str]
+    category: list[str]
+    sub_category: list[str]
+    list_price_e4: np.ndarray
+    popularity: np.ndarray  # relative sales volume of each product
+    customer_id: list[str]
+    customer_name: list[str]
+    segment: list[str]
+    customer_region: np.ndarray
+    customer_city: np.ndarray
+    customer_activity: np.ndarray  # relative order volume of each customer
+
+
+def master_data(seed: int = 42, rows: int = DEFAULT_ROWS, regions: Sequence[str] | None = None) -> MasterData:
+    """The master data :func:`generate_csv` uses for the same ``seed``, ``rows`` and ``regions``.
+
+    Product ids, names and prices depend on ``seed`` only; customers depend on ``rows`` and
+    ``regions`` too (their number grows with the export). Nothing is written.
+    """
+    return _Master(rows, regions, seed).master_data()
+
+
 def file_days(rows: int, n_regions: int) -> int:
     """Number of consecutive export days for ``rows`` rows over ``n_regions`` regions."""
     return min(max(rows // (max(n_regions, 1) * ROWS_PER_FILE), MIN_DAYS), MAX_DAYS)
@@ -689,12 +736,17 @@ def _pick_weighted(rng: np.random.Generator, cum: np.ndarray, lo: np.ndarray, hi
     return np.clip(idx, lo, hi - 1)
 
 
-class _Generator:
-    def __init__(self, out_dir: Path, rows: int, regions: Sequence[str] | None, error_rate: float, seed: int):
-        if isinstance(rows, bool) or not isinstance(rows, (int, np.integer)) or rows < 0:
-            raise UserError(f"rows must be a non-negative integer, got {rows!r}")
-        if not (0.0 <= float(error_rate) <= 1.0) or math.isnan(float(error_rate)):
-            raise UserError(f"error rate must be between 0 and 1, got {error_rate!r}")
+def _check_rows(rows: int) -> None:
+    if isinstance(rows, bool) or not isinstance(rows, (int, np.integer)) or rows < 0:
+        raise UserError(f"rows must be a non-negative integer, got {rows!r}")
+
+
+class _Master:
+    """Geography, product catalog and customers of one (rows, regions, seed): the part of
+    the generator that other simulators reuse (:func:`master_data`) so their ids match."""
+
+    def __init__(self, rows: int, regions: Sequence[str] | None, seed: int):
+        _check_rows(rows)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise UserError(f"seed must be a non-negative integer, got {seed!r}")
         if regions is None:
@@ -708,12 +760,10 @@ class _Generator:
             if not wanted:
                 raise UserError("no region given")
             keys = [k for k in REGIONS if k in wanted]  # canonical order, whatever was asked
-        self.out_dir = out_dir
         self.rows = int(rows)
         self.keys = keys
         self.specs = [REGIONS[k] for k in keys]
         self.R = len(keys)
-        self.error_rate = float(error_rate)
         self.seed = int(seed)
         self.days = file_days(self.rows, self.R)
         self.n_dates = _DATE_OFFSET + self.days + 40
@@ -721,9 +771,34 @@ class _Generator:
         self._build_geography()
         self._build_products(np.random.default_rng([self.seed, 1]))
         self._build_customers(np.random.default_rng([self.seed, 2]))
-        self._build_counts(np.random.default_rng([self.seed, 3]))
-        self._build_formats()
-        self.rng = np.random.default_rng([self.seed, 4])
+
+    def master_data(self) -> MasterData:
+        n, c = self.n_products, self.n_customers
+        return MasterData(
+            regions=list(self.keys),
+            region_labels=self.region_label.to_pylist(),
+            country_name=self.country_name.to_pylist(),
+            country_code=list(self.country_code),
+            country_market=self.country_market.to_pylist(),
+            city_name=self.city_name.to_pylist(),
+            city_state=self.city_state.to_pylist(),
+            city_postal=self.city_postal.to_pylist()[: self.n_cities],
+            city_country=self.city_country.copy(),
+            city_region=self.city_region.copy(),
+            city_weight=np.diff(self.city_cum, prepend=0.0),
+            product_id=self.prod_id.to_pylist(),
+            product_name=self.prod_name[:n],
+            category=self.prod_category.to_pylist(),
+            sub_category=self.prod_sub.to_pylist()[:n],
+            list_price_e4=self.prod_price.copy(),
+            popularity=self.prod_popularity.copy(),
+            customer_id=self.cust_id.to_pylist(),
+            customer_name=self.cust_name.to_pylist()[:c],
+            segment=self.cust_segment.to_pylist()[:c],
+            customer_region=self.cust_region.copy(),
+            customer_city=self.cust_city.copy(),
+            customer_activity=np.diff(self.cust_cum, prepend=0.0),
+        )
 
     # ---- reference tables ---------------------------------------------------------
 
@@ -755,7 +830,9 @@ class _Generator:
         self.city_country = np.array(countries, dtype=np.int64)
         self.city_cum = np.cumsum(np.array(weights, dtype=float))
         self.country_name = pa.array(country_names)
+        self.country_code = country_codes
         self.country_market = pa.array(country_markets)
+        self.city_region = np.array(city_region, dtype=np.int64)
         self.n_countries = len(country_names)
         self.postal_share = np.array([s.postal_share for s in self.specs])
         self.region_label = pa.array([s.label for s in self.specs])
@@ -814,10 +891,12 @@ class _Generator:
         self.prod_id = pa.array(ids)
         self.prod_category = pa.array(cats)
         self.prod_sub = pa.array(subs0 + subs1)
-        self.prod_name_by_delim = [pa.array([_quote(x, d) for x in names0 + names1]) for d in (",", ";")]
+        self.prod_name = names0 + names1
+        self.prod_name_by_delim = [pa.array([_quote(x, d) for x in self.prod_name]) for d in (",", ";")]
         self.prod_price = np.array(price_e4, dtype=np.int64)
         self.prod_margin = np.array(margin)
         popularity = rng.lognormal(0.0, 1.0, n)
+        self.prod_popularity = popularity
         self.prod_cum = np.cumsum(popularity)
         premium = np.flatnonzero(self.prod_price >= 800 * 10_000)
         self.premium = premium if len(premium) else np.array([int(np.argmax(self.prod_price))])
@@ -859,6 +938,7 @@ class _Generator:
         segment = rng.choice(3, size=n, p=_SEGMENT_P)
         self.cust_city = _pick_weighted(rng, self.city_cum, self.city_lo[region], self.city_hi[region])
         activity = rng.lognormal(0.0, 0.8, n)
+        self.cust_region = region
         self.cust_cum = np.cumsum(activity)
         # SCD2: ~5 % change segment (40 %), name (35 %) or both (25 %) at a fixed date.
         changes = rng.random(n) < CUSTOMER_CHANGE_SHARE
@@ -874,6 +954,22 @@ class _Generator:
         self.cust_id = pa.array(ids)
         self.cust_name = pa.array(names)
         self.cust_segment = pa.array([_SEGMENTS[s] for s in segment] + [_SEGMENTS[s] for s in new_segment])
+
+
+
+class _Generator(_Master):
+    """Writes the exports: counts per region and day, then one vectorised pass per day."""
+
+    def __init__(self, out_dir: Path, rows: int, regions: Sequence[str] | None, error_rate: float, seed: int):
+        _check_rows(rows)
+        if not (0.0 <= float(error_rate) <= 1.0) or math.isnan(float(error_rate)):
+            raise UserError(f"error rate must be between 0 and 1, got {error_rate!r}")
+        super().__init__(rows, regions, seed)
+        self.out_dir = out_dir
+        self.error_rate = float(error_rate)
+        self._build_counts(np.random.default_rng([self.seed, 3]))
+        self._build_formats()
+        self.rng = np.random.default_rng([self.seed, 4])
 
     def _build_counts(self, rng: np.random.Generator) -> None:
         """Rows per (region, day): weekday, season, growth and noise; sums to ``rows``."""

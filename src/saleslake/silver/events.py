@@ -21,6 +21,8 @@ temp tables ``recent_tx`` and ``product_norms`` that the stream keeps (see
 
 from __future__ import annotations
 
+import json
+
 import duckdb
 
 from saleslake.config import Settings
@@ -35,63 +37,75 @@ PAYMENT_METHODS = ("card", "cash", "mobile", "gift_card")
 MAX_LINES = 500
 
 _INTEGER = "('UBIGINT', 'BIGINT')"
+_EVENT_FIELDS = ("schema", "event_id", "transaction_id", "event_time", "store_id", "terminal_id", "customer_id",
+                 "currency", "payment_method", "card_fingerprint")
+_LINE_FIELDS = ("line_no", "product_id", "quantity", "unit_price", "discount")
+# One parse per message: every field is kept as its JSON text (so the checks below can
+# still tell 2 from "2"), the lines as a list of such structs. A JSON null and an absent
+# key both come out as NULL.
+_SHAPE = json.dumps({**{f: "JSON" for f in _EVENT_FIELDS}, "lines": "JSON"})
+_LINE_SHAPE = json.dumps([{f: "JSON" for f in _LINE_FIELDS}])
 
 
 def _text(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _string_field(path: str, name: str, nullable: bool = False) -> str:
-    """Reason when the field is absent, not a string, or empty (null allowed if nullable)."""
-    allowed = "('VARCHAR', 'NULL')" if nullable else "('VARCHAR')"
-    return (
-        f"CASE WHEN json_type(j, '{path}') IS NULL OR json_type(j, '{path}') NOT IN {allowed} "
-        f"OR json_extract_string(j, '{path}') = '' THEN 'schema_violation:{name}' END"
-    )
+def _string(v: str) -> str:
+    """The string a JSON-text leaf holds (NULL for any other JSON type)."""
+    return f"CASE WHEN json_type({v}) = 'VARCHAR' THEN {v} ->> '$' END"
+
+
+def _string_check(v: str, name: str, nullable: bool = False) -> str:
+    """Reason when the leaf is not a non-empty string (absent or null allowed if nullable)."""
+    bad = f"json_type({v}) <> 'VARCHAR' OR {v} = '\"\"'"
+    if not nullable:
+        bad = f"{v} IS NULL OR {bad}"
+    return f"CASE WHEN {bad} THEN 'schema_violation:{name}' END"
 
 
 def _message_checks(settings: Settings) -> list[str]:
     currencies = ", ".join(_text(c) for c in settings.stream.currencies)
+    methods = ", ".join(map(_text, PAYMENT_METHODS))
     return [
-        f"CASE WHEN json_extract_string(j, '$.schema') IS DISTINCT FROM '{SCHEMA_NAME}' "
-        "THEN 'schema_violation:schema' END",
-        _string_field("$.event_id", "event_id"),
-        _string_field("$.transaction_id", "transaction_id"),
+        f"CASE WHEN {_string('e.schema')} IS DISTINCT FROM '{SCHEMA_NAME}' THEN 'schema_violation:schema' END",
+        _string_check("e.event_id", "event_id"),
+        _string_check("e.transaction_id", "transaction_id"),
         # ISO 8601 with an explicit offset: a time without one is ambiguous
-        "CASE WHEN json_type(j, '$.event_time') IS DISTINCT FROM 'VARCHAR' "
-        r"OR NOT regexp_matches(json_extract_string(j, '$.event_time'), '^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:?\d\d)$') "
-        "OR TRY_CAST(json_extract_string(j, '$.event_time') AS TIMESTAMPTZ) IS NULL "
-        "THEN 'schema_violation:event_time' END",
-        _string_field("$.store_id", "store_id"),
-        _string_field("$.terminal_id", "terminal_id"),
-        _string_field("$.customer_id", "customer_id", nullable=True),
-        f"CASE WHEN json_type(j, '$.currency') IS DISTINCT FROM 'VARCHAR' "
-        f"OR json_extract_string(j, '$.currency') NOT IN ({currencies}) THEN 'schema_violation:currency' END",
-        f"CASE WHEN json_type(j, '$.payment_method') IS DISTINCT FROM 'VARCHAR' "
-        f"OR json_extract_string(j, '$.payment_method') NOT IN ({', '.join(map(_text, PAYMENT_METHODS))}) "
+        f"CASE WHEN {_string('e.event_time')} IS NULL "
+        rf"OR NOT regexp_matches({_string('e.event_time')}, '^\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:?\d\d)$') "
+        f"OR TRY_CAST({_string('e.event_time')} AS TIMESTAMPTZ) IS NULL THEN 'schema_violation:event_time' END",
+        _string_check("e.store_id", "store_id"),
+        _string_check("e.terminal_id", "terminal_id"),
+        _string_check("e.customer_id", "customer_id", nullable=True),
+        f"CASE WHEN {_string('e.currency')} IS NULL OR {_string('e.currency')} NOT IN ({currencies}) "
+        "THEN 'schema_violation:currency' END",
+        f"CASE WHEN {_string('e.payment_method')} IS NULL OR {_string('e.payment_method')} NOT IN ({methods}) "
         "THEN 'schema_violation:payment_method' END",
-        _string_field("$.card_fingerprint", "card_fingerprint", nullable=True),
-        "CASE WHEN json_type(j, '$.lines') IS DISTINCT FROM 'ARRAY' OR json_array_length(j, '$.lines') = 0 "
-        f"OR json_array_length(j, '$.lines') > {MAX_LINES} THEN 'schema_violation:lines' END",
+        _string_check("e.card_fingerprint", "card_fingerprint", nullable=True),
+        f"CASE WHEN json_type(e.lines) IS DISTINCT FROM 'ARRAY' OR json_array_length(e.lines) = 0 "
+        f"OR json_array_length(e.lines) > {MAX_LINES} THEN 'schema_violation:lines' END",
     ]
+
+
+def _integer_check(v: str, name: str) -> str:
+    return (f"CASE WHEN {v} IS NULL OR json_type({v}) NOT IN {_INTEGER} OR TRY_CAST({v} AS BIGINT) IS NULL "
+            f"THEN 'schema_violation:lines.{name}' END")
+
+
+def _money_check(v: str, name: str, sql_type: str) -> str:
+    # money is a decimal string, never a JSON number (floats lose cents)
+    return (f"CASE WHEN {_string(v)} IS NULL OR TRY_CAST({_string(v)} AS {sql_type}) IS NULL "
+            f"THEN 'schema_violation:lines.{name}' END")
 
 
 def _line_checks() -> list[str]:
     return [
-        "CASE WHEN json_type(lj) IS DISTINCT FROM 'OBJECT' THEN 'schema_violation:lines' END",
-        f"CASE WHEN json_type(lj, '$.line_no') NOT IN {_INTEGER} OR json_type(lj, '$.line_no') IS NULL "
-        "OR TRY_CAST(json_extract_string(lj, '$.line_no') AS BIGINT) IS NULL THEN 'schema_violation:lines.line_no' END",
-        "CASE WHEN json_type(lj, '$.product_id') IS DISTINCT FROM 'VARCHAR' OR json_extract_string(lj, '$.product_id') = '' "
-        "THEN 'schema_violation:lines.product_id' END",
-        f"CASE WHEN json_type(lj, '$.quantity') NOT IN {_INTEGER} OR json_type(lj, '$.quantity') IS NULL "
-        "OR TRY_CAST(json_extract_string(lj, '$.quantity') AS BIGINT) IS NULL THEN 'schema_violation:lines.quantity' END",
-        # money is a decimal string, never a JSON number (floats lose cents)
-        "CASE WHEN json_type(lj, '$.unit_price') IS DISTINCT FROM 'VARCHAR' "
-        "OR TRY_CAST(json_extract_string(lj, '$.unit_price') AS DECIMAL(18,4)) IS NULL "
-        "THEN 'schema_violation:lines.unit_price' END",
-        "CASE WHEN json_type(lj, '$.discount') IS DISTINCT FROM 'VARCHAR' "
-        "OR TRY_CAST(json_extract_string(lj, '$.discount') AS DECIMAL(9,4)) IS NULL "
-        "THEN 'schema_violation:lines.discount' END",
+        _integer_check("l.line_no", "line_no"),
+        _string_check("l.product_id", "lines.product_id"),
+        _integer_check("l.quantity", "quantity"),
+        _money_check("l.unit_price", "unit_price", "DECIMAL(18,4)"),
+        _money_check("l.discount", "discount", "DECIMAL(9,4)"),
     ]
 
 
@@ -100,7 +114,8 @@ def _reasons(checks: list[str]) -> str:
 
 
 def _parse_messages(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
-    """``events``: every record with its JSON (when it is some) and message-level reasons."""
+    """``events``: every record with its parsed fields (when it is a JSON object) and its
+    message-level reasons; ``raw_lines``: the lines of messages that passed, with theirs."""
     limit = settings.stream.max_message_bytes
     con.execute(
         f"""
@@ -113,22 +128,29 @@ def _parse_messages(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE events AS
-        SELECT topic, "partition", "offset", "timestamp", value, text, j,
+        SELECT topic, "partition", "offset", "timestamp", value, text, e,
                CASE WHEN size > {limit} THEN ['oversized_message']
-                    WHEN j IS NULL OR json_type(j) <> 'OBJECT' THEN ['invalid_json']
+                    WHEN e IS NULL THEN ['invalid_json']
                     ELSE {_reasons(_message_checks(settings))} END AS reasons
-        FROM (SELECT *, CASE WHEN coalesce(json_valid(text), false) THEN CAST(text AS JSON) END AS j FROM decoded)
+        FROM (
+            SELECT *, CASE WHEN coalesce(json_valid(text), false) AND json_type(text) = 'OBJECT'
+                           THEN json_transform(text, '{_SHAPE}') END AS e
+            FROM decoded
+        )
         """
     )
     # Lines are checked one by one; a malformed line makes the whole message malformed.
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE raw_lines AS
-        SELECT "partition", "offset", idx, lj, {_reasons(_line_checks())} AS reasons
+        SELECT "partition", "offset", idx, lj, l, {_reasons(_line_checks())} AS reasons
         FROM (
-            SELECT "partition", "offset", unnest(json_extract(j, '$.lines[*]')) AS lj,
-                   unnest(range(1, CAST(json_array_length(j, '$.lines') AS BIGINT) + 1)) AS idx
-            FROM events WHERE len(reasons) = 0
+            SELECT *, json_transform(lj, '{_LINE_SHAPE[1:-1]}') AS l
+            FROM (
+                SELECT "partition", "offset", unnest(CAST(e.lines AS JSON[])) AS lj,
+                       unnest(range(1, CAST(json_array_length(e.lines) AS BIGINT) + 1)) AS idx
+                FROM events WHERE len(reasons) = 0
+            )
         )
         """
     )
@@ -142,7 +164,7 @@ def _parse_messages(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
             UNION ALL  -- the same line number twice in one basket
             SELECT "partition", "offset", ['schema_violation:lines.line_no']
             FROM raw_lines WHERE len(reasons) = 0
-            GROUP BY "partition", "offset", json_extract_string(lj, '$.line_no') HAVING count(*) > 1
+            GROUP BY "partition", "offset", CAST(l.line_no AS BIGINT) HAVING count(*) > 1
         )
         GROUP BY ALL
         """
@@ -156,7 +178,10 @@ def _parse_messages(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
 
 
 def _type_lines(con: duckdb.DuckDBPyConnection) -> None:
-    """``event_lines``: the lines of well-formed messages, typed, with line-level reasons."""
+    """``event_lines``: the lines of well-formed messages, typed, with line-level reasons.
+
+    (TRY_CAST: the values were checked, but the planner may evaluate a cast before the
+    filter that excludes malformed messages.)"""
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE event_lines AS
@@ -167,20 +192,20 @@ def _type_lines(con: duckdb.DuckDBPyConnection) -> None:
                    "CASE WHEN discount < 0 OR discount > 1 THEN 'discount_out_of_range' END",
                ])} AS reasons
         FROM (
-            SELECT e.topic, e."partition", e."offset", e."timestamp", l.idx, l.lj,
-                   json_extract_string(e.j, '$.transaction_id') AS transaction_id,
-                   CAST(json_extract_string(e.j, '$.event_time') AS TIMESTAMPTZ) AS order_ts,
-                   json_extract_string(e.j, '$.store_id') AS store_id,
-                   json_extract_string(e.j, '$.customer_id') AS customer_id,
-                   json_extract_string(e.j, '$.currency') AS currency,
-                   json_extract_string(e.j, '$.payment_method') AS payment_method,
-                   json_extract_string(e.j, '$.card_fingerprint') AS card_fingerprint,
-                   CAST(json_extract_string(l.lj, '$.line_no') AS BIGINT) AS line_no,
-                   json_extract_string(l.lj, '$.product_id') AS product_id,
-                   CAST(json_extract_string(l.lj, '$.quantity') AS BIGINT) AS quantity,
-                   CAST(json_extract_string(l.lj, '$.unit_price') AS DECIMAL(18,4)) AS unit_price,
-                   CAST(json_extract_string(l.lj, '$.discount') AS DECIMAL(9,4)) AS discount
-            FROM events e JOIN raw_lines l USING ("partition", "offset")
+            SELECT e.topic, e."partition", e."offset", e."timestamp", r.idx, r.lj,
+                   {_string('e.e.transaction_id')} AS transaction_id,
+                   TRY_CAST({_string('e.e.event_time')} AS TIMESTAMPTZ) AS order_ts,
+                   {_string('e.e.store_id')} AS store_id,
+                   {_string('e.e.customer_id')} AS customer_id,
+                   {_string('e.e.currency')} AS currency,
+                   {_string('e.e.payment_method')} AS payment_method,
+                   {_string('e.e.card_fingerprint')} AS card_fingerprint,
+                   TRY_CAST(r.l.line_no AS BIGINT) AS line_no,
+                   {_string('r.l.product_id')} AS product_id,
+                   TRY_CAST(r.l.quantity AS BIGINT) AS quantity,
+                   TRY_CAST({_string('r.l.unit_price')} AS DECIMAL(18,4)) AS unit_price,
+                   TRY_CAST({_string('r.l.discount')} AS DECIMAL(9,4)) AS discount
+            FROM events e JOIN raw_lines r USING ("partition", "offset")
             WHERE len(e.reasons) = 0
         )
         """
@@ -195,7 +220,7 @@ def _quarantine(con: duckdb.DuckDBPyConnection, batch_id: str) -> None:
         CREATE OR REPLACE TEMP VIEW quarantine_rows AS
         SELECT {key} || ')') AS quarantine_key, 'pos' AS source_system, reasons,
                CAST(NULL AS MAP(VARCHAR, VARCHAR)) AS raw, left(text, 20000) AS raw_line,
-               CASE WHEN j IS NOT NULL THEN json_extract_string(j, '$.transaction_id') END AS order_id,
+               {_string('e.transaction_id')} AS order_id,
                CAST(NULL AS VARCHAR) AS line_id, '{BRONZE_URI}' AS bronze_uri, {position} AS source_position,
                "offset" AS landed_seq, '{batch_id}' AS batch_id, "timestamp" AS ingested_at, value AS raw_bytes,
                "partition"

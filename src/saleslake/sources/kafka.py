@@ -59,8 +59,9 @@ def client_config(settings: Settings) -> dict[str, str]:
 
 
 def consumer_config(settings: Settings) -> dict:
+    client = client_config(settings)
     return {
-        **client_config(settings),
+        **client,
         "group.id": settings.kafka.group_id,
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
@@ -69,8 +70,12 @@ def consumer_config(settings: Settings) -> dict:
         "isolation.level": "read_committed",
         "fetch.max.bytes": 52_428_800,
         "queued.max.messages.kbytes": 131_072,
+        # a consumer that died hands its partitions over after 10 s, not the default 45
+        "session.timeout.ms": 10_000,
+        "heartbeat.interval.ms": 2_000,
         # librdkafka logs connection errors itself; we report our own one-line errors.
         "log_level": 3,
+        **settings.kafka.client,  # the user's settings win
     }
 
 
@@ -117,7 +122,7 @@ class PosConsumer:
         self.rebalances = 0
         self._consumer = Consumer(consumer_config(settings))
         try:
-            self.partition_count = wait_for_topic(self._consumer, settings)
+            self.partition_count = wait_for_topic(self._consumer, settings, settings.stream.connect_attempts)
         except Exception:
             self._consumer.close()
             raise
