@@ -38,6 +38,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 
 import duckdb  # noqa: E402
+import pyarrow as pa  # noqa: E402
 from confluent_kafka import Consumer  # noqa: E402
 from deltalake import DeltaTable  # noqa: E402
 
@@ -148,7 +149,7 @@ def freshness(servers: str, rate: float, seconds: float, refresh_every: float) -
     poller.join()
     # silver: the commit time of each line's file minus its event time
     table = DeltaTable(str(lake.sales_lines))
-    actions = table.get_add_actions(flatten=True).to_pydict()
+    actions = pa.table(table.get_add_actions(flatten=True)).to_pydict()
     files = {str(lake.sales_lines / p): m for p, m in zip(actions["path"], actions["modification_time"])}
     con = duckdb.connect()
     rows = con.execute(

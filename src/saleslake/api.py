@@ -205,6 +205,54 @@ def _run_stages(lake, s, ledger, result, until, threshold, progress, force_gold)
     )
     result.gold = gold.tables
     result.message = "gold published"
+    if s.postgres.publish_after_gold:
+        _publish_postgres_stage(lake, s, ledger)
+
+
+def _publish_postgres_stage(lake, s, ledger) -> None:
+    """The automatic warehouse publish after gold (``postgres.publish_after_gold``)."""
+    from saleslake.serve.postgres import publish_postgres as publish
+
+    started = utcnow()
+    try:
+        done = publish(s, run_id=ledger.run_id)
+    except SaleslakeError as exc:
+        ledger.record(StageRecord("publish_postgres", "failed", started, utcnow(), error=str(exc).splitlines()[0]))
+        raise
+    ledger.record(StageRecord("publish_postgres", "succeeded", started, utcnow(),
+                              counts=StageCounts(rows_read=done.rows_sent, rows_valid=done.rows_sent),
+                              details=_publication_details(done)))
+
+
+def _publication_details(done) -> dict:
+    return {"release_id": done.release_id, "dsn": done.dsn, "schema": done.schema, "skipped": done.skipped,
+            "schema_version": done.schema_version, "migrations_applied": done.migrations_applied,
+            "attempts": done.attempts, "seconds": round(done.seconds, 3),
+            "tables": {n: vars(t) for n, t in done.tables.items()}}
+
+
+def publish_postgres(dsn: str | None = None, schema: str | None = None, settings: Settings | None = None):
+    """Publish the latest gold release into the PostgreSQL warehouse (star schema, see
+    :mod:`saleslake.serve.postgres`); returns its :class:`PostgresPublication`. ``dsn``
+    defaults to the warehouse database as the warehouse role (password from
+    ``SALESLAKE_POSTGRES_WAREHOUSE_PASSWORD[_FILE]``), ``schema`` to
+    ``postgres.warehouse_schema``. Recorded in the ledger as stage ``publish_postgres``."""
+    from saleslake.serve.postgres import publish_postgres as publish
+
+    s, lake = _resolve(settings)
+    run_id = new_run_id()
+    ledger = Ledger(lake, run_id, "publish postgres")
+    started = utcnow()
+    try:
+        done = publish(s, dsn=dsn, schema=schema, run_id=run_id)
+    except SaleslakeError as exc:
+        if lake.runs.parent.is_dir():
+            ledger.record(StageRecord("publish_postgres", "failed", started, utcnow(), error=str(exc).splitlines()[0]))
+        raise
+    ledger.record(StageRecord("publish_postgres", "succeeded", started, utcnow(),
+                              counts=StageCounts(rows_read=done.rows_sent, rows_valid=done.rows_sent),
+                              details=_publication_details(done)))
+    return done
 
 
 def rebuild_gold(settings: Settings | None = None, wait_seconds: float = 0.0, progress: Progress | None = None) -> RunResult:
@@ -435,3 +483,12 @@ def stream(
     options = StreamOptions(max_batch=max_batch, max_wait=max_wait, until_idle=until_idle,
                             refresh_gold_every=refresh_gold_every, max_batches=max_batches)
     return run_stream(lake, s, options, stop=stop, on_batch=on_batch)
+
+
+def freshness(settings: Settings | None = None) -> list[dict]:
+    """Per source system: newest data in silver and in the published gold (see
+    :func:`saleslake.serve.freshness.freshness`)."""
+    from saleslake.serve.freshness import freshness as source_freshness
+
+    _, lake = _resolve(settings)
+    return source_freshness(lake)

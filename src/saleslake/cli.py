@@ -40,6 +40,8 @@ app.add_typer(generate_app, name="generate")
 app.add_typer(ingest_app, name="ingest")
 app.add_typer(rebuild_app, name="rebuild")
 app.add_typer(services_app, name="services")
+publish_app = typer.Typer(help="Publish gold to a serving target.", no_args_is_help=True)
+app.add_typer(publish_app, name="publish")
 
 out = Console()
 err = Console(stderr=True)
@@ -291,6 +293,30 @@ def status(
                 (entry["error"] or "") if first else "",
             )
     out.print(view)
+    _print_streams(runs)
+    _print_freshness(api.freshness(_settings(home)))
+
+
+def _print_streams(runs: list[dict]) -> None:
+    live = [r for r in runs if r.get("stream") and r["stream"]["alive"]]
+    for r in live:
+        st = r["stream"]
+        out.print(f"stream {r['run_id']} on {st['topic']} (group {st['group_id']}): {st['records']:,} records, "
+                  f"lag {st['total_lag']:,}, last beat {st['updated_at']}", highlight=False)
+
+
+def _print_freshness(rows: list[dict]) -> None:
+    if not rows:
+        return
+    view = Table(title="freshness per source")
+    for name in ("source", "silver lines", "newest event", "newest landed", "age", "gold lines", "gold published"):
+        view.add_column(name)
+    for r in rows:
+        age = r["silver_age_seconds"]
+        view.add_row(r["source_system"], f"{r['silver_lines']:,}", (r["last_event_at"] or "")[:19],
+                     (r["last_ingested_at"] or "")[:19], "" if age is None else f"{age:,.0f} s",
+                     f"{r['gold_lines']:,}", (r["gold_published_at"] or "")[:19])
+    out.print(view)
 
 
 @app.command()
@@ -481,6 +507,31 @@ def demo(
     from saleslake.serve.demo import run_demo
 
     run_demo(_settings(home), rows, out, err)
+
+
+@publish_app.command("postgres")
+@guarded
+def publish_postgres(
+    dsn: Annotated[str | None, typer.Option(
+        help="Warehouse database, without password (default: the local service's warehouse database as the "
+             "warehouse role; password from SALESLAKE_POSTGRES_WAREHOUSE_PASSWORD_FILE).")] = None,
+    schema: Annotated[str | None, typer.Option(help="Target schema (default: postgres.warehouse_schema, gold).")] = None,
+    home: Home = None,
+) -> None:
+    """Publish the latest gold release into a PostgreSQL warehouse (star schema, incremental, atomic)."""
+    done = api.publish_postgres(dsn, schema, _settings(home))
+    if done.skipped:
+        out.print(f"{done.dsn} schema {done.schema} already holds gold release {done.release_id}: nothing changed",
+                  highlight=False, soft_wrap=True)
+        return
+    if done.migrations_applied:
+        out.print(f"schema {done.schema} migrated to version {done.schema_version}", highlight=False)
+    parts = []
+    for name, t in done.tables.items():
+        state = "unchanged" if t.skipped else f"{t.written:,} written, {t.deleted:,} deleted"
+        parts.append(f"{name} {t.rows:,} rows ({state})")
+    out.print(f"published gold release {done.release_id} to {done.dsn} schema {done.schema} in {done.seconds:.1f} s: "
+              + "; ".join(parts), highlight=False, soft_wrap=True)
 
 
 def main() -> None:

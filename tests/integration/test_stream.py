@@ -214,3 +214,32 @@ def test_broker_down_at_start_is_transient_with_a_hint(settings):
     with pytest.raises(TransientError, match="saleslake services start kafka"):
         api.stream(until_idle=True, settings=down)
     assert time.monotonic() - started < 30
+
+
+def test_gold_stays_fresh_while_streaming(stream_settings, lake):
+    summary = api.produce(2_000, seed=18, settings=stream_settings)
+    stop = threading.Event()
+    results = []
+    worker = threading.Thread(target=lambda: results.append(
+        api.stream(settings=stream_settings, stop=stop, refresh_gold_every=2, max_wait=0.5)))
+    worker.start()
+    try:
+        deadline = time.monotonic() + 180
+        seen = 0
+        while time.monotonic() < deadline and seen < summary.valid_lines:
+            time.sleep(1)
+            fresh = {r["source_system"]: r for r in api.freshness(settings=stream_settings)}
+            seen = fresh.get("pos", {}).get("gold_lines", 0)
+    finally:
+        stop.set()
+        worker.join(timeout=120)
+    assert seen == summary.valid_lines
+    assert results and results[0].gold_refreshes >= 1
+    facts, sales = sql(lake, "SELECT count(*), sum(sales) FROM gold.fact_sales")[0]
+    assert facts == summary.valid_lines and sales == Decimal(summary.valid_sales)
+    stream_run = [r for r in api.status(settings=stream_settings) if r["command"] == "stream"][0]
+    assert stream_run["stages"]["gold"]["status"] == "succeeded"
+    assert stream_run["stages"]["gold"]["rows_valid"] == summary.valid_lines
+    pos = api.freshness(settings=stream_settings)[0]
+    assert pos["source_system"] == "pos" and pos["silver_lines"] == summary.valid_lines
+    assert pos["silver_age_seconds"] is not None and pos["gold_published_at"] is not None
