@@ -225,3 +225,19 @@ def test_quantity_far_above_the_product_norm(worker, lake):
     # P-1's norm is 2: 21 > 10 × 2; P-2 has no history yet, so no norm
     assert sql(lake, "SELECT line_id, fraud_reasons FROM silver.sales_lines WHERE order_id = 't-99' ORDER BY 1") == [
         ("1", ["quantity_above_norm"]), ("2", [])]
+
+
+def test_bronze_events_past_retention_go_once_silver_holds_them(worker, lake):
+    from datetime import timedelta
+
+    from saleslake.retention import apply_retention
+
+    worker.process(records([event(i) for i in range(5)]))
+    later = datetime.now(UTC) + timedelta(days=91)
+    assert apply_retention(lake, worker.settings).events_deleted == 0  # not old yet
+    assert apply_retention(lake, worker.settings, now=later).events_deleted == 5
+    assert sql(lake, "SELECT count(*) FROM bronze.pos_events") == [(0,)]
+    assert sql(lake, "SELECT count(*) FROM silver.sales_lines") == [(10,)]
+    # a replay of the same offsets is still recognised as done: positions live in silver
+    worker.process(records([event(i) for i in range(5)]))
+    assert sql(lake, "SELECT count(*) FROM bronze.pos_events") == [(0,)]
