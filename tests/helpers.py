@@ -46,10 +46,22 @@ def line(row_id="1", order_id="O-1", order_date="15-01-2021", ship_date="17-01-2
     )
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on (right now)."""
+def free_ports(count: int) -> list[int]:
+    """Distinct ports the kernel hands out on 127.0.0.1 (all held open until chosen)."""
     import socket
 
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (right now)."""
+    return free_ports(1)[0]

@@ -28,21 +28,9 @@ from saleslake.services.kafka import (
     stop_kafka,
 )
 
+from helpers import free_ports
+
 pytestmark = pytest.mark.integration
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct ports the kernel hands out on 127.0.0.1 (all held open until chosen)."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def api_versions_v0(port: int) -> tuple[int, dict[int, tuple[int, int]]]:

@@ -38,22 +38,11 @@ from saleslake.services.postgres import (
     stop_postgres,
 )
 
+from helpers import free_ports
+
 pytestmark = pytest.mark.integration
 
 ROLES = ("owner", "reader", "warehouse")
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def port_accepts(port: int) -> bool:

@@ -48,6 +48,7 @@ from typing import Any
 import psutil
 
 from saleslake import __version__ as saleslake_version
+from saleslake.services.ports import port_holder
 from saleslake.errors import TransientError, UserError
 
 HOST = "127.0.0.1"
@@ -516,35 +517,14 @@ def _wait_gone(process: psutil.Process, timeout: float) -> bool:
 
 
 def _check_port_free(port: int, what: str) -> None:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the JVM does
-        sock.bind((HOST, port))
-    except OSError:
-        owner = _port_owner(port)
-        by = f" by {owner}" if owner else " by another program"
+    holder = port_holder(port)
+    if holder:
         option = "--port" if what == "broker" else "--controller-port"
         raise PortInUseError(
-            f"cannot start the local Kafka {what}: {HOST}:{port} is already in use{by}; "
+            f"cannot start the local Kafka {what}: {HOST}:{port} is already in use {holder}; "
             f"stop that program or choose another port ({option}); if it is a Kafka you run "
             f"yourself, set bootstrap.servers instead"
-        ) from None
-    finally:
-        sock.close()
-
-
-def _port_owner(port: int) -> str:
-    """Best effort 'name (pid N)' of the program listening on ``port``."""
-    try:
-        for conn in psutil.net_connections(kind="tcp"):
-            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
-                try:
-                    return f"{psutil.Process(conn.pid).name()} (pid {conn.pid})"
-                except psutil.Error:
-                    return f"pid {conn.pid}"
-    except (psutil.Error, OSError):
-        pass
-    return ""
+        )
 
 
 def _server_properties(service: KafkaService) -> str:

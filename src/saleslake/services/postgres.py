@@ -55,7 +55,6 @@ import pwd
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -66,6 +65,7 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
+from saleslake.services.ports import port_holder
 from saleslake.errors import TransientError, UserError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -954,32 +954,12 @@ def _create_database(service: PostgresService, name: str, role: str, owner_passw
 
 
 def _check_port_free(port: int) -> None:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as PostgreSQL does
-        sock.bind((HOST, port))
-    except OSError:
-        owner = _port_owner(port)
-        by = f" by {owner}" if owner else " by another program"
+    holder = port_holder(port)
+    if holder:
         raise PostgresPortInUseError(
-            f"cannot start the local PostgreSQL: {HOST}:{port} is already in use{by}; stop that program or "
+            f"cannot start the local PostgreSQL: {HOST}:{port} is already in use {holder}; stop that program or "
             f"choose another port (--port, or SALESLAKE_POSTGRES__PORT)"
-        ) from None
-    finally:
-        sock.close()
-
-
-def _port_owner(port: int) -> str:
-    try:
-        for conn in psutil.net_connections(kind="tcp"):
-            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
-                try:
-                    return f"{psutil.Process(conn.pid).name()} (pid {conn.pid})"
-                except psutil.Error:
-                    return f"pid {conn.pid}"
-    except (psutil.Error, OSError):
-        pass
-    return ""
+        )
 
 
 def _last_log_line(path: Path, offset: int = 0) -> str:

@@ -1,0 +1,38 @@
+"""Loopback port checks shared by the local services."""
+
+from __future__ import annotations
+
+import socket
+
+import psutil
+
+HOST = "127.0.0.1"
+
+
+def port_holder(port: int) -> str | None:
+    """None when ``port`` on 127.0.0.1 can be bound (as servers do, with SO_REUSEADDR);
+    otherwise who holds it: ``"by <name> (pid N)"`` or ``"by another program"``."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((HOST, port))
+        return None
+    except OSError:
+        owner = _listener(port)
+        return f"by {owner}" if owner else "by another program"
+    finally:
+        sock.close()
+
+
+def _listener(port: int) -> str:
+    """Best effort 'name (pid N)' of the program listening on ``port``."""
+    try:
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
+                try:
+                    return f"{psutil.Process(conn.pid).name()} (pid {conn.pid})"
+                except psutil.Error:
+                    return f"pid {conn.pid}"
+    except (psutil.Error, OSError):
+        pass
+    return ""
