@@ -27,7 +27,6 @@ import argparse
 import json
 import shutil
 import socket
-import statistics
 import sys
 import threading
 import time

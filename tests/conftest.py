@@ -10,7 +10,7 @@ import pytest
 from saleslake import api
 from saleslake.lake import Lake
 
-from helpers import SHARED_DATA
+from helpers import SHARED_DATA, free_ports
 
 os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
 
@@ -36,21 +36,6 @@ def lake(settings) -> Lake:
 
 
 
-def _free_ports(count: int) -> list[int]:
-    import socket
-
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory: pytest.TempPathFactory):
     """One real Kafka broker (KRaft, 127.0.0.1) for the whole test session.
@@ -60,7 +45,7 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory):
     """
     from saleslake.services.kafka import KafkaService, start_kafka, stop_kafka
 
-    port, controller = _free_ports(2)
+    port, controller = free_ports(2)
     service = KafkaService(home=tmp_path_factory.mktemp("kafka-broker"), port=port, controller_port=controller)
     start_kafka(service)
     try:
@@ -96,7 +81,7 @@ def postgres_service(tmp_path_factory: pytest.TempPathFactory):
     """
     from saleslake.services.postgres import PostgresService, destroy_postgres, start_postgres
 
-    (port,) = _free_ports(1)
+    (port,) = free_ports(1)
     service = PostgresService(home=tmp_path_factory.mktemp("postgres-service"), port=port)
     start_postgres(service)
     try:

@@ -177,6 +177,7 @@ def _run_stages(lake, s, ledger, result, until, threshold, progress, force_gold)
         StageRecord("silver", "quality_gate" if gate_failed else "succeeded", started, utcnow(), counts=silver,
                     details={"quarantine_share": round(share, 6), "silver_version": _silver_version(lake)})
     )
+    _retention_stage(lake, s, ledger)
     if gate_failed:
         raise QualityGateError(
             f"quality gate: {quarantined} of {read} rows ({share:.1%}) were quarantined since gold was last "
@@ -253,6 +254,18 @@ def publish_postgres(dsn: str | None = None, schema: str | None = None, settings
                               counts=StageCounts(rows_read=done.rows_sent, rows_valid=done.rows_sent),
                               details=_publication_details(done)))
     return done
+
+
+def _retention_stage(lake: Lake, s: Settings, ledger: Ledger) -> None:
+    """Delete bronze data past its retention that silver has processed (see saleslake.retention)."""
+    from dataclasses import asdict
+
+    from saleslake.retention import apply_retention
+
+    started = utcnow()
+    done = apply_retention(lake, s)
+    if done.files_deleted or done.events_deleted:
+        ledger.record(StageRecord("bronze_retention", "succeeded", started, utcnow(), details=asdict(done)))
 
 
 def rebuild_gold(settings: Settings | None = None, wait_seconds: float = 0.0, progress: Progress | None = None) -> RunResult:
@@ -345,6 +358,80 @@ def generate_oltp(dsn: str | None = None, orders: int = 10_000, mutate: bool = F
     s, _ = _resolve(settings)
     return generate(s.postgres, dsn=dsn, orders=orders, mutate=mutate, seed=seed, replace=replace,
                     progress=progress)
+
+
+@dataclass
+class PostgresIngestResult:
+    run_id: str
+    extract_seq: int
+    tables: dict[str, int]  # changed rows taken per table
+    context_rows: dict[str, int]  # unchanged companions read (lines of changed orders, orders of changed lines)
+    silver: StageCounts
+    removed: int  # lines taken out of silver (cancelled or deleted)
+    reference: dict[str, int]
+    extract_seconds: float
+    seconds: float
+    attempts: int
+
+    @property
+    def rows(self) -> int:
+        return sum(self.tables.values()) + sum(self.context_rows.values())
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.extract_seconds if self.extract_seconds else 0.0
+
+
+def ingest_postgres(dsn: str | None = None, tables: Sequence[str] | None = None, settings: Settings | None = None,
+                    wait_seconds: float = 0.0) -> PostgresIngestResult:
+    """Incremental extract of the operational database into bronze and silver, exactly once
+    (see saleslake.sources.postgres and saleslake.silver.oltp). ``dsn`` defaults to the
+    reader role's (``settings.postgres``); its password comes from
+    ``SALESLAKE_POSTGRES_READER_PASSWORD[_FILE]``. ``tables`` limits the logical tables
+    (orders and order_lines always go together)."""
+    import time as _time
+
+    from saleslake.runs import silver_commit_lock
+    from saleslake.silver.oltp import apply_extract
+    from saleslake.sources import postgres as source
+
+    s, lake = _resolve(settings)
+    chosen = source.resolve_tables(tables)
+    run_id = new_run_id()
+    clock = _time.perf_counter()
+    with lake_lock(lake, run_id, "ingest postgres", wait_seconds):
+        ledger = Ledger(lake, run_id, "ingest postgres")
+        started = utcnow()
+        ledger.record(StageRecord("run", "running", started, details={"tables": chosen}))
+        try:
+            positions = source.read_positions(lake)
+            extract = source.extract(lake, s, positions, chosen, dsn)
+            ledger.record(StageRecord("bronze", "succeeded", started, utcnow(),
+                                      counts=StageCounts(rows_read=extract.rows, rows_valid=extract.rows),
+                                      details={"extract_seq": extract.seq, "extract_id": extract.extract_id,
+                                               "seconds": round(extract.seconds, 3), "attempts": extract.attempts,
+                                               "tables": {t: x.rows for t, x in extract.tables.items()}}))
+            silver_started = utcnow()
+            with silver_commit_lock(lake):
+                if source.committed_seq(lake) != positions.committed_seq:
+                    raise UserError("another operational extract committed meanwhile; run ingest postgres again")
+                source.write_positions(lake, source.position_rows(extract, positions))
+                counts = apply_extract(lake, s, extract)
+            silver = StageCounts(counts.rows_read, counts.rows_valid, counts.rows_quarantined, counts.rows_duplicate,
+                                 counts.rows_corrected)
+            ledger.record(StageRecord("silver", "succeeded", silver_started, utcnow(), counts=silver,
+                                      details={"removed": counts.removed, "reference": counts.reference,
+                                               "extract_seq": extract.seq, "silver_version": _silver_version(lake)}))
+        except BaseException as exc:
+            message = str(exc) if isinstance(exc, SaleslakeError) else f"{type(exc).__name__}: {exc}"
+            ledger.record(StageRecord("run", "failed", started, utcnow(), error=(message.splitlines() or ["failed"])[0]))
+            raise
+        ledger.record(StageRecord("run", "succeeded", started, utcnow()))
+    return PostgresIngestResult(
+        run_id=run_id, extract_seq=extract.seq, tables={t: x.rows for t, x in extract.tables.items()},
+        context_rows={t: x.context_rows for t, x in extract.tables.items() if x.context_rows},
+        silver=silver, removed=counts.removed, reference=counts.reference or {},
+        extract_seconds=extract.seconds, seconds=_time.perf_counter() - clock, attempts=extract.attempts)
 
 
 # -- point of sale ---------------------------------------------------------------------------

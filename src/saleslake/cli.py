@@ -203,6 +203,28 @@ def generate_oltp(
     out.print(f"now: {counts} ({summary.seconds:.1f} s)", highlight=False, soft_wrap=True)
 
 
+@ingest_app.command("postgres")
+@guarded
+def ingest_postgres(
+    dsn: Annotated[str | None, typer.Option(
+        help="Source database, without password (default: the shop database as the read-only reader role; "
+             "password from SALESLAKE_POSTGRES_READER_PASSWORD_FILE).")] = None,
+    tables: Annotated[list[str] | None, typer.Option(
+        "--tables", help="Logical tables to extract (repeat or comma-separate; orders and order_lines go together).")] = None,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for another run's lock.")] = 0.0,
+    home: Home = None,
+) -> None:
+    """Incremental extract of the operational database into bronze and silver (exactly once)."""
+    result = api.ingest_postgres(dsn, tables, _settings(home), wait)
+    taken = ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in result.tables.items())
+    out.print(f"extract {result.extract_seq}: {taken} changed ({result.rows:,} rows read in "
+              f"{result.extract_seconds:.1f} s, {result.rows_per_second:,.0f} rows/s)", highlight=False, soft_wrap=True)
+    c = result.silver
+    out.print(f"silver: {c.rows_valid:,} lines valid, {c.rows_quarantined:,} quarantined, {c.rows_duplicate:,} unchanged, "
+              f"{result.removed:,} removed (cancelled or deleted); reference changes: "
+              + (", ".join(f"{v:,} {k}" for k, v in result.reference.items()) or "none"), highlight=False, soft_wrap=True)
+
+
 @ingest_app.command("csv")
 @guarded
 def ingest_csv(

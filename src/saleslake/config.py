@@ -62,6 +62,11 @@ class FraudSettings(BaseModel):
     quantity_norm_min_lines: int = Field(20, ge=1)
 
 
+class BronzeSettings(BaseModel):
+    # raw data older than this is deleted once silver has processed it (None: keep forever)
+    retention_days: float | None = Field(90, ge=0)
+
+
 class CsvSettings(BaseModel):
     default_currency: str = "USD"
     # Files are parsed in chunks of about this many bytes so memory stays bounded.
@@ -116,6 +121,10 @@ class PostgresSettings(BaseModel):
     statement_timeout_seconds: float = Field(300.0, ge=0)  # 0 = no limit
     lock_timeout_seconds: float = Field(5.0, ge=0)  # 0 = no limit
     application_name: str = "saleslake"
+    # the gold warehouse (saleslake publish postgres)
+    warehouse_schema: str = "gold"  # target schema of the star schema
+    publish_after_gold: bool = False  # publish to the warehouse at the end of every gold build
+    publish_attempts: int = Field(4, ge=1)  # tries on transient errors (connection lost, lock timeout)
     # the local service (saleslake services start postgres)
     service_home: Path | None = None  # default <home>/services/postgres
     bin_dir: Path | None = None  # initdb/pg_ctl/postgres; default: detected (or installed)
@@ -163,6 +172,41 @@ class PostgresSettings(BaseModel):
         return make_conninfo(host=self.host, port=self.port, dbname=database, user=user, **extra)
 
 
+class OltpTableSettings(BaseModel):
+    """Where one logical table of the operational shop lives: its source relation, key,
+    change-tracking column and column names (logical name -> source column; unnamed
+    logical columns have the same name in the source)."""
+
+    source: str
+    key: str
+    updated_at: str = "updated_at"
+    columns: dict[str, str] = Field(default_factory=dict)
+
+
+def _default_oltp_tables() -> dict[str, OltpTableSettings]:
+    keys = {"stores": "store_id", "customers": "customer_id", "products": "product_id", "orders": "order_id",
+            "order_lines": "order_line_id"}
+    return {name: OltpTableSettings(source=name, key=key) for name, key in keys.items()}
+
+
+class OltpSettings(BaseModel):
+    """Incremental extract of the operational database (``saleslake ingest postgres``).
+
+    Per table, rows with ``updated_at >= watermark - overlap_seconds`` are re-read and
+    deduplicated against the (key, updated_at) pairs already taken, so a late commit with
+    an older ``updated_at`` within the window is not lost and rows sharing one
+    ``updated_at`` are never skipped. ``tables`` maps the logical shop tables (the demo
+    schema of ``saleslake generate oltp`` by default) to the source."""
+
+    source_name: str = "shop"
+    db_schema: str = "public"
+    overlap_seconds: float = Field(5.0, ge=0)
+    batch_bytes: int = Field(16 * 1024 * 1024, ge=65536)  # Arrow batch size when parsing the COPY stream
+    retries: int = Field(5, ge=0)  # tries after a lost connection (server restart), with backoff
+    retry_backoff_seconds: float = Field(0.5, ge=0)
+    tables: dict[str, OltpTableSettings] = Field(default_factory=_default_oltp_tables)
+
+
 class StreamSettings(BaseModel):
     # a micro-batch ends at max_batch messages or after max_wait_seconds, whichever first
     max_batch: int = Field(50_000, ge=1)
@@ -193,9 +237,11 @@ class Settings(BaseSettings):
     tax: TaxSettings = Field(default_factory=TaxSettings)
     fraud: FraudSettings = Field(default_factory=FraudSettings)
     csv: CsvSettings = Field(default_factory=CsvSettings)
+    bronze: BronzeSettings = Field(default_factory=BronzeSettings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     stream: StreamSettings = Field(default_factory=StreamSettings)
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
+    oltp: OltpSettings = Field(default_factory=OltpSettings)
     # Peak RSS stays under ~4 GB at any input size with these two bounds (benchmarks/).
     duckdb_memory_limit: str = "2GB"
     duckdb_threads: int = Field(0, ge=0)  # 0 = all cores

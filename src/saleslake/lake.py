@@ -81,6 +81,8 @@ class Lake:
             "silver.quarantine": self.quarantine,
             "silver.reference_stores": self.home / "silver" / "reference_stores",
             "silver.reference_products": self.home / "silver" / "reference_products",
+            "silver.reference_customers": self.home / "silver" / "reference_customers",
+            "system.oltp_positions": self.home / "system" / "oltp_positions",
             "bronze.pos_events": self.bronze_events,
             "system.bronze_manifest": self.manifest,
             "system.runs": self.runs,

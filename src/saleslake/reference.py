@@ -7,6 +7,8 @@ Two Delta tables under ``silver/``, append-only, one row per observed state of a
                                 postal_code, region, market, currency, updated_at, source_system
     silver/reference_products   product_id, product_name, category, sub_category,
                                 list_price, updated_at, source_system
+    silver/reference_customers  customer_id, customer_name, segment, city, state, country,
+                                postal_code, region, market, updated_at, source_system
 
 Point-of-sale events carry only ids; the stream takes store location and product
 attributes from the state of these records valid at the event (CONTRACT §6). The POS
@@ -55,6 +57,22 @@ PRODUCTS_SCHEMA = pa.schema(
     ]
 )
 
+CUSTOMERS_SCHEMA = pa.schema(
+    [
+        ("customer_id", pa.string()),
+        ("customer_name", pa.string()),
+        ("segment", pa.string()),
+        ("city", pa.string()),
+        ("state", pa.string()),
+        ("country", pa.string()),
+        ("postal_code", pa.string()),
+        ("region", pa.string()),
+        ("market", pa.string()),
+        ("updated_at", pa.timestamp("us", tz="UTC")),
+        ("source_system", pa.string()),
+    ]
+)
+
 
 @dataclass(frozen=True)
 class ReferenceTable:
@@ -68,6 +86,7 @@ class ReferenceTable:
 
 STORES = ReferenceTable("stores", "store_id", STORES_SCHEMA)
 PRODUCTS = ReferenceTable("products", "product_id", PRODUCTS_SCHEMA)
+CUSTOMERS = ReferenceTable("customers", "customer_id", CUSTOMERS_SCHEMA)
 
 
 def register(lake: Lake, ref: ReferenceTable, rows: pa.Table) -> int:

@@ -40,8 +40,8 @@ def _processed_seq(lake: Lake) -> int:
 
 def _purge_csv(lake: Lake, cutoff: datetime, result: RetentionResult) -> None:
     processed = _processed_seq(lake)
-    when = cutoff.strftime("%Y-%m-%d %H:%M:%S")
-    for obj in manifest_rows(lake, f"kind = 'csv' AND landed_seq <= {processed} AND landed_at < TIMESTAMPTZ '{when}+00'"):
+    when = cutoff.astimezone(UTC).isoformat()
+    for obj in manifest_rows(lake, f"kind = 'csv' AND landed_seq <= {processed} AND landed_at < TIMESTAMPTZ '{when}'"):
         path = lake.home / obj["bronze_uri"]
         if path.exists():
             result.bytes_freed += path.stat().st_size

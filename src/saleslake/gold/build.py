@@ -93,12 +93,15 @@ def build_gold(
     started = time.perf_counter()
     lake.home.mkdir(parents=True, exist_ok=True)
     silver = open_delta(lake.sales_lines)  # the committed snapshot this build reads
+    # before the views are registered: a reference commit in between makes the next build full again
+    references = reference_fingerprint(lake)
     register_silver(lake, silver)
     current = state.project_hash(DBT_PROJECT_DIR)
     con = duckdb.connect(str(lake.warehouse))
     try:
         state.prepare(con)
-        full = full_refresh or not state.incremental_possible(con, current)
+        reference_changed = _reference_changed(con, references)
+        full = full_refresh or not state.incremental_possible(con, current) or reference_changed
         if full:
             state.start_full_build(con, current)
         silver_diff = register_silver_diff(con, lake, silver, full)
@@ -115,6 +118,8 @@ def build_gold(
             state.full_build_done(con)
         finally:
             con.close()
+    if reference_changed:
+        _store_reference_fingerprint(lake, references)
     timings = {"prepare": prepared - started, "dbt": time.perf_counter() - prepared}
     tables, fact_changes = gold_row_counts(lake), _fact_changes(lake, full)
     versions: dict[str, int] = {}
@@ -165,6 +170,53 @@ def register_silver(lake: Lake, silver: DeltaTable | None = None) -> None:
             nulls = ", ".join(f'CAST(NULL AS {typ}) AS "{name}"' for name, typ in duckdb_type_sql(SALES_LINES_SCHEMA))
             con.execute('CREATE SCHEMA IF NOT EXISTS "silver"')
             con.execute(f'CREATE OR REPLACE VIEW "silver"."sales_lines" AS SELECT {nulls} WHERE false')
+        _register_reference(con, lake)
+    finally:
+        con.close()
+
+
+def _register_reference(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
+    """``silver.reference_*`` views (reference states, SCD2 observations); empty ones
+    with their schema when a table was never created."""
+    from saleslake import reference
+
+    con.execute('CREATE SCHEMA IF NOT EXISTS "silver"')
+    for ref in (reference.CUSTOMERS, reference.PRODUCTS, reference.STORES):
+        table = open_delta(ref.path(lake))
+        if table is not None:
+            register_snapshots(con, {f"silver.reference_{ref.name}": table})
+        else:
+            nulls = ", ".join(f'CAST(NULL AS {typ}) AS "{name}"' for name, typ in duckdb_type_sql(ref.schema))
+            con.execute(f'CREATE OR REPLACE VIEW "silver"."reference_{ref.name}" AS SELECT {nulls} WHERE false')
+
+
+def reference_fingerprint(lake: Lake) -> str:
+    """Identity of the reference snapshots gold was built from (their file lists)."""
+    import hashlib
+
+    from saleslake import reference
+
+    digest = hashlib.sha256()
+    for ref in (reference.CUSTOMERS, reference.PRODUCTS, reference.STORES):
+        table = open_delta(ref.path(lake))
+        digest.update(f"{ref.name}:{sorted(table.file_uris()) if table is not None else None};".encode())
+    return digest.hexdigest()
+
+
+def _reference_changed(con: duckdb.DuckDBPyConnection, fingerprint: str) -> bool:
+    """True when the reference tables changed since the last successful build: their
+    states are SCD2 observations that pending lines do not cover, so gold is rebuilt."""
+    con.execute('CREATE SCHEMA IF NOT EXISTS "gold_state"')
+    con.execute('CREATE TABLE IF NOT EXISTS "gold_state"."reference_fingerprint" (fingerprint VARCHAR)')
+    rows = con.execute('SELECT fingerprint FROM "gold_state"."reference_fingerprint"').fetchall()
+    return not rows or rows[0][0] != fingerprint
+
+
+def _store_reference_fingerprint(lake: Lake, fingerprint: str) -> None:
+    con = duckdb.connect(str(lake.warehouse))
+    try:
+        con.execute('DELETE FROM "gold_state"."reference_fingerprint"')
+        con.execute('INSERT INTO "gold_state"."reference_fingerprint" VALUES (?)', [fingerprint])
     finally:
         con.close()
 

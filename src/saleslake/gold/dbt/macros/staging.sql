@@ -62,3 +62,14 @@ from {{ relation }}
     source_position   as obs_position,
     line_key          as obs_id
 {%- endmacro %}
+
+{#- The observation columns of a reference state (silver.reference_*): effective at its
+    updated_at (business time of the operational record), after any sales line of the
+    same instant (obs_seq NULL sorts first). -#}
+{% macro reference_observation_columns(natural_key) -%}
+    cast(timezone('UTC', updated_at) as date)    as obs_date,
+    cast(updated_at as timestamptz)              as obs_ts,
+    cast(null as bigint)                         as obs_seq,
+    'reference:' || source_system                as obs_position,
+    'ref:' || {{ natural_key }} || ':' || cast(epoch_us(updated_at) as varchar) as obs_id
+{%- endmacro %}

@@ -1,0 +1,324 @@
+"""`saleslake ingest postgres`: incremental extract of the operational shop (a real
+PostgreSQL, the session's ``postgres_service``, a fresh database per test) into bronze,
+silver and, through `run`, gold."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+
+import psycopg
+import pytest
+from typer.testing import CliRunner
+
+from saleslake import api
+from saleslake.cli import app
+from saleslake.errors import TransientError, UserError
+from saleslake.sample.oltp import SQL_INJECTION_TEXT
+from saleslake.sources.postgres import OltpSourceError
+
+pytestmark = pytest.mark.integration
+
+LIVE = """
+    SELECT l.order_line_id, l.quantity * l.unit_price AS sales
+    FROM order_lines l JOIN orders o USING (order_id)
+    WHERE o.status <> 'cancelled' AND o.deleted_at IS NULL AND l.deleted_at IS NULL
+"""
+
+
+def owner(s) -> psycopg.Connection:
+    pg = s.postgres
+    return psycopg.connect(host="127.0.0.1", port=pg.port, dbname=pg.database, user=pg.user,
+                           password=pg.password("owner"), autocommit=True)
+
+
+def source_state(s) -> tuple[int, Decimal, set[str]]:
+    with owner(s) as conn:
+        rows = conn.execute(LIVE).fetchall()
+    return len(rows), sum((r[1] for r in rows), Decimal(0)), {str(r[0]) for r in rows}
+
+
+def silver_state(s) -> tuple[int, Decimal, set[str]]:
+    t = api.query("SELECT line_id, sales FROM silver.sales_lines WHERE source_system = 'oltp'", settings=s)
+    ids = t["line_id"].to_pylist()
+    assert len(ids) == len(set(ids)), "a line is in silver twice"
+    return len(ids), sum(t["sales"].to_pylist(), Decimal(0)), set(ids)
+
+
+def test_first_extract_then_mutations_exactly_once(postgres_settings) -> None:
+    s = postgres_settings
+    api.generate_oltp(orders=2000, seed=3, settings=s)
+    first = api.ingest_postgres(settings=s)
+    assert first.extract_seq == 0
+    with owner(s) as conn:
+        for table in ("orders", "order_lines", "customers", "products", "stores"):
+            assert first.tables[table] == conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    expected = source_state(s)
+    assert silver_state(s) == expected
+    assert first.silver.rows_valid == expected[0] and first.silver.rows_quarantined == 0
+    assert first.reference["customers"] == 500 and first.reference["products"] > 3000
+
+    # nothing changed: nothing taken, silver unchanged
+    again = api.ingest_postgres(settings=s)
+    assert sum(again.tables.values()) == 0 and again.silver.rows_valid == 0 and again.removed == 0
+    assert silver_state(s) == expected
+
+    for round_no in range(1, 4):
+        summary = api.generate_oltp(mutate=True, settings=s)
+        assert summary.shared_updated_at_rows > 1  # many rows share one updated_at
+        result = api.ingest_postgres(settings=s)
+        assert result.extract_seq == 2 * round_no  # one extract per ingest, reruns included
+        changed_orders = summary.changes["orders_cancelled"]
+        assert result.tables["orders"] >= changed_orders
+        assert result.removed >= 1  # cancellations and deletions leave silver
+        assert result.tables["order_lines"] >= summary.changes["new_order_lines"]
+        assert silver_state(s) == source_state(s), f"round {round_no}"
+        # updated rows replace, nothing doubles, and a rerun takes nothing again
+        rerun = api.ingest_postgres(settings=s)
+        assert sum(rerun.tables.values()) == 0
+        assert silver_state(s) == source_state(s)
+
+    # shipped orders got their ship date in silver
+    with owner(s) as conn:
+        shipped = dict(conn.execute(
+            "SELECT l.order_line_id::text, o.ship_date FROM order_lines l JOIN orders o USING (order_id) "
+            "WHERE o.status <> 'cancelled' AND o.deleted_at IS NULL AND l.deleted_at IS NULL").fetchall())
+    t = api.query("SELECT line_id, ship_date FROM silver.sales_lines WHERE source_system = 'oltp'", settings=s)
+    assert dict(zip(t["line_id"].to_pylist(), t["ship_date"].to_pylist())) == shipped
+
+
+def test_rows_sharing_updated_at_and_late_commit_in_overlap(postgres_settings) -> None:
+    s = postgres_settings
+    api.generate_oltp(orders=300, seed=5, settings=s)
+    api.ingest_postgres(settings=s)
+    with owner(s) as conn:
+        # one transaction: 40 orders change with one identical updated_at
+        conn.execute("UPDATE orders SET ship_mode = 'Second Class', updated_at = now() WHERE order_id <= 40")
+        top = conn.execute("SELECT max(updated_at) FROM orders").fetchone()[0]
+    first = api.ingest_postgres(settings=s)
+    assert first.tables["orders"] == 40
+    with owner(s) as conn:
+        # a late commit: updated_at older than the watermark, within the overlap window
+        conn.execute("UPDATE orders SET ship_mode = 'First Class', updated_at = %s - interval '2 seconds' "
+                     "WHERE order_id BETWEEN 41 AND 45", (top,))
+        # and another row at exactly the watermark's updated_at
+        conn.execute("UPDATE orders SET ship_mode = 'Same Day', updated_at = %s WHERE order_id = 46", (top,))
+    late = api.ingest_postgres(settings=s)
+    assert late.tables["orders"] == 6  # the 40 already taken are not taken again
+    t = api.query("SELECT order_id, any_value(ship_mode) AS m FROM silver.sales_lines WHERE source_system = 'oltp' "
+                  "AND CAST(order_id AS BIGINT) <= 46 GROUP BY 1", settings=s)
+    got = dict(zip(t["order_id"].to_pylist(), t["m"].to_pylist()))
+    with owner(s) as conn:
+        live = {str(r[0]): r[1] for r in conn.execute(
+            "SELECT order_id, ship_mode FROM orders WHERE order_id <= 46 AND status <> 'cancelled' "
+            "AND deleted_at IS NULL AND order_id IN (SELECT order_id FROM order_lines WHERE deleted_at IS NULL)")}
+    assert got == live
+    assert silver_state(s) == source_state(s)
+
+
+def test_crash_between_extract_and_commit_then_rerun(postgres_settings, monkeypatch) -> None:
+    s = postgres_settings
+    api.generate_oltp(orders=500, seed=11, settings=s)
+    api.ingest_postgres(settings=s)
+    api.generate_oltp(mutate=True, settings=s)
+
+    import saleslake.silver.oltp as silver_oltp
+
+    real = silver_oltp.apply_extract
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("simulated crash after bronze and positions were written")
+
+    monkeypatch.setattr(silver_oltp, "apply_extract", crash)
+    with pytest.raises(RuntimeError):
+        api.ingest_postgres(settings=s)
+    monkeypatch.setattr(silver_oltp, "apply_extract", real)
+    result = api.ingest_postgres(settings=s)
+    assert result.extract_seq == 2  # the crashed extract 1 never committed
+    assert silver_state(s) == source_state(s)
+    assert sum(api.ingest_postgres(settings=s).tables.values()) == 0
+    assert silver_state(s) == source_state(s)
+
+
+def test_lost_connection_during_extract_is_retried(postgres_settings, monkeypatch) -> None:
+    """The server drops the extract's session mid-way (as in a restart): retried, nothing
+    lost or doubled."""
+    s = postgres_settings
+    api.generate_oltp(orders=400, seed=13, settings=s)
+    import saleslake.sources.postgres as src
+
+    real = src.copy_to_parquet
+    calls = {"n": 0}
+
+    def killing(conn, query, table, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:  # the third table of the first attempt
+            pid = conn.info.backend_pid
+            with owner(s) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        return real(conn, query, table, *args, **kwargs)
+
+    monkeypatch.setattr(src, "copy_to_parquet", killing)
+    result = api.ingest_postgres(settings=s)
+    assert result.attempts == 2
+    assert silver_state(s) == source_state(s)
+
+
+def test_scd2_history_from_updated_at_and_sql_text_in_gold(postgres_settings) -> None:
+    s = postgres_settings
+    api.generate_oltp(orders=600, seed=17, settings=s)
+    api.ingest_postgres(settings=s)
+    api.run(settings=s)
+    with owner(s) as conn:
+        customer, segment, name = conn.execute(
+            "SELECT customer_id, segment, customer_name FROM customers c WHERE EXISTS "
+            "(SELECT 1 FROM orders o WHERE o.customer_id = c.customer_id) ORDER BY customer_id LIMIT 1").fetchone()
+        new_segment = "Corporate" if segment != "Corporate" else "Consumer"
+        conn.execute("UPDATE customers SET segment = %s, updated_at = timestamptz '2026-03-01 12:00:00+00' "
+                     "WHERE customer_id = %s", (new_segment, customer))
+        product = conn.execute("SELECT product_id FROM products WHERE product_name LIKE %s",
+                               ("%" + SQL_INJECTION_TEXT,)).fetchone()[0]
+        conn.execute("UPDATE products SET product_name = product_name || ' v2', "
+                     "updated_at = timestamptz '2026-04-01 08:00:00+00' WHERE product_id = %s", (product,))
+    api.ingest_postgres(settings=s)
+    api.run(settings=s)
+    t = api.query(f"SELECT segment, valid_from, valid_to, is_current, version FROM gold.dim_customer "
+                  f"WHERE customer_id = '{customer}' ORDER BY version", settings=s).to_pylist()
+    assert [r["segment"] for r in t] == [segment, new_segment]
+    assert t[1]["valid_from"] == date(2026, 3, 1) and t[0]["valid_to"] == date(2026, 3, 1)
+    assert t[1]["is_current"] and t[1]["valid_to"] == date(9999, 12, 31)
+    p = api.query(f"SELECT product_name, valid_from FROM gold.dim_product WHERE product_id = '{product}' "
+                  "ORDER BY version", settings=s).to_pylist()
+    assert p[-1]["product_name"].endswith(SQL_INJECTION_TEXT + " v2") and p[-1]["valid_from"] == date(2026, 4, 1)
+    names = api.query("SELECT DISTINCT customer_name FROM gold.dim_customer", settings=s)["customer_name"].to_pylist()
+    assert "Robert" + SQL_INJECTION_TEXT in names
+    # stores get name and channel from their reference states, the planted name unchanged
+    stores = api.query("SELECT store_id, store_name, channel FROM gold.dim_store WHERE store_sk <> -1",
+                       settings=s).to_pylist()
+    assert stores and all(r["store_name"] and r["channel"] in ("store", "outlet") for r in stores)
+    assert any(r["store_name"] == 'Kiosk "Terminal 2"' + SQL_INJECTION_TEXT for r in stores)
+    # reconciliation: gold facts equal silver lines
+    f = api.query("SELECT count(*) AS n, sum(sales) AS s FROM gold.fact_sales", settings=s).to_pylist()[0]
+    n, total, _ = source_state(s)
+    assert (f["n"], f["s"]) == (n, total)
+    # a cancellation leaves gold
+    with owner(s) as conn:
+        order_id = conn.execute("SELECT order_id FROM orders WHERE status = 'placed' AND deleted_at IS NULL "
+                                "ORDER BY order_id LIMIT 1").fetchone()[0]
+        conn.execute("UPDATE orders SET status = 'cancelled', cancelled_at = now(), updated_at = now() "
+                     "WHERE order_id = %s", (order_id,))
+    api.ingest_postgres(settings=s)
+    api.run(settings=s)
+    assert api.query(f"SELECT count(*) AS n FROM gold.fact_sales WHERE order_id = '{order_id}'",
+                     settings=s).to_pylist()[0]["n"] == 0
+    f = api.query("SELECT count(*) AS n, sum(sales) AS s FROM gold.fact_sales", settings=s).to_pylist()[0]
+    n, total, _ = source_state(s)
+    assert (f["n"], f["s"]) == (n, total)
+
+
+def test_bad_inputs(postgres_settings, monkeypatch) -> None:
+    s = postgres_settings
+    runner = CliRunner()
+    # wrong password: clear message, no password
+    import os
+
+    reader_file = os.environ["SALESLAKE_POSTGRES_READER_PASSWORD_FILE"]
+    monkeypatch.delenv("SALESLAKE_POSTGRES_READER_PASSWORD_FILE")
+    monkeypatch.setenv("SALESLAKE_POSTGRES_READER_PASSWORD", "wrong-secret-123")
+    with pytest.raises(UserError) as info:
+        api.ingest_postgres(settings=s)
+    assert "wrong-secret-123" not in str(info.value) and "refused" in str(info.value)
+    monkeypatch.delenv("SALESLAKE_POSTGRES_READER_PASSWORD")
+    monkeypatch.setenv("SALESLAKE_POSTGRES_READER_PASSWORD_FILE", reader_file)
+    # wrong DSN: nobody listens there
+    bad = s.model_copy(update={"oltp": s.oltp.model_copy(update={"retries": 0})})
+    with pytest.raises(TransientError) as info:
+        api.ingest_postgres(dsn="postgresql://saleslake_reader@127.0.0.1:1/shop", settings=bad)
+    assert "127.0.0.1:1" in str(info.value)
+    # missing table
+    with pytest.raises(OltpSourceError, match=r"table public\.stores \(logical stores\) not found"):
+        api.ingest_postgres(settings=s)
+    api.generate_oltp(orders=100, seed=1, settings=s)
+    with owner(s) as conn:
+        conn.execute("ALTER TABLE orders RENAME COLUMN ship_mode TO shipping_mode")
+    with pytest.raises(OltpSourceError, match=r"column public\.orders\.ship_mode not found"):
+        api.ingest_postgres(settings=s)
+    result = runner.invoke(app, ["ingest", "postgres", "--home", str(s.home)],
+                           env={"SALESLAKE_POSTGRES__PORT": str(s.postgres.port),
+                                "SALESLAKE_POSTGRES__DATABASE": s.postgres.database})
+    assert result.exit_code == 1 and "ship_mode not found" in result.output
+    assert "Traceback" not in result.output
+    with owner(s) as conn:
+        conn.execute("ALTER TABLE orders RENAME COLUMN shipping_mode TO ship_mode")
+        conn.execute("ALTER TABLE orders ALTER COLUMN order_ts TYPE text")
+    with pytest.raises(OltpSourceError, match=r"order_ts has type text .*expected timestamptz"):
+        api.ingest_postgres(settings=s)
+    with pytest.raises(UserError, match="unknown table"):
+        api.ingest_postgres(tables=["nope"], settings=s)
+
+
+
+def test_quarantine_tables_option_and_cli(postgres_settings) -> None:
+    """A line breaking CONTRACT §4 is quarantined with its reason and leaves silver;
+    --tables limits the extract; the CLI prints a summary."""
+    s = postgres_settings
+    api.generate_oltp(orders=300, seed=19, settings=s)
+    runner = CliRunner()
+    env = {"SALESLAKE_POSTGRES__PORT": str(s.postgres.port), "SALESLAKE_POSTGRES__DATABASE": s.postgres.database}
+    result = runner.invoke(app, ["ingest", "postgres", "--home", str(s.home)], env=env)
+    assert result.exit_code == 0, result.output
+    assert "extract 0:" in result.output and "lines valid" in result.output
+    assert silver_state(s) == source_state(s)
+    with owner(s) as conn:
+        conn.execute("ALTER TABLE order_lines DROP CONSTRAINT order_lines_quantity_check")
+        line_id = conn.execute(
+            "SELECT l.order_line_id FROM order_lines l JOIN orders o USING (order_id) WHERE o.status <> 'cancelled' "
+            "AND o.deleted_at IS NULL AND l.deleted_at IS NULL ORDER BY 1 LIMIT 1").fetchone()[0]
+        conn.execute("UPDATE order_lines SET quantity = 0, updated_at = now() WHERE order_line_id = %s", (line_id,))
+        conn.execute("UPDATE customers SET segment = 'Home Office', updated_at = now() WHERE customer_id = 'CU-0000001'")
+    only_customers = api.ingest_postgres(tables=["customers"], settings=s)
+    assert only_customers.tables == {"customers": 1} and only_customers.reference == {"customers": 1}
+    assert str(line_id) in silver_state(s)[2]  # lines not extracted yet
+    both = api.ingest_postgres(settings=s)
+    assert both.tables["order_lines"] == 1 and both.tables["customers"] == 0
+    assert both.silver.rows_quarantined == 1 and both.removed == 1
+    q = api.quarantine(settings=s).to_pylist()
+    assert any(r["line_id"] == str(line_id) and "non_positive_quantity" in r["reasons"] for r in q)
+    n, total, keys = source_state(s)
+    assert silver_state(s) == (n - 1, total, keys - {str(line_id)})  # quantity 0: sales 0
+    # a rerun changes nothing
+    assert sum(api.ingest_postgres(settings=s).tables.values()) == 0
+    assert len([r for r in api.quarantine(settings=s).to_pylist() if r["line_id"] == str(line_id)]) == 1
+    positions = api.query("SELECT DISTINCT table_name FROM system.oltp_positions", settings=s)
+    assert len(positions) == 5
+
+
+def test_server_restart_during_extract(postgres_settings, postgres_service, monkeypatch) -> None:
+    """The real server restarts between two tables of an extract: the read is retried
+    with backoff once it is back, from the same position; nothing lost or doubled."""
+    from saleslake.services.postgres import start_postgres, stop_postgres
+
+    s = postgres_settings
+    api.generate_oltp(orders=400, seed=23, settings=s)
+    api.ingest_postgres(settings=s)
+    api.generate_oltp(mutate=True, settings=s)
+    import saleslake.sources.postgres as src
+
+    real = src.copy_to_parquet
+    calls = {"n": 0}
+
+    def restarting(conn, query, table, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            stop_postgres(postgres_service)
+            start_postgres(postgres_service)
+        return real(conn, query, table, *args, **kwargs)
+
+    monkeypatch.setattr(src, "copy_to_parquet", restarting)
+    try:
+        result = api.ingest_postgres(settings=s)
+    finally:
+        start_postgres(postgres_service)  # idempotent: leave it running for the other tests
+    assert result.attempts == 2
+    assert silver_state(s) == source_state(s)
+    assert sum(api.ingest_postgres(settings=s).tables.values()) == 0
