@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
@@ -118,8 +119,15 @@ def _batch_max(records: pa.Table) -> dict[int, int]:
 
 def _after(records: pa.Table, held: dict[int, int]) -> pa.Table:
     """Records beyond the held position of their partition."""
-    floor = pa.array([held.get(p, -1) for p in records["partition"].to_pylist()], pa.int64())
-    return records.filter(pc.greater(records["offset"], floor))
+    if not records.num_rows:
+        return records
+    # a lookup table indexed by partition number: no Python loop over the records
+    partitions = records["partition"].to_numpy()
+    table = np.full(int(partitions.max()) + 1, -1, dtype=np.int64)
+    for p, offset in held.items():
+        if p < len(table):
+            table[p] = offset
+    return records.filter(pc.greater(records["offset"], pa.array(table[partitions])))
 
 
 class StreamWorker:
@@ -389,8 +397,9 @@ def _loop(consumer: PosConsumer, worker: StreamWorker, options: StreamOptions, s
             result.batches += 1
             result.records += records.num_rows
             result.counts.add(counts)
-            result.positions.update(_batch_max(records))
-            consumer.commit_informational(_batch_max(records))
+            batch_max = _batch_max(records)
+            result.positions.update(batch_max)
+            consumer.commit_informational(batch_max)
             waiting_since = time.monotonic()
         now = time.monotonic()
         if now - last_beat >= 5.0 or not records.num_rows:

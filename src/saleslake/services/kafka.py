@@ -38,7 +38,6 @@ import struct
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import resources
@@ -48,7 +47,7 @@ from typing import Any
 import psutil
 
 from saleslake import __version__ as saleslake_version
-from saleslake.services.ports import port_holder
+from saleslake.services.ports import file_lock, port_holder
 from saleslake.errors import TransientError, UserError
 
 HOST = "127.0.0.1"
@@ -239,7 +238,7 @@ def fetch_jars(cache_dir: Path | None = None, *, quiet: bool = True) -> Path:
         return lib
     mvn = find_maven()
     cache.mkdir(parents=True, exist_ok=True)
-    with _file_lock(cache / ".lock"):
+    with file_lock(cache / ".lock"):
         if _jars_present(lib, marker, digest):  # another process finished while we waited
             return lib
         pom_file = cache / "pom.xml"
@@ -344,7 +343,7 @@ def start_kafka(service: KafkaService) -> dict[str, str]:
     """Start the broker (fetching jars and formatting storage when needed) and wait until it
     answers. Idempotent: an already running broker of this state directory is reused."""
     service.home.mkdir(parents=True, exist_ok=True)
-    with _file_lock(service.home / ".lock"):
+    with file_lock(service.home / ".lock"):
         state = _running_state(service)
         if state is not None:
             if (state.get("port"), state.get("controller_port")) != (service.port, service.controller_port):
@@ -400,7 +399,7 @@ def stop_kafka(service: KafkaService) -> None:
     SIGKILL. Idempotent: nothing running is fine."""
     if not service.home.exists():
         return
-    with _file_lock(service.home / ".lock"):
+    with file_lock(service.home / ".lock"):
         state = _running_state(service)
         if state is not None:
             _terminate(int(state["pid"]), timeout=service.stop_timeout)
@@ -427,23 +426,6 @@ def kafka_status(service: KafkaService) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- internals
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock (no-op where fcntl is missing)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _read_state(service: KafkaService) -> dict[str, Any] | None:

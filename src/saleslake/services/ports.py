@@ -1,8 +1,12 @@
-"""Loopback port checks shared by the local services."""
+"""What the local services share: loopback port checks and their state-file lock."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import socket
+from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 
@@ -36,3 +40,15 @@ def _listener(port: int) -> str:
     except (psutil.Error, OSError):
         pass
     return ""
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Exclusive flock on ``path`` (created with its folder): one start/stop at a time."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -57,7 +57,6 @@ import secrets
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -65,7 +64,7 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from saleslake.services.ports import port_holder
+from saleslake.services.ports import file_lock, port_holder
 from saleslake.errors import TransientError, UserError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -487,7 +486,7 @@ def start_postgres(service: PostgresService) -> dict[str, Any]:
     accepts connections, ensure the roles and databases, and return the connection
     settings. Idempotent: a running cluster of this state directory is reused."""
     service.home.mkdir(parents=True, exist_ok=True)
-    with _file_lock(service.lock_file):
+    with file_lock(service.lock_file):
         running = _running(service)
         if running is not None:
             if int(running["port"]) != service.port:
@@ -544,7 +543,7 @@ def stop_postgres(service: PostgresService) -> None:
     """Fast shutdown (open sessions are rolled back). Idempotent: nothing running is fine."""
     if not service.home.exists():
         return
-    with _file_lock(service.lock_file):
+    with file_lock(service.lock_file):
         running = _running(service)
         if running is None:
             return
@@ -582,19 +581,6 @@ def destroy_postgres(service: PostgresService) -> None:
 
 def _fields(service: PostgresService) -> dict[str, Any]:
     return {k: getattr(service, k) for k in PostgresService.__dataclass_fields__}
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
