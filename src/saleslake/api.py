@@ -129,8 +129,13 @@ def run(
     wait_seconds: float = 0.0,
     progress: Progress | None = None,
     force_gold: bool = False,
+    publish: bool | None = None,
 ) -> RunResult:
-    """Process everything landed and not yet processed, through ``until``."""
+    """Process everything landed and not yet processed, through ``until``.
+
+    ``publish``: publish gold to the PostgreSQL warehouse after building it (default:
+    ``postgres.publish_after_gold``); the Airflow gold DAG passes False and publishes in a
+    task of its own."""
     s, lake = _resolve(settings)
     threshold = s.quality.max_quarantine_share if max_quarantine_share is None else max_quarantine_share
     if not 0.0 <= threshold <= 1.0:
@@ -143,7 +148,8 @@ def run(
         ledger.record(StageRecord("run", "running", started))
         result = RunResult(run_id=run_id, status="running")
         try:
-            _run_stages(lake, s, ledger, result, until, threshold, progress, force_gold)
+            publish = s.postgres.publish_after_gold if publish is None else publish
+            _run_stages(lake, s, ledger, result, until, threshold, progress, force_gold, publish)
         except BaseException as exc:
             status = "quality_gate" if isinstance(exc, QualityGateError) else "failed"
             message = str(exc) if isinstance(exc, SaleslakeError) else f"{type(exc).__name__}: {exc}"
@@ -154,7 +160,7 @@ def run(
         return result
 
 
-def _run_stages(lake, s, ledger, result, until, threshold, progress, force_gold) -> None:
+def _run_stages(lake, s, ledger, result, until, threshold, progress, force_gold, publish) -> None:
     from saleslake.silver.process import pending_objects, process_csv
 
     started = utcnow()
@@ -206,7 +212,7 @@ def _run_stages(lake, s, ledger, result, until, threshold, progress, force_gold)
     )
     result.gold = gold.tables
     result.message = "gold published"
-    if s.postgres.publish_after_gold:
+    if publish:
         _publish_postgres_stage(lake, s, ledger)
 
 
@@ -553,22 +559,26 @@ def stream(
     settings: Settings | None = None,
     stop=None,
     on_batch=None,
+    max_seconds: float | None = None,
 ):
     """Consume the point-of-sale topic into bronze and silver, exactly once (CONTRACT §6).
 
     Runs until ``stop`` (a ``threading.Event``) is set, or with ``until_idle`` until every
-    assigned partition is consumed to its end. Returns a :class:`saleslake.stream.StreamResult`.
+    assigned partition is consumed to its end, or after ``max_seconds`` (a bounded
+    micro-batch run, as the Airflow stream DAG does). Returns a
+    :class:`saleslake.stream.StreamResult`.
     """
     from saleslake.stream import StreamOptions, run_stream
 
     s, lake = _resolve(settings)
     if topic:
         s = s.model_copy(update={"kafka": s.kafka.model_copy(update={"topic": topic})})
-    for name, value in (("--max-batch", max_batch), ("--max-wait", max_wait), ("--refresh-gold-every", refresh_gold_every)):
+    for name, value in (("--max-batch", max_batch), ("--max-wait", max_wait), ("--refresh-gold-every", refresh_gold_every),
+                        ("--max-seconds", max_seconds)):
         if value is not None and value <= 0:
             raise UserError(f"{name} must be positive, not {value}")
     options = StreamOptions(max_batch=max_batch, max_wait=max_wait, until_idle=until_idle,
-                            refresh_gold_every=refresh_gold_every, max_batches=max_batches)
+                            refresh_gold_every=refresh_gold_every, max_batches=max_batches, max_seconds=max_seconds)
     return run_stream(lake, s, options, stop=stop, on_batch=on_batch)
 
 
@@ -579,3 +589,58 @@ def freshness(settings: Settings | None = None) -> list[dict]:
 
     _, lake = _resolve(settings)
     return source_freshness(lake)
+
+
+# -- orchestration and monitoring -----------------------------------------------------------
+
+
+def doctor(settings: Settings | None = None, include_dbt: bool = True, home: str | Path | None = None) -> list:
+    """Preflight checks (see :mod:`saleslake.doctor`): configuration, lake home and disk,
+    package versions, the dbt project, PostgreSQL and Kafka reachability. Never raises for
+    what it finds; a configuration error is the failed ``config`` check."""
+    from saleslake.config import config_file_path
+    from saleslake.doctor import Check, run_checks
+    from saleslake.errors import ConfigError
+
+    try:
+        s = settings or load_settings(home=home)
+        source = config_file_path()
+    except ConfigError as exc:
+        return [Check("config", False, str(exc), "fix that setting in saleslake.toml (or SALESLAKE_CONFIG) or the environment")]
+    where = f"{source} + environment" if source else "defaults + environment (no saleslake.toml)"
+    return [Check("config", True, where)] + run_checks(s, include_dbt)
+
+
+def quality_gate(max_quarantine_share: float | None = None, settings: Settings | None = None) -> dict:
+    """Check the quarantine share of all silver work not yet in gold against the threshold
+    (default ``quality.max_quarantine_share``). Returns ``{"share", "rows_quarantined",
+    "rows_read", "threshold"}``; raises QualityGateError above the threshold."""
+    s, lake = _resolve(settings)
+    threshold = s.quality.max_quarantine_share if max_quarantine_share is None else max_quarantine_share
+    share, quarantined, read = _gate_share(lake, StageCounts())
+    out = {"share": round(share, 6), "rows_quarantined": quarantined, "rows_read": read, "threshold": threshold}
+    if share > threshold:
+        raise QualityGateError(
+            f"quality gate: {quarantined} of {read} rows ({share:.1%}) were quarantined since gold was last "
+            f"published, above the threshold {threshold:.1%} (inspect with `saleslake quarantine`)"
+        )
+    return out
+
+
+def health(settings: Settings | None = None):
+    """Freshness per source, recent quarantine rate and stream lag against the ``[monitor]``
+    thresholds; returns a :class:`saleslake.serve.health.Health` (``.ok``, ``.problems``)."""
+    from saleslake.serve.health import check_health
+
+    s, lake = _resolve(settings)
+    return check_health(lake, s)
+
+
+def alert(title: str, text: str = "", severity: str = "error", details: dict | None = None,
+          settings: Settings | None = None):
+    """Log an alert and send it to the configured webhook / e-mail (see :mod:`saleslake.alerts`);
+    returns one :class:`saleslake.alerts.Delivery` per channel."""
+    from saleslake.alerts import Alert, send_alert
+
+    s = settings or load_settings()
+    return send_alert(Alert(title, text, severity, details or {}), s)

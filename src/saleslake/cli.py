@@ -531,6 +531,32 @@ def demo(
     run_demo(_settings(home), rows, out, err)
 
 
+@app.command()
+@guarded
+def doctor(
+    home: Home = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the checks as JSON.")] = False,
+    skip_dbt: Annotated[bool, typer.Option("--skip-dbt", help="Skip parsing the dbt project (saves ~4 s).")] = False,
+) -> None:
+    """Preflight checks: config, lake home and disk, versions, dbt project, PostgreSQL and Kafka.
+
+    One line per check with a fix hint for each failure; exits 1 when a required check fails
+    (a service the configuration does not use is only a warning)."""
+    checks = api.doctor(home=home, include_dbt=not skip_dbt)
+    if as_json:
+        print(json.dumps([c.as_dict() for c in checks], indent=2, default=_json_default))
+    else:
+        styles = {"ok": "green", "warn": "yellow", "FAIL": "bold red"}
+        for check in checks:
+            out.print(f"[{styles[check.state]}]{check.state:<4}[/]  {check.name:<20} {check.detail}"
+                      + (f" [dim]— fix: {check.hint}[/]" if not check.ok and check.hint else ""),
+                      highlight=False, soft_wrap=True)
+    broken = [c.name for c in checks if c.required and not c.ok]
+    if broken:
+        err.print(f"[bold red]doctor:[/] {len(broken)} required check(s) failed: {', '.join(broken)}", highlight=False)
+        raise typer.Exit(1)
+
+
 @publish_app.command("postgres")
 @guarded
 def publish_postgres(

@@ -225,6 +225,57 @@ class StreamSettings(BaseModel):
     )
 
 
+class AlertSettings(BaseModel):
+    """Where alerts go (failed tasks, stale sources, quarantine rate, stream lag). They are
+    always logged; a webhook and e-mail are added when configured. A webhook URL that holds
+    a token belongs in ``SALESLAKE_ALERTS__WEBHOOK_URL`` (or ``SALESLAKE_ALERT_WEBHOOK_URL_FILE``),
+    the SMTP password in ``SALESLAKE_SMTP_PASSWORD[_FILE]``; neither is ever logged."""
+
+    webhook_url: str | None = None  # JSON POST {"title", "severity", "text", "details"}
+    webhook_timeout_seconds: float = Field(10.0, gt=0)
+    smtp_host: str | None = None
+    smtp_port: int = Field(587, ge=1, le=65535)
+    smtp_user: str | None = None
+    smtp_starttls: bool = True
+    mail_from: str = "saleslake@localhost"
+    mail_to: list[str] = Field(default_factory=list)
+
+    def webhook(self) -> str | None:
+        return self.webhook_url or read_secret("SALESLAKE_ALERT_WEBHOOK_URL")
+
+
+class MonitorSettings(BaseModel):
+    """Thresholds of ``saleslake_monitor`` / :func:`saleslake.api.health`."""
+
+    # a source whose newest line reached silver longer ago than this is stale; keys are a
+    # source system (``pos``, ``oltp``, ``csv:<name>``) or its kind (``csv``)
+    max_source_age_seconds: dict[str, float] = Field(
+        default_factory=lambda: {"csv": 26 * 3600.0, "oltp": 2 * 3600.0, "pos": 15 * 60.0})
+    # share of rows quarantined by silver within the window above which to alert
+    max_quarantine_share: float = Field(0.05, ge=0.0, le=1.0)
+    quarantine_window_hours: float = Field(24.0, gt=0)
+    # Kafka messages not yet in silver (all partitions) above which to alert
+    max_stream_lag: int = Field(100_000, ge=0)
+
+
+class OrchestrationSettings(BaseModel):
+    """How the Airflow DAGs (airflow/dags) drive the pipeline."""
+
+    # folder of regional CSV exports the daily batch lands (landing is idempotent: a file
+    # already in bronze is a no-op); None: the batch lands nothing
+    csv_inbox: Path | None = None
+    csv_source: str = "exports"
+    # extract the operational PostgreSQL database in the daily batch
+    extract_postgres: bool = False
+    batch_schedule: str = "@daily"
+    retries: int = Field(2, ge=0)
+    retry_delay_minutes: float = Field(10.0, ge=0)
+    # bounded stream micro-batches every interval, each at most max_seconds long
+    stream_interval_seconds: int = Field(30, ge=5)
+    stream_max_seconds: float = Field(25.0, gt=0)
+    monitor_interval_minutes: int = Field(15, ge=1)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SALESLAKE_",
@@ -242,6 +293,9 @@ class Settings(BaseSettings):
     stream: StreamSettings = Field(default_factory=StreamSettings)
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
     oltp: OltpSettings = Field(default_factory=OltpSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    orchestration: OrchestrationSettings = Field(default_factory=OrchestrationSettings)
     # Peak RSS stays under ~4 GB at any input size with these two bounds (benchmarks/).
     duckdb_memory_limit: str = "2GB"
     duckdb_threads: int = Field(0, ge=0)  # 0 = all cores

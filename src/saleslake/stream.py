@@ -63,6 +63,7 @@ class StreamOptions:
     refresh_gold_every: float | None = None  # default: settings.stream.refresh_gold_every_seconds
     max_batches: int | None = None  # stop after this many non-empty batches (tests, benchmarks)
     idle_timeout: float = 60.0  # until_idle: give up waiting for an assignment after this
+    max_seconds: float | None = None  # stop after this long (bounded runs under a scheduler)
 
 
 @dataclass
@@ -388,6 +389,7 @@ def _loop(consumer: PosConsumer, worker: StreamWorker, options: StreamOptions, s
           max_batch: int, max_wait: float, result: StreamResult, ledger: Ledger, settings: Settings,
           on_batch: Callable[[StreamResult], None] | None) -> None:
     waiting_since = time.monotonic()
+    deadline = None if options.max_seconds is None else waiting_since + options.max_seconds
     last_beat = 0.0
     last_reference = time.monotonic()
     while not stop.is_set():
@@ -416,6 +418,9 @@ def _loop(consumer: PosConsumer, worker: StreamWorker, options: StreamOptions, s
             on_batch(result)
         if options.max_batches is not None and result.batches >= options.max_batches:
             result.stopped_by = "max_batches"
+            return
+        if deadline is not None and now >= deadline:
+            result.stopped_by = "max_seconds"
             return
         if options.until_idle and not records.num_rows:
             if consumer.assigned and not any(result.lag.get(p, 0) for p in consumer.assigned):
