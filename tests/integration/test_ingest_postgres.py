@@ -322,3 +322,44 @@ def test_server_restart_during_extract(postgres_settings, postgres_service, monk
     assert result.attempts == 2
     assert silver_state(s) == source_state(s)
     assert sum(api.ingest_postgres(settings=s).tables.values()) == 0
+
+
+def _new_order(conn, order_id: int, customer: str, minutes: int, product: str, quantity: int) -> None:
+    """An order placed ``minutes`` after 2030-01-01 12:00 UTC, one line, copied from order 1's shape."""
+    conn.execute(
+        """INSERT INTO orders SELECT %s, %s, store_id, channel, timestamptz '2030-01-01 12:00:00+00' + %s * interval '1 minute',
+                  'placed', ship_mode, order_priority, NULL, ship_city, ship_state, ship_country, ship_postal_code,
+                  ship_region, ship_market, currency, NULL, now(), now(), NULL FROM orders WHERE order_id = 1""",
+        (order_id, customer, minutes))
+    conn.execute(
+        """INSERT INTO order_lines SELECT %s, %s, 1, %s, %s, 10.00, 0, 4.00, 0, now(), now(), NULL""",
+        (order_id * 100, order_id, product, quantity))
+
+
+def test_velocity_and_quantity_norm_on_operational_lines(postgres_settings) -> None:
+    """The history rules of CONTRACT §7 for the operational source: seven orders of one
+    customer within ten minutes (over two extracts) flag the sixth and seventh; a quantity
+    far above the product's norm in silver is flagged."""
+    s = postgres_settings.model_copy(update={"fraud": postgres_settings.fraud.model_copy(
+        update={"quantity_norm_min_lines": 8})})
+    api.generate_oltp(orders=400, seed=9, settings=s)
+    api.ingest_postgres(settings=s)
+    norm = api.query("SELECT product_id, count(*) AS n, avg(quantity) AS q FROM silver.sales_lines "
+                     "GROUP BY 1 ORDER BY n DESC, product_id LIMIT 1", settings=s).to_pylist()[0]
+    assert norm["n"] >= s.fraud.quantity_norm_min_lines
+    with owner(s) as conn:
+        customer = conn.execute("SELECT customer_id FROM customers ORDER BY customer_id LIMIT 1").fetchone()[0]
+        for i in range(4):  # orders 0..3 at minutes 0, 1, 2, 3
+            _new_order(conn, 900_000 + i, customer, i, norm["product_id"], 1)
+    api.ingest_postgres(settings=s)
+    with owner(s) as conn:
+        for i in range(4, 7):  # minutes 4, 5, 6: the 6th and 7th order in the window
+            _new_order(conn, 900_000 + i, customer, i, norm["product_id"], 1)
+        big = int(norm["q"] * 10) + 1
+        _new_order(conn, 900_100, customer, 600, norm["product_id"], big)
+    api.ingest_postgres(settings=s)
+    rows = api.query("SELECT order_id, quantity, fraud_reasons, is_suspected_fraud FROM silver.sales_lines "
+                     "WHERE CAST(order_id AS BIGINT) >= 900000 ORDER BY CAST(order_id AS BIGINT)", settings=s).to_pylist()
+    flagged = {r["order_id"]: r["fraud_reasons"] for r in rows if r["is_suspected_fraud"]}
+    assert flagged == {"900005": ["velocity"], "900006": ["velocity"], "900100": ["quantity_above_norm"]}
+    assert len(rows) == 8
