@@ -22,10 +22,20 @@ import pyarrow as pa
 
 from saleslake.bronze import LandResult, land_csv
 from saleslake.config import Settings, load_settings
-from saleslake.errors import QualityGateError, SaleslakeError, UserError
+from saleslake.errors import (  # re-exported: callers (CLI, DAGs) match on these
+    ConfigError,
+    LockBusyError,
+    QualityGateError,
+    SaleslakeError,
+    TransientError,
+    UserError,
+)
 from saleslake.lake import Lake, open_delta
 from saleslake.runs import Ledger, StageCounts, StageRecord, lake_lock, ledger_rows, lock_is_free, new_run_id, utcnow
 from saleslake.sources.csv import CsvOverrides
+
+# errors callers match on (the CLI's exit codes, the DAGs' retry decisions)
+ERRORS = (ConfigError, LockBusyError, QualityGateError, SaleslakeError, TransientError, UserError)
 
 Stage = Literal["bronze", "silver", "gold"]
 Progress = Callable[[str, int, int | None], None]  # (task, advance, total)
@@ -600,7 +610,6 @@ def doctor(settings: Settings | None = None, include_dbt: bool = True, home: str
     what it finds; a configuration error is the failed ``config`` check."""
     from saleslake.config import config_file_path
     from saleslake.doctor import Check, run_checks
-    from saleslake.errors import ConfigError
 
     try:
         s = settings or load_settings(home=home)
@@ -644,3 +653,32 @@ def alert(title: str, text: str = "", severity: str = "error", details: dict | N
 
     s = settings or load_settings()
     return send_alert(Alert(title, text, severity, details or {}), s)
+
+
+# -- dashboard ------------------------------------------------------------------------------
+
+
+def dashboard(port: int = 8501, host: str = "127.0.0.1", settings: Settings | None = None, headless: bool = True,
+              allow_remote: bool = False) -> int:
+    """Serve the Streamlit dashboard (:mod:`saleslake.serve.dashboard`) on ``host:port``
+    until it is stopped; returns the server's exit code (0 after Ctrl-C or SIGTERM).
+
+    It reads the lake's committed snapshots (gold at its latest release), so it works
+    while a run writes. Binds 127.0.0.1 by default; an address that is not loopback is
+    refused unless ``allow_remote`` (the dashboard has no login). Usage statistics are
+    off. Raises UserError when the port is busy."""
+    from saleslake.serve.dashboard.server import serve
+
+    _, lake = _resolve(settings)
+    return serve(lake.home, host, port, headless=headless, allow_remote=allow_remote)
+
+
+def stream_lag(settings: Settings | None = None) -> dict[int, int]:
+    """Point-of-sale messages per partition on the broker that silver does not hold yet,
+    from the broker's high watermarks and the lake's committed positions (right whether or
+    not a consumer runs; the stream DAG's lag check). Raises when the broker or topic is
+    not there (see :func:`saleslake.serve.health.stream_lag`)."""
+    from saleslake.serve.health import stream_lag as lag
+
+    s, lake = _resolve(settings)
+    return lag(lake, s)

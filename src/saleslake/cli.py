@@ -582,6 +582,21 @@ def publish_postgres(
               + "; ".join(parts), highlight=False, soft_wrap=True)
 
 
+@app.command()
+@guarded
+def dashboard(
+    port: Annotated[int, typer.Option(help="Port to serve on.")] = 8501,
+    host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = "127.0.0.1",
+    allow_remote: Annotated[bool, typer.Option(
+        "--allow-remote", help="Allow a --host that is not loopback (the dashboard has no login).")] = False,
+    home: Home = None,
+) -> None:
+    """The web dashboard (Streamlit) on 127.0.0.1: revenue, quality and pipeline health from the last committed gold."""
+    code = api.dashboard(port, host, _settings(home), allow_remote=allow_remote)
+    if code:
+        raise typer.Exit(code)
+
+
 def main() -> None:
     os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
     app()

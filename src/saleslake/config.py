@@ -264,6 +264,8 @@ class OrchestrationSettings(BaseModel):
     # folder of regional CSV exports the daily batch lands (landing is idempotent: a file
     # already in bronze is a no-op); None: the batch lands nothing
     csv_inbox: Path | None = None
+    # source name for CSV files lying directly in the inbox; each subfolder of the inbox is
+    # a source of its own, named after the folder
     csv_source: str = "exports"
     # extract the operational PostgreSQL database in the daily batch
     extract_postgres: bool = False

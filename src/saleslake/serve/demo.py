@@ -92,7 +92,7 @@ def run_demo(settings: Settings, rows: int, out: Console, err: Console) -> None:
         table.add_row("gold", f"gold.{name}", f"{_one(settings, f'SELECT count(*) FROM gold.{name}')[0]:,}")
     out.print(table)
     out.print(
-        f"revenue {revenue:,.2f} (net {net:,.2f}), profit {profit:,.2f}, tax {tax:,.2f}; "
+        f"revenue {net:,.2f} (net of discounts; gross sales {revenue:,.2f}), profit {profit:,.2f}, tax {tax:,.2f}; "
         f"{fraud:,} suspected-fraud lines; average data-quality score {dq}; "
         f"{customers_versions:,} customer versions beyond the first (SCD2)"
     )
@@ -106,4 +106,6 @@ def run_demo(settings: Settings, rows: int, out: Console, err: Console) -> None:
     out.print(f"  {cli} quarantine --limit 5{home}")
     out.print(f"  {cli} query \"SELECT region, round(sum(sales), 2) AS sales FROM gold.agg_sales_daily GROUP BY 1 ORDER BY 2 DESC\"{home}")
     out.print(f"  {cli} query \"SELECT customer_id, segment, valid_from, valid_to, version FROM gold.dim_customer WHERE customer_id IN (SELECT customer_id FROM gold.dim_customer WHERE version = 2 LIMIT 1)\"{home}")
+    out.print(f"  {cli} dashboard{home}    # revenue, trends, data quality and pipeline health on http://127.0.0.1:8501")
+    out.print(f"  {cli} doctor{home}       # preflight checks")
     out.print(f"  files: bronze {lake.bronze}, silver {lake.home / 'silver'}, gold Delta tables {lake.gold}, warehouse {lake.warehouse}")
