@@ -149,10 +149,21 @@ class StreamWorker:
     # -- state --------------------------------------------------------------------------
 
     def load_reference(self) -> None:
-        """Reference states (store location, product attributes) as temp tables."""
+        """Reference states (store location, product attributes) as temp tables, each state
+        with the time it was replaced (``valid_until``): a range-bounded hash join on them is
+        ~3x cheaper per batch than an ASOF join, which sorts the batch."""
         for name, ref in (("ref_stores", reference.STORES), ("ref_products", reference.PRODUCTS)):
             table = ensure_delta(ref.path(self.lake), ref.schema)
-            self.con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {snapshot_view_sql(table)}")
+            self.con.execute(
+                f"""
+                CREATE OR REPLACE TEMP TABLE {name} AS
+                SELECT *, lead(updated_at, 1, 'infinity'::TIMESTAMPTZ)
+                              OVER (PARTITION BY {ref.key} ORDER BY updated_at) AS valid_until
+                FROM ({snapshot_view_sql(table)})
+                -- one state per instant, so the range join matches at most one
+                QUALIFY row_number() OVER (PARTITION BY {ref.key}, updated_at ORDER BY source_system) = 1
+                """
+            )
 
     def _seed_history(self) -> None:
         """The fraud rules' memory from committed silver: recent transactions of the

@@ -2,7 +2,7 @@
 
 Input: temp table ``records`` (topic, partition, offset, key, timestamp, value) with the
 batch's Kafka records, and temp tables ``ref_stores`` / ``ref_products`` (reference
-states, see :mod:`saleslake.reference`). :func:`prepare_batch` builds
+states with their ``valid_until``, see :mod:`saleslake.stream`). :func:`prepare_batch` builds
 
 - ``events``: one row per message, parsed JSON and its message-level ``reasons``
   (``oversized_message``, ``invalid_json``, ``schema_violation:<field>``): such a message
@@ -117,25 +117,24 @@ def _parse_messages(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
     """``events``: every record with its parsed fields (when it is a JSON object) and its
     message-level reasons; ``raw_lines``: the lines of messages that passed, with theirs."""
     limit = settings.stream.max_message_bytes
-    con.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE decoded AS
-        SELECT *, octet_length(value) AS size,
-               CASE WHEN octet_length(value) <= {limit} THEN try(decode(value)) END AS text
-        FROM records
-        """
-    )
+    # One statement: a separate decoded table costs a copy of every message. The raw bytes
+    # and text are not kept here; the quarantine takes them from ``records`` for the few
+    # bad messages.
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE events AS
-        SELECT topic, "partition", "offset", "timestamp", value, text, e,
+        SELECT topic, "partition", "offset", "timestamp", e,
                CASE WHEN size > {limit} THEN ['oversized_message']
                     WHEN e IS NULL THEN ['invalid_json']
                     ELSE {_reasons(_message_checks(settings))} END AS reasons
         FROM (
             SELECT *, CASE WHEN coalesce(json_valid(text), false) AND json_type(text) = 'OBJECT'
                            THEN json_transform(text, '{_SHAPE}') END AS e
-            FROM decoded
+            FROM (
+                SELECT *, octet_length(value) AS size,
+                       CASE WHEN octet_length(value) <= {limit} THEN try(decode(value)) END AS text
+                FROM records
+            )
         )
         """
     )
@@ -192,39 +191,48 @@ def _type_lines(con: duckdb.DuckDBPyConnection) -> None:
                    "CASE WHEN discount < 0 OR discount > 1 THEN 'discount_out_of_range' END",
                ])} AS reasons
         FROM (
-            SELECT e.topic, e."partition", e."offset", e."timestamp", r.idx, r.lj,
-                   {_string('e.e.transaction_id')} AS transaction_id,
-                   TRY_CAST({_string('e.e.event_time')} AS TIMESTAMPTZ) AS order_ts,
-                   {_string('e.e.store_id')} AS store_id,
-                   {_string('e.e.customer_id')} AS customer_id,
-                   {_string('e.e.currency')} AS currency,
-                   {_string('e.e.payment_method')} AS payment_method,
-                   {_string('e.e.card_fingerprint')} AS card_fingerprint,
+            SELECT e.*, r.idx, r.lj,
                    TRY_CAST(r.l.line_no AS BIGINT) AS line_no,
                    {_string('r.l.product_id')} AS product_id,
                    TRY_CAST(r.l.quantity AS BIGINT) AS quantity,
                    TRY_CAST({_string('r.l.unit_price')} AS DECIMAL(18,4)) AS unit_price,
                    TRY_CAST({_string('r.l.discount')} AS DECIMAL(9,4)) AS discount
-            FROM events e JOIN raw_lines r USING ("partition", "offset")
-            WHERE len(e.reasons) = 0
+            FROM (
+                -- the message's fields once per message, not once per line
+                SELECT topic, "partition", "offset", "timestamp",
+                       {_string('e.transaction_id')} AS transaction_id,
+                       TRY_CAST({_string('e.event_time')} AS TIMESTAMPTZ) AS order_ts,
+                       {_string('e.store_id')} AS store_id,
+                       {_string('e.customer_id')} AS customer_id,
+                       {_string('e.currency')} AS currency,
+                       {_string('e.payment_method')} AS payment_method,
+                       {_string('e.card_fingerprint')} AS card_fingerprint
+                FROM events WHERE len(reasons) = 0
+            ) e JOIN raw_lines r USING ("partition", "offset")
         )
         """
     )
 
 
-def _quarantine(con: duckdb.DuckDBPyConnection, batch_id: str) -> None:
+def _quarantine(con: duckdb.DuckDBPyConnection, settings: Settings, batch_id: str) -> None:
+    limit = settings.stream.max_message_bytes
     position = "'kafka:' || topic || '/' || \"partition\" || '@' || \"offset\""
     key = "md5('pos' || chr(31) || topic || chr(31) || \"partition\" || chr(31) || \"offset\""
     con.execute(
         f"""
         CREATE OR REPLACE TEMP VIEW quarantine_rows AS
         SELECT {key} || ')') AS quarantine_key, 'pos' AS source_system, reasons,
-               CAST(NULL AS MAP(VARCHAR, VARCHAR)) AS raw, left(text, 20000) AS raw_line,
+               CAST(NULL AS MAP(VARCHAR, VARCHAR)) AS raw,
+               CASE WHEN octet_length(value) <= {limit} THEN left(try(decode(value)), 20000) END AS raw_line,
                {_string('e.transaction_id')} AS order_id,
                CAST(NULL AS VARCHAR) AS line_id, '{BRONZE_URI}' AS bronze_uri, {position} AS source_position,
                "offset" AS landed_seq, '{batch_id}' AS batch_id, "timestamp" AS ingested_at, value AS raw_bytes,
                "partition"
-        FROM events WHERE len(reasons) > 0
+        FROM (
+            SELECT e.*, (SELECT any_value(r.value) FROM records r
+                         WHERE r."partition" = e."partition" AND r."offset" = e."offset") AS value
+            FROM events e WHERE len(e.reasons) > 0
+        )
         UNION ALL
         SELECT {key} || chr(31) || idx) AS quarantine_key, 'pos', reasons,
                MAP {{'store_id': store_id, 'event_time': strftime(order_ts, '%Y-%m-%dT%H:%M:%S.%gZ'),
@@ -260,8 +268,10 @@ def _canonical_lines(con: duckdb.DuckDBPyConnection) -> None:
                l.currency, l.payment_method, l.card_fingerprint,
                l.topic, l."partition", l."offset", l."timestamp", l.line_no
         FROM event_lines l
-        ASOF LEFT JOIN ref_stores s ON l.store_id = s.store_id AND l.order_ts >= s.updated_at
-        ASOF LEFT JOIN ref_products p ON l.product_id = p.product_id AND l.order_ts >= p.updated_at
+        LEFT JOIN ref_stores s
+               ON l.store_id = s.store_id AND l.order_ts >= s.updated_at AND l.order_ts < s.valid_until
+        LEFT JOIN ref_products p
+               ON l.product_id = p.product_id AND l.order_ts >= p.updated_at AND l.order_ts < p.valid_until
         WHERE len(l.reasons) = 0
         """
     )
@@ -329,7 +339,7 @@ def prepare_batch(con: duckdb.DuckDBPyConnection, settings: Settings, batch_id: 
     """Build ``events``, ``event_lines``, ``quarantine_rows`` and ``valid_all`` from ``records``."""
     _parse_messages(con, settings)
     _type_lines(con)
-    _quarantine(con, batch_id)
+    _quarantine(con, settings, batch_id)
     _canonical_lines(con)
     _valid(con, settings, batch_id)
 

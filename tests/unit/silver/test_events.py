@@ -136,6 +136,10 @@ def test_malformed_messages_are_quarantined_whole_with_raw_bytes(worker, lake):
     assert got == {i: r for i, r in enumerate(expected)}
     raw = dict(sql(lake, "SELECT landed_seq, raw_bytes FROM silver.quarantine"))
     assert raw[0] == b"\xff\xfe not json" and len(raw[len(values) - 1]) == 300_000
+    # the text too, when it is readable and not oversized
+    text = dict(sql(lake, "SELECT landed_seq, raw_line FROM silver.quarantine"))
+    assert text[0] is None and text[len(values) - 1] is None
+    assert text[len(values) - 2] == json.dumps(missing)
     assert sql(lake, "SELECT count(*) FROM silver.sales_lines") == [(0,)]
 
 
