@@ -64,6 +64,16 @@ def timed(name: str, fn):
     return wrapper
 
 
+def split_write(con, target, positions):
+    # materialise the rows first, so the query and the Delta write are timed apart
+    started = time.perf_counter()
+    con.execute("CREATE OR REPLACE TEMP TABLE profiled_upserts AS SELECT * FROM upserts")
+    SPENT["write: sales_lines, the upserts query"] += time.perf_counter() - started
+    con.execute("CREATE OR REPLACE TEMP VIEW upserts AS SELECT * FROM profiled_upserts")
+    return timed("write: sales_lines, Arrow cast + Delta append/merge", dedup.write_upserts)(con, target, positions)
+
+
+
 def report(what: str, total: float) -> None:
     print(f"{what} in {total:.2f} s")
     for name, seconds in sorted(SPENT.items(), key=lambda kv: -kv[1]):
@@ -88,7 +98,7 @@ def profile_stream(events: int, partitions: int) -> None:
     stream.LakePositions.read = timed("positions: read from Delta", stream.LakePositions.read)
     stream.write_deltalake = timed("write: Delta appends (bronze, quarantine)", stream.write_deltalake)
     stream.classify = timed("classify (total, its SQL below too)", dedup.classify)
-    stream.write_upserts = timed("write: sales_lines (query + Delta)", dedup.write_upserts)
+    stream.write_upserts = split_write
     stream.events.prepare_batch = timed("prepare_batch (total, its SQL below too)", stream.events.prepare_batch)
     started = time.perf_counter()
     result = api.stream(until_idle=True, settings=settings)
@@ -118,14 +128,6 @@ def main() -> None:
     original_connect = process.connect
     process.connect = lambda *a, **k: TimedConnection(original_connect(*a, **k))
     process._write_quarantine = timed("write: quarantine (query + Delta append)", process._write_quarantine)
-    def split_write(con, target, positions):
-        # materialise the rows first, so the query and the Delta write are timed apart
-        started = time.perf_counter()
-        con.execute("CREATE OR REPLACE TEMP TABLE profiled_upserts AS SELECT * FROM upserts")
-        SPENT["write: sales_lines, the upserts query"] += time.perf_counter() - started
-        con.execute("CREATE OR REPLACE TEMP VIEW upserts AS SELECT * FROM profiled_upserts")
-        return timed("write: sales_lines, Arrow cast + Delta append/merge", dedup.write_upserts)(con, target, positions)
-
     process.write_upserts = split_write
     process.classify = timed("classify (total, its SQL below too)", dedup.classify)
 

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
@@ -132,19 +134,40 @@ def duckdb_type_sql(schema: pa.Schema) -> list[tuple[str, str]]:
         con.close()
 
 
-def snapshot_view_sql(table: DeltaTable) -> str:
+def files_overlapping(table: DeltaTable, column: str, low, high) -> list[str] | None:
+    """The snapshot's files whose Delta statistics allow a ``column`` value in [low, high],
+    as :meth:`DeltaTable.file_uris` names them; None when that cannot be decided (then read
+    every file). A file without statistics for the column is kept: pruning never loses a row.
+    """
+    actions = pa.table(table.get_add_actions(flatten=True))
+    lo, hi = f"min.{column}", f"max.{column}"
+    if not actions.num_rows or lo not in actions.column_names or hi not in actions.column_names:
+        return None
+    low, high = pa.scalar(low, actions[lo].type), pa.scalar(high, actions[hi].type)
+    unknown = pc.or_(pc.is_null(actions[lo]), pc.is_null(actions[hi]))
+    overlaps = pc.and_(pc.less_equal(actions[lo], high), pc.greater_equal(actions[hi], low))
+    kept = actions.filter(pc.fill_null(pc.or_kleene(unknown, overlaps), True))["path"].to_pylist()
+    root = table.table_uri.removeprefix("file://").rstrip("/")
+    uris = [f"{root}/{unquote(path)}" for path in kept]
+    if not set(uris) <= set(table.file_uris()):
+        return None  # a storage layout these names do not match: no pruning
+    return uris
+
+
+def snapshot_view_sql(table: DeltaTable, files: list[str] | None = None) -> str:
     """A SELECT that reads exactly the table's current committed snapshot.
 
     The file list is frozen into the SQL, so a view made from it can be persisted in a
     DuckDB file (dbt needs that) and keeps showing the same snapshot while a writer
     commits newer versions; DuckDB scans the Parquet files natively, in parallel, with
     projection and filter pushdown. Partition values come from the Hive-style paths.
+    ``files``: a subset of the snapshot's files to read (see :func:`files_overlapping`).
     delta-rs writes neither deletion vectors nor column mapping, which this relies on.
     """
     schema = pa.schema(table.schema())
     columns = duckdb_type_sql(schema)
     select_list = ", ".join(f'CAST("{name}" AS {typ}) AS "{name}"' for name, typ in columns)
-    files = table.file_uris()
+    files = table.file_uris() if files is None else files
     if not files:
         nulls = ", ".join(f'CAST(NULL AS {typ}) AS "{name}"' for name, typ in columns)
         return f"SELECT {nulls} WHERE false"

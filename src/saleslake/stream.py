@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pyarrow as pa
@@ -40,7 +40,7 @@ from saleslake import reference
 from saleslake.config import Settings
 from saleslake.contract import QUARANTINE_SCHEMA, SALES_LINES_SCHEMA
 from saleslake.errors import LockBusyError, SaleslakeError
-from saleslake.lake import Lake, ensure_delta, snapshot_view_sql
+from saleslake.lake import Lake, ensure_delta, files_overlapping, snapshot_view_sql
 from saleslake.runs import Ledger, StageCounts, StageRecord, lake_lock, new_run_id, silver_commit_lock, utcnow
 from saleslake.silver import events
 from saleslake.silver.dedup import classify, write_upserts
@@ -49,6 +49,9 @@ from saleslake.sources.kafka import RECORDS_SCHEMA, PosConsumer
 
 BRONZE_EVENTS_SCHEMA = pa.schema([*RECORDS_SCHEMA, ("ingest_date", pa.string())])
 TABLES = ("bronze", "quarantine", "lines")
+
+
+STATS_MARGIN = timedelta(seconds=1)
 
 
 def app_id(topic: str, partition: int) -> str:
@@ -248,10 +251,17 @@ class StreamWorker:
         )
         target = self.positions.tables["lines"]
         # A re-sent transaction keeps its event time, so earlier versions of its lines sit
-        # in the same month partitions: only those are searched (file pruning).
-        months = [r[0] for r in con.execute("SELECT DISTINCT order_month FROM valid").fetchall()]
+        # in the same month partitions and in files whose order_ts range covers that time:
+        # only those are searched, so the lookup does not grow with the lake (file pruning
+        # by partition and by Delta statistics).
+        months, low, high = con.execute(
+            "SELECT list(DISTINCT order_month), min(order_ts), max(order_ts) FROM valid").fetchall()[0]
         month_filter = "false" if not months else "s.order_month IN (" + ", ".join(f"'{m}'" for m in months) + ")"
-        dedup = classify(con, target, -1, existing_filter=f"s.source_system = 'pos' AND {month_filter}")
+        # (a second of margin: Delta keeps timestamp statistics at millisecond precision)
+        files = (files_overlapping(target, "order_ts", low - STATS_MARGIN, high + STATS_MARGIN)
+                 if months and low is not None else None)
+        dedup = classify(con, target, -1, existing_filter=f"s.source_system = 'pos' AND {month_filter}",
+                         target_files=files)
         l_txns = _transactions(self.topic, batch_max, held["lines"])
         if l_txns:
             write_upserts(con, target, l_txns)

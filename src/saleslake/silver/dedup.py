@@ -50,7 +50,8 @@ class DedupCounts:
 
 
 def classify(
-    con: duckdb.DuckDBPyConnection, target: DeltaTable, applied_seq: int, existing_filter: str = "true"
+    con: duckdb.DuckDBPyConnection, target: DeltaTable, applied_seq: int, existing_filter: str = "true",
+    target_files: list[str] | None = None,
 ) -> DedupCounts:
     """From temp table ``valid`` build the ``upserts`` view (rows to write) and count outcomes.
 
@@ -59,12 +60,13 @@ def classify(
     it are already in silver (a rerun after a crash); they are counted, not written again.
     ``existing_filter``: a predicate on silver rows that every earlier version of an
     incoming key satisfies (e.g. its source and months), so the lookup prunes files.
+    ``target_files``: the only files of silver that can hold an earlier version (None: all).
     """
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE existing AS
         SELECT s.line_key, s.row_hash, s.landed_seq, s.order_month
-        FROM ({snapshot_view_sql(target)}) s
+        FROM ({snapshot_view_sql(target, target_files)}) s
         WHERE ({existing_filter}) AND s.line_key IN (SELECT line_key FROM valid)
         """
     )
@@ -99,13 +101,13 @@ def classify(
     con.execute(
         f"""
         CREATE OR REPLACE TEMP VIEW upserts AS
-        SELECT v.* EXCLUDE (fi, pos) FROM valid v
-        WHERE v.landed_seq > {applied_seq} AND v.line_key NOT IN (SELECT line_key FROM multi)
-        UNION ALL
+        -- one pass over valid: a row without a version entry has a key seen once, so it is new
         SELECT v.* EXCLUDE (fi, pos)
-        FROM valid v JOIN versions x ON v.line_key = x.line_key AND v.fi = x.fi AND v.pos = x.pos
-        WHERE x.newest = 1 AND v.landed_seq > {applied_seq}
-          AND (x.existing_seq IS NULL OR (x.existing_seq < v.landed_seq AND x.row_hash <> x.existing_hash))
+        FROM valid v LEFT JOIN versions x ON v.line_key = x.line_key AND v.fi = x.fi AND v.pos = x.pos
+        WHERE v.landed_seq > {applied_seq}
+          AND (x.line_key IS NULL
+               OR (x.newest = 1
+                   AND (x.existing_seq IS NULL OR (x.existing_seq < v.landed_seq AND x.row_hash <> x.existing_hash))))
         """
     )
     return DedupCounts(valid=valid - duplicate, duplicate=duplicate, corrected=corrected)
