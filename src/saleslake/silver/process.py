@@ -62,12 +62,12 @@ def _write_quarantine(con: duckdb.DuckDBPyConnection, lake: Lake, chunk: Chunk, 
     batch = _batch_id(chunk)
     rel = con.sql(
         f"""
-        SELECT md5(f.object_id || ':record:' || c.pos) AS quarantine_key, f.source_system, c.reasons,
+        SELECT md5(f.object_id || ':record:' || (c.grn - o.base)) AS quarantine_key, f.source_system, c.reasons,
                c.raw_values AS raw, CAST(NULL AS VARCHAR) AS raw_line,
                c.order_id__txt AS order_id, c.line_id__txt AS line_id, f.bronze_uri,
-               c.source_position, f.landed_seq, '{batch}' AS batch_id,
+               'record:' || (c.grn - o.base) AS source_position, f.landed_seq, '{batch}' AS batch_id,
                f.landed_at AS ingested_at, CAST(NULL AS BLOB) AS raw_bytes
-        FROM checked c JOIN files f USING (fi)
+        FROM checked c JOIN offsets o USING (fi) JOIN files f USING (fi)
         WHERE len(c.reasons) > 0 AND f.landed_seq > {applied_seq}
         UNION ALL
         SELECT md5(f.object_id || ':line:' || r.line), f.source_system,
@@ -86,20 +86,15 @@ def _write_quarantine(con: duckdb.DuckDBPyConnection, lake: Lake, chunk: Chunk, 
 
 def _check_rows(con: duckdb.DuckDBPyConnection, lake: Lake, settings: Settings, chunk: Chunk) -> None:
     """One pass over the files: temp table ``checked`` with every record typed, enriched and
-    given its reasons and its position in its file (raw text kept only for rejected ones),
-    then the ``valid`` view in the silver schema."""
+    given its reasons (raw text kept only for rejected ones), then ``offsets`` and the
+    ``valid`` view in the silver schema."""
     dialect = chunk.dialect
     checked = checked_sql(chunk.columns, dialect["decimal"], dialect["date_format"])
     reset_rejects(con)
     # Materialise the scan first (its rowid is the record order); typing and enrichment
-    # then run in parallel over it. A record's position in its file comes from the first
-    # rowid of the file, computed once here rather than joined in by every later query.
+    # then run in parallel over it.
     con.execute(f"CREATE OR REPLACE TEMP TABLE raw AS {scan_sql(lake, chunk)}")
-    con.execute("CREATE OR REPLACE TEMP TABLE offsets AS SELECT fi, min(rowid) AS base FROM raw GROUP BY fi")
-    con.execute(
-        """CREATE OR REPLACE TEMP VIEW raw_ordered AS
-           SELECT r.rowid - o.base + 1 AS pos, r.* FROM raw r JOIN offsets o USING (fi)"""
-    )
+    con.execute("CREATE OR REPLACE TEMP VIEW raw_ordered AS SELECT rowid + 1 AS grn, * FROM raw")
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE checked AS
@@ -113,7 +108,7 @@ def _check_rows(con: duckdb.DuckDBPyConnection, lake: Lake, settings: Settings, 
                is_outlier, dq_score, {row_hash_sql(absent=('order_ts', 'store_id', 'payment_method', 'card_fingerprint'))} AS row_hash, bronze_uri, landed_seq,
                landed_at AS ingested_at, strftime(order_date, '%Y-%m') AS order_month,
                CAST(NULL AS VARCHAR) AS payment_method, CAST(NULL AS VARCHAR) AS card_fingerprint,
-               'record:' || pos AS source_position, fi, pos, reasons, order_id__txt, line_id__txt,
+               fi, grn, reasons, order_id__txt, line_id__txt,
                CASE WHEN len(reasons) > 0 THEN {raw_map_sql(chunk.columns)} END AS raw_values
         FROM (
             SELECT *, {enrichment_columns(settings)}
@@ -122,15 +117,16 @@ def _check_rows(con: duckdb.DuckDBPyConnection, lake: Lake, settings: Settings, 
         """
     )
     collect_rejects(con, lake, chunk)
+    con.execute("CREATE OR REPLACE TEMP TABLE offsets AS SELECT fi, min(rowid) AS base FROM raw GROUP BY fi")
     con.execute("DROP VIEW raw_ordered; DROP TABLE raw")  # free the text before writing
     con.execute(
         f"""
         CREATE OR REPLACE TEMP VIEW valid AS
-        SELECT c.* EXCLUDE (fi, pos, reasons, order_id__txt, line_id__txt, raw_values, bronze_uri, source_position,
-                            landed_seq, ingested_at, order_month),
-               c.bronze_uri, c.source_position, c.landed_seq,
-               '{_batch_id(chunk)}' AS batch_id, c.ingested_at, c.order_month, c.fi, c.pos
-        FROM checked c
+        SELECT c.* EXCLUDE (fi, grn, reasons, order_id__txt, line_id__txt, raw_values, bronze_uri, landed_seq,
+                            ingested_at, order_month),
+               c.bronze_uri, 'record:' || (c.grn - o.base) AS source_position, c.landed_seq,
+               '{_batch_id(chunk)}' AS batch_id, c.ingested_at, c.order_month, c.fi, c.grn - o.base AS pos
+        FROM checked c JOIN offsets o USING (fi)
         WHERE len(c.reasons) = 0
         """
     )

@@ -46,7 +46,7 @@ def _sql_string(value: str) -> str:
 
 
 def checked_sql(columns: dict[str, int], decimal: str, date_format: str) -> str:
-    """SELECT over ``raw`` (fi, pos, c0..cN; pos: the record's 1-based position in its file) and ``files`` (fi, landed_seq, landed_at, bronze_uri,
+    """SELECT over ``raw`` (fi, grn, c0..cN) and ``files`` (fi, landed_seq, landed_at, bronze_uri,
     source_system, currency): typed columns, their text, ``reasons``, and the raw ``cN``
     columns (for :func:`raw_map_sql`)."""
     txt = {name: _raw_text(columns, name) for name in CSV_FIELDS.values()}
@@ -70,10 +70,10 @@ def checked_sql(columns: dict[str, int], decimal: str, date_format: str) -> str:
     return f"""
         SELECT *, list_filter([{", ".join(reasons)}], lambda r: r IS NOT NULL) AS reasons
         FROM (
-            SELECT raw.fi, raw.pos, f.landed_seq, f.landed_at, f.bronze_uri, f.source_system, f.currency,
+            SELECT raw.fi, raw.grn, f.landed_seq, f.landed_at, f.bronze_uri, f.source_system, f.currency,
                    {", ".join(typed)},
                    {", ".join(text_copies.values())},
-                   raw.* EXCLUDE (fi, pos)
+                   raw.* EXCLUDE (fi, grn)
             FROM raw_ordered AS raw JOIN files f USING (fi)
         )
     """
