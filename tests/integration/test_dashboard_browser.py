@@ -21,7 +21,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from helpers import ROOT, free_port
+from helpers import ROOT, build_gold_lake, free_port
 
 from saleslake import api
 
@@ -38,17 +38,9 @@ SCREENSHOT = ROOT / "docs" / "dashboard.png"
 WIDTH = 1400
 
 
-def build_lake(root: Path) -> Path:
-    api.generate_csv(root / "exports", rows=3000, error_rate=0.02, seed=5)
-    settings = api.settings(home=root / "lake", tax={"flat_rate": "0.08"})
-    assert not api.ingest_csv([root / "exports"], settings=settings).errors
-    assert api.run(settings=settings).status == "succeeded"
-    return settings.home
-
-
 @pytest.fixture(scope="module")
 def lake_home(tmp_path_factory) -> Path:
-    return build_lake(tmp_path_factory.mktemp("dashboard-browser"))
+    return build_gold_lake(tmp_path_factory.mktemp("dashboard-browser"))
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import pytest
+from helpers import build_gold_lake
 from streamlit.testing.v1 import AppTest
 
 from saleslake import api
@@ -25,19 +26,9 @@ pytestmark = pytest.mark.integration
 TIMEOUT = 180  # seconds per script run: generous, the machine is shared
 
 
-def build_lake(root: Path) -> Path:
-    """~3,000 generated order lines (13 regions, 2 % defects) through gold, with a flat
-    tax rate so tax is not zero."""
-    api.generate_csv(root / "exports", rows=3000, error_rate=0.02, seed=5)
-    settings = api.settings(home=root / "lake", tax={"flat_rate": "0.08"})
-    assert not api.ingest_csv([root / "exports"], settings=settings).errors
-    assert api.run(settings=settings).status == "succeeded"
-    return settings.home
-
-
 @pytest.fixture(scope="module")
 def lake_home(tmp_path_factory) -> Path:
-    return build_lake(tmp_path_factory.mktemp("dashboard"))
+    return build_gold_lake(tmp_path_factory.mktemp("dashboard"))
 
 
 @pytest.fixture
