@@ -1,6 +1,6 @@
 """Where the silver stages spend their time: every SQL statement and write, summed.
 
-    .venv/bin/python benchmarks/profile_stages.py csv --rows 2000000
+    .venv/bin/python benchmarks/profile_stages.py csv --rows 2000000 [--increment 0.01]
     .venv/bin/python benchmarks/profile_stages.py stream --events 300000   # needs a broker:
         # saleslake services start kafka (or SALESLAKE_KAFKA__BOOTSTRAP_SERVERS)
 
@@ -112,25 +112,40 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--events", type=int, default=300_000)
     parser.add_argument("--partitions", type=int, default=1)
+    parser.add_argument("--increment", type=float, default=0.0,
+                        help="csv: profile only the last export days holding this share of the lines")
     args = parser.parse_args()
     if args.what == "stream":
         profile_stream(args.events, args.partitions)
         return
-    work = HERE / "work" / f"profile-{args.rows}"
+    profile_csv(args.rows, args.increment)
+
+
+def profile_csv(rows: int, increment: float) -> None:
+    """The CSV silver stage over all exports, or (``increment`` > 0) over the last export
+    days holding that share of the lines, on top of a lake holding the rest."""
+    from batch import split_increment
+
+    work = HERE / "work" / f"profile-{rows}"
     exports = work / "exports"
-    if not exports.exists():
-        api.generate_csv(exports, rows=args.rows, seed=42)
+    if not (exports / "generation_summary.json").exists():
+        api.generate_csv(exports, rows=rows, seed=42)
     home = work / "lake"
     shutil.rmtree(home, ignore_errors=True)
     settings = api.settings(home=home)
-    api.ingest_csv([p for p in sorted(exports.iterdir()) if p.is_dir()], settings=settings)
+    if increment > 0:
+        base, last = split_increment(exports, increment)
+        api.ingest_csv(base, settings=settings)
+        process.process_csv(Lake(home), settings)  # the lake before the increment, not profiled
+        api.ingest_csv(last, settings=settings)
+    else:
+        api.ingest_csv([p for p in sorted(exports.iterdir()) if p.is_dir()], settings=settings)
 
     original_connect = process.connect
     process.connect = lambda *a, **k: TimedConnection(original_connect(*a, **k))
     process._write_quarantine = timed("write: quarantine (query + Delta append)", process._write_quarantine)
     process.write_upserts = split_write
     process.classify = timed("classify (total, its SQL below too)", dedup.classify)
-
 
     started = time.perf_counter()
     counts = process.process_csv(Lake(home), settings)

@@ -24,9 +24,12 @@ DIALECT_KEYS = ("encoding", "delimiter", "decimal", "date_format", "header", "co
 
 @dataclass
 class Chunk:
-    """Consecutive landed objects sharing one dialect, parsed together."""
+    """Consecutive landed objects, parsed together: one ``read_csv`` per dialect group,
+    one silver commit for all. ``first_fi``: the index of ``objects[0]`` in its parent
+    chunk (groups number their files within the chunk)."""
 
     objects: list[dict]
+    first_fi: int = 0
 
     @property
     def dialect(self) -> dict:
@@ -37,6 +40,10 @@ class Chunk:
         return json.loads(self.objects[0]["columns"])
 
     @property
+    def first_seq(self) -> int:
+        return min(o["landed_seq"] for o in self.objects)
+
+    @property
     def last_seq(self) -> int:
         return max(o["landed_seq"] for o in self.objects)
 
@@ -44,18 +51,43 @@ class Chunk:
     def size_bytes(self) -> int:
         return sum(o["size_bytes"] for o in self.objects)
 
+    def dialect_groups(self) -> list[Chunk]:
+        """The objects sharing one dialect, each group a contiguous run of ``objects``."""
+        return [Chunk(self.objects[start:end], start) for start, end in self._group_bounds]
+
+    @property
+    def _group_bounds(self) -> list[tuple[int, int]]:
+        bounds, start = [], 0
+        for i in range(1, len(self.objects) + 1):
+            if i == len(self.objects) or _dialect_key(self.objects[i]) != _dialect_key(self.objects[start]):
+                bounds.append((start, i))
+                start = i
+        return bounds
+
+
+def _dialect_key(obj: dict) -> tuple:
+    return tuple(str(obj[k]) for k in DIALECT_KEYS)
+
 
 def plan_chunks(objects: list[dict], chunk_bytes: int) -> list[Chunk]:
-    """Group objects (in landed order) into chunks of one dialect and bounded size."""
-    chunks: list[Chunk] = []
+    """Group objects (in landed order) into chunks of bounded size; within a chunk, objects
+    are ordered by dialect so each dialect is one ``read_csv``.
+
+    Chunks are consecutive ranges of the landed order (a silver commit's position is the
+    highest landing sequence it covers, so nothing below it may be left for later), but
+    mix dialects: exports landed day by day alternate between regions' dialects, and a
+    chunk per run of one dialect would mean a commit per file.
+    """
+    chunks: list[list[dict]] = []
+    size = 0
     for obj in objects:
-        current = chunks[-1] if chunks else None
-        same_dialect = current is not None and all(current.objects[0][k] == obj[k] for k in DIALECT_KEYS)
-        if current is None or not same_dialect or current.size_bytes + obj["size_bytes"] > chunk_bytes:
-            chunks.append(Chunk([obj]))
-        else:
-            current.objects.append(obj)
-    return chunks
+        if not chunks or size + obj["size_bytes"] > chunk_bytes:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(obj)
+        size += obj["size_bytes"]
+    # sorted is stable: within a dialect, objects keep their landed order
+    return [Chunk(sorted(group, key=_dialect_key)) for group in chunks]
 
 
 def _readable_path(lake: Lake, obj: dict) -> Path:
@@ -82,7 +114,8 @@ def _sql_list(values: list[str]) -> str:
 
 
 def scan_sql(lake: Lake, chunk: Chunk) -> str:
-    """The chunk's records as text: (fi, c0..cN), in file order.
+    """The records of one dialect group as text: (fi, c0..cN), in file order; ``fi`` is
+    the file's index in the chunk.
 
     Materialised with ``preserve_insertion_order`` on, the table's ``rowid`` follows the
     files' record order (DuckDB inserts parallel scans in order), which gives each
@@ -97,7 +130,7 @@ def scan_sql(lake: Lake, chunk: Chunk) -> str:
     encoding = native if native in NATIVE_ENCODINGS and not native.startswith("utf-8") else "utf-8"
     delimiter = dialect["delimiter"].replace("'", "''")
     return f"""
-        SELECT file_index AS fi, {", ".join(f"c{i}" for i in range(width))}
+        SELECT file_index + {chunk.first_fi} AS fi, {", ".join(f"c{i}" for i in range(width))}
         FROM read_csv({_sql_list(files)}, columns = {columns}, header = true, auto_detect = false,
                       delim = '{delimiter}', quote = '"', escape = '"', encoding = '{encoding}',
                       store_rejects = true, rejects_table = 'reject_errors', rejects_scan = 'reject_scans',
@@ -106,16 +139,22 @@ def scan_sql(lake: Lake, chunk: Chunk) -> str:
 
 
 def reset_rejects(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute("DROP TABLE IF EXISTS reject_errors; DROP TABLE IF EXISTS reject_scans; DROP TABLE IF EXISTS rejects")
+    """Before each scan: DuckDB's reject store holds one scan's records."""
+    con.execute("DROP TABLE IF EXISTS reject_errors; DROP TABLE IF EXISTS reject_scans")
 
 
-def collect_rejects(con: duckdb.DuckDBPyConnection, lake: Lake, chunk: Chunk) -> None:
-    """Temp table ``rejects``: one row per unsplittable record (fi, line, error_types, csv_line)."""
-    files = [str(_readable_path(lake, o)) for o in chunk.objects]
+def collect_rejects(con: duckdb.DuckDBPyConnection, lake: Lake, group: Chunk) -> None:
+    """Add to temp table ``rejects`` one row per unsplittable record of the last scan
+    (fi, line, error_types, csv_line)."""
+    files = [str(_readable_path(lake, o)) for o in group.objects]
+    con.execute(
+        """CREATE TEMP TABLE IF NOT EXISTS rejects
+           (fi BIGINT, line BIGINT, error_types VARCHAR[], csv_line VARCHAR)"""
+    )
     con.execute(
         f"""
-        CREATE TEMP TABLE rejects AS
-        SELECT list_position({_sql_list(files)}, s.file_path) - 1 AS fi, e.line AS line,
+        INSERT INTO rejects
+        SELECT list_position({_sql_list(files)}, s.file_path) - 1 + {group.first_fi} AS fi, e.line AS line,
                list_sort(list_distinct(list(lower(replace(e.error_type, ' ', '_'))))) AS error_types,
                any_value(trim(e.csv_line, chr(10) || chr(13))) AS csv_line
         FROM reject_errors e JOIN reject_scans s USING (scan_id, file_id)

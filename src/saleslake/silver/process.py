@@ -54,7 +54,7 @@ def _register_files(con: duckdb.DuckDBPyConnection, chunk: Chunk) -> None:
 
 
 def _batch_id(chunk: Chunk) -> str:
-    return f"csv:{chunk.objects[0]['landed_seq']}-{chunk.last_seq}"
+    return f"csv:{chunk.first_seq}-{chunk.last_seq}"
 
 
 def _write_quarantine(con: duckdb.DuckDBPyConnection, lake: Lake, chunk: Chunk, applied_seq: int) -> int:
@@ -87,17 +87,24 @@ def _write_quarantine(con: duckdb.DuckDBPyConnection, lake: Lake, chunk: Chunk, 
 def _check_rows(con: duckdb.DuckDBPyConnection, lake: Lake, settings: Settings, chunk: Chunk) -> None:
     """One pass over the files: temp table ``checked`` with every record typed, enriched and
     given its reasons (raw text kept only for rejected ones), then ``offsets`` and the
-    ``valid`` view in the silver schema."""
-    dialect = chunk.dialect
-    checked = checked_sql(chunk.columns, dialect["decimal"], dialect["date_format"])
+    ``valid`` view in the silver schema. Each dialect group is scanned and typed on its
+    own and added to the same tables."""
+    con.execute("DROP TABLE IF EXISTS checked; DROP TABLE IF EXISTS offsets; DROP TABLE IF EXISTS rejects")
+    for number, group in enumerate(chunk.dialect_groups()):
+        _check_group(con, lake, settings, group, "CREATE TEMP TABLE checked AS" if number == 0 else "INSERT INTO checked")
+
+
+def _check_group(con: duckdb.DuckDBPyConnection, lake: Lake, settings: Settings, group: Chunk, into: str) -> None:
+    dialect = group.dialect
+    checked = checked_sql(group.columns, dialect["decimal"], dialect["date_format"])
     reset_rejects(con)
     # Materialise the scan first (its rowid is the record order); typing and enrichment
     # then run in parallel over it.
-    con.execute(f"CREATE OR REPLACE TEMP TABLE raw AS {scan_sql(lake, chunk)}")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE raw AS {scan_sql(lake, group)}")
     con.execute("CREATE OR REPLACE TEMP VIEW raw_ordered AS SELECT rowid + 1 AS grn, * FROM raw")
     con.execute(
         f"""
-        CREATE OR REPLACE TEMP TABLE checked AS
+        {into}
         SELECT md5(source_system || chr(31) || order_id || chr(31) || line_id) AS line_key,
                source_system, order_id, line_id, order_date,
                CAST(NULL AS TIMESTAMPTZ) AS order_ts, ship_date, ship_mode, order_priority,
@@ -109,16 +116,21 @@ def _check_rows(con: duckdb.DuckDBPyConnection, lake: Lake, settings: Settings, 
                landed_at AS ingested_at, strftime(order_date, '%Y-%m') AS order_month,
                CAST(NULL AS VARCHAR) AS payment_method, CAST(NULL AS VARCHAR) AS card_fingerprint,
                fi, grn, reasons, order_id__txt, line_id__txt,
-               CASE WHEN len(reasons) > 0 THEN {raw_map_sql(chunk.columns)} END AS raw_values
+               CASE WHEN len(reasons) > 0 THEN {raw_map_sql(group.columns)} END AS raw_values
         FROM (
             SELECT *, {enrichment_columns(settings)}
             FROM (SELECT *, {tax_rate_sql(settings)} AS tax_rate FROM ({checked}))
         )
         """
     )
-    collect_rejects(con, lake, chunk)
-    con.execute("CREATE OR REPLACE TEMP TABLE offsets AS SELECT fi, min(rowid) AS base FROM raw GROUP BY fi")
-    con.execute("DROP VIEW raw_ordered; DROP TABLE raw")  # free the text before writing
+    collect_rejects(con, lake, group)
+    # grn and base come from this group's raw table: their difference is the position
+    con.execute("CREATE TEMP TABLE IF NOT EXISTS offsets (fi BIGINT, base BIGINT)")
+    con.execute("INSERT INTO offsets SELECT fi, min(rowid) AS base FROM raw GROUP BY fi")
+    con.execute("DROP VIEW raw_ordered; DROP TABLE raw")  # free the text before the next group
+
+
+def _valid_view(con: duckdb.DuckDBPyConnection, chunk: Chunk) -> None:
     con.execute(
         f"""
         CREATE OR REPLACE TEMP VIEW valid AS
@@ -137,6 +149,7 @@ def process_chunk(
 ) -> StageCounts:
     _register_files(con, chunk)
     _check_rows(con, lake, settings, chunk)
+    _valid_view(con, chunk)
     rejected = con.execute(
         "SELECT (SELECT count(*) FROM checked WHERE len(reasons) > 0) + (SELECT count(*) FROM rejects)"
     ).fetchall()[0][0]

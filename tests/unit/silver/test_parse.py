@@ -1,0 +1,33 @@
+"""Chunk planning: consecutive landed ranges of bounded size, one read per dialect."""
+
+from __future__ import annotations
+
+import pytest
+
+from saleslake.silver.parse import DIALECT_KEYS, plan_chunks
+
+pytestmark = pytest.mark.unit
+
+
+def obj(seq: int, delimiter: str, size: int = 10) -> dict:
+    o = {k: "" for k in DIALECT_KEYS}
+    o.update(landed_seq=seq, size_bytes=size, delimiter=delimiter, columns="{}")
+    return o
+
+
+def test_interleaved_dialects_share_a_chunk_one_group_each():
+    # exports landed day by day: the regions' dialects alternate
+    objects = [obj(i, ";" if i % 2 else ",") for i in range(1, 9)]
+    [chunk] = plan_chunks(objects, chunk_bytes=1_000)
+    assert (chunk.first_seq, chunk.last_seq) == (1, 8)
+    groups = chunk.dialect_groups()
+    assert [[o["landed_seq"] for o in g.objects] for g in groups] == [[2, 4, 6, 8], [1, 3, 5, 7]]
+    assert [g.first_fi for g in groups] == [0, 4]
+    assert all(chunk.objects[g.first_fi + i] is o for g in groups for i, o in enumerate(g.objects))
+
+
+def test_chunks_are_consecutive_landed_ranges_of_bounded_size():
+    objects = [obj(i, ";" if i % 3 else ",", size=40) for i in range(1, 8)]
+    chunks = plan_chunks(objects, chunk_bytes=100)
+    assert [(c.first_seq, c.last_seq) for c in chunks] == [(1, 2), (3, 4), (5, 6), (7, 7)]
+    assert sum(len(c.objects) for c in chunks) == 7
