@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from saleslake.bronze import LandResult, land_csv
 from saleslake.config import Settings, load_settings
-from saleslake.errors import (  # re-exported: callers (CLI, DAGs) match on these
+from saleslake.errors import (  # noqa: F401 - re-exported: the CLI and the DAGs match on these
     ConfigError,
     LockBusyError,
     QualityGateError,
@@ -33,9 +33,6 @@ from saleslake.errors import (  # re-exported: callers (CLI, DAGs) match on thes
 from saleslake.lake import Lake, open_delta
 from saleslake.runs import Ledger, StageCounts, StageRecord, lake_lock, ledger_rows, lock_is_free, new_run_id, utcnow
 from saleslake.sources.csv import CsvOverrides
-
-# errors callers match on (the CLI's exit codes, the DAGs' retry decisions)
-ERRORS = (ConfigError, LockBusyError, QualityGateError, SaleslakeError, TransientError, UserError)
 
 Stage = Literal["bronze", "silver", "gold"]
 Progress = Callable[[str, int, int | None], None]  # (task, advance, total)

@@ -9,6 +9,7 @@ reject store and quarantined as ``malformed_row``.
 from __future__ import annotations
 
 import codecs
+import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,17 +53,14 @@ class Chunk:
         return sum(o["size_bytes"] for o in self.objects)
 
     def dialect_groups(self) -> list[Chunk]:
-        """The objects sharing one dialect, each group a contiguous run of ``objects``."""
-        return [Chunk(self.objects[start:end], start) for start, end in self._group_bounds]
-
-    @property
-    def _group_bounds(self) -> list[tuple[int, int]]:
-        bounds, start = [], 0
-        for i in range(1, len(self.objects) + 1):
-            if i == len(self.objects) or _dialect_key(self.objects[i]) != _dialect_key(self.objects[start]):
-                bounds.append((start, i))
-                start = i
-        return bounds
+        """The objects sharing one dialect, each group a contiguous run of ``objects``
+        (``dialect`` and ``columns`` are only meaningful on a group)."""
+        groups, start = [], 0
+        for _, run in itertools.groupby(self.objects, key=_dialect_key):
+            objects = list(run)
+            groups.append(Chunk(objects, start))
+            start += len(objects)
+        return groups
 
 
 def _dialect_key(obj: dict) -> tuple:
