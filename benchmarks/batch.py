@@ -100,6 +100,7 @@ def bench(rows: int, work: Path) -> dict:
         "run_seconds": round(run.seconds, 2), "run_peak_rss_mb": round(run.peak_rss_mb),
         "total_seconds": round(ingest.seconds + run.seconds, 2),
         "stages": ledger_durations(home),
+        "gold_timings": {k: round(v, 2) for k, v in (stage_seconds(home).get("gold", {}).get("timings") or {}).items()},
     }
     print(f"saleslake: ingest {ingest.seconds:.1f} s, run {run.seconds:.1f} s, peak {run.peak_rss_mb:.0f} MB "
           f"{result['saleslake']['stages']}", flush=True)

@@ -70,7 +70,7 @@ def split_write(con, target, positions):
     con.execute("CREATE OR REPLACE TEMP TABLE profiled_upserts AS SELECT * FROM upserts")
     SPENT["write: sales_lines, the upserts query"] += time.perf_counter() - started
     con.execute("CREATE OR REPLACE TEMP VIEW upserts AS SELECT * FROM profiled_upserts")
-    return timed("write: sales_lines, Arrow cast + Delta append/merge", dedup.write_upserts)(con, target, positions)
+    return timed("write: sales_lines, Arrow cast + Delta append/rewrite", dedup.write_upserts)(con, target, positions)
 
 
 

@@ -108,7 +108,8 @@ def main() -> None:
         done = api.publish_postgres(settings=s)
         results["publish"] = {"seconds": round(done.seconds, 3), "rows": total_rows,
                               "rows_per_second": round(total_rows / done.seconds),
-                              "fact_rows": fact_rows, "fact_rows_per_second": round(fact_rows / done.seconds)}
+                              "fact_rows": fact_rows, "fact_rows_per_second": round(fact_rows / done.seconds),
+                              "timings": done.timings}
         print(f"publish: {done.seconds:.1f} s", file=sys.stderr)
         again = api.publish_postgres(settings=s)
         results["republish"] = {"seconds": round(again.seconds, 3), "skipped": again.skipped}
@@ -123,7 +124,7 @@ def main() -> None:
         inc = api.publish_postgres(settings=s)
         fact = inc.tables["fact_sales"]
         results["incremental"] = {"seconds": round(inc.seconds, 3), "fact_written": fact.written,
-                                  "fact_sent": fact.sent, "fact_rows": fact_rows}
+                                  "fact_sent": fact.sent, "fact_rows": fact_rows, "timings": inc.timings}
         print(f"incremental: {inc.seconds:.1f} s, {fact.written} facts written", file=sys.stderr)
 
         # bulk-load paths on the same fact rows

@@ -13,6 +13,11 @@ Layout under ``home``::
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
@@ -20,7 +25,8 @@ from urllib.parse import unquote
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import DeltaTable, write_deltalake
+from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake.transaction import AddAction, RemoveAction
 from deltalake.exceptions import TableNotFoundError
 
 
@@ -154,7 +160,82 @@ def files_overlapping(table: DeltaTable, column: str, low, high) -> list[str] | 
     return uris
 
 
-def snapshot_view_sql(table: DeltaTable, files: list[str] | None = None) -> str:
+def _local_root(table: DeltaTable) -> Path:
+    return Path(unquote(table.table_uri.removeprefix("file://"))).absolute()
+
+
+#: Where :func:`replace_files` writes before moving files into the table: a hidden
+#: folder (a leading underscore) that Delta readers and VACUUM ignore.
+STAGING_DIR = "_saleslake_staging"
+STALE_STAGING_SECONDS = 3600
+
+
+def replace_files(table: DeltaTable, rows: pa.RecordBatchReader, remove: list[str], partition_by: list[str],
+                  commit_properties: CommitProperties) -> None:
+    """One Delta commit that adds ``rows`` as new files and removes the files ``remove``
+    (as :meth:`DeltaTable.file_uris` names them), with ``commit_properties`` (positions).
+
+    A copy-on-write MERGE without the join: the caller already knows which files hold
+    rows being replaced and passes their surviving rows in ``rows``. delta-rs writes the
+    files (and their statistics) into a scratch table inside the table's folder; they
+    are moved beside the table's own files and committed with the removes. A crash before
+    the commit leaves only unreferenced files. Local file systems only (the lake's).
+    """
+    root = _local_root(table)
+    staging_root = root / STAGING_DIR
+    _drop_stale_staging(staging_root)
+    scratch = staging_root / uuid.uuid4().hex
+    try:
+        write_deltalake(str(scratch), rows, mode="append", partition_by=partition_by)
+        adds = []
+        for line in (scratch / "_delta_log" / f"{0:020d}.json").read_text("utf-8").splitlines():
+            add = json.loads(line).get("add")
+            if add is None:
+                continue
+            relative = unquote(add["path"])
+            (root / relative).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(scratch / relative, root / relative)
+            adds.append(AddAction(add["path"], int(add["size"]), add["partitionValues"], int(add["modificationTime"]),
+                                  True, add.get("stats") or ""))
+        removes = _remove_actions(table, remove)
+        table.create_write_transaction([*adds, *removes], mode="append", schema=table.schema(),
+                                       partition_by=partition_by or None, commit_properties=commit_properties)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        try:
+            staging_root.rmdir()  # only when no other writer's scratch is in it
+        except OSError:
+            pass
+
+
+def _remove_actions(table: DeltaTable, uris: list[str]) -> list[RemoveAction]:
+    if not uris:
+        return []
+    actions = pa.table(table.get_add_actions(flatten=False)).to_pylist()
+    root = str(_local_root(table))
+    by_uri = {f"{root}/{unquote(a['path'])}": a for a in actions}
+    now = int(time.time() * 1000)
+    removes = []
+    for uri in uris:
+        action = by_uri.get(str(Path(uri).absolute()))
+        if action is None:
+            raise ValueError(f"{uri} is not a file of {root}'s current snapshot")
+        removes.append(RemoveAction(action["path"], True, now, int(action["size_bytes"]),
+                                    dict(action.get("partition") or {})))
+    return removes
+
+
+def _drop_stale_staging(staging_root: Path) -> None:
+    """Scratch folders left by a crash (older than an hour; a live writer's is younger)."""
+    if not staging_root.is_dir():
+        return
+    horizon = time.time() - STALE_STAGING_SECONDS
+    for child in staging_root.iterdir():
+        if child.stat().st_mtime < horizon:
+            shutil.rmtree(child, ignore_errors=True)
+
+
+def snapshot_view_sql(table: DeltaTable, files: list[str] | None = None, filename: bool = False) -> str:
     """A SELECT that reads exactly the table's current committed snapshot.
 
     The file list is frozen into the SQL, so a view made from it can be persisted in a
@@ -162,6 +243,8 @@ def snapshot_view_sql(table: DeltaTable, files: list[str] | None = None) -> str:
     commits newer versions; DuckDB scans the Parquet files natively, in parallel, with
     projection and filter pushdown. Partition values come from the Hive-style paths.
     ``files``: a subset of the snapshot's files to read (see :func:`files_overlapping`).
+    ``filename``: add a ``filename`` column, the file each row comes from (as ``files``
+    names it).
     delta-rs writes neither deletion vectors nor column mapping, which this relies on.
     """
     schema = pa.schema(table.schema())
@@ -170,13 +253,15 @@ def snapshot_view_sql(table: DeltaTable, files: list[str] | None = None) -> str:
     files = table.file_uris() if files is None else files
     if not files:
         nulls = ", ".join(f'CAST(NULL AS {typ}) AS "{name}"' for name, typ in columns)
-        return f"SELECT {nulls} WHERE false"
+        extra = ", CAST(NULL AS VARCHAR) AS filename" if filename else ""
+        return f"SELECT {nulls}{extra} WHERE false"
     file_list = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
     partitioned = bool(table.metadata().partition_columns)
+    extra = ", filename" if filename else ""
     return (
-        f"SELECT {select_list} FROM read_parquet([{file_list}], "
+        f"SELECT {select_list}{extra} FROM read_parquet([{file_list}], "
         f"hive_partitioning = {str(partitioned).lower()}, hive_types_autocast = false, "
-        "union_by_name = true)"
+        f"union_by_name = true, filename = {str(filename).lower()})"
     )
 
 

@@ -5,9 +5,11 @@ latest landed wins, whatever order files are processed in. A version whose conte
 (``row_hash``) equals the version it would replace is an exact repeat (``duplicate``);
 a different one is a ``correction``. Only the newest version of each key is written.
 
-Write strategy (measured in benchmarks/silver_write.py): when no incoming key exists in
-silver yet, a plain append; otherwise one Delta MERGE whose target scan is limited to
-the ``order_month`` partitions that hold the versions being replaced.
+Write strategy (measured in benchmarks/silver_write.py and profile_stages.py): when no
+incoming key exists in silver yet, a plain append; otherwise one commit that adds the new
+rows and rewrites only the files holding the versions being replaced (lake.replace_files).
+A Delta MERGE did the same rewrite but also joined every incoming row with the target:
+chunks that replaced a dozen lines paid for the half million they merely inserted.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
 from saleslake.contract import SALES_LINES_SCHEMA
-from saleslake.lake import snapshot_view_sql
+from saleslake.lake import replace_files, snapshot_view_sql
 
 BATCH_ROWS = 200_000
 
@@ -65,8 +67,8 @@ def classify(
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE existing AS
-        SELECT s.line_key, s.row_hash, s.landed_seq, s.order_month
-        FROM ({snapshot_view_sql(target, target_files)}) s
+        SELECT s.line_key, s.row_hash, s.landed_seq, s.order_month, s.filename
+        FROM ({snapshot_view_sql(target, target_files, filename=True)}) s
         WHERE ({existing_filter}) AND s.line_key IN (SELECT line_key FROM valid)
         """
     )
@@ -110,44 +112,35 @@ def classify(
                    AND (x.existing_seq IS NULL OR (x.existing_seq < v.landed_seq AND x.row_hash <> x.existing_hash))))
         """
     )
+    # The silver keys the upserts replace (the rows of upserts that exist in silver).
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP VIEW replaced AS
+        SELECT line_key FROM versions
+        WHERE newest = 1 AND landed_seq > {applied_seq} AND existing_seq IS NOT NULL
+          AND existing_seq < landed_seq AND row_hash <> existing_hash
+        """
+    )
     return DedupCounts(valid=valid - duplicate, duplicate=duplicate, corrected=corrected)
 
 
 def write_upserts(con: duckdb.DuckDBPyConnection, target: DeltaTable, positions: list[Transaction]) -> str:
-    """Write view ``upserts`` to silver with the source ``positions`` in the same commit."""
+    """Write view ``upserts`` to silver with the source ``positions`` in the same commit;
+    returns ``"append"`` or ``"rewrite"`` (some files were rewritten without replaced rows)."""
     commit = CommitProperties(app_transactions=positions)
-    # Only the partitions that hold a version being replaced need scanning: every other
-    # incoming row is new and is inserted wherever its month is.
-    months = [r[0] for r in con.sql("SELECT DISTINCT order_month FROM existing").fetchall()]
-    # The reader streams from the connection: no other query may run until it is drained.
+    files = [r[0] for r in con.sql(
+        "SELECT DISTINCT e.filename FROM existing e JOIN replaced r USING (line_key) ORDER BY 1").fetchall()]
     columns = ", ".join(f'"{name}"' for name in SALES_LINES_SCHEMA.names)
-    batches = con.sql(f"SELECT {columns} FROM upserts").to_arrow_reader(BATCH_ROWS)
+    query = f"SELECT {columns} FROM upserts"
+    if files:
+        survivors = (f"SELECT {columns} FROM ({snapshot_view_sql(target, files)}) "
+                     "WHERE line_key NOT IN (SELECT line_key FROM replaced)")
+        query = f"{query} UNION ALL {survivors}"
+    # The reader streams from the connection: no other query may run until it is drained.
+    batches = con.sql(query).to_arrow_reader(BATCH_ROWS)
     reader = pa.RecordBatchReader.from_batches(SALES_LINES_SCHEMA, (b.cast(SALES_LINES_SCHEMA) for b in batches))
-    if not months:
+    if not files:
         write_deltalake(target, reader, mode="append", partition_by=["order_month"], commit_properties=commit)
         return "append"
-    month_list = ", ".join(f"'{m}'" for m in sorted(set(months)))
-    (
-        target.merge(
-            reader,
-            predicate=f"t.line_key = s.line_key AND t.order_month IN ({month_list})",
-            source_alias="s",
-            target_alias="t",
-            commit_properties=commit,
-        )
-        .when_matched_update_all()
-        .when_not_matched_insert_all()
-        .execute()
-    )
-    if not _positions_recorded(target, positions):
-        # A MERGE with nothing to change commits nothing, positions included: record
-        # them with an empty append, or the same input would be processed again.
-        write_deltalake(target, SALES_LINES_SCHEMA.empty_table(), mode="append", partition_by=["order_month"],
-                        commit_properties=commit)
-    return "merge"
-
-
-def _positions_recorded(target: DeltaTable, positions: list[Transaction]) -> bool:
-    target.update_incremental()
-    held = [target.transaction_version(t.app_id) for t in positions]
-    return all(h is not None and h >= t.version for h, t in zip(held, positions))
+    replace_files(target, reader, files, ["order_month"], commit)
+    return "rewrite"

@@ -1,6 +1,6 @@
 """Type the raw text fields and attach every CONTRACT §4 reason code, in SQL.
 
-``checked_sql`` turns the ``raw`` table of one chunk into typed columns plus a
+``checked_sql`` turns the text records of one dialect group into typed columns plus a
 ``reasons`` list; a row with an empty list is valid.
 """
 
@@ -45,10 +45,12 @@ def _sql_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def checked_sql(columns: dict[str, int], decimal: str, date_format: str) -> str:
-    """SELECT over ``raw`` (fi, grn, c0..cN) and ``files`` (fi, landed_seq, landed_at, bronze_uri,
-    source_system, currency): typed columns, their text, ``reasons``, and the raw ``cN``
-    columns (for :func:`raw_map_sql`)."""
+def checked_sql(columns: dict[str, int], decimal: str, date_format: str, scan: str,
+                file_columns: dict[str, str]) -> str:
+    """SELECT over ``scan`` (a relation of fi, c0..cN): the per-file ``file_columns`` (name →
+    SQL expression of ``fi``), typed columns, their text, ``reasons``, and the raw ``cN``
+    columns (for :func:`raw_map_sql`). Projections only (no join): the result keeps the
+    scan's record order."""
     txt = {name: _raw_text(columns, name) for name in CSV_FIELDS.values()}
     typed = [f"{txt[name]} AS {name}" for name in TEXT_FIELDS]
     for name in DATE_FIELDS:
@@ -70,11 +72,11 @@ def checked_sql(columns: dict[str, int], decimal: str, date_format: str) -> str:
     return f"""
         SELECT *, list_filter([{", ".join(reasons)}], lambda r: r IS NOT NULL) AS reasons
         FROM (
-            SELECT raw.fi, raw.grn, f.landed_seq, f.landed_at, f.bronze_uri, f.source_system, f.currency,
+            SELECT raw.fi, {", ".join(f"{sql} AS {name}" for name, sql in file_columns.items())},
                    {", ".join(typed)},
                    {", ".join(text_copies.values())},
-                   raw.* EXCLUDE (fi, grn)
-            FROM raw_ordered AS raw JOIN files f USING (fi)
+                   raw.* EXCLUDE (fi)
+            FROM ({scan}) AS raw
         )
     """
 
