@@ -145,6 +145,7 @@ def profile_csv(rows: int, increment: float) -> None:
     process.connect = lambda *a, **k: TimedConnection(original_connect(*a, **k))
     process._write_quarantine = timed("write: quarantine (query + Delta append)", process._write_quarantine)
     process.write_upserts = split_write
+    process._check_group = timed("scan, type, validate, enrich into Arrow (a dialect group)", process._check_group)
     process.classify = timed("classify (total, its SQL below too)", dedup.classify)
 
     started = time.perf_counter()

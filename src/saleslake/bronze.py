@@ -160,7 +160,8 @@ def land_csv(
             elif not isinstance(sha, InputFileError):
                 seen_now.add(sha)
                 fresh.append((path, sha))
-        for (path, sha), sniffed in zip(fresh, pool.map(lambda f: _safely(sniff, f[0], overrides), fresh)):
+        # sniffing is Python (it holds the GIL): a thread pool only adds contention
+        for (path, sha), sniffed in zip(fresh, map(lambda f: _safely(sniff, f[0], overrides), fresh)):
             if progress:
                 progress(1, len(files))
             if isinstance(sniffed, InputFileError):

@@ -4,6 +4,7 @@ the silver schema and the reason codes. Everything else imports names from here.
 
 from __future__ import annotations
 
+import functools
 import re
 
 import pyarrow as pa
@@ -66,8 +67,10 @@ _CANONICAL_BY_KEY = {normalise_header(k): v for k, v in CSV_FIELDS.items()}
 _CANONICAL_BY_KEY.update({normalise_header(k): v for k, v in CSV_ALIASES.items()})
 
 
+@functools.lru_cache(maxsize=4096)
 def canonical_column(header: str) -> str | None:
-    """The silver name of a CSV header, or None for an unknown extra column."""
+    """The silver name of a CSV header, or None for an unknown extra column (cached: a
+    folder of daily exports repeats one header thousands of times)."""
     return _CANONICAL_BY_KEY.get(normalise_header(header))
 
 

@@ -58,19 +58,24 @@ def checked_sql(columns: dict[str, int], decimal: str, date_format: str, scan: s
     for name, sql_type in NUMBER_TYPES.items():
         typed.append(f"{_number(txt[name], sql_type, decimal)} AS {name}")
 
-    reasons = [f"CASE WHEN {name}__txt IS NULL THEN 'missing_required:{name}' END" for name in REQUIRED_FIELDS]
-    reasons += [f"CASE WHEN {name}__txt IS NOT NULL AND {name} IS NULL THEN 'invalid_date:{name}' END" for name in DATE_FIELDS]
-    reasons += [f"CASE WHEN {name}__txt IS NOT NULL AND {name} IS NULL THEN 'invalid_number:{name}' END" for name in NUMBER_TYPES]
-    reasons += [
-        "CASE WHEN quantity <= 0 THEN 'non_positive_quantity' END",
-        "CASE WHEN sales <= 0 THEN 'non_positive_sales' END",
-        "CASE WHEN discount < 0 OR discount > 1 THEN 'discount_out_of_range' END",
-        "CASE WHEN ship_date < order_date THEN 'ship_before_order' END",
+    checks = [(f"{name}__txt IS NULL", f"missing_required:{name}") for name in REQUIRED_FIELDS]
+    checks += [(f"{name}__txt IS NOT NULL AND {name} IS NULL", f"invalid_date:{name}") for name in DATE_FIELDS]
+    checks += [(f"{name}__txt IS NOT NULL AND {name} IS NULL", f"invalid_number:{name}") for name in NUMBER_TYPES]
+    checks += [
+        ("quantity <= 0", "non_positive_quantity"),
+        ("sales <= 0", "non_positive_sales"),
+        ("discount < 0 OR discount > 1", "discount_out_of_range"),
+        ("ship_date < order_date", "ship_before_order"),
     ]
+    reasons = [f"CASE WHEN {condition} THEN '{code}' END" for condition, code in checks]
+    # Most rows pass every check: the list of reasons is only built for the others
+    # (building and filtering it for every row cost ~12 % of the typing statement).
+    failed = " OR ".join(f"({condition})" for condition, _ in checks)
     # The original text of every field a reason looks at (dict keeps one copy each).
     text_copies = {n: f"{txt[n]} AS {n}__txt" for n in (*REQUIRED_FIELDS, *DATE_FIELDS, *NUMBER_TYPES)}
     return f"""
-        SELECT *, list_filter([{", ".join(reasons)}], lambda r: r IS NOT NULL) AS reasons
+        SELECT *, CASE WHEN {failed} THEN list_filter([{", ".join(reasons)}], lambda r: r IS NOT NULL)
+                       ELSE CAST([] AS VARCHAR[]) END AS reasons
         FROM (
             SELECT raw.fi, {", ".join(f"{sql} AS {name}" for name, sql in file_columns.items())},
                    {", ".join(typed)},

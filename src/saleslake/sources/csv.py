@@ -188,7 +188,8 @@ def _map_columns(path: Path, names: list[str]) -> tuple[dict[str, int], tuple[st
 def date_evidence(values: Iterable[str]) -> DateEvidence:
     """Separator, year width and which component exceeds 12, over sample values."""
     separator, year_digits, iso, day_first, month_first = None, None, False, False, False
-    for value in values:
+    # distinct values in first-seen order: a daily export repeats a handful of dates
+    for value in dict.fromkeys(values):
         if not value:
             continue
         match = _DMY.match(value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from saleslake.silver.parse import DIALECT_KEYS, plan_chunks
@@ -31,3 +32,11 @@ def test_chunks_are_consecutive_landed_ranges_of_bounded_size():
     chunks = plan_chunks(objects, chunk_bytes=100)
     assert [(c.first_seq, c.last_seq) for c in chunks] == [(1, 2), (3, 4), (5, 6), (7, 7)]
     assert sum(len(c.objects) for c in chunks) == 7
+
+
+def test_positions_count_from_each_files_first_row():
+    from saleslake.silver.process import _positions
+
+    fi = np.array([3, 3, 3, 4, 7, 7], dtype=np.uint64)
+    assert _positions(fi).tolist() == [1, 2, 3, 1, 1, 2]
+    assert _positions(np.array([], dtype=np.uint64)).tolist() == []

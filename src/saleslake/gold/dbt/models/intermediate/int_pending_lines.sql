@@ -5,7 +5,7 @@
 -- the release is recorded, so work a crashed build did but did not publish is done (and
 -- published) again. Empty on a full build.
 --
--- How lines are compared (var silver_diff, chosen by build_gold):
+-- How lines are compared (env var SALESLAKE_SILVER_DIFF, chosen by build_gold):
 --   files: only silver's Parquet files added since the previous build are compared with
 --          the files removed since (silver.sales_lines_added / _removed; files are
 --          immutable, so a line in a file both snapshots hold did not change). The
@@ -32,7 +32,7 @@
 
 {%- if is_incremental() %}
 with
-{%- if var('silver_diff', 'full') == 'files' %}
+{%- if env_var('SALESLAKE_SILVER_DIFF', 'full') == 'files' %}
 added as (
     select line_key, line_hash from ({{ sales_lines_select(silver_relation('sales_lines_added')) }})
 ),

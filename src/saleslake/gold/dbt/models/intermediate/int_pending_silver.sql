@@ -8,7 +8,7 @@ select line_key, order_date, customer_id, product_id, store_id, {{ geography_col
 {%- if gold_full_build() %}
 from {{ ref('stg_sales_lines') }}
 where false
-{%- elif var('silver_diff', 'full') == 'files' %}
+{%- elif env_var('SALESLAKE_SILVER_DIFF', 'full') == 'files' %}
 from ({{ sales_lines_select(silver_relation('sales_lines_added')) }})
 where line_key in (select line_key from {{ ref('int_pending_lines') }})
 {%- else %}
