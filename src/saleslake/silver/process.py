@@ -88,16 +88,15 @@ def _write_quarantine(con: duckdb.DuckDBPyConnection, lake: Lake, chunk: Chunk, 
 def _check_rows(con: duckdb.DuckDBPyConnection, lake: Lake, settings: Settings, chunk: Chunk) -> None:
     """One pass over the files: relation ``checked`` with every record typed, enriched and
     given its reasons (raw text kept only for rejected ones) and its position in its file,
-    then the ``valid`` view in the silver schema. Each dialect group is scanned and typed on its
-    own; their rows are concatenated.
+    then the ``valid`` view in the silver schema. Each dialect group is scanned and typed
+    on its own; their rows are concatenated.
 
     ``checked`` is collected straight from the CSV scans, by projections only, with
     ``preserve_insertion_order`` on: its rows come in the files' record order, so a
     record's position (``pos``) is its distance from its file's first row, computed on the
     collected rows without materialising the text first or an order-preserving window.
-    It is collected
-    as Arrow (an ordered insert into a DuckDB table cost ~25 % more: a chunk is thousands
-    of small files, each its own insert batch) and registered as a view.
+    It is collected as Arrow (an ordered insert into a DuckDB table cost ~25 % more: a
+    chunk is thousands of small files, each its own insert batch) and registered as a view.
     """
     _drop_checked(con)
     con.execute("DROP TABLE IF EXISTS rejects")
