@@ -180,6 +180,10 @@ def replace_files(table: DeltaTable, rows: pa.RecordBatchReader, remove: list[st
     files (and their statistics) into a scratch table inside the table's folder; they
     are moved beside the table's own files and committed with the removes. A crash before
     the commit leaves only unreferenced files. Local file systems only (the lake's).
+
+    The commit is an append that records no read of the files it rewrites, so Delta's
+    conflict check would not catch a concurrent writer adding a newer version of a
+    replaced row: callers hold ``runs.silver_commit_lock`` and pass a snapshot read under it.
     """
     root = _local_root(table)
     staging_root = root / STAGING_DIR
@@ -221,7 +225,8 @@ def _remove_actions(table: DeltaTable, uris: list[str]) -> list[RemoveAction]:
         if action is None:
             raise ValueError(f"{uri} is not a file of {root}'s current snapshot")
         removes.append(RemoveAction(action["path"], True, now, int(action["size_bytes"]),
-                                    dict(action.get("partition") or {})))
+                                    {k: None if v is None else str(v)
+                                     for k, v in (action.get("partition") or {}).items()}))
     return removes
 
 

@@ -127,8 +127,8 @@ def _file_columns(chunk: Chunk) -> dict[str, str]:
     def pick(values: list[str], sql_type: str) -> str:
         return f"CAST([{', '.join(values)}][CAST(fi AS BIGINT) - {chunk.first_fi - 1}] AS {sql_type})"
 
-    def text(value: str) -> str:
-        return "'" + value.replace("'", "''") + "'"
+    def text(value: str | None) -> str:
+        return "NULL" if value is None else "'" + value.replace("'", "''") + "'"
 
     objects = chunk.objects
     return {
