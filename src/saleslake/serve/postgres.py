@@ -447,11 +447,12 @@ def _stage_fact_changes(conn: psycopg.Connection, duck: duckdb.DuckDBPyConnectio
     (published_rows,) = duck.execute("SELECT count(*) FROM published").fetchall()[0]
     # The changed keys once (a plain table: the sessions' cursors share it), then each
     # session reads its share of them: the comparison is not repeated per session.
-    duck.execute(
-        f"CREATE OR REPLACE TABLE changed AS SELECT line_key FROM {FACT} g WHERE NOT EXISTS "
-        f"(SELECT 1 FROM published p WHERE p.line_key = g.line_key AND p.h = {_hash_sql(columns)})"
-        if published_rows else "CREATE OR REPLACE TABLE changed AS SELECT NULL::VARCHAR AS line_key WHERE false")
-    only_changed = "AND line_key IN (SELECT line_key FROM changed)" if published_rows else ""
+    only_changed = ""  # an empty warehouse: every gold fact is a change
+    if published_rows:
+        duck.execute(
+            f"CREATE OR REPLACE TABLE changed AS SELECT line_key FROM {FACT} g WHERE NOT EXISTS "
+            f"(SELECT 1 FROM published p WHERE p.line_key = g.line_key AND p.h = {_hash_sql(columns)})")
+        only_changed = "AND line_key IN (SELECT line_key FROM changed)"
 
     def load_share(share: int) -> int:
         cursor = duck.cursor()
@@ -476,7 +477,7 @@ def _stage_fact_changes(conn: psycopg.Connection, duck: duckdb.DuckDBPyConnectio
         f"SELECT line_key FROM published p WHERE NOT EXISTS (SELECT 1 FROM {FACT} g WHERE g.line_key = p.line_key)"
     ).to_arrow_reader(BATCH_ROWS)
     sent += _copy_arrow(conn, "stage_fact_deletes", ["line_key"], deletes)
-    duck.execute("DROP TABLE published; DROP TABLE changed")
+    duck.execute("DROP TABLE published; DROP TABLE IF EXISTS changed")
     return sent, int(published_rows)
 
 

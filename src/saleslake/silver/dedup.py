@@ -85,6 +85,8 @@ def classify(
         SELECT v.line_key, v.fi, v.pos, v.landed_seq, v.row_hash,
                coalesce(lag(v.row_hash) OVER w, e.row_hash) AS previous_hash,
                e.landed_seq AS existing_seq, e.row_hash AS existing_hash,
+               -- a newer, different version of a line silver holds: written in its place
+               coalesce(e.landed_seq < v.landed_seq AND v.row_hash <> e.row_hash, false) AS replaces_silver,
                row_number() OVER (PARTITION BY v.line_key ORDER BY v.landed_seq DESC, v.pos DESC) AS newest
         FROM valid v LEFT JOIN existing e USING (line_key)
         WHERE v.line_key IN (SELECT line_key FROM multi)
@@ -109,16 +111,14 @@ def classify(
         WHERE v.landed_seq > {applied_seq}
           AND (x.line_key IS NULL
                OR (x.newest = 1
-                   AND (x.existing_seq IS NULL OR (x.existing_seq < v.landed_seq AND x.row_hash <> x.existing_hash))))
+                   AND (x.existing_seq IS NULL OR x.replaces_silver)))
         """
     )
     # The silver keys the upserts replace (the rows of upserts that exist in silver).
     con.execute(
         f"""
         CREATE OR REPLACE TEMP VIEW replaced AS
-        SELECT line_key FROM versions
-        WHERE newest = 1 AND landed_seq > {applied_seq} AND existing_seq IS NOT NULL
-          AND existing_seq < landed_seq AND row_hash <> existing_hash
+        SELECT line_key FROM versions WHERE newest = 1 AND landed_seq > {applied_seq} AND replaces_silver
         """
     )
     return DedupCounts(valid=valid - duplicate, duplicate=duplicate, corrected=corrected)

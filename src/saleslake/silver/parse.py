@@ -115,10 +115,10 @@ def scan_sql(lake: Lake, chunk: Chunk) -> str:
     """The records of one dialect group as text: (fi, c0..cN), in file order; ``fi`` is
     the file's index in the chunk.
 
-    Inserted into a table with ``preserve_insertion_order`` on (through projections
-    only), the table's ``rowid`` follows the files' record order (DuckDB inserts parallel
-    scans in order), which gives each record its position without an order-preserving
-    window (that one costs ~70 %). Records the reader cannot split land in the
+    Collected with ``preserve_insertion_order`` on (through projections only), the rows
+    come in the files' record order (DuckDB keeps the order of parallel scans), which
+    gives each record its position without an order-preserving window (that one costs
+    ~70 %; see process._positions). Records the reader cannot split land in the
     ``reject_errors`` table instead.
     """
     dialect = chunk.dialect
