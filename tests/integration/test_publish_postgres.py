@@ -224,3 +224,95 @@ def test_migration_auto_publish_and_wrong_password(postgres_settings, tmp_path: 
     with psycopg.connect(host="127.0.0.1", port=s.postgres.port, dbname=s.postgres.warehouse_database,
                          user=s.postgres.warehouse_user, password=good_password) as conn:
         assert conn.execute("SELECT sum(sales) FROM gold.fact_sales").fetchone()[0] > Decimal(0)
+
+
+def fact_oid(conn: psycopg.Connection) -> int:
+    return conn.execute("SELECT 'gold.fact_sales'::regclass::oid").fetchone()[0]
+
+
+def fact_grants(conn: psycopg.Connection) -> set[tuple]:
+    """(grantee, privilege) of the fact's ACL, the owner's own left out."""
+    return set(conn.execute(
+        "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END, a.privilege_type "
+        "FROM pg_class c, aclexplode(c.relacl) a WHERE c.oid = 'gold.fact_sales'::regclass AND a.grantee <> c.relowner"
+    ).fetchall())
+
+
+def test_bulk_publish_replaces_the_fact_keeping_grants_indexes_and_readers(
+        postgres_settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from saleslake.serve import postgres as publisher
+
+    s = postgres_settings
+    api.generate_csv(tmp_path / "csv1", rows=3_000, seed=11)
+    api.ingest_csv([tmp_path / "csv1"], settings=s)
+    api.run(settings=s)
+    first = api.publish_postgres(settings=s)  # few rows: upserted into the migrated table
+    assert first.tables["fact_sales"].written == gold(s, "SELECT count(*) FROM gold.fact_sales")[0][0]
+    reader_role = s.postgres.reader_user
+    with warehouse(s) as conn:
+        conn.execute("GRANT SELECT ON gold.fact_sales TO PUBLIC")
+        conn.execute("COMMENT ON TABLE gold.fact_sales IS 'one row per order line; the analysts'' table'")
+        conn.execute(f"REVOKE SELECT ON gold.fact_sales FROM {reader_role}")
+        grants = fact_grants(conn)
+        assert ("PUBLIC", "SELECT") in grants and not any(g[0] == reader_role for g in grants)
+        before_oid, old_totals = fact_oid(conn), conn.execute("SELECT count(*), sum(sales) FROM gold.fact_sales").fetchone()
+        index_names = {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'fact_sales'")}
+
+    # a large change: the next fact is built beside the live one and renamed into place,
+    # while a reader keeps querying
+    api.generate_csv(tmp_path / "csv2", rows=2_000, seed=12)
+    api.ingest_csv([tmp_path / "csv2"], settings=s)
+    api.run(settings=s)
+    seen: set[tuple] = set()
+    errors: list[Exception] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        with warehouse(s) as conn:
+            while not stop.is_set():
+                try:
+                    seen.add(tuple(conn.execute("SELECT count(*), sum(sales) FROM gold.fact_sales").fetchone()))
+                except psycopg.Error as exc:  # pragma: no cover - the failure this test looks for
+                    errors.append(exc)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(publisher, "BULK_FACT_ROWS", 100)
+            patch.setattr(publisher, "BULK_FACT_SHARE", 0.1)
+            second = api.publish_postgres(settings=s)
+    finally:
+        stop.set()
+        thread.join()
+    with warehouse(s) as conn:
+        assert fact_oid(conn) != before_oid  # replaced, not rewritten in place
+        assert_equal_to_gold(s, conn)
+        new_totals = conn.execute("SELECT count(*), sum(sales) FROM gold.fact_sales").fetchone()
+        assert {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'fact_sales'")} == index_names
+        assert fact_grants(conn) == grants  # the same grants, not the defaults of a new table
+        assert conn.execute("SELECT obj_description('gold.fact_sales'::regclass, 'pg_class')").fetchone()[0] == \
+            "one row per order line; the analysts' table"
+        assert not conn.execute("SELECT count(*) FROM pg_class WHERE relname LIKE 'saleslake_next%' OR relname LIKE 'saleslake_stage%'").fetchone()[0]
+    assert not errors and seen and seen <= {tuple(old_totals), tuple(new_totals)}
+    fact = second.tables["fact_sales"]
+    added = new_totals[0] - old_totals[0]
+    assert added <= fact.written < new_totals[0] and fact.deleted == 0  # only the changes were sent
+
+    # a view on the fact: it cannot be replaced, so the bulk path rewrites it in place
+    with warehouse(s) as conn:
+        conn.execute("CREATE VIEW gold.sales_total AS SELECT count(*) AS lines, sum(sales) AS sales FROM gold.fact_sales")
+    api.generate_csv(tmp_path / "csv3", rows=2_000, seed=13)
+    api.ingest_csv([tmp_path / "csv3"], settings=s)
+    api.run(settings=s)
+    with monkeypatch.context() as patch:
+        patch.setattr(publisher, "BULK_FACT_ROWS", 100)
+        patch.setattr(publisher, "BULK_FACT_SHARE", 0.1)
+        third = api.publish_postgres(settings=s)
+    assert third.tables["fact_sales"].written >= 1_000
+    with warehouse(s) as conn:
+        assert fact_oid(conn) != before_oid
+        assert_equal_to_gold(s, conn)
+        assert conn.execute("SELECT lines, sales FROM gold.sales_total").fetchone() == \
+            conn.execute("SELECT count(*), sum(sales) FROM gold.fact_sales").fetchone()
+        assert {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'fact_sales'")} == index_names
