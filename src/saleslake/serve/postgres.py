@@ -386,6 +386,7 @@ def _publish_once(settings: Settings, lake: Lake, release: dict, target: str, sc
 
                 fact_stage = _stage_fact_changes(conn, duck, lake, schema, columns, session)
                 load.sent = fact_stage.sent
+                result.timings.update(fact_stage.timings)
                 staged[name] = [*columns, HASH_COLUMN]
             else:
                 stage = quote_ident(f"stage_{name}")
@@ -455,6 +456,7 @@ class FactStage:
     deletes: int  # line keys the warehouse has and gold lost
     indexes: list[tuple[str, str, str | None, str | None]] = field(default_factory=list)
     # (next index name, live index name, constraint name, constraint type) for mode "next"
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per step of the staging
 
 
 def _stage_fact_changes(conn: psycopg.Connection, duck: duckdb.DuckDBPyConnection, lake: Lake, schema: str,
@@ -471,6 +473,14 @@ def _stage_fact_changes(conn: psycopg.Connection, duck: duckdb.DuckDBPyConnectio
 
     s = quote_ident(schema)
     fact = f"{s}.fact_sales"
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def lap(step: str) -> None:
+        nonlocal started
+        timings[f"stage_fact_sales_{step}"] = round(time.perf_counter() - started, 3)
+        started = time.perf_counter()
+
     published_rows = _published_hashes(conn, duck, lake, fact)
     select = ", ".join(quote_ident(c) for c in columns)
     # The changed keys once (a plain table: the sessions' cursors share it), then each
@@ -488,6 +498,7 @@ def _stage_fact_changes(conn: psycopg.Connection, duck: duckdb.DuckDBPyConnectio
     duck.execute(f"CREATE OR REPLACE TABLE deleted AS SELECT line_key FROM published ANTI JOIN "
                  f"(SELECT line_key FROM {FACT}) g USING (line_key)")
     (deletes,) = duck.execute("SELECT count(*) FROM deleted").fetchall()[0]
+    lap("compare")
     bulk = changes + deletes > BULK_FACT_ROWS and changes + deletes > BULK_FACT_SHARE * published_rows
     mode = ("next" if _replaceable(conn, fact) else "in_place") if bulk else "upsert"
     stage = f"{s}.{FACT_NEXT}" if mode == "next" else FACT_STAGE.format(s=s)
@@ -521,7 +532,8 @@ def _stage_fact_changes(conn: psycopg.Connection, duck: duckdb.DuckDBPyConnectio
     sent += _copy_arrow(conn, "stage_fact_deletes", ["line_key"],
                         duck.sql("SELECT line_key FROM deleted").to_arrow_reader(BATCH_ROWS))
     duck.execute("DROP TABLE published; DROP TABLE deleted; DROP TABLE IF EXISTS changed")
-    staged = FactStage(mode=mode, sent=sent, deletes=int(deletes))
+    staged = FactStage(mode=mode, sent=sent, deletes=int(deletes), timings=timings)
+    lap("copy")
     if mode == "next":
         every = ", ".join(quote_ident(c) for c in [*columns, HASH_COLUMN])
         if published_rows:  # the unchanged rows, copied on the server
@@ -530,7 +542,9 @@ def _stage_fact_changes(conn: psycopg.Connection, duck: duckdb.DuckDBPyConnectio
                 f"(SELECT 1 FROM {stage} n WHERE n.line_key = f.line_key) AND NOT EXISTS "
                 "(SELECT 1 FROM stage_fact_deletes d WHERE d.line_key = f.line_key)")
         conn.commit()
+        lap("unchanged")
         staged.indexes = _build_next_indexes(conn, schema, session)
+        lap("indexes")
     conn.execute(f"ANALYZE {stage}")
     conn.commit()
     return staged
