@@ -72,7 +72,13 @@ def main() -> None:
     from saleslake.gold.publish import latest_release
     from saleslake.lake import Lake
     from saleslake.serve import postgres as publisher
-    from saleslake.services.postgres import PASSWORD_ENV, PostgresService, create_database, start_postgres, stop_postgres
+    from saleslake.services.postgres import (
+        PASSWORD_ENV,
+        PostgresService,
+        create_database,
+        destroy_postgres,
+        start_postgres,
+    )
 
     work = args.work / f"publish-{args.rows}"
     work.mkdir(parents=True, exist_ok=True)
@@ -187,7 +193,8 @@ def main() -> None:
                                "method": "pandas.read_parquet + DataFrame.to_sql (SQLAlchemy, psycopg, chunksize 10000)"}
         results["speedup_vs_baseline"] = round(results["publish"]["fact_rows_per_second"] / results["baseline"]["rows_per_second"], 1)
     finally:
-        stop_postgres(service)
+        # the cluster is scratch: each run's warehouses (~10 GB at 10M rows) go with it
+        destroy_postgres(service)
 
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"publish-postgres-{args.rows}.json"
