@@ -285,8 +285,10 @@ def dbt_profile(lake: Lake, settings: Settings) -> dict:
                     "path": str(lake.warehouse),
                     "schema": "main",
                     "threads": 1,
-                    # close the file when dbt finishes, so publish can open it again
-                    "keep_open": False,
+                    # one handle for the whole build: closing the file after every node
+                    # (keep_open false) checkpointed it ~70 times per build (+1 % of a
+                    # 10M-line lake: dbt 10.3 s -> 8.2 s). run_dbt closes it when dbt ends.
+                    "keep_open": True,
                     "settings": duck_settings,
                 }
             },
@@ -343,9 +345,24 @@ def run_dbt(lake: Lake, settings: Settings, command: list[str], env: dict[str, s
             outcome = dbtRunner().invoke(args)
         except Exception as exc:  # dbt raises only on bugs; keep the message to one line
             raise PipelineError(f"gold build failed: {_one_line(exc)}") from exc
+        finally:
+            _close_dbt_warehouse()
     if not outcome.success:
         raise PipelineError(f"{_failure_message(outcome)} (details: {log_path / 'dbt.log'})")
     return outcome.result
+
+
+def _close_dbt_warehouse() -> None:
+    """Close the warehouse file dbt-duckdb keeps open (``keep_open``), so the publish and
+    readers in this process can open it with their own settings, and its last writes are
+    checkpointed now. dbt-duckdb holds it in its connection manager's environment; its
+    ``close_all_connections`` only drops the reference, so the environment is closed here."""
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+    environment = getattr(DuckDBConnectionManager, "_ENV", None)
+    DuckDBConnectionManager.close_all_connections()
+    if environment is not None:
+        environment.close()
 
 
 def _failure_message(outcome: object) -> str:

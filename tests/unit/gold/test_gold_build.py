@@ -538,6 +538,19 @@ def test_dbt_tests_catch_broken_gold(built, tmp_path: Path) -> None:
     assert "scd2_valid_range_dim_customer" not in message
 
 
+def test_dbt_leaves_the_warehouse_file_closed(built) -> None:
+    """dbt keeps one handle on the warehouse for a whole command (keep_open); when it ends
+    the file is closed, so this process can open it with other settings (DuckDB refuses a
+    second configuration of an open file)."""
+    lake, _, result = built
+    run_dbt(lake, settings(), ["test"])
+    con = duckdb.connect(str(lake.warehouse), read_only=True)
+    try:
+        assert con.execute("select count(*) from gold.fact_sales").fetchone()[0] >= result.tables["fact_sales"]
+    finally:
+        con.close()
+
+
 def test_failing_dbt_test_raises_pipeline_error(tmp_path: Path) -> None:
     lake = Lake(tmp_path / "lake")
     # bad silver: the same line twice (silver must be deduplicated) and one good line
