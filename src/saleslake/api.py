@@ -241,7 +241,7 @@ def _publish_postgres_stage(lake, s, ledger) -> None:
 def _publication_details(done) -> dict:
     return {"release_id": done.release_id, "dsn": done.dsn, "schema": done.schema, "skipped": done.skipped,
             "schema_version": done.schema_version, "migrations_applied": done.migrations_applied,
-            "attempts": done.attempts, "seconds": round(done.seconds, 3),
+            "attempts": done.attempts, "swap_attempts": done.swap_attempts, "seconds": round(done.seconds, 3),
             "tables": {n: vars(t) for n, t in done.tables.items()}}
 
 

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from saleslake import api
 from saleslake.cli import app
-from saleslake.errors import UserError
+from saleslake.errors import TransientError, UserError
 from saleslake.serve.postgres import LATEST_VERSION, migrate, schema_version
 
 pytestmark = pytest.mark.integration
@@ -316,3 +316,87 @@ def test_bulk_publish_replaces_the_fact_keeping_grants_indexes_and_readers(
         assert conn.execute("SELECT lines, sales FROM gold.sales_total").fetchone() == \
             conn.execute("SELECT count(*), sum(sales) FROM gold.fact_sales").fetchone()
         assert {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'fact_sales'")} == index_names
+
+
+def _published_once(s, tmp_path: Path, rows: int = 1_500, seed: int = 21) -> tuple:
+    """A lake with gold, published once; returns the warehouse's (count, sum(sales))."""
+    api.generate_csv(tmp_path / "csv-a", rows=rows, seed=seed)
+    api.ingest_csv([tmp_path / "csv-a"], settings=s)
+    api.run(settings=s)
+    api.publish_postgres(settings=s)
+    api.generate_csv(tmp_path / "csv-b", rows=rows, seed=seed + 1)
+    api.ingest_csv([tmp_path / "csv-b"], settings=s)
+    api.run(settings=s)
+    with warehouse(s) as conn:
+        return tuple(conn.execute("SELECT count(*), sum(sales) FROM gold.fact_sales").fetchone())
+
+
+def test_connection_lost_in_the_swap_is_retried_nothing_doubled(postgres_settings, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server ends the publish's session in the middle of the swap transaction (as a
+    restart would): the attempt rolls back, the retry publishes once."""
+    from saleslake.serve import postgres as publisher
+
+    s = postgres_settings
+    _published_once(s, tmp_path)
+    real, calls = publisher._merge_fact, {"n": 0}
+
+    def killed_once(conn, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:  # dims already merged in this transaction: all of it must roll back
+            with warehouse(s) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", [conn.info.backend_pid])
+        return real(conn, *args, **kwargs)
+
+    monkeypatch.setattr(publisher, "_merge_fact", killed_once)
+    done = api.publish_postgres(settings=s)
+    assert done.attempts == 2 and calls["n"] == 2
+    with warehouse(s) as conn:
+        assert_equal_to_gold(s, conn)
+        assert conn.execute("SELECT count(*) FROM gold.saleslake_publish_log").fetchone()[0] == 2
+        assert not conn.execute("SELECT count(*) FROM pg_class WHERE relname LIKE 'saleslake_next%' "
+                                "OR relname LIKE 'saleslake_stage%'").fetchone()[0]
+
+
+@pytest.mark.parametrize("held_seconds", [1.5, None], ids=["released", "held"])
+def test_a_reader_holding_the_fact_makes_the_swap_wait_retry_or_fail_cleanly(
+        postgres_settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, held_seconds: float | None) -> None:
+    """A bulk swap needs the fact to itself; an open reader transaction holds it. The swap
+    waits lock_timeout, retries with backoff, and publishes once the reader is gone; if
+    the reader never goes, one clear line and the warehouse keeps the previous gold."""
+    from saleslake.serve import postgres as publisher
+
+    s = postgres_settings
+    before = _published_once(s, tmp_path, seed=31)
+    s = s.model_copy(update={"postgres": s.postgres.model_copy(
+        update={"lock_timeout_seconds": 0.3, "publish_attempts": 3})})
+    monkeypatch.setattr(publisher, "BULK_FACT_ROWS", 100)
+    monkeypatch.setattr(publisher, "BULK_FACT_SHARE", 0.1)
+    reader = warehouse(s)
+    reader.autocommit = False
+    assert tuple(reader.execute("SELECT count(*), sum(sales) FROM gold.fact_sales").fetchone()) == before
+    release = threading.Timer(held_seconds, reader.rollback) if held_seconds else None
+    try:
+        if release is not None:
+            release.start()
+            done = api.publish_postgres(settings=s)
+            assert done.attempts == 1 and done.swap_attempts >= 2  # the swap alone was retried
+            with warehouse(s) as conn:
+                assert_equal_to_gold(s, conn)
+        else:
+            with pytest.raises(TransientError) as caught:
+                api.publish_postgres(settings=s)
+            message = str(caught.value)
+            assert "locked by another session through 3 swap attempt(s)" in message
+            assert "previous gold" in message and "\n" not in message
+            assert s.postgres.password("warehouse") not in message
+            # the reader's transaction still sees its totals; after it, so does everybody
+            assert tuple(reader.execute("SELECT count(*), sum(sales) FROM gold.fact_sales").fetchone()) == before
+            reader.rollback()
+            with warehouse(s) as conn:
+                assert tuple(conn.execute("SELECT count(*), sum(sales) FROM gold.fact_sales").fetchone()) == before
+                assert conn.execute("SELECT count(*) FROM gold.saleslake_publish_log").fetchone()[0] == 1
+    finally:
+        if release is not None:
+            release.join()
+        reader.close()

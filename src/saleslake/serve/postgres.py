@@ -37,6 +37,9 @@
 - **Faults**: lock waits are bounded by ``postgres.lock_timeout_seconds``; connection loss,
   lock timeouts, deadlocks and serialization failures are retried with backoff
   (``postgres.publish_attempts``); a failed attempt rolls back, leaving the previous gold.
+  A lock timeout in the swap (a reader's open transaction on a table the swap changes)
+  retries the swap transaction alone, as the staged rows are already committed; if the
+  lock outlasts every swap attempt the publish stops with one line saying so.
   The password is never printed: errors go through :mod:`saleslake.pg`'s redaction.
 """
 
@@ -183,7 +186,8 @@ class PostgresPublication:
     migrations_applied: list[int] = field(default_factory=list)
     skipped: bool = False  # the release was already published: nothing changed
     tables: dict[str, TableLoad] = field(default_factory=dict)
-    attempts: int = 1
+    attempts: int = 1  # publish attempts (each stages again)
+    swap_attempts: int = 1  # swap transactions in the last attempt (lock timeouts retry only the swap)
     seconds: float = 0.0
     publish_id: int | None = None
     timings: dict[str, float] = field(default_factory=dict)  # seconds per step
@@ -199,6 +203,10 @@ class PostgresPublication:
     @property
     def fact_deleted(self) -> int:
         return self.tables[FACT].deleted if FACT in self.tables else 0
+
+
+class SwapLocked(TransientError):
+    """The swap transaction met a lock timeout on every one of its attempts."""
 
 
 def quote_ident(name: str) -> str:
@@ -313,6 +321,12 @@ def publish_postgres(settings: Settings, dsn: str | None = None, schema: str | N
             result = _publish_once(settings, lake, release, target, schema, run_id)
             result.attempts = attempt
             return result
+        except SwapLocked as exc:  # the swap already retried: staging again would not help
+            raise TransientError(
+                f"publishing gold to PostgreSQL at {where} failed: a table of the warehouse stayed locked by another "
+                f"session through {pg.publish_attempts} swap attempt(s) ({scrub(str(exc), secret)}); "
+                "the warehouse still holds the previous gold"
+            ) from None
         except TransientError as exc:
             failure: Exception = exc
         except psycopg.OperationalError as exc:  # connection lost, lock/statement timeout, deadlock
@@ -329,6 +343,8 @@ def publish_postgres(settings: Settings, dsn: str | None = None, schema: str | N
 
 def _publish_once(settings: Settings, lake: Lake, release: dict, target: str, schema: str,
                   run_id: str | None) -> PostgresPublication:
+    import psycopg
+
     started = time.perf_counter()
     pg = settings.postgres
     s = quote_ident(schema)
@@ -401,33 +417,44 @@ def _publish_once(settings: Settings, lake: Lake, release: dict, target: str, sc
         conn.commit()
         step = time.perf_counter()
 
-        # 2. swap: one transaction makes the new gold visible at once
-        with conn.transaction():
-            conn.execute(f"SET LOCAL lock_timeout = {int(pg.lock_timeout_seconds * 1000)}")
-            foreign: list[tuple[str, str]] = []
-            if fact_stage is not None and fact_stage.mode != "upsert":
-                foreign = _detach_fact(conn, s, fact_stage)
-                result.timings["detach_fact_sales"] = round(time.perf_counter() - step, 3)
-                step = time.perf_counter()
-            for name, columns in staged.items():
-                load = result.tables[name]
-                if name == FACT and fact_stage is not None:
-                    load.written, load.deleted = _merge_fact(conn, s, schema, columns, fact_stage, foreign)
-                else:
-                    load.written, load.deleted = _merge_table(conn, s, name, columns)
-                result.timings[f"merge_{name}"] = round(time.perf_counter() - step, 3)
-                step = time.perf_counter()
-            import json
+        # 2. swap: one transaction makes the new gold visible at once. A lock timeout (a
+        # reader holding a table the swap must change) retries the swap alone, with
+        # backoff: the staged rows stay (they were committed before it).
+        import json
 
-            written = {n: {"written": t.written, "deleted": t.deleted, "sent": t.sent, "skipped": t.skipped}
-                       for n, t in result.tables.items()}
-            result.seconds = time.perf_counter() - started
-            (result.publish_id,) = conn.execute(
-                f"INSERT INTO {s}.saleslake_publish_log (release_id, run_id, lake, schema_version, table_versions, "
-                "rows_written, seconds) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING publish_id",
-                [release["release_id"], run_id or release.get("run_id"), str(lake.home), result.schema_version,
-                 json.dumps(versions), json.dumps(written), result.seconds],
-            ).fetchone()
+        for swap_attempt in range(1, pg.publish_attempts + 1):
+            result.swap_attempts = swap_attempt
+            try:
+                with conn.transaction():
+                    conn.execute(f"SET LOCAL lock_timeout = {int(pg.lock_timeout_seconds * 1000)}")
+                    foreign: list[tuple[str, str]] = []
+                    if fact_stage is not None and fact_stage.mode != "upsert":
+                        foreign = _detach_fact(conn, s, fact_stage)
+                        result.timings["detach_fact_sales"] = round(time.perf_counter() - step, 3)
+                        step = time.perf_counter()
+                    for name, columns in staged.items():
+                        load = result.tables[name]
+                        if name == FACT and fact_stage is not None:
+                            load.written, load.deleted = _merge_fact(conn, s, schema, columns, fact_stage, foreign)
+                        else:
+                            load.written, load.deleted = _merge_table(conn, s, name, columns)
+                        result.timings[f"merge_{name}"] = round(time.perf_counter() - step, 3)
+                        step = time.perf_counter()
+                    written = {n: {"written": t.written, "deleted": t.deleted, "sent": t.sent, "skipped": t.skipped}
+                               for n, t in result.tables.items()}
+                    result.seconds = time.perf_counter() - started
+                    (result.publish_id,) = conn.execute(
+                        f"INSERT INTO {s}.saleslake_publish_log (release_id, run_id, lake, schema_version, "
+                        "table_versions, rows_written, seconds) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING publish_id",
+                        [release["release_id"], run_id or release.get("run_id"), str(lake.home), result.schema_version,
+                         json.dumps(versions), json.dumps(written), result.seconds],
+                    ).fetchone()
+                break
+            except psycopg.errors.LockNotAvailable as exc:
+                if swap_attempt == pg.publish_attempts:
+                    raise SwapLocked(str(exc)) from None
+                time.sleep(min(0.5 * 2 ** (swap_attempt - 1), 8.0))
+                step = time.perf_counter()
         for name in staged:  # after the swap: unlinking the stage's files holds no target lock
             stage = FACT_STAGE.format(s=s) if name == FACT else quote_ident(f"stage_{name}")
             conn.execute(f"DROP TABLE IF EXISTS {stage}")
