@@ -624,8 +624,9 @@ def _build_next_indexes(conn: psycopg.Connection, schema: str, session: Any) -> 
     import concurrent.futures
 
     rows = conn.execute(
-        "SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid), c.conname, c.contype "
-        "FROM pg_index i LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid "
+        "SELECT x.relname, pg_get_indexdef(i.indexrelid), c.conname, c.contype "
+        "FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid "
+        "LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid "
         "WHERE i.indrelid = %s::regclass ORDER BY c.contype NULLS LAST, i.indexrelid",
         [f"{quote_ident(schema)}.fact_sales"]).fetchall()
     conn.commit()
@@ -637,7 +638,7 @@ def _build_next_indexes(conn: psycopg.Connection, schema: str, session: Any) -> 
             raise UserError(f"cannot rebuild index {live} of the warehouse fact: unexpected definition {definition}")
         name = NEXT_INDEX.format(n=n)
         statements.append(f"CREATE {parts[1] or ''}INDEX {name} ON {quote_ident(schema)}.{FACT_NEXT} {parts[2]}")
-        built.append((name, live.split(".")[-1].strip('"'), constraint, kind))
+        built.append((name, live, constraint, kind))
 
     def build(statement: str) -> None:
         other = session()
