@@ -5,6 +5,7 @@ readers, idempotent, incremental, versioned DDL, secrets kept out of errors."""
 from __future__ import annotations
 
 import threading
+import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -287,6 +288,7 @@ def test_bulk_publish_replaces_the_fact_keeping_grants_indexes_and_readers(
         thread.join()
     with warehouse(s) as conn:
         assert fact_oid(conn) != before_oid  # replaced, not rewritten in place
+        replaced_oid = fact_oid(conn)
         assert_equal_to_gold(s, conn)
         new_totals = conn.execute("SELECT count(*), sum(sales) FROM gold.fact_sales").fetchone()
         assert {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'fact_sales'")} == index_names
@@ -311,11 +313,29 @@ def test_bulk_publish_replaces_the_fact_keeping_grants_indexes_and_readers(
         third = api.publish_postgres(settings=s)
     assert third.tables["fact_sales"].written >= 1_000
     with warehouse(s) as conn:
-        assert fact_oid(conn) != before_oid
+        assert fact_oid(conn) == replaced_oid  # rewritten in place
         assert_equal_to_gold(s, conn)
         assert conn.execute("SELECT lines, sales FROM gold.sales_total").fetchone() == \
             conn.execute("SELECT count(*), sum(sales) FROM gold.fact_sales").fetchone()
         assert {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'fact_sales'")} == index_names
+
+    # another table's foreign key on the fact: its key can be neither dropped nor replaced,
+    # so even a bulk change is upserted row by row
+    with warehouse(s) as conn:
+        conn.execute("CREATE TABLE gold.line_notes (line_key text COLLATE \"C\" REFERENCES gold.fact_sales, note text)")
+        conn.execute("INSERT INTO gold.line_notes SELECT line_key, 'checked' FROM gold.fact_sales LIMIT 5")
+    api.generate_csv(tmp_path / "csv4", rows=2_000, seed=14)
+    api.ingest_csv([tmp_path / "csv4"], settings=s)
+    api.run(settings=s)
+    with monkeypatch.context() as patch:
+        patch.setattr(publisher, "BULK_FACT_ROWS", 100)
+        patch.setattr(publisher, "BULK_FACT_SHARE", 0.1)
+        fourth = api.publish_postgres(settings=s)
+    assert fourth.tables["fact_sales"].written >= 1_000
+    with warehouse(s) as conn:
+        assert fact_oid(conn) == replaced_oid
+        assert_equal_to_gold(s, conn)
+        assert conn.execute("SELECT count(*) FROM gold.line_notes n JOIN gold.fact_sales f USING (line_key)").fetchone()[0] == 5
 
 
 def _published_once(s, tmp_path: Path, rows: int = 1_500, seed: int = 21) -> tuple:
@@ -331,14 +351,21 @@ def _published_once(s, tmp_path: Path, rows: int = 1_500, seed: int = 21) -> tup
         return tuple(conn.execute("SELECT count(*), sum(sales) FROM gold.fact_sales").fetchone())
 
 
+@pytest.mark.parametrize("bulk", [False, True], ids=["upsert", "replace"])
 def test_connection_lost_in_the_swap_is_retried_nothing_doubled(postgres_settings, tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+                                                                monkeypatch: pytest.MonkeyPatch, bulk: bool) -> None:
     """The server ends the publish's session in the middle of the swap transaction (as a
-    restart would): the attempt rolls back, the retry publishes once."""
+    restart would), after the dimensions and (bulk) the drop and rename of the fact: the
+    attempt rolls back, the retry publishes once."""
     from saleslake.serve import postgres as publisher
 
     s = postgres_settings
     _published_once(s, tmp_path)
+    if bulk:
+        monkeypatch.setattr(publisher, "BULK_FACT_ROWS", 100)
+        monkeypatch.setattr(publisher, "BULK_FACT_SHARE", 0.1)
+    with warehouse(s) as conn:
+        before_oid = fact_oid(conn)
     real, calls = publisher._merge_fact, {"n": 0}
 
     def killed_once(conn, *args, **kwargs):
@@ -352,13 +379,14 @@ def test_connection_lost_in_the_swap_is_retried_nothing_doubled(postgres_setting
     done = api.publish_postgres(settings=s)
     assert done.attempts == 2 and calls["n"] == 2
     with warehouse(s) as conn:
+        assert (fact_oid(conn) != before_oid) == bulk  # the replacement happened in the retry
         assert_equal_to_gold(s, conn)
         assert conn.execute("SELECT count(*) FROM gold.saleslake_publish_log").fetchone()[0] == 2
         assert not conn.execute("SELECT count(*) FROM pg_class WHERE relname LIKE 'saleslake_next%' "
                                 "OR relname LIKE 'saleslake_stage%'").fetchone()[0]
 
 
-@pytest.mark.parametrize("held_seconds", [1.5, None], ids=["released", "held"])
+@pytest.mark.parametrize("held_seconds", [0.6, None], ids=["released", "held"])
 def test_a_reader_holding_the_fact_makes_the_swap_wait_retry_or_fail_cleanly(
         postgres_settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, held_seconds: float | None) -> None:
     """A bulk swap needs the fact to itself; an open reader transaction holds it. The swap
@@ -375,7 +403,16 @@ def test_a_reader_holding_the_fact_makes_the_swap_wait_retry_or_fail_cleanly(
     reader = warehouse(s)
     reader.autocommit = False
     assert tuple(reader.execute("SELECT count(*), sum(sales) FROM gold.fact_sales").fetchone()) == before
-    release = threading.Timer(held_seconds, reader.rollback) if held_seconds else None
+    def release_after_a_timeout() -> None:
+        # once the publish waits on the reader's lock, let its first swap attempt time out
+        with warehouse(s) as watcher:
+            while not watcher.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                      "AND application_name LIKE '%publish'").fetchone()[0]:
+                time.sleep(0.02)
+        time.sleep(held_seconds)
+        reader.rollback()
+
+    release = threading.Thread(target=release_after_a_timeout) if held_seconds else None
     try:
         if release is not None:
             release.start()
@@ -396,6 +433,8 @@ def test_a_reader_holding_the_fact_makes_the_swap_wait_retry_or_fail_cleanly(
             with warehouse(s) as conn:
                 assert tuple(conn.execute("SELECT count(*), sum(sales) FROM gold.fact_sales").fetchone()) == before
                 assert conn.execute("SELECT count(*) FROM gold.saleslake_publish_log").fetchone()[0] == 1
+                assert not conn.execute("SELECT count(*) FROM pg_class WHERE relname LIKE 'saleslake_next%' "
+                                        "OR relname LIKE 'saleslake_stage%'").fetchone()[0]  # no copy left behind
     finally:
         if release is not None:
             release.join()

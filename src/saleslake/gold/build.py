@@ -346,7 +346,10 @@ def run_dbt(lake: Lake, settings: Settings, command: list[str], env: dict[str, s
         except Exception as exc:  # dbt raises only on bugs; keep the message to one line
             raise PipelineError(f"gold build failed: {_one_line(exc)}") from exc
         finally:
-            _close_dbt_warehouse()
+            try:
+                _close_dbt_warehouse()
+            except Exception:  # noqa: BLE001 - never hide dbt's own outcome; a close that fails shows on the next open
+                pass
     if not outcome.success:
         raise PipelineError(f"{_failure_message(outcome)} (details: {log_path / 'dbt.log'})")
     return outcome.result

@@ -355,6 +355,7 @@ def _publish_once(settings: Settings, lake: Lake, release: dict, target: str, sc
     result = PostgresPublication(release_id=release["release_id"], dsn=redact(target), schema=schema)
     conn = connect(pg, "warehouse", target, application_name=f"{pg.application_name} publish")
     duck: duckdb.DuckDBPyConnection | None = None
+    staging = False  # whether this attempt may have left staged tables behind
     try:
         conn.execute("SELECT pg_advisory_lock(hashtext(%s))", [f"saleslake.publish.{schema}"])
         conn.commit()
@@ -384,6 +385,7 @@ def _publish_once(settings: Settings, lake: Lake, release: dict, target: str, sc
             duck.execute(f"CREATE VIEW {quote_ident(name)} AS {snapshot_view_sql(table)}")
 
         # 1. stage: temporary tables in this session, loaded by COPY (no target locks held)
+        staging = True
         staged: dict[str, list[str]] = {}
         fact_stage: FactStage | None = None
         for name in TABLES:
@@ -458,15 +460,34 @@ def _publish_once(settings: Settings, lake: Lake, release: dict, target: str, sc
         for name in staged:  # after the swap: unlinking the stage's files holds no target lock
             stage = FACT_STAGE.format(s=s) if name == FACT else quote_ident(f"stage_{name}")
             conn.execute(f"DROP TABLE IF EXISTS {stage}")
-        conn.execute(f"DROP TABLE IF EXISTS {s}.{FACT_NEXT}")  # left only by a failed swap
         conn.commit()
+        staging = False
         result.timings["swap_commit"] = round(time.perf_counter() - step, 3)
     finally:
         if duck is not None:
             duck.close()
-        conn.close()
+        conn.close()  # releases the publish lock
+        if staging:
+            _drop_leftovers(pg, target, schema)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _drop_leftovers(pg: Any, target: str, schema: str) -> None:
+    """After a failed attempt, drop the fact's staged tables (the next fact is a full copy
+    of the fact with its indexes) unless another publish holds the schema's publish lock
+    by now. Best effort: the next publish drops them anyway."""
+    s = quote_ident(schema)
+    try:
+        with connect(pg, "warehouse", target, application_name=f"{pg.application_name} publish") as other:
+            other.autocommit = True
+            (mine,) = other.execute("SELECT pg_try_advisory_lock(hashtext(%s))",
+                                    [f"saleslake.publish.{schema}"]).fetchone()
+            if mine:
+                other.execute(f"DROP TABLE IF EXISTS {s}.{FACT_NEXT}")
+                other.execute(f"DROP TABLE IF EXISTS {FACT_STAGE.format(s=s)}")
+    except Exception:  # noqa: BLE001 - the server may be gone: that is why the attempt failed
+        pass
 
 
 @dataclass
@@ -494,7 +515,8 @@ def _stage_fact_changes(conn: psycopg.Connection, duck: duckdb.DuckDBPyConnectio
     Few changes go to the unlogged :data:`FACT_STAGE`. Many (more than
     :data:`BULK_FACT_ROWS` and :data:`BULK_FACT_SHARE` of the warehouse fact) go to
     :data:`FACT_NEXT`, which then also receives the unchanged rows and gets the live
-    table's keys and indexes, so the swap only renames it (see :func:`_merge_fact`).
+    table's keys and indexes, so the swap renames it into place and validates its foreign
+    keys (see :func:`_detach_fact`, :func:`_merge_fact`).
     The COPY runs in ``COPY_SESSIONS`` sessions, each a share of the line keys."""
     import concurrent.futures
 
@@ -527,7 +549,7 @@ def _stage_fact_changes(conn: psycopg.Connection, duck: duckdb.DuckDBPyConnectio
     (deletes,) = duck.execute("SELECT count(*) FROM deleted").fetchall()[0]
     lap("compare")
     bulk = changes + deletes > BULK_FACT_ROWS and changes + deletes > BULK_FACT_SHARE * published_rows
-    mode = ("next" if _replaceable(conn, fact) else "in_place") if bulk else "upsert"
+    mode = _bulk_mode(conn, fact, columns) if bulk else "upsert"
     stage = f"{s}.{FACT_NEXT}" if mode == "next" else FACT_STAGE.format(s=s)
     conn.execute(f"DROP TABLE IF EXISTS {FACT_STAGE.format(s=s)}")
     conn.execute(f"DROP TABLE IF EXISTS {s}.{FACT_NEXT}")
@@ -598,22 +620,44 @@ def _published_hashes(conn: psycopg.Connection, duck: duckdb.DuckDBPyConnection,
     return int(rows)
 
 
-def _replaceable(conn: psycopg.Connection, fact: str) -> bool:
-    """Whether the live fact can be dropped and replaced by the next one without losing
-    anything the replacement does not carry over (it carries keys, indexes, foreign keys,
-    table grants and comment): not when views, other tables' foreign keys, triggers,
-    column grants or comments, row security policies or publications hang on it."""
-    (blocked,) = conn.execute(
+def _bulk_mode(conn: psycopg.Connection, fact: str, columns: list[str]) -> str:
+    """How a bulk publish may apply its changes to the live fact.
+
+    ``next`` (replace the table) only when the live fact is what the migrations made plus
+    what the replacement carries over (indexes, table grants, table comment): exactly the
+    published columns, no partitions or inheritance, no table settings, tablespace, column
+    compression or statistics targets, extended statistics, exclusion or deferrable keys,
+    other owner, triggers, policies, column grants or comments, publications, views.
+    ``upsert`` when another table's foreign key references the fact (its primary key can be
+    neither dropped nor replaced). ``in_place`` otherwise."""
+    compression = "OR a.attcompression <> ''" if conn.info.server_version >= 140000 else ""  # 14+
+    (referenced, blocked) = conn.execute(
         "WITH t(oid) AS (SELECT %s::regclass::oid) SELECT "
+        "EXISTS (SELECT 1 FROM pg_constraint c, t WHERE c.confrelid = t.oid AND c.conrelid <> t.oid), "
         "EXISTS (SELECT 1 FROM pg_depend d, t WHERE d.refobjid = t.oid AND d.classid = 'pg_rewrite'::regclass) "
-        "OR EXISTS (SELECT 1 FROM pg_constraint c, t WHERE c.confrelid = t.oid AND c.conrelid <> t.oid) "
+        "OR EXISTS (SELECT 1 FROM pg_attribute a, t WHERE a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped "
+        f"  AND (a.attname <> ALL(%s) OR a.attacl IS NOT NULL OR a.attstattarget >= 0 {compression}"
+        "       OR a.attgenerated <> '' OR a.attidentity <> '')) "
+        "OR EXISTS (SELECT 1 FROM pg_class k, t WHERE k.oid = t.oid AND (k.relkind <> 'r' OR k.reloptions IS NOT NULL "
+        "  OR k.reltablespace <> 0 OR k.relowner <> (SELECT oid FROM pg_roles WHERE rolname = current_user))) "
+        "OR EXISTS (SELECT 1 FROM pg_inherits i, t WHERE t.oid IN (i.inhrelid, i.inhparent)) "
+        "OR EXISTS (SELECT 1 FROM pg_statistic_ext e, t WHERE e.stxrelid = t.oid) "
+        "OR EXISTS (SELECT 1 FROM pg_constraint c, t WHERE c.conrelid = t.oid "
+        "  AND (c.contype = 'x' OR (c.contype IN ('p', 'u') AND c.condeferrable))) "
         "OR EXISTS (SELECT 1 FROM pg_trigger g, t WHERE g.tgrelid = t.oid AND NOT g.tgisinternal) "
-        "OR EXISTS (SELECT 1 FROM pg_attribute a, t WHERE a.attrelid = t.oid AND a.attacl IS NOT NULL) "
         "OR EXISTS (SELECT 1 FROM pg_description x, t WHERE x.objoid = t.oid AND x.objsubid > 0) "
         "OR EXISTS (SELECT 1 FROM pg_policy p, t WHERE p.polrelid = t.oid) "
-        "OR EXISTS (SELECT 1 FROM pg_publication_rel r, t WHERE r.prrelid = t.oid)", [fact]).fetchone()
+        "OR EXISTS (SELECT 1 FROM pg_publication_rel r, t WHERE r.prrelid = t.oid) "
+        "OR EXISTS (SELECT 1 FROM pg_publication p WHERE p.puballtables) "
+        + ("OR EXISTS (SELECT 1 FROM pg_publication_namespace n, pg_class k, t WHERE k.oid = t.oid "
+           "  AND n.pnnspid = k.relnamespace)" if conn.info.server_version >= 150000 else ""),  # PostgreSQL 15+
+        [fact, [*columns, HASH_COLUMN]]).fetchone()
     conn.commit()
-    return not blocked
+    return "upsert" if referenced else "in_place" if blocked else "next"
+
+
+#: An SQL identifier as pg_get_indexdef prints it: plain, or double-quoted with "" inside.
+_IDENT = r'(?:"(?:[^"]|"")*"|[^\s."]+)'
 
 
 def _build_next_indexes(conn: psycopg.Connection, schema: str, session: Any) -> list[tuple[str, str, str | None, str | None]]:
@@ -633,7 +677,8 @@ def _build_next_indexes(conn: psycopg.Connection, schema: str, session: Any) -> 
     built: list[tuple[str, str, str | None, str | None]] = []
     statements: list[str] = []
     for n, (live, definition, constraint, kind) in enumerate(rows):
-        parts = re.fullmatch(r"CREATE (UNIQUE )?INDEX \S+ ON (?:ONLY )?\S+ (USING .*)", definition, re.S)
+        parts = re.fullmatch(rf"CREATE (UNIQUE )?INDEX {_IDENT} ON (?:ONLY )?{_IDENT}(?:\.{_IDENT})? (USING .*)",
+                             definition, re.S)
         if parts is None:
             raise UserError(f"cannot rebuild index {live} of the warehouse fact: unexpected definition {definition}")
         name = NEXT_INDEX.format(n=n)
@@ -674,7 +719,9 @@ def _detach_fact(conn: psycopg.Connection, s: str, staged: FactStage) -> list[tu
     conn.execute(f"DROP TABLE {table}")
     conn.execute(f"ALTER TABLE {s}.{FACT_NEXT} RENAME TO fact_sales")
     if comment is not None:
-        conn.execute(f"COMMENT ON TABLE {table} IS {_literal(comment)}")
+        from psycopg import sql
+
+        conn.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(sql.SQL(table), sql.Literal(comment)))
     # the live table's grants exactly: not the default privileges the new table got
     for grantee in {grantee for grantee, _, _ in _grants(conn, table)}:
         conn.execute(f"REVOKE ALL ON {table} FROM {grantee}")
@@ -739,11 +786,6 @@ def _fact_constraints(conn: psycopg.Connection, table: str) -> list[tuple[str, s
     return conn.execute(
         "SELECT conname, pg_get_constraintdef(oid), contype FROM pg_constraint WHERE conrelid = %s::regclass "
         "AND contype IN ('p', 'u', 'f') ORDER BY contype DESC, conname", [table]).fetchall()
-
-
-def _literal(text: str) -> str:
-    """A SQL string literal (COMMENT takes no parameters)."""
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _grants(conn: psycopg.Connection, table: str) -> list[tuple[str, str, bool]]:
