@@ -227,6 +227,19 @@ def test_migration_auto_publish_and_wrong_password(postgres_settings, tmp_path: 
         assert conn.execute("SELECT sum(sales) FROM gold.fact_sales").fetchone()[0] > Decimal(0)
 
 
+def _bulk_publish_of_new_lines(s, folder: Path, seed: int, monkeypatch: pytest.MonkeyPatch):
+    """2,000 new generated lines through gold, published with the bulk thresholds lowered."""
+    from saleslake.serve import postgres as publisher
+
+    api.generate_csv(folder, rows=2_000, seed=seed)
+    api.ingest_csv([folder], settings=s)
+    api.run(settings=s)
+    with monkeypatch.context() as patch:
+        patch.setattr(publisher, "BULK_FACT_ROWS", 100)
+        patch.setattr(publisher, "BULK_FACT_SHARE", 0.1)
+        return api.publish_postgres(settings=s)
+
+
 def fact_oid(conn: psycopg.Connection) -> int:
     return conn.execute("SELECT 'gold.fact_sales'::regclass::oid").fetchone()[0]
 
@@ -304,14 +317,7 @@ def test_bulk_publish_replaces_the_fact_keeping_grants_indexes_and_readers(
     # a view on the fact: it cannot be replaced, so the bulk path rewrites it in place
     with warehouse(s) as conn:
         conn.execute("CREATE VIEW gold.sales_total AS SELECT count(*) AS lines, sum(sales) AS sales FROM gold.fact_sales")
-    api.generate_csv(tmp_path / "csv3", rows=2_000, seed=13)
-    api.ingest_csv([tmp_path / "csv3"], settings=s)
-    api.run(settings=s)
-    with monkeypatch.context() as patch:
-        patch.setattr(publisher, "BULK_FACT_ROWS", 100)
-        patch.setattr(publisher, "BULK_FACT_SHARE", 0.1)
-        third = api.publish_postgres(settings=s)
-    assert third.tables["fact_sales"].written >= 1_000
+    assert _bulk_publish_of_new_lines(s, tmp_path / "csv3", 13, monkeypatch).tables["fact_sales"].written >= 1_000
     with warehouse(s) as conn:
         assert fact_oid(conn) == replaced_oid  # rewritten in place
         assert_equal_to_gold(s, conn)
@@ -324,14 +330,7 @@ def test_bulk_publish_replaces_the_fact_keeping_grants_indexes_and_readers(
     with warehouse(s) as conn:
         conn.execute("CREATE TABLE gold.line_notes (line_key text COLLATE \"C\" REFERENCES gold.fact_sales, note text)")
         conn.execute("INSERT INTO gold.line_notes SELECT line_key, 'checked' FROM gold.fact_sales LIMIT 5")
-    api.generate_csv(tmp_path / "csv4", rows=2_000, seed=14)
-    api.ingest_csv([tmp_path / "csv4"], settings=s)
-    api.run(settings=s)
-    with monkeypatch.context() as patch:
-        patch.setattr(publisher, "BULK_FACT_ROWS", 100)
-        patch.setattr(publisher, "BULK_FACT_SHARE", 0.1)
-        fourth = api.publish_postgres(settings=s)
-    assert fourth.tables["fact_sales"].written >= 1_000
+    assert _bulk_publish_of_new_lines(s, tmp_path / "csv4", 14, monkeypatch).tables["fact_sales"].written >= 1_000
     with warehouse(s) as conn:
         assert fact_oid(conn) == replaced_oid
         assert_equal_to_gold(s, conn)
