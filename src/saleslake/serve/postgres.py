@@ -28,9 +28,11 @@
   (``<schema>.saleslake_next_fact_sales``: COPY, the unchanged rows copied on the server, its
   keys and indexes built two sessions at a time), and the swap drops the live fact and
   renames the next one into place with the same key, index and constraint names, grants and
-  comment, validating the foreign keys against the new dimensions. When views, triggers,
-  other tables' foreign keys, column grants, policies or publications depend on the live
-  fact, it is rewritten in place instead (keys and indexes dropped and rebuilt). Caveat of
+  comment, validating the foreign keys against the new dimensions. A live fact with anything
+  the replacement would not carry over (views, triggers, extra columns, settings,
+  publications...: :func:`_bulk_mode`) is rewritten in place instead (keys and indexes
+  dropped and rebuilt); one referenced by another table's foreign key is upserted. A failed
+  attempt drops its staged tables. Caveat of
   any table swap: a REPEATABLE READ transaction that began before the swap and first reads
   the fact after it sees the new table's rows only if they were committed before its
   snapshot; READ COMMITTED readers (the default, and every BI tool's) see old or new gold.
@@ -96,6 +98,8 @@ COPY_SESSIONS = 2
 #: keys and indexes built by COPY_SESSIONS sessions at once, then renames it into place.
 FACT_NEXT = "saleslake_next_fact_sales"
 NEXT_INDEX = "saleslake_next_{n}"
+#: Sort memory of a fact index build (10M keys sort in memory; 256MB spilled).
+MAINTENANCE_WORK_MEM = "512MB"
 
 #: Versioned DDL: (version, description, statements); ``{s}`` is the quoted schema.
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
@@ -353,7 +357,7 @@ def _publish_once(settings: Settings, lake: Lake, release: dict, target: str, sc
     if missing:
         raise UserError(f"the latest gold release lacks {', '.join(missing)}: run `saleslake rebuild gold`")
     result = PostgresPublication(release_id=release["release_id"], dsn=redact(target), schema=schema)
-    conn = connect(pg, "warehouse", target, application_name=f"{pg.application_name} publish")
+    conn = _session(pg, target)
     duck: duckdb.DuckDBPyConnection | None = None
     staging = False  # whether this attempt may have left staged tables behind
     try:
@@ -398,11 +402,7 @@ def _publish_once(settings: Settings, lake: Lake, release: dict, target: str, sc
             gold_columns = set(duck.sql(f"SELECT * FROM {quote_ident(name)} LIMIT 0").columns)
             columns = [c for c in _target_columns(conn, schema, name) if c in gold_columns]
             if name == FACT:
-
-                def session() -> psycopg.Connection:
-                    return connect(pg, "warehouse", target, application_name=f"{pg.application_name} publish")
-
-                fact_stage = _stage_fact_changes(conn, duck, lake, schema, columns, session)
+                fact_stage = _stage_fact_changes(conn, duck, lake, schema, columns, lambda: _session(pg, target))
                 load.sent = fact_stage.sent
                 result.timings.update(fact_stage.timings)
                 staged[name] = [*columns, HASH_COLUMN]
@@ -437,7 +437,7 @@ def _publish_once(settings: Settings, lake: Lake, release: dict, target: str, sc
                     for name, columns in staged.items():
                         load = result.tables[name]
                         if name == FACT and fact_stage is not None:
-                            load.written, load.deleted = _merge_fact(conn, s, schema, columns, fact_stage, foreign)
+                            load.written, load.deleted = _merge_fact(conn, s, columns, fact_stage, foreign)
                         else:
                             load.written, load.deleted = _merge_table(conn, s, name, columns)
                         result.timings[f"merge_{name}"] = round(time.perf_counter() - step, 3)
@@ -473,13 +473,18 @@ def _publish_once(settings: Settings, lake: Lake, release: dict, target: str, sc
     return result
 
 
+def _session(pg: Any, target: str) -> psycopg.Connection:
+    """A warehouse session of the publish (the main one, the COPY and index builders)."""
+    return connect(pg, "warehouse", target, application_name=f"{pg.application_name} publish")
+
+
 def _drop_leftovers(pg: Any, target: str, schema: str) -> None:
     """After a failed attempt, drop the fact's staged tables (the next fact is a full copy
     of the fact with its indexes) unless another publish holds the schema's publish lock
     by now. Best effort: the next publish drops them anyway."""
     s = quote_ident(schema)
     try:
-        with connect(pg, "warehouse", target, application_name=f"{pg.application_name} publish") as other:
+        with _session(pg, target) as other:
             other.autocommit = True
             (mine,) = other.execute("SELECT pg_try_advisory_lock(hashtext(%s))",
                                     [f"saleslake.publish.{schema}"]).fetchone()
@@ -667,12 +672,7 @@ def _build_next_indexes(conn: psycopg.Connection, schema: str, session: Any) -> 
     constraint type) per index."""
     import concurrent.futures
 
-    rows = conn.execute(
-        "SELECT x.relname, pg_get_indexdef(i.indexrelid), c.conname, c.contype "
-        "FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid "
-        "LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid "
-        "WHERE i.indrelid = %s::regclass ORDER BY c.contype NULLS LAST, i.indexrelid",
-        [f"{quote_ident(schema)}.fact_sales"]).fetchall()
+    rows = _fact_indexes(conn, f"{quote_ident(schema)}.fact_sales")
     conn.commit()
     built: list[tuple[str, str, str | None, str | None]] = []
     statements: list[str] = []
@@ -688,7 +688,7 @@ def _build_next_indexes(conn: psycopg.Connection, schema: str, session: Any) -> 
     def build(statement: str) -> None:
         other = session()
         try:
-            other.execute("SET maintenance_work_mem = '512MB'")
+            other.execute(f"SET maintenance_work_mem = '{MAINTENANCE_WORK_MEM}'")
             other.execute(statement)
             other.commit()
         finally:
@@ -736,7 +736,7 @@ def _detach_fact(conn: psycopg.Connection, s: str, staged: FactStage) -> list[tu
     return foreign
 
 
-def _merge_fact(conn: psycopg.Connection, s: str, schema: str, columns: list[str], staged: FactStage,
+def _merge_fact(conn: psycopg.Connection, s: str, columns: list[str], staged: FactStage,
                 foreign: list[tuple[str, str]]) -> tuple[int, int]:
     """Apply the staged fact changes (see :class:`FactStage`), after the dimensions;
     returns (written, deleted). ``foreign``: the keys :func:`_detach_fact` took off.
@@ -759,13 +759,10 @@ def _merge_fact(conn: psycopg.Connection, s: str, schema: str, columns: list[str
             written = conn.execute(f"INSERT INTO {table} ({column_list}) SELECT {column_list} FROM {stage} "
                                    f"ON CONFLICT (line_key) DO UPDATE SET {updates}").rowcount
         else:
-            conn.execute("SET LOCAL maintenance_work_mem = '512MB'")
+            conn.execute(f"SET LOCAL maintenance_work_mem = '{MAINTENANCE_WORK_MEM}'")
             conn.execute(f"DELETE FROM {table} f USING {stage} x WHERE f.line_key = x.line_key")
             keys = [(n, d) for n, d, kind in _fact_constraints(conn, table) if kind in ("p", "u")]
-            indexes = conn.execute(
-                "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = %s AND tablename = 'fact_sales' "
-                "AND indexname NOT IN (SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass)",
-                [schema, table]).fetchall()
+            indexes = [(name, d) for name, d, constraint, _ in _fact_indexes(conn, table) if constraint is None]
             for name, _ in keys:
                 conn.execute(f"ALTER TABLE {table} DROP CONSTRAINT {quote_ident(name)}")
             for name, _ in indexes:
@@ -786,6 +783,16 @@ def _fact_constraints(conn: psycopg.Connection, table: str) -> list[tuple[str, s
     return conn.execute(
         "SELECT conname, pg_get_constraintdef(oid), contype FROM pg_constraint WHERE conrelid = %s::regclass "
         "AND contype IN ('p', 'u', 'f') ORDER BY contype DESC, conname", [table]).fetchall()
+
+
+def _fact_indexes(conn: psycopg.Connection, table: str) -> list[tuple[str, str, str | None, str | None]]:
+    """(index name, definition, constraint name, constraint type) of every index of the
+    fact; the primary key's first, the plain indexes (no constraint) last."""
+    return conn.execute(
+        "SELECT x.relname, pg_get_indexdef(i.indexrelid), c.conname, c.contype "
+        "FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid "
+        "LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid "
+        "WHERE i.indrelid = %s::regclass ORDER BY c.contype NULLS LAST, i.indexrelid", [table]).fetchall()
 
 
 def _grants(conn: psycopg.Connection, table: str) -> list[tuple[str, str, bool]]:
