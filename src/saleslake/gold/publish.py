@@ -48,7 +48,7 @@ import duckdb
 import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
 
-from saleslake.lake import Lake, open_delta, snapshot_view_sql
+from saleslake.lake import Lake, open_delta, snapshot_view_sql, writer_properties
 
 from . import state
 
@@ -158,7 +158,7 @@ def _overwrite(con: duckdb.DuckDBPyConnection, name: str, path: Path) -> None:
     reader = con.sql(f'SELECT {columns} FROM gold."{name}"').to_arrow_reader(BATCH_ROWS)
     write_deltalake(
         str(path), reader, mode="overwrite", schema_mode="overwrite",
-        partition_by=[FACT_PARTITION] if name == FACT else None,
+        partition_by=[FACT_PARTITION] if name == FACT else None, writer_properties=writer_properties(),
     )
 
 
@@ -227,6 +227,7 @@ def _merge_fact(con: duckdb.DuckDBPyConnection, path: Path, result: Publication)
                 ),
                 source_alias="s",
                 target_alias="t",
+                writer_properties=writer_properties(),
             )
             .when_matched_delete(predicate="s._deleted")
             .when_matched_update_all(predicate="NOT s._deleted", except_cols=["_deleted"])
@@ -261,7 +262,8 @@ def _compact(table: DeltaTable, months: list[str]) -> None:
         files[month] = files.get(month, 0) + 1
     crowded = [m for m in months if files.get(m, 0) > MAX_FILES_PER_PARTITION]
     if crowded:
-        table.optimize.compact(partition_filters=[(FACT_PARTITION, "in", crowded)])
+        table.optimize.compact(partition_filters=[(FACT_PARTITION, "in", crowded)],
+                               writer_properties=writer_properties())
 
 
 def record_release(lake: Lake, run_id: str, versions: dict[str, int]) -> str:

@@ -21,7 +21,7 @@ import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
 from saleslake.contract import SALES_LINES_SCHEMA
-from saleslake.lake import replace_files, snapshot_view_sql
+from saleslake.lake import replace_files, snapshot_view_sql, writer_properties
 
 BATCH_ROWS = 200_000
 
@@ -136,11 +136,16 @@ def write_upserts(con: duckdb.DuckDBPyConnection, target: DeltaTable, positions:
         survivors = (f"SELECT {columns} FROM ({snapshot_view_sql(target, files)}) "
                      "WHERE line_key NOT IN (SELECT line_key FROM replaced)")
         query = f"{query} UNION ALL {survivors}"
+    # Rows grouped by month: the partitioned writer then fills one file at a time instead
+    # of splitting every batch over every month (a silver write of 0.9M lines in record
+    # order 2.15 s; sorted, 0.3 s more in DuckDB and 0.95 s to write).
+    query = f"{query} ORDER BY order_month"
     # The reader streams from the connection: no other query may run until it is drained.
     batches = con.sql(query).to_arrow_reader(BATCH_ROWS)
     reader = pa.RecordBatchReader.from_batches(SALES_LINES_SCHEMA, (b.cast(SALES_LINES_SCHEMA) for b in batches))
     if not files:
-        write_deltalake(target, reader, mode="append", partition_by=["order_month"], commit_properties=commit)
+        write_deltalake(target, reader, mode="append", partition_by=["order_month"], commit_properties=commit,
+                        writer_properties=writer_properties())
         return "append"
     replace_files(target, reader, files, ["order_month"], commit)
     return "rewrite"

@@ -32,7 +32,7 @@ from deltalake import CommitProperties, Transaction, write_deltalake
 from saleslake import reference
 from saleslake.config import Settings
 from saleslake.contract import QUARANTINE_SCHEMA, SALES_LINES_SCHEMA
-from saleslake.lake import Lake, ensure_delta, snapshot_view_sql
+from saleslake.lake import Lake, ensure_delta, snapshot_view_sql, writer_properties
 from saleslake.silver.dedup import BATCH_ROWS, classify, row_hash_sql
 from saleslake.silver.enrich import enrichment_columns, tax_rate_sql
 from saleslake.sources.postgres import APP_ID, ExtractResult
@@ -298,9 +298,11 @@ def commit_lines(con: duckdb.DuckDBPyConnection, lake: Lake, extract: ExtractRes
                       for c, t in _duck_types())
     if not months:
         # nothing to replace or remove (e.g. the first extract): a streamed append, memory bounded
-        batches = con.sql(f"SELECT {select} FROM upserts").to_arrow_reader(BATCH_ROWS)
+        # grouped by month, as dedup.write_upserts does: the partitioned writer fills one file at a time
+        batches = con.sql(f"SELECT {select} FROM upserts ORDER BY order_month").to_arrow_reader(BATCH_ROWS)
         reader = pa.RecordBatchReader.from_batches(SALES_LINES_SCHEMA, (b.cast(SALES_LINES_SCHEMA) for b in batches))
-        write_deltalake(target, reader, mode="append", partition_by=["order_month"], commit_properties=commit)
+        write_deltalake(target, reader, mode="append", partition_by=["order_month"], commit_properties=commit,
+                        writer_properties=writer_properties())
     else:
         source = con.sql(
             f"SELECT {select}, false AS _delete FROM upserts UNION ALL SELECT {nulls}, true FROM gone"
