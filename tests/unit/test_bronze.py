@@ -56,6 +56,7 @@ def test_a_file_that_changes_while_landing_is_not_landed(tmp_path, lake, monkeyp
     f = write_csv(tmp_path / "x" / "a.csv", HEADER + "\n" + line() + "\n")
     import saleslake.bronze as bronze
 
+    monkeypatch.setattr(bronze, "WHOLE_READ_BYTES", 0)  # a large file: hashed first, then copied
     monkeypatch.setattr(bronze, "sha256_of", lambda path: "0" * 64)  # the bytes hashed first differ from those copied
     result = land_csv(lake, [f])
     assert result.landed == [] and "changed while it was being landed" in str(result.errors[0])
