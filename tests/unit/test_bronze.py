@@ -61,3 +61,45 @@ def test_a_file_that_changes_while_landing_is_not_landed(tmp_path, lake, monkeyp
     result = land_csv(lake, [f])
     assert result.landed == [] and "changed while it was being landed" in str(result.errors[0])
     assert not list((lake.bronze).rglob("*.csv")) and not list(lake.bronze.rglob("*.partial"))
+
+
+def _objects(lake) -> list[str]:
+    return sorted(p.name for p in lake.bronze.rglob("*") if p.is_file())
+
+
+def test_files_that_do_not_land_leave_no_object(tmp_path, lake):
+    good = write_csv(tmp_path / "x" / "good.csv", HEADER + "\n" + line() + "\n")
+    (tmp_path / "x" / "empty.csv").write_bytes(b"")
+    (tmp_path / "x" / "binary.csv").write_bytes(b"\x00\x01\x02" * 100)
+    write_csv(tmp_path / "x" / "header.csv", HEADER + "\n")
+    result = land_csv(lake, [tmp_path / "x"])
+    assert [r["original_name"] for r in result.landed] == ["good.csv"]
+    assert len(result.errors) == 2 and len(result.header_only) == 1
+    assert _objects(lake) == [f"{hashlib.sha256(good.read_bytes()).hexdigest()}.csv"]
+
+
+def test_an_undecidable_date_order_lands_nothing_until_it_is_given(tmp_path, lake):
+    f = write_csv(tmp_path / "us" / "a.csv", HEADER + "\n" + line(order_date="01/02/2021", ship_date="03/02/2021") + "\n")
+    result = land_csv(lake, [f])
+    assert result.landed == [] and "--date-format" in str(result.errors[0])
+    assert _objects(lake) == [] and manifest_rows(lake) == []
+    from saleslake.sources.csv import CsvOverrides
+
+    [row] = land_csv(lake, [f], overrides=CsvOverrides(date_format="%m/%d/%Y")).landed
+    assert _objects(lake) == [f"{row['object_id']}.csv"]
+
+
+def test_large_files_land_as_small_ones_do(tmp_path, lake, monkeypatch):
+    import saleslake.bronze as bronze
+
+    body = HEADER + "\n" + "\n".join(line(row_id=str(i)) for i in range(1, 50)) + "\n"
+    small = write_csv(tmp_path / "emea" / "small.csv", body)
+    large = write_csv(tmp_path / "emea" / "large.csv", body.replace("\n", "\r\n"))
+    [small_row] = land_csv(lake, [small]).landed
+    monkeypatch.setattr(bronze, "WHOLE_READ_BYTES", 0)  # hashed, then copied and verified
+    [large_row] = land_csv(lake, [large]).landed
+    assert (lake.home / large_row["bronze_uri"]).read_bytes() == large.read_bytes()
+    assert large_row["object_id"] == hashlib.sha256(large.read_bytes()).hexdigest()
+    assert {k: v for k, v in large_row.items() if k in ("delimiter", "date_format", "columns")} == \
+        {k: v for k, v in small_row.items() if k in ("delimiter", "date_format", "columns")}
+    assert _objects(lake) == sorted([f"{small_row['object_id']}.csv", f"{large_row['object_id']}.csv"])

@@ -298,8 +298,7 @@ def commit_lines(con: duckdb.DuckDBPyConnection, lake: Lake, extract: ExtractRes
                       for c, t in _duck_types())
     if not months:
         # nothing to replace or remove (e.g. the first extract): a streamed append, memory bounded
-        # grouped by month, as dedup.write_upserts does: the partitioned writer fills one file at a time
-        batches = con.sql(f"SELECT {select} FROM upserts ORDER BY order_month").to_arrow_reader(BATCH_ROWS)
+        batches = con.sql(f"SELECT {select} FROM upserts").to_arrow_reader(BATCH_ROWS)
         reader = pa.RecordBatchReader.from_batches(SALES_LINES_SCHEMA, (b.cast(SALES_LINES_SCHEMA) for b in batches))
         write_deltalake(target, reader, mode="append", partition_by=["order_month"], commit_properties=commit,
                         writer_properties=writer_properties())
