@@ -35,6 +35,9 @@ class InputFileError(UserError):
             message += f" ({hint})"
         super().__init__(message)
 
+    def __reduce__(self):  # it crosses process boundaries (bronze sniffs in a child process)
+        return (type(self), (self.path, self.problem, self.hint, self.line))
+
 
 class LockBusyError(UserError):
     """Another run holds the lake's write lock."""

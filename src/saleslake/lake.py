@@ -113,8 +113,8 @@ def open_delta(path: Path) -> DeltaTable | None:
 
 #: Columns whose values are (nearly) all distinct. A Parquet dictionary only costs time
 #: on them: the writer builds one per page, finds it too big and falls back to plain
-#: (the 10M-line gold fact's Delta write: 8.1-9.0 s -> 6.5-6.7 s; silver's writes run
-#: beside its queries, where the difference is lost in the noise).
+#: (the 10M-line gold fact's Delta write, each in a fresh process: 8.1-8.6 s -> 7.8-8.2 s;
+#: silver's writes run beside its queries, where the difference is lost in the noise).
 DISTINCT_COLUMNS = ("line_key", "row_hash", "order_id", "line_id", "quarantine_key", "event_id")
 
 

@@ -103,3 +103,31 @@ def test_large_files_land_as_small_ones_do(tmp_path, lake, monkeypatch):
     assert {k: v for k, v in large_row.items() if k in ("delimiter", "date_format", "columns")} == \
         {k: v for k, v in small_row.items() if k in ("delimiter", "date_format", "columns")}
     assert _objects(lake) == sorted([f"{small_row['object_id']}.csv", f"{large_row['object_id']}.csv"])
+
+
+def test_sniffing_in_a_child_process_gives_the_same_landing(tmp_path, lake, monkeypatch):
+    import saleslake.bronze as bronze
+
+    def folder(name: str, first: int):  # new bytes each time (landing is content-addressed)
+        write_csv(tmp_path / name / "a.csv", HEADER + "\n" + line(row_id=str(first)) + "\n")
+        write_csv(tmp_path / name / "b.csv",
+                  "\n".join([HEADER.replace(",", ";"), line(row_id=str(first + 1)).replace(",", ";"), ""]))
+        (tmp_path / name / "empty.csv").write_bytes(b"")
+        write_csv(tmp_path / name / "header.csv", HEADER + "\n")
+        return tmp_path / name
+
+    in_process = land_csv(lake, [folder("one", 1)], source="s1")
+    monkeypatch.setattr(bronze, "SNIFF_PROCESS_FILES", 1)
+    answered: list = []
+    original = bronze._ChildSniffer.answers
+    monkeypatch.setattr(bronze._ChildSniffer, "answers", lambda self: answered.append(original(self)) or answered[-1])
+    in_child = land_csv(lake, [folder("two", 3)], source="s2")
+    assert len(answered) == 1 and len(answered[0]) == 4  # the child answered (no fallback)
+
+    def described(result):
+        rows = [{k: v for k, v in r.items() if k in ("original_name", "delimiter", "date_format", "columns", "header")}
+                for r in result.landed]
+        return rows, [str(e).replace("/two/", "/one/") for e in result.errors], len(result.header_only)
+
+    assert described(in_child) == described(in_process)
+    assert len(in_child.landed) == 2 and "empty" in str(in_child.errors[0])

@@ -270,6 +270,18 @@ def sniff(path: Path, overrides: CsvOverrides = CsvOverrides(), deep: bool = Fal
     )
 
 
+def sniff_all(paths: list[Path], overrides: CsvOverrides = CsvOverrides()) -> list[CsvFile | None | InputFileError]:
+    """What :func:`sniff` says of each file, its error included (bronze runs this in a
+    child process: see ``__main__`` below)."""
+    answers: list[CsvFile | None | InputFileError] = []
+    for path in paths:
+        try:
+            answers.append(sniff(path, overrides))
+        except InputFileError as exc:
+            answers.append(exc)
+    return answers
+
+
 def _detect_decimal(delimiter: str, numbers: list[str]) -> str:
     if delimiter == ",":
         return "."  # a decimal comma would need quoting in every value: not met in practice
@@ -332,3 +344,15 @@ def _example_date(f: CsvFile) -> str:
     sep = f.dates.separator or "/"
     year = "yyyy" if f.dates.year_digits == 4 else "yy"
     return f"'01{sep}02{sep}{year}'"
+
+
+if __name__ == "__main__":
+    # bronze.land_csv's sniffing child: pickled (paths, overrides) in, answers out
+    import pickle
+    import sys
+
+    # from the package, not this __main__ copy: the answers' classes must unpickle there
+    from saleslake.sources import csv as package_module
+
+    request_paths, request_overrides = pickle.loads(sys.stdin.buffer.read())
+    sys.stdout.buffer.write(pickle.dumps(package_module.sniff_all(request_paths, request_overrides)))
