@@ -52,9 +52,33 @@ os.setsid()
 signal.signal(signal.SIGINT, signal.SIG_DFL)
 os.execvp("airflow", ["airflow", *sys.argv[1:]])' "$@" &
 pid=$!
-trap 'kill -INT "$pid" 2>/dev/null || true' INT TERM HUP
+# Standalone stops its components in order; one of them has been seen to hang in its
+# shutdown ("Shutting down components", then nothing): after a grace period the whole
+# session is stopped, so a stop request always ends with no Airflow process left.
+grace=${SALESLAKE_AIRFLOW_STOP_SECONDS:-45}
+stopping=0
+deadline=0
+trap 'kill -INT "$pid" 2>/dev/null || true; if [ "$stopping" -eq 0 ]; then stopping=1; deadline=$((SECONDS + grace)); fi' INT TERM HUP
+forced=0
 status=0
 while kill -0 "$pid" 2>/dev/null; do
-  wait "$pid" && status=0 || status=$?  # returns early when a signal runs the trap
+  if [ "$stopping" -eq 0 ]; then
+    wait "$pid" && status=0 || status=$?  # returns early (>128) when a signal runs the trap
+  elif [ "$SECONDS" -lt "$deadline" ]; then
+    sleep 1
+  else
+    echo "airflow.sh: standalone did not stop within $grace s; stopping its processes" >&2
+    kill -TERM -- "-$pid" 2>/dev/null || true
+    sleep 5
+    kill -KILL -- "-$pid" 2>/dev/null || true
+    forced=1
+    break
+  fi
 done
+# a stop that had to be forced still did what was asked
+[ "$forced" -eq 1 ] && exit 0
+if [ "$stopping" -eq 1 ]; then  # the status standalone ended with (127: already collected above)
+  wait "$pid" 2>/dev/null && last=0 || last=$?
+  [ "$last" -ne 127 ] && status=$last
+fi
 exit "$status"
