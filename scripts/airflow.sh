@@ -52,10 +52,11 @@ os.setsid()
 signal.signal(signal.SIGINT, signal.SIG_DFL)
 os.execvp("airflow", ["airflow", *sys.argv[1:]])' "$@" &
 pid=$!
-# Standalone stops its components in order; one of them has been seen to hang in its
-# shutdown ("Shutting down components", then nothing): after a grace period the whole
-# session is stopped, so a stop request always ends with no Airflow process left.
-grace=${SALESLAKE_AIRFLOW_STOP_SECONDS:-45}
+# Standalone stops its components in order (running tasks get the time to end); one of
+# them has been seen to hang in its shutdown ("Shutting down components", then nothing):
+# after a grace period the whole session is stopped, so a stop request always ends with
+# no Airflow process left (a task stopped that way reruns to the same result).
+grace=${SALESLAKE_AIRFLOW_STOP_SECONDS:-120}
 stopping=0
 deadline=0
 trap 'kill -INT "$pid" 2>/dev/null || true; if [ "$stopping" -eq 0 ]; then stopping=1; deadline=$((SECONDS + grace)); fi' INT TERM HUP

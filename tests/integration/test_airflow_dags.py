@@ -410,7 +410,9 @@ def test_airflow_sh_runs_standalone_on_localhost_and_stops_on_ctrl_c(airflow_hom
     env = _airflow_env(tmp_path / "airflow", {"HOME": str(tmp_path / "lake")})
     del env["AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"]  # paused, as for a user: the scheduler runs nothing
     env.update({"AIRFLOW_PORT": str(port), "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(worker_logs),
-                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(trigger_logs)})
+                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(trigger_logs),
+                # no task runs here: a component that hangs on shutdown is stopped after 45 s
+                "SALESLAKE_AIRFLOW_STOP_SECONDS": "45"})
     script = ROOT / "scripts" / "airflow.sh"
     log = tmp_path / "standalone.log"
     with log.open("w") as out:
