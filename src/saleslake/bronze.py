@@ -30,8 +30,7 @@ from deltalake import write_deltalake
 from saleslake.errors import InputFileError
 from saleslake.lake import Lake, open_delta, snapshot_view_sql
 from saleslake.runs import utcnow
-from saleslake.sources.csv import (SNIFF_BYTES, CsvFile, CsvOverrides, expand_paths, resolve_date_formats, sniff,
-                                   undecided_sources)
+from saleslake.sources.csv import CsvFile, CsvOverrides, expand_paths, resolve_date_formats, sniff, undecided_sources
 
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -67,7 +66,7 @@ class LandResult:
 
 # Hashing and file I/O release the GIL; sniffing does not: a couple of threads is enough.
 LANDING_THREADS = 2
-#: Files up to this size are read once: hashed, sniffed and written from the same bytes
+#: Files up to this size are read once: hashed and written from the same bytes
 #: (exports are typically a few hundred kB). Larger ones are hashed first, then copied
 #: while hashed again, so memory stays bounded (at most this much per landing thread).
 WHOLE_READ_BYTES = 64 << 20
@@ -225,11 +224,6 @@ def _start_sniffing(files: list[Path], overrides: CsvOverrides) -> _ChildSniffer
         return None
 
 
-def _head(path: Path) -> bytes:
-    with path.open("rb") as handle:
-        return handle.read(SNIFF_BYTES)
-
-
 def _unland(folder: Path, stored: list[_Stored]) -> None:
     """Remove the objects this ingest wrote for files that do not land after all."""
     for s in stored:
@@ -257,8 +251,8 @@ def land_csv(
     Files that cannot be exports are reported in ``errors`` and skipped; the others land.
     Each file is hashed and, unless landed before, written to bronze on a small thread
     pool (hashing and file I/O release the GIL, which matters for folders of thousands of
-    daily exports) while a child process sniffs them all (for a few files: each new
-    object is sniffed afterwards, from its head). Objects of files that do not land
+    daily exports) while a child process sniffs them all (a few files are sniffed here
+    afterwards). Objects of files that do not land
     after all (not an export, header only, date formats that cannot be resolved) are
     removed again: an object is landed once its manifest row is committed, and one a
     crash left behind is reused by the next landing of the same bytes.
@@ -292,10 +286,8 @@ def land_csv(
             continue
         seen_now.add(outcome.sha)
         written.append(outcome)
-        if sniffs is not None:
-            sniffed = sniffs[index]
-        else:  # from the head of the object just written
-            sniffed = _safely(sniff, path, overrides, False, _head(folder / f"{outcome.sha}.csv"))
+        # the child sniffed the same files; without one (a few files), sniff them here
+        sniffed = sniffs[index] if sniffs is not None else _safely(sniff, path, overrides)
         if isinstance(sniffed, InputFileError):
             result.errors.append(sniffed)
         elif sniffed is None:

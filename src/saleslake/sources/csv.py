@@ -221,20 +221,15 @@ def decide_date_format(evidence: DateEvidence) -> str | None:
     return None
 
 
-def sniff(path: Path, overrides: CsvOverrides = CsvOverrides(), deep: bool = False,
-          content: bytes | None = None) -> CsvFile | None:
+def sniff(path: Path, overrides: CsvOverrides = CsvOverrides(), deep: bool = False) -> CsvFile | None:
     """Read the head of ``path`` and describe its dialect; None for a header-only file.
-    ``content``: the file's bytes when the caller holds them already (nothing is read).
 
     Raises InputFileError with one line (file, line, problem, fix) for a file that
     cannot be a regional export: empty, binary, undecodable, unknown columns.
     """
     limit, sample_rows = (DEEP_SNIFF_BYTES, DEEP_SAMPLE_ROWS) if deep else (SNIFF_BYTES, SAMPLE_ROWS)
-    if content is not None:
-        raw = content[:limit]
-    else:
-        with path.open("rb") as handle:
-            raw = handle.read(limit)
+    with path.open("rb") as handle:
+        raw = handle.read(limit)
     text, encoding = _decode_head(path, raw, overrides.encoding)
     lines = text.splitlines()
     if not lines or not lines[0].strip():
