@@ -63,10 +63,19 @@ def stage_seconds(home: Path) -> dict[str, float]:
 
 
 def ledger_durations(home: Path) -> dict[str, float]:
-    out = measure([*CLI, "query", "SELECT stage, epoch(finished_at) - epoch(started_at) AS s FROM system.runs "
-                   "WHERE command = 'run' AND finished_at IS NOT NULL AND stage <> 'run' "
-                   "QUALIFY row_number() OVER (PARTITION BY stage ORDER BY recorded_at DESC) = 1",
-                   "--format", "json", "--home", str(home)])
+    out = measure(
+        [
+            *CLI,
+            "query",
+            "SELECT stage, epoch(finished_at) - epoch(started_at) AS s FROM system.runs "
+            "WHERE command = 'run' AND finished_at IS NOT NULL AND stage <> 'run' "
+            "QUALIFY row_number() OVER (PARTITION BY stage ORDER BY recorded_at DESC) = 1",
+            "--format",
+            "json",
+            "--home",
+            str(home),
+        ]
+    )
     return {r["stage"]: round(float(r["s"]), 2) for r in json.loads(out.stdout)}
 
 
@@ -84,13 +93,19 @@ def bench(rows: int, work: Path) -> dict:
             while f.read(1 << 20):
                 pass
     floor = measure([PY, str(HERE / "duckdb_floor.py"), str(data), str(scratch / "floor")])
-    result["floor"] = {"seconds": round(floor.seconds, 2), "peak_rss_mb": round(floor.peak_rss_mb),
-                       "cpu_seconds": round(floor.cpu_seconds, 1)}
+    result["floor"] = {
+        "seconds": round(floor.seconds, 2),
+        "peak_rss_mb": round(floor.peak_rss_mb),
+        "cpu_seconds": round(floor.cpu_seconds, 1),
+    }
     print(f"floor: {floor.seconds:.1f} s ({floor.cpu_seconds:.0f} CPU s), {floor.peak_rss_mb:.0f} MB", flush=True)
 
     pandas = measure([PY, str(HERE / "pandas_baseline.py"), str(data), str(scratch / "pandas")])
-    result["pandas"] = {"seconds": round(pandas.seconds, 2), "peak_rss_mb": round(pandas.peak_rss_mb),
-                        "cpu_seconds": round(pandas.cpu_seconds, 1)}
+    result["pandas"] = {
+        "seconds": round(pandas.seconds, 2),
+        "peak_rss_mb": round(pandas.peak_rss_mb),
+        "cpu_seconds": round(pandas.cpu_seconds, 1),
+    }
     print(f"pandas: {pandas.seconds:.1f} s ({pandas.cpu_seconds:.0f} CPU s), {pandas.peak_rss_mb:.0f} MB", flush=True)
 
     base, increment = split_increment(data)
@@ -104,17 +119,23 @@ def bench(rows: int, work: Path) -> dict:
     ingest = measure([*CLI, "ingest", "csv", str(listing), "--home", str(home)])
     run = measure([*CLI, "run", "--home", str(home)])
     result["saleslake"] = {
-        "ingest_seconds": round(ingest.seconds, 2), "ingest_peak_rss_mb": round(ingest.peak_rss_mb),
-        "run_seconds": round(run.seconds, 2), "run_peak_rss_mb": round(run.peak_rss_mb),
+        "ingest_seconds": round(ingest.seconds, 2),
+        "ingest_peak_rss_mb": round(ingest.peak_rss_mb),
+        "run_seconds": round(run.seconds, 2),
+        "run_peak_rss_mb": round(run.peak_rss_mb),
         "total_seconds": round(ingest.seconds + run.seconds, 2),
         # CPU time shows how far a run is from what two cores could do at best
-        "ingest_cpu_seconds": round(ingest.cpu_seconds, 1), "run_cpu_seconds": round(run.cpu_seconds, 1),
+        "ingest_cpu_seconds": round(ingest.cpu_seconds, 1),
+        "run_cpu_seconds": round(run.cpu_seconds, 1),
         "stages": ledger_durations(home),
         "gold_timings": {k: round(v, 2) for k, v in (stage_seconds(home).get("gold", {}).get("timings") or {}).items()},
     }
-    print(f"saleslake: ingest {ingest.seconds:.1f} s ({ingest.cpu_seconds:.0f} CPU s), run {run.seconds:.1f} s "
-          f"({run.cpu_seconds:.0f} CPU s), peak {run.peak_rss_mb:.0f} MB "
-          f"{result['saleslake']['stages']}", flush=True)
+    print(
+        f"saleslake: ingest {ingest.seconds:.1f} s ({ingest.cpu_seconds:.0f} CPU s), run {run.seconds:.1f} s "
+        f"({run.cpu_seconds:.0f} CPU s), peak {run.peak_rss_mb:.0f} MB "
+        f"{result['saleslake']['stages']}",
+        flush=True,
+    )
 
     inc_dir = scratch / "increment-files"
     for f in increment:
@@ -125,9 +146,12 @@ def bench(rows: int, work: Path) -> dict:
     inc_run = measure([*CLI, "run", "--home", str(home)])
     total_inc = inc_ingest.seconds + inc_run.seconds
     result["incremental"] = {
-        "files": len(increment), "bytes": sum(f.stat().st_size for f in increment),
-        "ingest_seconds": round(inc_ingest.seconds, 2), "run_seconds": round(inc_run.seconds, 2),
-        "total_seconds": round(total_inc, 2), "peak_rss_mb": round(inc_run.peak_rss_mb),
+        "files": len(increment),
+        "bytes": sum(f.stat().st_size for f in increment),
+        "ingest_seconds": round(inc_ingest.seconds, 2),
+        "run_seconds": round(inc_run.seconds, 2),
+        "total_seconds": round(total_inc, 2),
+        "peak_rss_mb": round(inc_run.peak_rss_mb),
         "share_of_full_run": round(total_inc / result["saleslake"]["total_seconds"], 3),
         "stages": ledger_durations(home),
     }

@@ -50,11 +50,13 @@ from saleslake.services.postgres import (  # noqa: E402
     stop_postgres,
 )
 
-JOIN = ("SELECT l.order_line_id, l.order_id, l.line_no, l.product_id, l.quantity, l.unit_price, l.discount, "
-        "l.unit_cost, l.shipping_cost, l.updated_at AS line_updated_at, l.deleted_at AS line_deleted_at, "
-        "o.customer_id, o.store_id, o.order_ts, o.status, o.ship_mode, o.order_priority, o.ship_date, o.ship_city, "
-        "o.ship_state, o.ship_country, o.ship_postal_code, o.ship_region, o.ship_market, o.currency, "
-        "o.updated_at, o.deleted_at FROM order_lines l JOIN orders o USING (order_id)")
+JOIN = (
+    "SELECT l.order_line_id, l.order_id, l.line_no, l.product_id, l.quantity, l.unit_price, l.discount, "
+    "l.unit_cost, l.shipping_cost, l.updated_at AS line_updated_at, l.deleted_at AS line_deleted_at, "
+    "o.customer_id, o.store_id, o.order_ts, o.status, o.ship_mode, o.order_priority, o.ship_date, o.ship_city, "
+    "o.ship_state, o.ship_country, o.ship_postal_code, o.ship_region, o.ship_market, o.currency, "
+    "o.updated_at, o.deleted_at FROM order_lines l JOIN orders o USING (order_id)"
+)
 
 
 def _free_port() -> int:
@@ -80,8 +82,9 @@ class LockWatch:
             rng = random.Random(1)
             while not self.stop.is_set():
                 t = time.perf_counter()
-                conn.execute("UPDATE orders SET order_priority = order_priority WHERE order_id = %s",
-                             (rng.randint(1, top),))
+                conn.execute(
+                    "UPDATE orders SET order_priority = order_priority WHERE order_id = %s", (rng.randint(1, top),)
+                )
                 self.write_latencies.append(time.perf_counter() - t)
                 time.sleep(0.01)
 
@@ -100,8 +103,10 @@ class LockWatch:
                 time.sleep(0.02)
 
     def __enter__(self):
-        self.threads = [threading.Thread(target=self.writer, daemon=True),
-                        threading.Thread(target=self.sampler, daemon=True)]
+        self.threads = [
+            threading.Thread(target=self.writer, daemon=True),
+            threading.Thread(target=self.sampler, daemon=True),
+        ]
         for t in self.threads:
             t.start()
         return self
@@ -113,17 +118,22 @@ class LockWatch:
 
     def summary(self) -> dict:
         lat = sorted(self.write_latencies) or [0.0]
-        return {"longest_lock_wait_seconds": round(self.longest_wait, 4), "lock_wait_samples": self.waiting_samples,
-                "samples": self.samples, "writer_statements": len(self.write_latencies),
-                "writer_max_latency_seconds": round(lat[-1], 4),
-                "writer_p99_latency_seconds": round(lat[int(len(lat) * 0.99) - 1 if len(lat) > 1 else 0], 4)}
+        return {
+            "longest_lock_wait_seconds": round(self.longest_wait, 4),
+            "lock_wait_samples": self.waiting_samples,
+            "samples": self.samples,
+            "writer_statements": len(self.write_latencies),
+            "writer_max_latency_seconds": round(lat[-1], 4),
+            "writer_p99_latency_seconds": round(lat[int(len(lat) * 0.99) - 1 if len(lat) > 1 else 0], 4),
+        }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=1_000_000)
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the PostgreSQL service, its shop database and the lake afterwards")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the PostgreSQL service, its shop database and the lake afterwards"
+    )
     args = parser.parse_args()
     work = HERE / "work" / "extract-postgres"
     work.mkdir(parents=True, exist_ok=True)
@@ -135,8 +145,9 @@ def main() -> None:
     create_database(service, database, "owner")
     home = work / f"lake-{args.lines}-{int(time.time())}"
     settings = api.settings(home=home)
-    settings = settings.model_copy(update={"postgres": settings.postgres.model_copy(
-        update={"port": service.port, "database": database})})
+    settings = settings.model_copy(
+        update={"postgres": settings.postgres.model_copy(update={"port": service.port, "database": database})}
+    )
     try:
         t = time.perf_counter()
         orders = max(1, int(args.lines / 2.5))
@@ -145,8 +156,14 @@ def main() -> None:
         lines = fill.tables["order_lines"]
 
         def owner():
-            return psycopg.connect(host="127.0.0.1", port=service.port, dbname=database, user="saleslake",
-                                   password=service.password("owner"), autocommit=True)
+            return psycopg.connect(
+                host="127.0.0.1",
+                port=service.port,
+                dbname=database,
+                user="saleslake",
+                password=service.password("owner"),
+                autocommit=True,
+            )
 
         with LockWatch(owner) as watch:
             t = time.perf_counter()
@@ -154,18 +171,28 @@ def main() -> None:
             end_to_end = time.perf_counter() - t
         locks = watch.summary()
 
-        print(f"saleslake: {result.rows:,} rows extracted in {result.extract_seconds:.1f} s, "
-              f"end to end {end_to_end:.1f} s", file=sys.stderr, flush=True)
+        print(
+            f"saleslake: {result.rows:,} rows extracted in {result.extract_seconds:.1f} s, "
+            f"end to end {end_to_end:.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
         import pandas as pd
 
-        with psycopg.connect(host="127.0.0.1", port=service.port, dbname=database, user="saleslake_reader",
-                             password=service.password("reader")) as conn:
+        with psycopg.connect(
+            host="127.0.0.1",
+            port=service.port,
+            dbname=database,
+            user="saleslake_reader",
+            password=service.password("reader"),
+        ) as conn:
             t = time.perf_counter()
             # in frames of 100k rows: one frame of 10M rows needs more than this machine's 24 GB
             baseline_rows = sum(len(frame) for frame in pd.read_sql(JOIN, conn, chunksize=BASELINE_CHUNK))
             baseline_seconds = time.perf_counter() - t
         ours = {
-            "rows": result.rows, "extract_seconds": round(result.extract_seconds, 3),
+            "rows": result.rows,
+            "extract_seconds": round(result.extract_seconds, 3),
             "extract_rows_per_second": round(result.rows_per_second),
             "order_lines": result.tables["order_lines"],
             "order_lines_per_second": round(result.tables["order_lines"] / result.extract_seconds),
@@ -173,27 +200,46 @@ def main() -> None:
             "end_to_end_lines_per_second": round(result.silver.rows_valid / end_to_end),
             "silver_valid": result.silver.rows_valid,
         }
-        baseline = {"rows": baseline_rows, "seconds": round(baseline_seconds, 3),
-                    "rows_per_second": round(baseline_rows / baseline_seconds)}
-        out = {"lines": lines, "orders": orders, "fill_seconds": round(fill_seconds, 1), "saleslake": ours,
-               "baseline_pandas_read_sql": baseline, "locks": locks,
-               "speedup_vs_baseline_order_lines": round(ours["order_lines_per_second"] / baseline["rows_per_second"], 2),
-               "cpus": os.cpu_count()}
+        baseline = {
+            "rows": baseline_rows,
+            "seconds": round(baseline_seconds, 3),
+            "rows_per_second": round(baseline_rows / baseline_seconds),
+        }
+        out = {
+            "lines": lines,
+            "orders": orders,
+            "fill_seconds": round(fill_seconds, 1),
+            "saleslake": ours,
+            "baseline_pandas_read_sql": baseline,
+            "locks": locks,
+            "speedup_vs_baseline_order_lines": round(ours["order_lines_per_second"] / baseline["rows_per_second"], 2),
+            "cpus": os.cpu_count(),
+        }
         results = HERE / "results" / f"extract-postgres-{args.lines}.json"
         results.parent.mkdir(exist_ok=True)
         results.write_text(json.dumps(out, indent=2) + "\n")
-        print("| lines | extract rows/s | order lines/s | end to end lines/s | pandas.read_sql rows/s | speedup | "
-              "longest lock wait | writer max latency |")
+        print(
+            "| lines | extract rows/s | order lines/s | end to end lines/s | pandas.read_sql rows/s | speedup | "
+            "longest lock wait | writer max latency |"
+        )
         print("|---|---|---|---|---|---|---|---|")
-        print(f"| {lines:,} | {ours['extract_rows_per_second']:,} | {ours['order_lines_per_second']:,} | "
-              f"{ours['end_to_end_lines_per_second']:,} | {baseline['rows_per_second']:,} | "
-              f"{out['speedup_vs_baseline_order_lines']}x | {locks['longest_lock_wait_seconds']} s | "
-              f"{locks['writer_max_latency_seconds']} s |")
+        print(
+            f"| {lines:,} | {ours['extract_rows_per_second']:,} | {ours['order_lines_per_second']:,} | "
+            f"{ours['end_to_end_lines_per_second']:,} | {baseline['rows_per_second']:,} | "
+            f"{out['speedup_vs_baseline_order_lines']}x | {locks['longest_lock_wait_seconds']} s | "
+            f"{locks['writer_max_latency_seconds']} s |"
+        )
         print(f"results: {results}")
     finally:
         if not args.keep:
-            with psycopg.connect(host="127.0.0.1", port=service.port, dbname="postgres", user="saleslake",
-                                 password=service.password("owner"), autocommit=True) as conn:
+            with psycopg.connect(
+                host="127.0.0.1",
+                port=service.port,
+                dbname="postgres",
+                user="saleslake",
+                password=service.password("owner"),
+                autocommit=True,
+            ) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{database}"')
             stop_postgres(service)
             shutil.rmtree(home, ignore_errors=True)

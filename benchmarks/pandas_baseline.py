@@ -18,8 +18,18 @@ NUMBERS = ["Sales", "Quantity", "Discount", "Profit", "Shipping Cost"]
 
 
 def read_region(folder: Path, dialect: dict) -> pd.DataFrame:
-    frames = [pd.read_csv(f, sep=dialect["delimiter"], dtype=str, encoding="utf-8-sig", keep_default_na=False,
-                          na_values=[""], on_bad_lines="skip") for f in sorted(folder.glob("*.csv"))]
+    frames = [
+        pd.read_csv(
+            f,
+            sep=dialect["delimiter"],
+            dtype=str,
+            encoding="utf-8-sig",
+            keep_default_na=False,
+            na_values=[""],
+            on_bad_lines="skip",
+        )
+        for f in sorted(folder.glob("*.csv"))
+    ]
     df = pd.concat(frames, ignore_index=True)
     df["Region Source"] = folder.name
     for col in NUMBERS:
@@ -33,8 +43,9 @@ def read_region(folder: Path, dialect: dict) -> pd.DataFrame:
 def main(data: Path, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     dialects = json.loads((data / "generation_summary.json").read_text())["dialects"]
-    df = pd.concat([read_region(data / r, d) for r, d in sorted(dialects.items()) if (data / r).is_dir()],
-                   ignore_index=True)
+    df = pd.concat(
+        [read_region(data / r, d) for r, d in sorted(dialects.items()) if (data / r).is_dir()], ignore_index=True
+    )
     required = ["Order ID", "Row ID", "Order Date", "Customer ID", "Product ID", "Quantity", "Sales"]
     ok = df[required].notna().all(axis=1) & (df["Quantity"] > 0) & (df["Sales"] > 0)
     ok &= df["Discount"].between(0, 1) & ~(df["Ship Date"] < df["Order Date"])
@@ -44,9 +55,17 @@ def main(data: Path, out: Path) -> None:
     df["Tax"] = (df["Net Sales"] * 0.0).round(2)
     df["Profit Margin"] = df["Profit"] / df["Net Sales"]
 
-    customers = df[["Customer ID", "Customer Name", "Segment"]].drop_duplicates("Customer ID", keep="last").reset_index(drop=True)
+    customers = (
+        df[["Customer ID", "Customer Name", "Segment"]]
+        .drop_duplicates("Customer ID", keep="last")
+        .reset_index(drop=True)
+    )
     customers["customer_sk"] = customers.index + 1
-    products = df[["Product ID", "Product Name", "Category", "Sub-Category"]].drop_duplicates("Product ID", keep="last").reset_index(drop=True)
+    products = (
+        df[["Product ID", "Product Name", "Category", "Sub-Category"]]
+        .drop_duplicates("Product ID", keep="last")
+        .reset_index(drop=True)
+    )
     products["product_sk"] = products.index + 1
     geo_cols = ["City", "State", "Country", "Postal Code", "Region", "Market"]
     geography = df[geo_cols].drop_duplicates().reset_index(drop=True)
@@ -60,8 +79,13 @@ def main(data: Path, out: Path) -> None:
     fact["order_date_key"] = fact["Order Date"].dt.strftime("%Y%m%d").astype(int)
     fact = fact.drop(columns=["Customer Name", "Segment", "Product Name", "Category", "Sub-Category", *geo_cols])
     fact.columns = [str(c) for c in fact.columns]
-    for name, frame in (("fact_sales", fact), ("dim_customer", customers), ("dim_product", products),
-                        ("dim_geography", geography), ("dim_date", dates)):
+    for name, frame in (
+        ("fact_sales", fact),
+        ("dim_customer", customers),
+        ("dim_product", products),
+        ("dim_geography", geography),
+        ("dim_date", dates),
+    ):
         frame.to_parquet(out / f"{name}.parquet", index=False)
 
 

@@ -61,6 +61,7 @@ def timed(name: str, fn):
             return fn(*args, **kwargs)
         finally:
             SPENT[name] += time.perf_counter() - started
+
     return wrapper
 
 
@@ -71,7 +72,6 @@ def split_write(con, target, positions):
     SPENT["write: sales_lines, the upserts query"] += time.perf_counter() - started
     con.execute("CREATE OR REPLACE TEMP VIEW upserts AS SELECT * FROM profiled_upserts")
     return timed("write: sales_lines, Arrow cast + Delta append/rewrite", dedup.write_upserts)(con, target, positions)
-
 
 
 def report(what: str, total: float) -> None:
@@ -88,7 +88,9 @@ def profile_stream(events: int, partitions: int) -> None:
     shutil.rmtree(home, ignore_errors=True)
     settings = api.settings(home=home)
     topic = f"profile.{int(time.time())}"
-    settings = settings.model_copy(update={"kafka": settings.kafka.model_copy(update={"topic": topic, "partitions": partitions})})
+    settings = settings.model_copy(
+        update={"kafka": settings.kafka.model_copy(update={"topic": topic, "partitions": partitions})}
+    )
     api.produce(events, seed=7, settings=settings)
 
     original_connect = stream.connect
@@ -102,8 +104,10 @@ def profile_stream(events: int, partitions: int) -> None:
     stream.events.prepare_batch = timed("prepare_batch (total, its SQL below too)", stream.events.prepare_batch)
     started = time.perf_counter()
     result = api.stream(until_idle=True, settings=settings)
-    report(f"stream: {events:,} events, {result.counts.rows_valid:,} valid lines, {result.batches} batches",
-           time.perf_counter() - started)
+    report(
+        f"stream: {events:,} events, {result.counts.rows_valid:,} valid lines, {result.batches} batches",
+        time.perf_counter() - started,
+    )
 
 
 def main() -> None:
@@ -112,8 +116,12 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--events", type=int, default=300_000)
     parser.add_argument("--partitions", type=int, default=1)
-    parser.add_argument("--increment", type=float, default=0.0,
-                        help="csv: profile only the last export days holding this share of the lines")
+    parser.add_argument(
+        "--increment",
+        type=float,
+        default=0.0,
+        help="csv: profile only the last export days holding this share of the lines",
+    )
     args = parser.parse_args()
     if args.what == "stream":
         profile_stream(args.events, args.partitions)

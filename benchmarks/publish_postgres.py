@@ -89,33 +89,50 @@ def main() -> None:
     versions = latest_release(lake)
     import pyarrow.dataset as ds
 
-    table_rows = {name: ds.dataset(DeltaTable(str(lake.gold / name), version=v).file_uris(), format="parquet").count_rows()
-                  for name, v in versions.items()}
+    table_rows = {
+        name: ds.dataset(DeltaTable(str(lake.gold / name), version=v).file_uris(), format="parquet").count_rows()
+        for name, v in versions.items()
+    }
     total_rows, fact_rows = sum(table_rows.values()), table_rows["fact_sales"]
 
     service = PostgresService(home=work / "postgres", port=free_port())
     start_postgres(service)
     for role, name in PASSWORD_ENV.items():
         os.environ[f"{name}_FILE"] = str(service.password_file(role))
-    results: dict = {"rows": args.rows, "table_rows": table_rows, "machine": {
-        "cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}}
+    results: dict = {
+        "rows": args.rows,
+        "table_rows": table_rows,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+    }
     try:
+
         def fresh(name: str):
             create_database(service, name, "warehouse")
-            return base.model_copy(update={"postgres": base.postgres.model_copy(
-                update={"port": service.port, "warehouse_database": name})})
+            return base.model_copy(
+                update={"postgres": base.postgres.model_copy(update={"port": service.port, "warehouse_database": name})}
+            )
 
         def conn_for(s):
             pg = s.postgres
-            return psycopg.connect(host="127.0.0.1", port=pg.port, dbname=pg.warehouse_database,
-                                   user=pg.warehouse_user, password=pg.password("warehouse"), autocommit=True)
+            return psycopg.connect(
+                host="127.0.0.1",
+                port=pg.port,
+                dbname=pg.warehouse_database,
+                user=pg.warehouse_user,
+                password=pg.password("warehouse"),
+                autocommit=True,
+            )
 
         s = fresh(f"wh_{os.getpid()}_a")
         done = api.publish_postgres(settings=s)
-        results["publish"] = {"seconds": round(done.seconds, 3), "rows": total_rows,
-                              "rows_per_second": round(total_rows / done.seconds),
-                              "fact_rows": fact_rows, "fact_rows_per_second": round(fact_rows / done.seconds),
-                              "timings": done.timings}
+        results["publish"] = {
+            "seconds": round(done.seconds, 3),
+            "rows": total_rows,
+            "rows_per_second": round(total_rows / done.seconds),
+            "fact_rows": fact_rows,
+            "fact_rows_per_second": round(fact_rows / done.seconds),
+            "timings": done.timings,
+        }
         print(f"publish: {done.seconds:.1f} s", file=sys.stderr)
         again = api.publish_postgres(settings=s)
         results["republish"] = {"seconds": round(again.seconds, 3), "skipped": again.skipped}
@@ -129,8 +146,13 @@ def main() -> None:
             conn.execute("UPDATE gold.saleslake_publish_log SET release_id = 'drifted', table_versions = '{}'")
         inc = api.publish_postgres(settings=s)
         fact = inc.tables["fact_sales"]
-        results["incremental"] = {"seconds": round(inc.seconds, 3), "fact_written": fact.written,
-                                  "fact_sent": fact.sent, "fact_rows": fact_rows, "timings": inc.timings}
+        results["incremental"] = {
+            "seconds": round(inc.seconds, 3),
+            "fact_written": fact.written,
+            "fact_sent": fact.sent,
+            "fact_rows": fact_rows,
+            "timings": inc.timings,
+        }
         print(f"incremental: {inc.seconds:.1f} s, {fact.written} facts written", file=sys.stderr)
 
         # bulk-load paths on the same fact rows
@@ -157,16 +179,23 @@ def main() -> None:
                     types = conn.execute(
                         "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = "
                         "'gold.fact_sales'::regclass AND attnum > 0 AND NOT attisdropped AND attname <> '_row_hash' "
-                        "ORDER BY attnum").fetchall()
-                    with conn.cursor() as cur, cur.copy(
-                            f"COPY bench_copy ({select}) FROM STDIN (FORMAT BINARY)") as copy:
+                        "ORDER BY attnum"
+                    ).fetchall()
+                    with (
+                        conn.cursor() as cur,
+                        cur.copy(f"COPY bench_copy ({select}) FROM STDIN (FORMAT BINARY)") as copy,
+                    ):
                         copy.set_types([t[0].split("(")[0] for t in types])
                         for batch in reader:
                             for row in zip(*(col.to_pylist() for col in batch.columns)):
                                 copy.write_row(row)
                 seconds = time.perf_counter() - started
                 conn.commit()
-                results[kind] = {"rows": sample, "seconds": round(seconds, 3), "rows_per_second": round(sample / seconds)}
+                results[kind] = {
+                    "rows": sample,
+                    "seconds": round(seconds, 3),
+                    "rows_per_second": round(sample / seconds),
+                }
                 print(f"{kind}: {seconds:.1f} s", file=sys.stderr)
         duck.close()
 
@@ -175,9 +204,16 @@ def main() -> None:
 
         sb = fresh(f"wh_{os.getpid()}_b")
         pg = sb.postgres
-        engine = sqlalchemy.create_engine(sqlalchemy.URL.create(
-            "postgresql+psycopg", username=pg.warehouse_user, password=pg.password("warehouse"),
-            host="127.0.0.1", port=pg.port, database=pg.warehouse_database))
+        engine = sqlalchemy.create_engine(
+            sqlalchemy.URL.create(
+                "postgresql+psycopg",
+                username=pg.warehouse_user,
+                password=pg.password("warehouse"),
+                host="127.0.0.1",
+                port=pg.port,
+                database=pg.warehouse_database,
+            )
+        )
         started = time.perf_counter()
         copied = 0
         for uri in fact_table.file_uris():
@@ -189,9 +225,15 @@ def main() -> None:
             copied += len(frame)
         seconds = time.perf_counter() - started
         engine.dispose()
-        results["baseline"] = {"rows": copied, "seconds": round(seconds, 3), "rows_per_second": round(copied / seconds),
-                               "method": "pandas.read_parquet + DataFrame.to_sql (SQLAlchemy, psycopg, chunksize 10000)"}
-        results["speedup_vs_baseline"] = round(results["publish"]["fact_rows_per_second"] / results["baseline"]["rows_per_second"], 1)
+        results["baseline"] = {
+            "rows": copied,
+            "seconds": round(seconds, 3),
+            "rows_per_second": round(copied / seconds),
+            "method": "pandas.read_parquet + DataFrame.to_sql (SQLAlchemy, psycopg, chunksize 10000)",
+        }
+        results["speedup_vs_baseline"] = round(
+            results["publish"]["fact_rows_per_second"] / results["baseline"]["rows_per_second"], 1
+        )
     finally:
         # the cluster is scratch: each run's warehouses (~10 GB at 10M rows) go with it
         destroy_postgres(service)
@@ -209,7 +251,9 @@ def main() -> None:
     print(f"| incremental (2 % of facts drifted) | {i['fact_written']:,} written | {i['seconds']} | – |")
     for kind in ("copy_csv", "copy_binary"):
         c = results[kind]
-        print(f"| bulk load {kind.replace('_', ' ')} (fact) | {c['rows']:,} | {c['seconds']} | {c['rows_per_second']:,} |")
+        print(
+            f"| bulk load {kind.replace('_', ' ')} (fact) | {c['rows']:,} | {c['seconds']} | {c['rows_per_second']:,} |"
+        )
     b = results["baseline"]
     print(f"| baseline pandas read_parquet + to_sql | {b['rows']:,} | {b['seconds']} | {b['rows_per_second']:,} |")
     print(f"\nspeed-up vs baseline (fact rows/s): {results['speedup_vs_baseline']}×; results in {out}")

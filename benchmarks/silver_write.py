@@ -62,7 +62,9 @@ def incoming(base: pa.Table, batch: int, corrections: float) -> pa.Table:
     con = duckdb.connect()
     con.register("base", base)
     n_fix = int(batch * corrections)
-    fixes = con.sql(f"SELECT * REPLACE (quantity + 1 AS quantity, 2::BIGINT AS landed_seq) FROM base USING SAMPLE {n_fix} ROWS (reservoir, 7)")
+    fixes = con.sql(
+        f"SELECT * REPLACE (quantity + 1 AS quantity, 2::BIGINT AS landed_seq) FROM base USING SAMPLE {n_fix} ROWS (reservoir, 7)"
+    )
     fresh = con.sql(
         f"SELECT * REPLACE (md5('new' || line_key) AS line_key, 2::BIGINT AS landed_seq, "
         f"DATE '2024-12-01' + (hash(line_key) % 31)::INT AS order_date, '2024-12' AS order_month) "
@@ -76,16 +78,22 @@ def months_touched(table_path: Path, batch: pa.Table) -> list[str]:
     con.register("batch", batch)
     dataset = DeltaTable(str(table_path)).to_pyarrow_dataset()
     con.register("silver", dataset)
-    rows = con.sql("SELECT DISTINCT order_month FROM silver WHERE line_key IN (SELECT line_key FROM batch) "
-                   "UNION SELECT DISTINCT order_month FROM batch").fetchall()
+    rows = con.sql(
+        "SELECT DISTINCT order_month FROM silver WHERE line_key IN (SELECT line_key FROM batch) "
+        "UNION SELECT DISTINCT order_month FROM batch"
+    ).fetchall()
     return sorted(r[0] for r in rows)
 
 
 def merge(path: Path, batch: pa.Table) -> None:
     months = ", ".join(f"'{m}'" for m in months_touched(path, batch))
-    (DeltaTable(str(path)).merge(batch, f"t.line_key = s.line_key AND t.order_month IN ({months})",
-                                 source_alias="s", target_alias="t")
-     .when_matched_update_all().when_not_matched_insert_all().execute())
+    (
+        DeltaTable(str(path))
+        .merge(batch, f"t.line_key = s.line_key AND t.order_month IN ({months})", source_alias="s", target_alias="t")
+        .when_matched_update_all()
+        .when_not_matched_insert_all()
+        .execute()
+    )
 
 
 def rewrite(path: Path, batch: pa.Table) -> None:
@@ -120,7 +128,11 @@ def main() -> None:
     batch = incoming(base, args.batch, args.corrections)
     fresh_only = batch.filter(pa.compute.equal(batch["order_month"], "2024-12"))
     results = {"rows": args.rows, "batch": args.batch, "corrections": args.corrections}
-    for name, strategy, data in (("merge", merge, batch), ("rewrite", rewrite, batch), ("append_new_only", append, fresh_only)):
+    for name, strategy, data in (
+        ("merge", merge, batch),
+        ("rewrite", rewrite, batch),
+        ("append_new_only", append, fresh_only),
+    ):
         target = args.work / name
         shutil.copytree(pristine, target)
         started = time.perf_counter()

@@ -58,8 +58,18 @@ def lake_settings(name: str, servers: str, topic: str, partitions: int):
     home = WORK / name
     shutil.rmtree(home, ignore_errors=True)
     s = api.settings(home=home)
-    return s.model_copy(update={"kafka": s.kafka.model_copy(update={
-        "bootstrap_servers": servers, "topic": topic, "partitions": partitions, "group_id": f"bench-{topic}"})})
+    return s.model_copy(
+        update={
+            "kafka": s.kafka.model_copy(
+                update={
+                    "bootstrap_servers": servers,
+                    "topic": topic,
+                    "partitions": partitions,
+                    "group_id": f"bench-{topic}",
+                }
+            )
+        }
+    )
 
 
 def throughput(servers: str, events: int, partitions: int) -> dict:
@@ -73,18 +83,33 @@ def throughput(servers: str, events: int, partitions: int) -> dict:
     (t0, n0), (t1, n1) = marks[0], marks[-1]
     sustained = (n1 - n0) / (t1 - t0) if t1 > t0 else float("nan")
     assert result.counts.rows_valid == produced.valid_lines, "the benchmark lost or doubled lines"
-    return {"topic": topic, "partitions": partitions, "events": events, "lines": produced.valid_lines, "batches": result.batches,
-            "seconds_total": round(total, 2), "events_per_s_sustained": round(sustained),
-            "events_per_s_overall": round(events / total)}
+    return {
+        "topic": topic,
+        "partitions": partitions,
+        "events": events,
+        "lines": produced.valid_lines,
+        "batches": result.batches,
+        "seconds_total": round(total, 2),
+        "events_per_s_sustained": round(sustained),
+        "events_per_s_overall": round(events / total),
+    }
 
 
 def naive(servers: str, topic: str, seconds: float) -> dict:
     """One message at a time: json.loads, then one INSERT per line, one commit per message."""
     con = duckdb.connect(str(WORK / "naive.duckdb"))
-    con.execute("CREATE OR REPLACE TABLE lines (transaction_id VARCHAR, line_no BIGINT, product_id VARCHAR, "
-                "quantity BIGINT, unit_price DECIMAL(18,4), discount DECIMAL(9,4), event_time TIMESTAMPTZ)")
-    consumer = Consumer({"bootstrap.servers": servers, "group.id": f"naive-{time.time()}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    con.execute(
+        "CREATE OR REPLACE TABLE lines (transaction_id VARCHAR, line_no BIGINT, product_id VARCHAR, "
+        "quantity BIGINT, unit_price DECIMAL(18,4), discount DECIMAL(9,4), event_time TIMESTAMPTZ)"
+    )
+    consumer = Consumer(
+        {
+            "bootstrap.servers": servers,
+            "group.id": f"naive-{time.time()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
     consumer.subscribe([topic])
     done, started = 0, None
     while started is None or time.perf_counter() - started < seconds:
@@ -98,9 +123,18 @@ def naive(servers: str, topic: str, seconds: float) -> dict:
             con.execute("BEGIN")
             began = True
             for line in event["lines"]:
-                con.execute("INSERT INTO lines VALUES (?, ?, ?, ?, ?, ?, ?)",
-                            [event["transaction_id"], line["line_no"], line["product_id"], line["quantity"],
-                             line["unit_price"], line["discount"], event["event_time"]])
+                con.execute(
+                    "INSERT INTO lines VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        event["transaction_id"],
+                        line["line_no"],
+                        line["product_id"],
+                        line["quantity"],
+                        line["unit_price"],
+                        line["discount"],
+                        event["event_time"],
+                    ],
+                )
             con.execute("COMMIT")
             consumer.commit(message, asynchronous=False)
         except Exception:  # a naive consumer skips what it cannot parse
@@ -124,8 +158,9 @@ def freshness(servers: str, rate: float, seconds: float, refresh_every: float) -
     lake = Lake(s.home)
     api.produce(1, seed=1, settings=s)  # creates the topic and the reference data
     stop = threading.Event()
-    streamer = threading.Thread(target=lambda: api.stream(settings=s, stop=stop, refresh_gold_every=refresh_every,
-                                                          max_wait=0.5))
+    streamer = threading.Thread(
+        target=lambda: api.stream(settings=s, stop=stop, refresh_gold_every=refresh_every, max_wait=0.5)
+    )
     streamer.start()
     time.sleep(8)  # group join
     gold_counts: list[tuple[float, int]] = []
@@ -163,12 +198,18 @@ def freshness(servers: str, rate: float, seconds: float, refresh_every: float) -
         while k < min(count, len(event_times)):
             gold_lag.append(at - event_times[k])
             k += 1
-    return {"rate": rate, "seconds": seconds, "events": produced.events, "lines": len(rows),
-            "silver_p50_s": round(percentile(silver_lag, 50), 2), "silver_p95_s": round(percentile(silver_lag, 95), 2),
-            "gold_refresh_every_s": refresh_every,
-            "gold_p50_s": round(percentile(gold_lag, 50), 2) if gold_lag else None,
-            "gold_p95_s": round(percentile(gold_lag, 95), 2) if gold_lag else None,
-            "gold_lines_seen": len(gold_lag)}
+    return {
+        "rate": rate,
+        "seconds": seconds,
+        "events": produced.events,
+        "lines": len(rows),
+        "silver_p50_s": round(percentile(silver_lag, 50), 2),
+        "silver_p95_s": round(percentile(silver_lag, 95), 2),
+        "gold_refresh_every_s": refresh_every,
+        "gold_p50_s": round(percentile(gold_lag, 50), 2) if gold_lag else None,
+        "gold_p95_s": round(percentile(gold_lag, 95), 2) if gold_lag else None,
+        "gold_lines_seen": len(gold_lag),
+    }
 
 
 def _ms(value) -> float:
@@ -207,15 +248,23 @@ def main() -> None:
 def table(r: dict) -> str:
     lines = ["| measure | result |", "|---|---|"]
     for t in r["throughput"]:
-        lines.append(f"| Kafka → silver, exactly once, {t['partitions']} partition(s) | "
-                     f"{t['events_per_s_sustained']:,} events/s sustained ({t['events']:,} events, "
-                     f"{t['events_per_s_overall']:,}/s incl. start-up) |")
+        lines.append(
+            f"| Kafka → silver, exactly once, {t['partitions']} partition(s) | "
+            f"{t['events_per_s_sustained']:,} events/s sustained ({t['events']:,} events, "
+            f"{t['events_per_s_overall']:,}/s incl. start-up) |"
+        )
     n = r["naive"]
-    lines.append(f"| naive consumer (json + one insert per line, commit per message) | {n['events_per_s']:,} events/s |")
+    lines.append(
+        f"| naive consumer (json + one insert per line, commit per message) | {n['events_per_s']:,} events/s |"
+    )
     f = r["freshness"]
-    lines.append(f"| freshness into silver at {f['rate']:,.0f} events/s | p50 {f['silver_p50_s']} s, p95 {f['silver_p95_s']} s |")
-    lines.append(f"| freshness into gold.fact_sales (refresh every {f['gold_refresh_every_s']:.0f} s) | "
-                 f"p50 {f['gold_p50_s']} s, p95 {f['gold_p95_s']} s |")
+    lines.append(
+        f"| freshness into silver at {f['rate']:,.0f} events/s | p50 {f['silver_p50_s']} s, p95 {f['silver_p95_s']} s |"
+    )
+    lines.append(
+        f"| freshness into gold.fact_sales (refresh every {f['gold_refresh_every_s']:.0f} s) | "
+        f"p50 {f['gold_p50_s']} s, p95 {f['gold_p95_s']} s |"
+    )
     return "\n".join(lines)
 
 

@@ -7,12 +7,25 @@ from pathlib import Path
 
 import pytest
 
+from helpers import SHARED_DATA, free_ports
 from saleslake import api
 from saleslake.lake import Lake
 
-from helpers import SHARED_DATA, free_ports
-
 os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+
+TESTS = Path(__file__).resolve().parent
+COST_BY_FOLDER = {"unit": "unit", "integration": "integration", "slow": "slow"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test's cost marker is its top folder (tests/unit, tests/integration, tests/slow),
+    never written by hand: `-m unit` is the fast lane, `-m integration` needs real
+    services, `-m slow` is large data or long runs."""
+    for item in items:
+        folder = Path(item.path).resolve().relative_to(TESTS).parts[0]
+        if folder not in COST_BY_FOLDER:
+            raise pytest.UsageError(f"{item.nodeid}: tests live under tests/unit, tests/integration or tests/slow")
+        item.add_marker(COST_BY_FOLDER[folder])
 
 
 @pytest.fixture
@@ -33,7 +46,6 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 @pytest.fixture
 def lake(settings) -> Lake:
     return Lake(settings.home)
-
 
 
 @pytest.fixture(scope="session")
@@ -61,8 +73,11 @@ def stream_settings(settings, kafka_broker):
 
     topic = f"pos.test.{uuid.uuid4().hex[:8]}"
     return settings.model_copy(
-        update={"kafka": settings.kafka.model_copy(update={"bootstrap_servers": kafka_broker.bootstrap_servers,
-                                                           "topic": topic, "group_id": f"g-{topic}"})}
+        update={
+            "kafka": settings.kafka.model_copy(
+                update={"bootstrap_servers": kafka_broker.bootstrap_servers, "topic": topic, "group_id": f"g-{topic}"}
+            )
+        }
     )
 
 
@@ -107,6 +122,9 @@ def postgres_settings(settings, postgres_service, monkeypatch: pytest.MonkeyPatc
     for role, name in PASSWORD_ENV.items():
         monkeypatch.setenv(f"{name}_FILE", str(postgres_service.password_file(role)))
     return settings.model_copy(
-        update={"postgres": settings.postgres.model_copy(
-            update={"port": postgres_service.port, "database": shop, "warehouse_database": warehouse})}
+        update={
+            "postgres": settings.postgres.model_copy(
+                update={"port": postgres_service.port, "database": shop, "warehouse_database": warehouse}
+            )
+        }
     )

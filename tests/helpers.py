@@ -12,6 +12,7 @@ from saleslake.serve.query import qualify_system
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
+
 def sql(lake: Lake, query: str) -> list[tuple]:
     """Run a query over the lake's committed snapshots (test helper)."""
     con = duckdb.connect()
@@ -36,9 +37,22 @@ HEADER = (
 )
 
 
-def line(row_id="1", order_id="O-1", order_date="15-01-2021", ship_date="17-01-2021", customer="C-1",
-         product="P-1", sales="100.50", quantity="2", discount="0.1", profit="10.5", name="Widget, large",
-         segment="Consumer", country="Germany", state="Berlin") -> str:
+def line(
+    row_id="1",
+    order_id="O-1",
+    order_date="15-01-2021",
+    ship_date="17-01-2021",
+    customer="C-1",
+    product="P-1",
+    sales="100.50",
+    quantity="2",
+    discount="0.1",
+    profit="10.5",
+    name="Widget, large",
+    segment="Consumer",
+    country="Germany",
+    state="Berlin",
+) -> str:
     quoted = '"' + name.replace('"', '""') + '"'
     return (
         f"{row_id},{order_id},{order_date},{ship_date},Standard Class,{customer},Ann Lee,{segment},Berlin,{state},"

@@ -58,7 +58,7 @@ def _orchestration_at_parse_time():
     """``settings.orchestration``, or its defaults when the configuration cannot be read."""
     try:
         return api.settings().orchestration
-    except Exception as exc:  # noqa: BLE001 - any config error must not break the DAG import
+    except Exception as exc:
         PARSE_PROBLEMS.append(f"configuration: {_first_line(exc)}")
         log.warning("saleslake configuration unreadable, DAGs use default schedules: %s", _first_line(exc))
         return api.Settings.model_construct().orchestration
@@ -73,7 +73,7 @@ def _batch_schedule(orchestration) -> str:
         return schedule
     try:
         CronTriggerTimetable(schedule, timezone=UTC).validate()  # cron expression or preset (@daily, ...)
-    except Exception as exc:  # noqa: BLE001 - a bad value is reported by preflight, not by a broken import
+    except Exception as exc:
         PARSE_PROBLEMS.append(f"orchestration.batch_schedule {schedule!r} is not a cron expression: {_first_line(exc)}")
         return "@daily"
     return schedule
@@ -114,7 +114,7 @@ def alert_task_failure(context) -> None:
     text = f"task {ti.task_id} of {ti.dag_id} failed (run {ti.run_id}, try {ti.try_number}): {error}"
     try:
         settings = api.settings()
-    except Exception as config_error:  # noqa: BLE001 - without settings only the log channel is left
+    except Exception as config_error:
         log.error("ALERT %s: %s (not sent to webhook/e-mail: %s)", title, text, _first_line(config_error))
         return
     api.alert(title, text, severity="error", details=details, settings=settings)
@@ -144,7 +144,8 @@ def task_settings():
         settings = api.settings()
     if not Path(settings.home).is_absolute():
         raise AirflowFailException(
-            f"the lake home {str(settings.home)!r} is relative; set SALESLAKE_HOME to an absolute path for Airflow")
+            f"the lake home {str(settings.home)!r} is relative; set SALESLAKE_HOME to an absolute path for Airflow"
+        )
     return settings
 
 
@@ -154,8 +155,13 @@ DEFAULT_ARGS = {
     "retry_delay": timedelta(minutes=ORCHESTRATION.retry_delay_minutes),
     "on_failure_callback": alert_task_failure,
 }
-COMMON = {"start_date": START_DATE, "catchup": False, "max_active_runs": 1, "default_args": DEFAULT_ARGS,
-          "tags": ["saleslake"]}
+COMMON = {
+    "start_date": START_DATE,
+    "catchup": False,
+    "max_active_runs": 1,
+    "default_args": DEFAULT_ARGS,
+    "tags": ["saleslake"],
+}
 
 # Downstream of a step that may be skipped by configuration (no inbox, no extract): run
 # unless something upstream failed.
@@ -182,8 +188,10 @@ def preflight() -> dict:
         log.info("%-4s %-20s %s", state, check.name, check.detail)
     failed = [c for c in checks if c.required and not c.ok]
     if failed:
-        raise PreflightFailed("preflight failed: " + "; ".join(
-            f"{c.name}: {c.detail}" + (f" (fix: {c.hint})" if c.hint else "") for c in failed))
+        raise PreflightFailed(
+            "preflight failed: "
+            + "; ".join(f"{c.name}: {c.detail}" + (f" (fix: {c.hint})" if c.hint else "") for c in failed)
+        )
     return {c.name: bool(c.ok) for c in checks}
 
 
@@ -224,8 +232,9 @@ def land_csv() -> dict:
             errors += result.errors
     log.info("landed %(landed)d file(s), %(already_landed)d already in bronze, %(header_only)d header-only", done)
     if errors:  # a bad file will not fix itself: fail now, alert, land it again once it is fixed
-        raise AirflowFailException(f"{len(errors)} file(s) could not be landed: "
-                                   + "; ".join(_first_line(e) for e in errors)) from errors[0]
+        raise AirflowFailException(
+            f"{len(errors)} file(s) could not be landed: " + "; ".join(_first_line(e) for e in errors)
+        ) from errors[0]
     return done
 
 
@@ -237,13 +246,20 @@ def extract_postgres() -> dict:
         raise AirflowSkipException("orchestration.extract_postgres is off: the operational database is not extracted")
     with user_errors_fail_fast():
         result = api.ingest_postgres(settings=settings, wait_seconds=LOCK_WAIT_SECONDS)
-    return {"extract_seq": result.extract_seq, "tables": result.tables, "rows": result.rows,
-            "removed": result.removed, "lines_valid": result.silver.rows_valid}
+    return {
+        "extract_seq": result.extract_seq,
+        "tables": result.tables,
+        "rows": result.rows,
+        "removed": result.removed,
+        "lines_valid": result.silver.rows_valid,
+    }
 
 
 def _counts(counts) -> dict:
-    return {name: getattr(counts, name) for name in
-            ("rows_read", "rows_valid", "rows_quarantined", "rows_duplicate", "rows_corrected")}
+    return {
+        name: getattr(counts, name)
+        for name in ("rows_read", "rows_valid", "rows_quarantined", "rows_duplicate", "rows_corrected")
+    }
 
 
 @task(trigger_rule=AFTER_OPTIONAL)
@@ -267,9 +283,13 @@ def quality_gate() -> dict:
     return gate
 
 
-@dag(dag_id="saleslake_batch", schedule=_batch_schedule(ORCHESTRATION), **COMMON,
-     doc_md="Daily batch: preflight → land CSV exports → extract PostgreSQL → silver → quality gate; "
-            "updates the `saleslake://silver` asset, which triggers `saleslake_gold`.")
+@dag(
+    dag_id="saleslake_batch",
+    schedule=_batch_schedule(ORCHESTRATION),
+    **COMMON,
+    doc_md="Daily batch: preflight → land CSV exports → extract PostgreSQL → silver → quality gate; "
+    "updates the `saleslake://silver` asset, which triggers `saleslake_gold`.",
+)
 def saleslake_batch():
     preflight() >> land_csv() >> extract_postgres() >> silver() >> quality_gate()
 
@@ -304,13 +324,21 @@ def publish() -> dict:
         raise AirflowSkipException("postgres.publish_after_gold is off: gold is not published to PostgreSQL")
     with user_errors_fail_fast():
         done = api.publish_postgres(settings=settings)
-    return {"release_id": done.release_id, "schema": done.schema, "rows_sent": done.rows_sent,
-            "skipped": bool(done.skipped)}
+    return {
+        "release_id": done.release_id,
+        "schema": done.schema,
+        "rows_sent": done.rows_sent,
+        "skipped": bool(done.skipped),
+    }
 
 
-@dag(dag_id="saleslake_gold", schedule=(SILVER | STREAM), **COMMON,
-     doc_md="Gold: dbt build of the star schema whenever silver changed (batch or stream), then "
-            "publish to PostgreSQL when configured; updates the `saleslake://gold` asset.")
+@dag(
+    dag_id="saleslake_gold",
+    schedule=(SILVER | STREAM),
+    **COMMON,
+    doc_md="Gold: dbt build of the star schema whenever silver changed (batch or stream), then "
+    "publish to PostgreSQL when configured; updates the `saleslake://gold` asset.",
+)
 def saleslake_gold():
     build_gold() >> publish()
 
@@ -327,12 +355,17 @@ def consume() -> dict:
     ``orchestration.stream_max_seconds`` have passed (exactly once, see saleslake.stream)."""
     settings = task_settings()
     with user_errors_fail_fast():
-        result = api.stream(until_idle=True, max_seconds=settings.orchestration.stream_max_seconds,
-                            settings=settings)
-    return {"run_id": result.run_id, "records": result.records, "batches": result.batches,
-            **_counts(result.counts), "lag": {str(p): n for p, n in result.lag.items()},
-            "total_lag": sum(result.lag.values()), "stopped_by": result.stopped_by,
-            "seconds": round(result.seconds, 3)}
+        result = api.stream(until_idle=True, max_seconds=settings.orchestration.stream_max_seconds, settings=settings)
+    return {
+        "run_id": result.run_id,
+        "records": result.records,
+        "batches": result.batches,
+        **_counts(result.counts),
+        "lag": {str(p): n for p, n in result.lag.items()},
+        "total_lag": sum(result.lag.values()),
+        "stopped_by": result.stopped_by,
+        "seconds": round(result.seconds, 3),
+    }
 
 
 @task
@@ -349,10 +382,13 @@ def check_lag() -> dict:
     previous = get_current_context()["ti"].xcom_pull(task_ids="check_lag", map_indexes=-1, include_prior_dates=True)
     was_over = bool(previous and previous.get("over"))
     if over and not was_over:
-        api.alert(f"saleslake_stream lag {total:,} above {limit:,}",
-                  f"{total:,} point-of-sale messages on {settings.kafka.topic} are not in silver yet (limit {limit:,})",
-                  severity="warning", details={"topic": settings.kafka.topic, "lag": lag, "total_lag": total,
-                                               "max_stream_lag": limit}, settings=settings)
+        api.alert(
+            f"saleslake_stream lag {total:,} above {limit:,}",
+            f"{total:,} point-of-sale messages on {settings.kafka.topic} are not in silver yet (limit {limit:,})",
+            severity="warning",
+            details={"topic": settings.kafka.topic, "lag": lag, "total_lag": total, "max_stream_lag": limit},
+            settings=settings,
+        )
     elif was_over and not over:
         log.info("stream lag back to %d (limit %d)", total, limit)
     return {"total_lag": total, "limit": limit, "over": over}
@@ -370,9 +406,13 @@ def announce_new_lines(consumed: dict) -> dict:
     return extra
 
 
-@dag(dag_id="saleslake_stream", schedule=timedelta(seconds=ORCHESTRATION.stream_interval_seconds), **COMMON,
-     doc_md="Point-of-sale stream: a bounded micro-batch run every interval, a lag check, and the "
-            "`saleslake://stream` asset when new lines reached silver.")
+@dag(
+    dag_id="saleslake_stream",
+    schedule=timedelta(seconds=ORCHESTRATION.stream_interval_seconds),
+    **COMMON,
+    doc_md="Point-of-sale stream: a bounded micro-batch run every interval, a lag check, and the "
+    "`saleslake://stream` asset when new lines reached silver.",
+)
 def saleslake_stream():
     consumed = consume()
     consumed >> check_lag()
@@ -392,18 +432,32 @@ def check_health() -> dict:
     settings = task_settings()
     with user_errors_fail_fast():
         health = api.health(settings=settings)
-    summary = {"checked_at": health.checked_at, "problems": list(health.problems), "sources": health.sources,
-               "quarantine": health.quarantine, "stream": health.stream}
+    summary = {
+        "checked_at": health.checked_at,
+        "problems": list(health.problems),
+        "sources": health.sources,
+        "quarantine": health.quarantine,
+        "stream": health.stream,
+    }
     if health.ok:
         log.info("healthy: %d source(s), quarantine share %s", len(health.sources), health.quarantine.get("share"))
         return summary
-    api.alert(f"saleslake health: {len(health.problems)} problem(s)", "\n".join(health.problems),
-              severity="warning", details=summary, settings=settings)
+    api.alert(
+        f"saleslake health: {len(health.problems)} problem(s)",
+        "\n".join(health.problems),
+        severity="warning",
+        details=summary,
+        settings=settings,
+    )
     raise UnhealthyLake("; ".join(health.problems))
 
 
-@dag(dag_id="saleslake_monitor", schedule=timedelta(minutes=ORCHESTRATION.monitor_interval_minutes), **COMMON,
-     doc_md="Health: freshness per source, quarantine rate, Kafka lag; alerts (warning) and fails when unhealthy.")
+@dag(
+    dag_id="saleslake_monitor",
+    schedule=timedelta(minutes=ORCHESTRATION.monitor_interval_minutes),
+    **COMMON,
+    doc_md="Health: freshness per source, quarantine rate, Kafka lag; alerts (warning) and fails when unhealthy.",
+)
 def saleslake_monitor():
     check_health()
 

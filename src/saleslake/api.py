@@ -72,7 +72,9 @@ def ingest_csv(
     run_id = new_run_id()
     with lake_lock(lake, run_id, "ingest csv", wait_seconds):
         started = utcnow()
-        result = land_csv(lake, [Path(p) for p in paths], source, overrides, currency or s.csv.default_currency, progress)
+        result = land_csv(
+            lake, [Path(p) for p in paths], source, overrides, currency or s.csv.default_currency, progress
+        )
         Ledger(lake, run_id, "ingest csv").record(
             StageRecord(
                 stage="bronze",
@@ -106,11 +108,17 @@ class RunResult:
 def _gate_share(lake: Lake, this_run: StageCounts) -> tuple[float, int, int]:
     """Quarantine share over all silver work not yet published to gold (incl. this run)."""
     rows = ledger_rows(lake)
-    last_gold = max((r["recorded_at"] for r in rows if r["stage"] == "gold" and r["status"] == "succeeded"), default=None)
+    last_gold = max(
+        (r["recorded_at"] for r in rows if r["stage"] == "gold" and r["status"] == "succeeded"), default=None
+    )
     read = this_run.rows_read
     quarantined = this_run.rows_quarantined
     for r in rows:
-        if r["stage"] == "silver" and r["status"] in ("succeeded", "quality_gate") and (last_gold is None or r["recorded_at"] > last_gold):
+        if (
+            r["stage"] == "silver"
+            and r["status"] in ("succeeded", "quality_gate")
+            and (last_gold is None or r["recorded_at"] > last_gold)
+        ):
             read += r["rows_read"] or 0
             quarantined += r["rows_quarantined"] or 0
     return (quarantined / read if read else 0.0), quarantined, read
@@ -160,7 +168,9 @@ def run(
         except BaseException as exc:
             status = "quality_gate" if isinstance(exc, QualityGateError) else "failed"
             message = str(exc) if isinstance(exc, SaleslakeError) else f"{type(exc).__name__}: {exc}"
-            ledger.record(StageRecord("run", status, started, utcnow(), error=message.splitlines()[0] if message else status))
+            ledger.record(
+                StageRecord("run", status, started, utcnow(), error=message.splitlines()[0] if message else status)
+            )
             raise
         result.status = "succeeded"
         ledger.record(StageRecord("run", "succeeded", started, utcnow(), details={"message": result.message}))
@@ -173,7 +183,11 @@ def _run_stages(lake, s, ledger, result, until, threshold, progress, force_gold,
     started = utcnow()
     objects, _, _ = pending_objects(lake)
     pending_bytes = sum(o["size_bytes"] for o in objects)
-    ledger.record(StageRecord("bronze", "succeeded", started, utcnow(), details={"pending_objects": len(objects), "bytes": pending_bytes}))
+    ledger.record(
+        StageRecord(
+            "bronze", "succeeded", started, utcnow(), details={"pending_objects": len(objects), "bytes": pending_bytes}
+        )
+    )
     if until == "bronze":
         result.message = f"{len(objects)} landed object(s) waiting for silver"
         return
@@ -187,8 +201,14 @@ def _run_stages(lake, s, ledger, result, until, threshold, progress, force_gold,
     # The gate guards gold publication; a run that stops at silver only reports the share.
     gate_failed = share > threshold and until == "gold"
     ledger.record(
-        StageRecord("silver", "quality_gate" if gate_failed else "succeeded", started, utcnow(), counts=silver,
-                    details={"quarantine_share": round(share, 6), "silver_version": _silver_version(lake)})
+        StageRecord(
+            "silver",
+            "quality_gate" if gate_failed else "succeeded",
+            started,
+            utcnow(),
+            counts=silver,
+            details={"quarantine_share": round(share, 6), "silver_version": _silver_version(lake)},
+        )
     )
     _retention_stage(lake, s, ledger)
     if gate_failed:
@@ -203,7 +223,9 @@ def _run_stages(lake, s, ledger, result, until, threshold, progress, force_gold,
 
     if not force_gold and _gold_is_current(lake):
         result.message = "gold is up to date"
-        ledger.record(StageRecord("gold", "skipped", utcnow(), utcnow(), details={"silver_version": _silver_version(lake)}))
+        ledger.record(
+            StageRecord("gold", "skipped", utcnow(), utcnow(), details={"silver_version": _silver_version(lake)})
+        )
         return
     from saleslake.gold.build import build_gold
 
@@ -213,9 +235,20 @@ def _run_stages(lake, s, ledger, result, until, threshold, progress, force_gold,
     gold = build_gold(lake, s, ledger.run_id, full_refresh=force_gold)
     facts = gold.tables.get("fact_sales", 0)  # one fact per valid silver line (reconciled by dbt tests)
     ledger.record(
-        StageRecord("gold", "succeeded", started, utcnow(), counts=StageCounts(rows_read=facts, rows_valid=facts),
-                    details={"silver_version": _silver_version(lake), "tables": gold.tables, "versions": gold.versions,
-                             "fact_changes": gold.fact_changes, "timings": gold.timings})
+        StageRecord(
+            "gold",
+            "succeeded",
+            started,
+            utcnow(),
+            counts=StageCounts(rows_read=facts, rows_valid=facts),
+            details={
+                "silver_version": _silver_version(lake),
+                "tables": gold.tables,
+                "versions": gold.versions,
+                "fact_changes": gold.fact_changes,
+                "timings": gold.timings,
+            },
+        )
     )
     result.gold = gold.tables
     result.message = "gold published"
@@ -233,16 +266,31 @@ def _publish_postgres_stage(lake, s, ledger) -> None:
     except SaleslakeError as exc:
         ledger.record(StageRecord("publish_postgres", "failed", started, utcnow(), error=str(exc).splitlines()[0]))
         raise
-    ledger.record(StageRecord("publish_postgres", "succeeded", started, utcnow(),
-                              counts=StageCounts(rows_read=done.rows_sent, rows_valid=done.rows_sent),
-                              details=_publication_details(done)))
+    ledger.record(
+        StageRecord(
+            "publish_postgres",
+            "succeeded",
+            started,
+            utcnow(),
+            counts=StageCounts(rows_read=done.rows_sent, rows_valid=done.rows_sent),
+            details=_publication_details(done),
+        )
+    )
 
 
 def _publication_details(done) -> dict:
-    return {"release_id": done.release_id, "dsn": done.dsn, "schema": done.schema, "skipped": done.skipped,
-            "schema_version": done.schema_version, "migrations_applied": done.migrations_applied,
-            "attempts": done.attempts, "swap_attempts": done.swap_attempts, "seconds": round(done.seconds, 3),
-            "tables": {n: vars(t) for n, t in done.tables.items()}}
+    return {
+        "release_id": done.release_id,
+        "dsn": done.dsn,
+        "schema": done.schema,
+        "skipped": done.skipped,
+        "schema_version": done.schema_version,
+        "migrations_applied": done.migrations_applied,
+        "attempts": done.attempts,
+        "swap_attempts": done.swap_attempts,
+        "seconds": round(done.seconds, 3),
+        "tables": {n: vars(t) for n, t in done.tables.items()},
+    }
 
 
 def publish_postgres(dsn: str | None = None, schema: str | None = None, settings: Settings | None = None):
@@ -263,9 +311,16 @@ def publish_postgres(dsn: str | None = None, schema: str | None = None, settings
         if lake.runs.parent.is_dir():
             ledger.record(StageRecord("publish_postgres", "failed", started, utcnow(), error=str(exc).splitlines()[0]))
         raise
-    ledger.record(StageRecord("publish_postgres", "succeeded", started, utcnow(),
-                              counts=StageCounts(rows_read=done.rows_sent, rows_valid=done.rows_sent),
-                              details=_publication_details(done)))
+    ledger.record(
+        StageRecord(
+            "publish_postgres",
+            "succeeded",
+            started,
+            utcnow(),
+            counts=StageCounts(rows_read=done.rows_sent, rows_valid=done.rows_sent),
+            details=_publication_details(done),
+        )
+    )
     return done
 
 
@@ -281,10 +336,18 @@ def _retention_stage(lake: Lake, s: Settings, ledger: Ledger) -> None:
         ledger.record(StageRecord("bronze_retention", "succeeded", started, utcnow(), details=asdict(done)))
 
 
-def rebuild_gold(settings: Settings | None = None, wait_seconds: float = 0.0, progress: Progress | None = None) -> RunResult:
+def rebuild_gold(
+    settings: Settings | None = None, wait_seconds: float = 0.0, progress: Progress | None = None
+) -> RunResult:
     """Rebuild gold from silver even when it is current."""
-    return run("gold", settings=settings, wait_seconds=wait_seconds, progress=progress, force_gold=True,
-               max_quarantine_share=1.0)
+    return run(
+        "gold",
+        settings=settings,
+        wait_seconds=wait_seconds,
+        progress=progress,
+        force_gold=True,
+        max_quarantine_share=1.0,
+    )
 
 
 # -- read side ------------------------------------------------------------------------------
@@ -296,15 +359,27 @@ def status(limit: int = 20, settings: Settings | None = None) -> list[dict]:
     rows = ledger_rows(lake)
     runs: dict[str, dict] = {}
     for r in rows:
-        entry = runs.setdefault(r["run_id"], {"run_id": r["run_id"], "command": r["command"], "status": None,
-                                              "started_at": None, "finished_at": None, "error": None, "stages": {}})
+        entry = runs.setdefault(
+            r["run_id"],
+            {
+                "run_id": r["run_id"],
+                "command": r["command"],
+                "status": None,
+                "started_at": None,
+                "finished_at": None,
+                "error": None,
+                "stages": {},
+            },
+        )
         if r["stage"] == "run" or (r["command"].startswith("ingest") and entry["status"] is None):
             entry.update(status=r["status"], started_at=r["started_at"], finished_at=r["finished_at"], error=r["error"])
         if r["stage"] != "run":
             entry["stages"][r["stage"]] = {
                 "status": r["status"],
-                "rows_read": r["rows_read"], "rows_valid": r["rows_valid"],
-                "rows_quarantined": r["rows_quarantined"], "rows_duplicate": r["rows_duplicate"],
+                "rows_read": r["rows_read"],
+                "rows_valid": r["rows_valid"],
+                "rows_quarantined": r["rows_quarantined"],
+                "rows_duplicate": r["rows_duplicate"],
                 "rows_corrected": r["rows_corrected"],
                 "details": json.loads(r["details"]) if r["details"] else None,
             }
@@ -319,8 +394,21 @@ def status(limit: int = 20, settings: Settings | None = None) -> list[dict]:
     for entry in ordered:
         beat = beats.get(entry["run_id"])
         if beat is not None:
-            entry["stream"] = {k: beat[k] for k in ("topic", "group_id", "updated_at", "batches", "records",
-                                                    "positions", "lag", "total_lag", "gold_refreshes", "alive")}
+            entry["stream"] = {
+                k: beat[k]
+                for k in (
+                    "topic",
+                    "group_id",
+                    "updated_at",
+                    "batches",
+                    "records",
+                    "positions",
+                    "lag",
+                    "total_lag",
+                    "gold_refreshes",
+                    "alive",
+                )
+            }
         # a stream does not hold the run lock: it is alive while its process is
         alive = beat["alive"] if beat is not None else not free
         if entry["status"] == "running" and not alive:
@@ -347,8 +435,14 @@ def quarantine(reason: str | None = None, limit: int = 50, settings: Settings | 
     return quarantine_rows(lake, reason, limit)
 
 
-def generate_csv(out: str | Path, rows: int = 100_000, regions: list[str] | None = None, error_rate: float = 0.02,
-                 seed: int = 42, progress: Callable[[int], None] | None = None):
+def generate_csv(
+    out: str | Path,
+    rows: int = 100_000,
+    regions: list[str] | None = None,
+    error_rate: float = 0.02,
+    seed: int = 42,
+    progress: Callable[[int], None] | None = None,
+):
     """Write realistic regional CSV exports (see saleslake.sample.csv_export)."""
     from saleslake.sample.csv_export import generate_csv as generate
 
@@ -359,9 +453,15 @@ def generate_csv(out: str | Path, rows: int = 100_000, regions: list[str] | None
     return generate(Path(out), rows=rows, regions=regions, error_rate=error_rate, seed=seed, progress=progress)
 
 
-def generate_oltp(dsn: str | None = None, orders: int = 10_000, mutate: bool = False, seed: int = 42,
-                  settings: Settings | None = None, replace: bool = False,
-                  progress: Callable[[int], None] | None = None):
+def generate_oltp(
+    dsn: str | None = None,
+    orders: int = 10_000,
+    mutate: bool = False,
+    seed: int = 42,
+    settings: Settings | None = None,
+    replace: bool = False,
+    progress: Callable[[int], None] | None = None,
+):
     """Create and fill the operational shop database, or apply a round of changes to it
     (see saleslake.sample.oltp). ``dsn`` defaults to the ``shop`` database of the local
     service as the owner role; the password comes from ``SALESLAKE_POSTGRES_PASSWORD`` or
@@ -369,8 +469,7 @@ def generate_oltp(dsn: str | None = None, orders: int = 10_000, mutate: bool = F
     from saleslake.sample.oltp import generate_oltp as generate
 
     s, _ = _resolve(settings)
-    return generate(s.postgres, dsn=dsn, orders=orders, mutate=mutate, seed=seed, replace=replace,
-                    progress=progress)
+    return generate(s.postgres, dsn=dsn, orders=orders, mutate=mutate, seed=seed, replace=replace, progress=progress)
 
 
 @dataclass
@@ -395,8 +494,12 @@ class PostgresIngestResult:
         return self.rows / self.extract_seconds if self.extract_seconds else 0.0
 
 
-def ingest_postgres(dsn: str | None = None, tables: Sequence[str] | None = None, settings: Settings | None = None,
-                    wait_seconds: float = 0.0) -> PostgresIngestResult:
+def ingest_postgres(
+    dsn: str | None = None,
+    tables: Sequence[str] | None = None,
+    settings: Settings | None = None,
+    wait_seconds: float = 0.0,
+) -> PostgresIngestResult:
     """Incremental extract of the operational database into bronze and silver, exactly once
     (see saleslake.sources.postgres and saleslake.silver.oltp). ``dsn`` defaults to the
     reader role's (``settings.postgres``); its password comes from
@@ -419,32 +522,69 @@ def ingest_postgres(dsn: str | None = None, tables: Sequence[str] | None = None,
         try:
             positions = source.read_positions(lake)
             extract = source.extract(lake, s, positions, chosen, dsn)
-            ledger.record(StageRecord("bronze", "succeeded", started, utcnow(),
-                                      counts=StageCounts(rows_read=extract.rows, rows_valid=extract.rows),
-                                      details={"extract_seq": extract.seq, "extract_id": extract.extract_id,
-                                               "seconds": round(extract.seconds, 3), "attempts": extract.attempts,
-                                               "tables": {t: x.rows for t, x in extract.tables.items()}}))
+            ledger.record(
+                StageRecord(
+                    "bronze",
+                    "succeeded",
+                    started,
+                    utcnow(),
+                    counts=StageCounts(rows_read=extract.rows, rows_valid=extract.rows),
+                    details={
+                        "extract_seq": extract.seq,
+                        "extract_id": extract.extract_id,
+                        "seconds": round(extract.seconds, 3),
+                        "attempts": extract.attempts,
+                        "tables": {t: x.rows for t, x in extract.tables.items()},
+                    },
+                )
+            )
             silver_started = utcnow()
             with silver_commit_lock(lake):
                 if source.committed_seq(lake) != positions.committed_seq:
                     raise UserError("another operational extract committed meanwhile; run ingest postgres again")
                 source.write_positions(lake, source.position_rows(extract, positions))
                 counts = apply_extract(lake, s, extract)
-            silver = StageCounts(counts.rows_read, counts.rows_valid, counts.rows_quarantined, counts.rows_duplicate,
-                                 counts.rows_corrected)
-            ledger.record(StageRecord("silver", "succeeded", silver_started, utcnow(), counts=silver,
-                                      details={"removed": counts.removed, "reference": counts.reference,
-                                               "extract_seq": extract.seq, "silver_version": _silver_version(lake)}))
+            silver = StageCounts(
+                counts.rows_read,
+                counts.rows_valid,
+                counts.rows_quarantined,
+                counts.rows_duplicate,
+                counts.rows_corrected,
+            )
+            ledger.record(
+                StageRecord(
+                    "silver",
+                    "succeeded",
+                    silver_started,
+                    utcnow(),
+                    counts=silver,
+                    details={
+                        "removed": counts.removed,
+                        "reference": counts.reference,
+                        "extract_seq": extract.seq,
+                        "silver_version": _silver_version(lake),
+                    },
+                )
+            )
         except BaseException as exc:
             message = str(exc) if isinstance(exc, SaleslakeError) else f"{type(exc).__name__}: {exc}"
-            ledger.record(StageRecord("run", "failed", started, utcnow(), error=(message.splitlines() or ["failed"])[0]))
+            ledger.record(
+                StageRecord("run", "failed", started, utcnow(), error=(message.splitlines() or ["failed"])[0])
+            )
             raise
         ledger.record(StageRecord("run", "succeeded", started, utcnow()))
     return PostgresIngestResult(
-        run_id=run_id, extract_seq=extract.seq, tables={t: x.rows for t, x in extract.tables.items()},
+        run_id=run_id,
+        extract_seq=extract.seq,
+        tables={t: x.rows for t, x in extract.tables.items()},
         context_rows={t: x.context_rows for t, x in extract.tables.items() if x.context_rows},
-        silver=silver, removed=counts.removed, reference=counts.reference or {},
-        extract_seconds=extract.seconds, seconds=_time.perf_counter() - clock, attempts=extract.attempts)
+        silver=silver,
+        removed=counts.removed,
+        reference=counts.reference or {},
+        extract_seconds=extract.seconds,
+        seconds=_time.perf_counter() - clock,
+        attempts=extract.attempts,
+    )
 
 
 # -- point of sale ---------------------------------------------------------------------------
@@ -509,9 +649,14 @@ def produce(
 SERVICES = ("postgres", "kafka")
 
 
-def services(action: Literal["start", "stop", "status"], names: Sequence[str] | None = None,
-             settings: Settings | None = None, kafka_port: int | None = None,
-             kafka_controller_port: int | None = None, postgres_port: int | None = None) -> dict[str, dict]:
+def services(
+    action: Literal["start", "stop", "status"],
+    names: Sequence[str] | None = None,
+    settings: Settings | None = None,
+    kafka_port: int | None = None,
+    kafka_controller_port: int | None = None,
+    postgres_port: int | None = None,
+) -> dict[str, dict]:
     """Start, stop or describe local development services (state under ``<home>/services``).
 
     ``names`` default to all of :data:`SERVICES`. Returns, per service, its connection
@@ -552,7 +697,6 @@ def _postgres_service(action: str, s: Settings, port: int | None) -> dict:
     return postgres_status(service)
 
 
-
 # -- point-of-sale stream ---------------------------------------------------------------------
 
 
@@ -580,12 +724,22 @@ def stream(
     s, lake = _resolve(settings)
     if topic:
         s = s.model_copy(update={"kafka": s.kafka.model_copy(update={"topic": topic})})
-    for name, value in (("--max-batch", max_batch), ("--max-wait", max_wait), ("--refresh-gold-every", refresh_gold_every),
-                        ("--max-seconds", max_seconds)):
+    for name, value in (
+        ("--max-batch", max_batch),
+        ("--max-wait", max_wait),
+        ("--refresh-gold-every", refresh_gold_every),
+        ("--max-seconds", max_seconds),
+    ):
         if value is not None and value <= 0:
             raise UserError(f"{name} must be positive, not {value}")
-    options = StreamOptions(max_batch=max_batch, max_wait=max_wait, until_idle=until_idle,
-                            refresh_gold_every=refresh_gold_every, max_batches=max_batches, max_seconds=max_seconds)
+    options = StreamOptions(
+        max_batch=max_batch,
+        max_wait=max_wait,
+        until_idle=until_idle,
+        refresh_gold_every=refresh_gold_every,
+        max_batches=max_batches,
+        max_seconds=max_seconds,
+    )
     return run_stream(lake, s, options, stop=stop, on_batch=on_batch)
 
 
@@ -612,9 +766,13 @@ def doctor(settings: Settings | None = None, include_dbt: bool = True, home: str
         s = settings or load_settings(home=home)
         source = config_file_path()
     except ConfigError as exc:
-        return [Check("config", False, str(exc), "fix that setting in saleslake.toml (or SALESLAKE_CONFIG) or the environment")]
+        return [
+            Check(
+                "config", False, str(exc), "fix that setting in saleslake.toml (or SALESLAKE_CONFIG) or the environment"
+            )
+        ]
     where = f"{source} + environment" if source else "defaults + environment (no saleslake.toml)"
-    return [Check("config", True, where)] + run_checks(s, include_dbt)
+    return [Check("config", True, where), *run_checks(s, include_dbt)]
 
 
 def quality_gate(max_quarantine_share: float | None = None, settings: Settings | None = None) -> dict:
@@ -642,8 +800,9 @@ def health(settings: Settings | None = None):
     return check_health(lake, s)
 
 
-def alert(title: str, text: str = "", severity: str = "error", details: dict | None = None,
-          settings: Settings | None = None):
+def alert(
+    title: str, text: str = "", severity: str = "error", details: dict | None = None, settings: Settings | None = None
+):
     """Log an alert and send it to the configured webhook / e-mail (see :mod:`saleslake.alerts`);
     returns one :class:`saleslake.alerts.Delivery` per channel."""
     from saleslake.alerts import Alert, send_alert
@@ -655,8 +814,13 @@ def alert(title: str, text: str = "", severity: str = "error", details: dict | N
 # -- dashboard ------------------------------------------------------------------------------
 
 
-def dashboard(port: int = 8501, host: str = "127.0.0.1", settings: Settings | None = None, headless: bool = True,
-              allow_remote: bool = False) -> int:
+def dashboard(
+    port: int = 8501,
+    host: str = "127.0.0.1",
+    settings: Settings | None = None,
+    headless: bool = True,
+    allow_remote: bool = False,
+) -> int:
     """Serve the Streamlit dashboard (:mod:`saleslake.serve.dashboard`) on ``host:port``
     until it is stopped; returns the server's exit code (0 after Ctrl-C or SIGTERM).
 

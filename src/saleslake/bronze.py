@@ -18,8 +18,8 @@ import subprocess
 import sys
 import threading
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,9 +88,11 @@ def manifest_rows(lake: Lake, where: str = "true") -> list[dict]:
         return []
     con = duckdb.connect()
     try:
-        return con.sql(
-            f"SELECT * FROM ({snapshot_view_sql(table)}) m WHERE {where} ORDER BY landed_seq"
-        ).to_arrow_table().to_pylist()
+        return (
+            con.sql(f"SELECT * FROM ({snapshot_view_sql(table)}) m WHERE {where} ORDER BY landed_seq")
+            .to_arrow_table()
+            .to_pylist()
+        )
     finally:
         con.close()
 
@@ -146,7 +148,9 @@ def _copy_verified(source: Path, target: Path, sha: str) -> None:
             dst.write(block)
     if digest.hexdigest() != sha:
         partial.unlink()
-        raise InputFileError(str(source), "the file changed while it was being landed", "land it again once it is complete")
+        raise InputFileError(
+            str(source), "the file changed while it was being landed", "land it again once it is complete"
+        )
     os.replace(partial, target)
 
 
@@ -186,8 +190,13 @@ class _ChildSniffer:
 
     def __init__(self, files: list[Path], overrides: CsvOverrides):
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-        self._child = subprocess.Popen([sys.executable, "-m", "saleslake.sources.csv"], env=env,
-                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self._child = subprocess.Popen(
+            [sys.executable, "-m", "saleslake.sources.csv"],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
         self._request = pickle.dumps((files, overrides))
         self._answers: list | None = None
         self._thread = threading.Thread(target=self._talk, daemon=True)
@@ -302,8 +311,10 @@ def land_csv(
     candidates = [(sniffed, source or default_source(s.path), s.sha) for s, sniffed in staged]
     undecided = undecided_sources([c[0] for c in candidates], [c[1] for c in candidates], known_formats)
     if undecided:  # look deeper into those sources' files before asking the user
-        candidates = [(sniff(c.path, overrides, deep=True) or c if src in undecided else c, src, sha)
-                      for c, src, sha in candidates]
+        candidates = [
+            (sniff(c.path, overrides, deep=True) or c if src in undecided else c, src, sha)
+            for c, src, sha in candidates
+        ]
     try:
         resolved = resolve_date_formats([c[0] for c in candidates], [c[1] for c in candidates], known_formats)
     except InputFileError as exc:

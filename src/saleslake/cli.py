@@ -110,15 +110,25 @@ def print_table(table: pa.Table, fmt: Format, title: str | None = None) -> None:
 
 def _progress() -> Progress:
     return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=err, transient=True, disable=not err.is_terminal,
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
     )
 
 
 def _bytes_progress() -> Progress:
     return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TimeElapsedColumn(),
-        console=err, transient=True, disable=not err.is_terminal,
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
     )
 
 
@@ -155,7 +165,9 @@ def _print_run(result: api.RunResult) -> None:
 def generate_csv(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder to write the exports into.")],
     rows: Annotated[int, typer.Option(help="Order lines to write.")] = 100_000,
-    regions: Annotated[list[str] | None, typer.Option("--regions", help="Regions to export (repeat or comma-separate).")] = None,
+    regions: Annotated[
+        list[str] | None, typer.Option("--regions", help="Regions to export (repeat or comma-separate).")
+    ] = None,
     error_rate: Annotated[float, typer.Option(help="Share of defective rows.")] = 0.02,
     seed: Annotated[int, typer.Option(help="Random seed: same seed, same files.")] = 42,
     home: Home = None,
@@ -164,7 +176,9 @@ def generate_csv(
     chosen = [r.strip() for item in regions or [] for r in item.split(",") if r.strip()] or None
     with _progress() as bar:
         task = bar.add_task("generating", total=rows)
-        summary = api.generate_csv(out_dir, rows, chosen, error_rate, seed, progress=lambda n: bar.update(task, advance=n))
+        summary = api.generate_csv(
+            out_dir, rows, chosen, error_rate, seed, progress=lambda n: bar.update(task, advance=n)
+        )
     out.print(
         f"wrote {summary.rows_written:,} rows in {summary.files:,} files under {out_dir} "
         f"({summary.defective_rows:,} defective, {summary.exact_duplicates:,} duplicates, {summary.corrections:,} corrections)"
@@ -174,11 +188,17 @@ def generate_csv(
 @generate_app.command("oltp")
 @guarded
 def generate_oltp(
-    dsn: Annotated[str | None, typer.Option(
-        help="Target database, without password (default: the local service's shop database as the owner role; "
-             "password from SALESLAKE_POSTGRES_PASSWORD_FILE).")] = None,
+    dsn: Annotated[
+        str | None,
+        typer.Option(
+            help="Target database, without password (default: the local service's shop database as the owner role; "
+            "password from SALESLAKE_POSTGRES_PASSWORD_FILE)."
+        ),
+    ] = None,
     orders: Annotated[int, typer.Option(help="Orders to create (1-6 lines each).")] = 10_000,
-    mutate: Annotated[bool, typer.Option("--mutate", help="Apply one round of later changes (fills first when empty).")] = False,
+    mutate: Annotated[
+        bool, typer.Option("--mutate", help="Apply one round of later changes (fills first when empty).")
+    ] = False,
     replace: Annotated[bool, typer.Option("--replace", help="Drop and recreate the shop tables.")] = False,
     seed: Annotated[int, typer.Option(help="Random seed: same seed, same shop.")] = 42,
     home: Home = None,
@@ -186,43 +206,75 @@ def generate_oltp(
     """Create and fill a realistic operational shop database in PostgreSQL, or change it (--mutate)."""
     with _progress() as bar:
         task = bar.add_task("loading order lines", total=None)
-        summary = api.generate_oltp(dsn, orders, mutate, seed, _settings(home), replace,
-                                    progress=lambda n: bar.update(task, advance=n))
+        summary = api.generate_oltp(
+            dsn, orders, mutate, seed, _settings(home), replace, progress=lambda n: bar.update(task, advance=n)
+        )
     counts = ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in summary.tables.items())
     if summary.loaded:
-        out.print(f"filled {summary.dsn} (seed {summary.seed}): " + ", ".join(
-            f"{v:,} {k.replace('_', ' ')}" for k, v in summary.loaded.items()), highlight=False, soft_wrap=True)
+        out.print(
+            f"filled {summary.dsn} (seed {summary.seed}): "
+            + ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in summary.loaded.items()),
+            highlight=False,
+            soft_wrap=True,
+        )
     if summary.action == "unchanged":
-        out.print(f"{summary.dsn} already holds this shop (seed {summary.seed}, {summary.orders:,} orders, "
-                  f"{summary.round} mutation round(s)): nothing changed; use --mutate or --replace", highlight=False, soft_wrap=True)
+        out.print(
+            f"{summary.dsn} already holds this shop (seed {summary.seed}, {summary.orders:,} orders, "
+            f"{summary.round} mutation round(s)): nothing changed; use --mutate or --replace",
+            highlight=False,
+            soft_wrap=True,
+        )
     if summary.changes:
-        out.print(f"mutation round {summary.round}: " + ", ".join(
-            f"{v:,} {k.replace('_', ' ')}" for k, v in summary.changes.items()), highlight=False, soft_wrap=True)
-        out.print(f"{summary.shared_updated_at_rows:,} changed rows share updated_at {summary.shared_updated_at}",
-                  highlight=False, soft_wrap=True)
+        out.print(
+            f"mutation round {summary.round}: "
+            + ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in summary.changes.items()),
+            highlight=False,
+            soft_wrap=True,
+        )
+        out.print(
+            f"{summary.shared_updated_at_rows:,} changed rows share updated_at {summary.shared_updated_at}",
+            highlight=False,
+            soft_wrap=True,
+        )
     out.print(f"now: {counts} ({summary.seconds:.1f} s)", highlight=False, soft_wrap=True)
 
 
 @ingest_app.command("postgres")
 @guarded
 def ingest_postgres(
-    dsn: Annotated[str | None, typer.Option(
-        help="Source database, without password (default: the shop database as the read-only reader role; "
-             "password from SALESLAKE_POSTGRES_READER_PASSWORD_FILE).")] = None,
-    tables: Annotated[list[str] | None, typer.Option(
-        "--tables", help="Logical tables to extract (repeat or comma-separate; orders and order_lines go together).")] = None,
+    dsn: Annotated[
+        str | None,
+        typer.Option(
+            help="Source database, without password (default: the shop database as the read-only reader role; "
+            "password from SALESLAKE_POSTGRES_READER_PASSWORD_FILE)."
+        ),
+    ] = None,
+    tables: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tables", help="Logical tables to extract (repeat or comma-separate; orders and order_lines go together)."
+        ),
+    ] = None,
     wait: Annotated[float, typer.Option(help="Seconds to wait for another run's lock.")] = 0.0,
     home: Home = None,
 ) -> None:
     """Incremental extract of the operational database into bronze and silver (exactly once)."""
     result = api.ingest_postgres(dsn, tables, _settings(home), wait)
     taken = ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in result.tables.items())
-    out.print(f"extract {result.extract_seq}: {taken} changed ({result.rows:,} rows read in "
-              f"{result.extract_seconds:.1f} s, {result.rows_per_second:,.0f} rows/s)", highlight=False, soft_wrap=True)
+    out.print(
+        f"extract {result.extract_seq}: {taken} changed ({result.rows:,} rows read in "
+        f"{result.extract_seconds:.1f} s, {result.rows_per_second:,.0f} rows/s)",
+        highlight=False,
+        soft_wrap=True,
+    )
     c = result.silver
-    out.print(f"silver: {c.rows_valid:,} lines valid, {c.rows_quarantined:,} quarantined, {c.rows_duplicate:,} unchanged, "
-              f"{result.removed:,} removed (cancelled or deleted); reference changes: "
-              + (", ".join(f"{v:,} {k}" for k, v in result.reference.items()) or "none"), highlight=False, soft_wrap=True)
+    out.print(
+        f"silver: {c.rows_valid:,} lines valid, {c.rows_quarantined:,} quarantined, {c.rows_duplicate:,} unchanged, "
+        f"{result.removed:,} removed (cancelled or deleted); reference changes: "
+        + (", ".join(f"{v:,} {k}" for k, v in result.reference.items()) or "none"),
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @ingest_app.command("csv")
@@ -245,8 +297,9 @@ def ingest_csv(
         def progress(done: int, total: int) -> None:
             bar.update(task, advance=done, total=total)
 
-        result = api.ingest_csv(paths, source, delimiter, decimal, date_format, encoding, currency, _settings(home),
-                                wait, progress)
+        result = api.ingest_csv(
+            paths, source, delimiter, decimal, date_format, encoding, currency, _settings(home), wait, progress
+        )
     for problem in result.errors:
         err.print(f"[bold red]error:[/] {problem}", highlight=False, soft_wrap=True)
     for path in result.header_only:
@@ -257,8 +310,11 @@ def ingest_csv(
             extras.setdefault(tuple(row["extra_columns"]), []).append(row["original_name"])
     for columns, names in extras.items():
         where = names[0] if len(names) == 1 else f"{len(names)} files (e.g. {names[0]})"
-        err.print(f"[yellow]note:[/] {where}: extra column(s) {', '.join(columns)} kept in bronze, not used in silver",
-                  highlight=False, soft_wrap=True)
+        err.print(
+            f"[yellow]note:[/] {where}: extra column(s) {', '.join(columns)} kept in bronze, not used in silver",
+            highlight=False,
+            soft_wrap=True,
+        )
     total = sum(r["size_bytes"] for r in result.landed)
     out.print(f"landed {len(result.landed)} file(s) ({total:,} bytes); {len(result.already_landed)} already landed")
     if result.errors:
@@ -309,9 +365,15 @@ def status(
         for i, (stage, counts) in enumerate(stages.items()):
             first = i == 0
             view.add_row(
-                entry["run_id"] if first else "", entry["command"] if first else "", entry["status"] if first else "",
-                (entry["started_at"] or "")[:19] if first else "", stage,
-                *(f"{counts.get(k):,}" if counts.get(k) is not None else "" for k in ("rows_read", "rows_valid", "rows_quarantined", "rows_duplicate")),
+                entry["run_id"] if first else "",
+                entry["command"] if first else "",
+                entry["status"] if first else "",
+                (entry["started_at"] or "")[:19] if first else "",
+                stage,
+                *(
+                    f"{counts.get(k):,}" if counts.get(k) is not None else ""
+                    for k in ("rows_read", "rows_valid", "rows_quarantined", "rows_duplicate")
+                ),
                 (entry["error"] or "") if first else "",
             )
     out.print(view)
@@ -323,8 +385,11 @@ def _print_streams(runs: list[dict]) -> None:
     live = [r for r in runs if r.get("stream") and r["stream"]["alive"]]
     for r in live:
         st = r["stream"]
-        out.print(f"stream {r['run_id']} on {st['topic']} (group {st['group_id']}): {st['records']:,} records, "
-                  f"lag {st['total_lag']:,}, last beat {st['updated_at']}", highlight=False)
+        out.print(
+            f"stream {r['run_id']} on {st['topic']} (group {st['group_id']}): {st['records']:,} records, "
+            f"lag {st['total_lag']:,}, last beat {st['updated_at']}",
+            highlight=False,
+        )
 
 
 def _print_freshness(rows: list[dict]) -> None:
@@ -335,16 +400,24 @@ def _print_freshness(rows: list[dict]) -> None:
         view.add_column(name)
     for r in rows:
         age = r["silver_age_seconds"]
-        view.add_row(r["source_system"], f"{r['silver_lines']:,}", (r["last_event_at"] or "")[:19],
-                     (r["last_ingested_at"] or "")[:19], "" if age is None else f"{age:,.0f} s",
-                     f"{r['gold_lines']:,}", (r["gold_published_at"] or "")[:19])
+        view.add_row(
+            r["source_system"],
+            f"{r['silver_lines']:,}",
+            (r["last_event_at"] or "")[:19],
+            (r["last_ingested_at"] or "")[:19],
+            "" if age is None else f"{age:,.0f} s",
+            f"{r['gold_lines']:,}",
+            (r["gold_published_at"] or "")[:19],
+        )
     out.print(view)
 
 
 @app.command()
 @guarded
 def quarantine(
-    reason: Annotated[str | None, typer.Option(help="Only rows with this reason code (or its prefix, e.g. invalid_date).")] = None,
+    reason: Annotated[
+        str | None, typer.Option(help="Only rows with this reason code (or its prefix, e.g. invalid_date).")
+    ] = None,
     limit: Annotated[int, typer.Option(help="Rows to show.")] = 50,
     fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
     home: Home = None,
@@ -369,20 +442,33 @@ class Service(str, Enum):
     kafka = "kafka"
 
 
-ServiceNames = Annotated[list[Service] | None, typer.Argument(help="Services (default: all of them).", show_default=False)]
-ServicePort = Annotated[int | None, typer.Option(
-    "--port", help="Port of the one service named: PostgreSQL (default 5432, SALESLAKE_POSTGRES__PORT) or Kafka (default 9092).")]
-ControllerPort = Annotated[int | None, typer.Option("--controller-port", help="KRaft controller port (default port + 1).")]
+ServiceNames = Annotated[
+    list[Service] | None, typer.Argument(help="Services (default: all of them).", show_default=False)
+]
+ServicePort = Annotated[
+    int | None,
+    typer.Option(
+        "--port",
+        help="Port of the one service named: PostgreSQL (default 5432, SALESLAKE_POSTGRES__PORT) or Kafka (default 9092).",
+    ),
+]
+ControllerPort = Annotated[
+    int | None, typer.Option("--controller-port", help="KRaft controller port (default port + 1).")
+]
 
 
-def _services(action: str, names: list[Service] | None, home: Path | None, port: int | None, controller: int | None) -> None:
+def _services(
+    action: str, names: list[Service] | None, home: Path | None, port: int | None, controller: int | None
+) -> None:
     import shlex
 
     from saleslake.errors import UserError
 
     chosen = list(dict.fromkeys(n.value for n in names)) if names else [s.value for s in Service]
     if port is not None and len(chosen) != 1:
-        raise UserError("--port sets the port of one service: name it, e.g. 'saleslake services start postgres --port 5433'")
+        raise UserError(
+            "--port sets the port of one service: name it, e.g. 'saleslake services start postgres --port 5433'"
+        )
     kafka_port = port if chosen == ["kafka"] else None
     postgres_port = port if chosen == ["postgres"] else None
     settings = _settings(home)
@@ -398,8 +484,9 @@ def _services(action: str, names: list[Service] | None, home: Path | None, port:
 
 @services_app.command("start")
 @guarded
-def services_start(names: ServiceNames = None, port: ServicePort = None, controller_port: ControllerPort = None,
-                   home: Home = None) -> None:
+def services_start(
+    names: ServiceNames = None, port: ServicePort = None, controller_port: ControllerPort = None, home: Home = None
+) -> None:
     """Start services (installing or fetching them on first use) and print their connection
     settings (PostgreSQL: DSNs without password, and the variables naming the password files)."""
     _services("start", names, home, port, controller_port)
@@ -424,13 +511,25 @@ def services_status(names: ServiceNames = None, home: Home = None) -> None:
 def produce(
     events: Annotated[int, typer.Option("--events", min=1, help="Events to send.")],
     interval: Annotated[float | None, typer.Option(help="Seconds between events (instead of --rate).")] = None,
-    rate: Annotated[float | None, typer.Option(help="Events per second, steadily paced (default: as fast as possible).")] = None,
+    rate: Annotated[
+        float | None, typer.Option(help="Events per second, steadily paced (default: as fast as possible).")
+    ] = None,
     topic: Annotated[str | None, typer.Option(help="Kafka topic (default kafka.topic, pos.sales).")] = None,
-    error_rate: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of defective events (malformed messages or bad lines).")] = 0.02,
-    fraud_rate: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of events carrying a fraud pattern.")] = 0.01,
-    seed: Annotated[int | None, typer.Option(min=0, help="Seed of the sales: same seed, same events (default: a new one, printed).")] = None,
-    catalog_seed: Annotated[int, typer.Option(min=0, help="Seed of stores, products and customers, as in 'generate csv --seed'.")] = 42,
-    start_time: Annotated[str | None, typer.Option(help="Simulate event times from this ISO-8601 instant (default: the send time).")] = None,
+    error_rate: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of defective events (malformed messages or bad lines).")
+    ] = 0.02,
+    fraud_rate: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of events carrying a fraud pattern.")
+    ] = 0.01,
+    seed: Annotated[
+        int | None, typer.Option(min=0, help="Seed of the sales: same seed, same events (default: a new one, printed).")
+    ] = None,
+    catalog_seed: Annotated[
+        int, typer.Option(min=0, help="Seed of stores, products and customers, as in 'generate csv --seed'.")
+    ] = 42,
+    start_time: Annotated[
+        str | None, typer.Option(help="Simulate event times from this ISO-8601 instant (default: the send time).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     home: Home = None,
 ) -> None:
@@ -452,8 +551,19 @@ def produce(
     with _progress() as bar:
         task = bar.add_task("producing", total=events)
         try:
-            summary = api.produce(events, rate, interval, topic, error_rate, fraud_rate, seed, _settings(home),
-                                  progress=lambda n: bar.update(task, advance=n), start_time=start, catalog_seed=catalog_seed)
+            summary = api.produce(
+                events,
+                rate,
+                interval,
+                topic,
+                error_rate,
+                fraud_rate,
+                seed,
+                _settings(home),
+                progress=lambda n: bar.update(task, advance=n),
+                start_time=start,
+                catalog_seed=catalog_seed,
+            )
         except ProduceError as exc:  # still say what was sent, then fail
             failure, summary = exc, exc.summary
     if as_json:
@@ -473,11 +583,18 @@ def _counts(d: dict[str, int]) -> str:
 
 def _print_produce(s: Any) -> None:
     say = lambda text: out.print(text, highlight=False, soft_wrap=True)  # noqa: E731
-    say(f"sent {s.events:,} events (seed {s.seed}) to {s.topic} ({s.partitions} partitions) in {s.elapsed_seconds:.1f} s "
-        f"({s.events_per_second:,.0f} events/s); delivered {s.delivered:,}, delivery errors {s.delivery_errors:,}")
-    say(f"malformed messages: {s.malformed_messages:,}" + (f" ({_counts(s.malformed_by_reason)})" if s.malformed_messages else ""))
-    say(f"lines in well-formed messages: {s.lines:,} → {s.valid_lines:,} valid (gross sales {s.valid_sales}), "
-        f"{s.defective_lines:,} defective" + (f" ({_counts(s.defective_lines_by_reason)})" if s.defective_lines else ""))
+    say(
+        f"sent {s.events:,} events (seed {s.seed}) to {s.topic} ({s.partitions} partitions) in {s.elapsed_seconds:.1f} s "
+        f"({s.events_per_second:,.0f} events/s); delivered {s.delivered:,}, delivery errors {s.delivery_errors:,}"
+    )
+    say(
+        f"malformed messages: {s.malformed_messages:,}"
+        + (f" ({_counts(s.malformed_by_reason)})" if s.malformed_messages else "")
+    )
+    say(
+        f"lines in well-formed messages: {s.lines:,} → {s.valid_lines:,} valid (gross sales {s.valid_sales}), "
+        f"{s.defective_lines:,} defective" + (f" ({_counts(s.defective_lines_by_reason)})" if s.defective_lines else "")
+    )
     say(f"expected: silver {s.valid_lines:,} lines, quarantine {s.expected_quarantine_rows:,} rows")
     velocity = s.fraud_patterns.get("velocity", 0)
     parts = [f"{k} {v:,} lines" for k, v in s.fraud_patterns.items() if k != "velocity"]
@@ -493,9 +610,15 @@ def _print_produce(s: Any) -> None:
 def stream(
     topic: Annotated[str | None, typer.Option(help="Topic (default: kafka.topic, pos.sales).")] = None,
     max_batch: Annotated[int | None, typer.Option(help="Messages per micro-batch at most (default 50,000).")] = None,
-    max_wait: Annotated[float | None, typer.Option(help="Seconds a micro-batch waits for messages (default 1).")] = None,
-    until_idle: Annotated[bool, typer.Option("--until-idle", help="Stop once every partition is consumed to its end.")] = False,
-    refresh_gold_every: Annotated[float | None, typer.Option(help="Rebuild gold every S seconds while streaming.")] = None,
+    max_wait: Annotated[
+        float | None, typer.Option(help="Seconds a micro-batch waits for messages (default 1).")
+    ] = None,
+    until_idle: Annotated[
+        bool, typer.Option("--until-idle", help="Stop once every partition is consumed to its end.")
+    ] = False,
+    refresh_gold_every: Annotated[
+        float | None, typer.Option(help="Rebuild gold every S seconds while streaming.")
+    ] = None,
     home: Home = None,
 ) -> None:
     """Consume point-of-sale events into bronze and silver, exactly once (stop with Ctrl-C or SIGTERM)."""
@@ -508,15 +631,28 @@ def stream(
 
     def report(r: Any) -> None:
         if err.is_terminal:
-            err.print(f"batch {r.batches:,}: {r.records:,} records, {r.counts.rows_valid:,} lines valid, "
-                      f"lag {sum(r.lag.values()):,}", highlight=False)
+            err.print(
+                f"batch {r.batches:,}: {r.records:,} records, {r.counts.rows_valid:,} lines valid, "
+                f"lag {sum(r.lag.values()):,}",
+                highlight=False,
+            )
 
-    result = api.stream(topic=topic, max_batch=max_batch, max_wait=max_wait, until_idle=until_idle,
-                        refresh_gold_every=refresh_gold_every, settings=_settings(home), stop=stop, on_batch=report)
+    result = api.stream(
+        topic=topic,
+        max_batch=max_batch,
+        max_wait=max_wait,
+        until_idle=until_idle,
+        refresh_gold_every=refresh_gold_every,
+        settings=_settings(home),
+        stop=stop,
+        on_batch=report,
+    )
     c = result.counts
-    out.print(f"stream {result.run_id}: {result.records:,} records in {result.batches:,} batches, {result.seconds:.1f} s "
-              f"({result.stopped_by}) → {c.rows_valid:,} lines valid, {c.rows_quarantined:,} quarantined, "
-              f"{c.rows_duplicate:,} duplicate; lag {sum(result.lag.values()):,}; gold refreshed {result.gold_refreshes}×")
+    out.print(
+        f"stream {result.run_id}: {result.records:,} records in {result.batches:,} batches, {result.seconds:.1f} s "
+        f"({result.stopped_by}) → {c.rows_valid:,} lines valid, {c.rows_quarantined:,} quarantined, "
+        f"{c.rows_duplicate:,} duplicate; lag {sum(result.lag.values()):,}; gold refreshed {result.gold_refreshes}×"
+    )
 
 
 @app.command()
@@ -548,9 +684,12 @@ def doctor(
     else:
         styles = {"ok": "green", "warn": "yellow", "FAIL": "bold red"}
         for check in checks:
-            out.print(f"[{styles[check.state]}]{check.state:<4}[/]  {check.name:<20} {check.detail}"
-                      + (f" [dim]— fix: {check.hint}[/]" if not check.ok and check.hint else ""),
-                      highlight=False, soft_wrap=True)
+            out.print(
+                f"[{styles[check.state]}]{check.state:<4}[/]  {check.name:<20} {check.detail}"
+                + (f" [dim]— fix: {check.hint}[/]" if not check.ok and check.hint else ""),
+                highlight=False,
+                soft_wrap=True,
+            )
     broken = [c.name for c in checks if c.required and not c.ok]
     if broken:
         err.print(f"[bold red]doctor:[/] {len(broken)} required check(s) failed: {', '.join(broken)}", highlight=False)
@@ -560,17 +699,26 @@ def doctor(
 @publish_app.command("postgres")
 @guarded
 def publish_postgres(
-    dsn: Annotated[str | None, typer.Option(
-        help="Warehouse database, without password (default: the local service's warehouse database as the "
-             "warehouse role; password from SALESLAKE_POSTGRES_WAREHOUSE_PASSWORD_FILE).")] = None,
-    schema: Annotated[str | None, typer.Option(help="Target schema (default: postgres.warehouse_schema, gold).")] = None,
+    dsn: Annotated[
+        str | None,
+        typer.Option(
+            help="Warehouse database, without password (default: the local service's warehouse database as the "
+            "warehouse role; password from SALESLAKE_POSTGRES_WAREHOUSE_PASSWORD_FILE)."
+        ),
+    ] = None,
+    schema: Annotated[
+        str | None, typer.Option(help="Target schema (default: postgres.warehouse_schema, gold).")
+    ] = None,
     home: Home = None,
 ) -> None:
     """Publish the latest gold release into a PostgreSQL warehouse (star schema, incremental, atomic)."""
     done = api.publish_postgres(dsn, schema, _settings(home))
     if done.skipped:
-        out.print(f"{done.dsn} schema {done.schema} already holds gold release {done.release_id}: nothing changed",
-                  highlight=False, soft_wrap=True)
+        out.print(
+            f"{done.dsn} schema {done.schema} already holds gold release {done.release_id}: nothing changed",
+            highlight=False,
+            soft_wrap=True,
+        )
         return
     if done.migrations_applied:
         out.print(f"schema {done.schema} migrated to version {done.schema_version}", highlight=False)
@@ -578,8 +726,12 @@ def publish_postgres(
     for name, t in done.tables.items():
         state = "unchanged" if t.skipped else f"{t.written:,} written, {t.deleted:,} deleted"
         parts.append(f"{name} {t.rows:,} rows ({state})")
-    out.print(f"published gold release {done.release_id} to {done.dsn} schema {done.schema} in {done.seconds:.1f} s: "
-              + "; ".join(parts), highlight=False, soft_wrap=True)
+    out.print(
+        f"published gold release {done.release_id} to {done.dsn} schema {done.schema} in {done.seconds:.1f} s: "
+        + "; ".join(parts),
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command()
@@ -587,8 +739,9 @@ def publish_postgres(
 def dashboard(
     port: Annotated[int, typer.Option(help="Port to serve on.")] = 8501,
     host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = "127.0.0.1",
-    allow_remote: Annotated[bool, typer.Option(
-        "--allow-remote", help="Allow a --host that is not loopback (the dashboard has no login).")] = False,
+    allow_remote: Annotated[
+        bool, typer.Option("--allow-remote", help="Allow a --host that is not loopback (the dashboard has no login).")
+    ] = False,
     home: Home = None,
 ) -> None:
     """The web dashboard (Streamlit) on 127.0.0.1: revenue, quality and pipeline health from the last committed gold."""

@@ -138,7 +138,7 @@ class PostgresSettings(BaseModel):
 
         try:
             params = conninfo_to_dict(v)
-        except Exception:  # noqa: BLE001 - psycopg.ProgrammingError; never echo the DSN
+        except Exception:
             raise ValueError("not a valid PostgreSQL connection string (libpq URL or key=value)") from None
         if params.get("password"):
             raise ValueError("must not contain a password: set SALESLAKE_POSTGRES_..._PASSWORD_FILE instead")
@@ -146,8 +146,11 @@ class PostgresSettings(BaseModel):
 
     def password_env(self, role: str = "owner") -> str:
         """The variable holding ``role``'s password (``owner``, ``reader``, ``warehouse``)."""
-        names = {"owner": "SALESLAKE_POSTGRES_PASSWORD", "reader": "SALESLAKE_POSTGRES_READER_PASSWORD",
-                 "warehouse": "SALESLAKE_POSTGRES_WAREHOUSE_PASSWORD"}
+        names = {
+            "owner": "SALESLAKE_POSTGRES_PASSWORD",
+            "reader": "SALESLAKE_POSTGRES_READER_PASSWORD",
+            "warehouse": "SALESLAKE_POSTGRES_WAREHOUSE_PASSWORD",
+        }
         if role not in names:
             raise ValueError(f"unknown PostgreSQL role kind {role!r}: owner, reader or warehouse")
         return names[role]
@@ -184,8 +187,13 @@ class OltpTableSettings(BaseModel):
 
 
 def _default_oltp_tables() -> dict[str, OltpTableSettings]:
-    keys = {"stores": "store_id", "customers": "customer_id", "products": "product_id", "orders": "order_id",
-            "order_lines": "order_line_id"}
+    keys = {
+        "stores": "store_id",
+        "customers": "customer_id",
+        "products": "product_id",
+        "orders": "order_id",
+        "order_lines": "order_line_id",
+    }
     return {name: OltpTableSettings(source=name, key=key) for name, key in keys.items()}
 
 
@@ -220,8 +228,26 @@ class StreamSettings(BaseModel):
     # ISO 4217 codes accepted in events; another code quarantines the event
     # (schema_violation:currency)
     currencies: list[str] = Field(
-        default_factory=lambda: ["USD", "EUR", "GBP", "CAD", "AUD", "BRL", "MXN", "INR", "CNY", "JPY",
-                                 "ZAR", "NGN", "EGP", "TRY", "SGD", "CHF", "SEK", "PLN"]
+        default_factory=lambda: [
+            "USD",
+            "EUR",
+            "GBP",
+            "CAD",
+            "AUD",
+            "BRL",
+            "MXN",
+            "INR",
+            "CNY",
+            "JPY",
+            "ZAR",
+            "NGN",
+            "EGP",
+            "TRY",
+            "SGD",
+            "CHF",
+            "SEK",
+            "PLN",
+        ]
     )
 
 
@@ -250,7 +276,8 @@ class MonitorSettings(BaseModel):
     # a source whose newest line reached silver longer ago than this is stale; keys are a
     # source system (``pos``, ``oltp``, ``csv:<name>``) or its kind (``csv``)
     max_source_age_seconds: dict[str, float] = Field(
-        default_factory=lambda: {"csv": 26 * 3600.0, "oltp": 2 * 3600.0, "pos": 15 * 60.0})
+        default_factory=lambda: {"csv": 26 * 3600.0, "oltp": 2 * 3600.0, "pos": 15 * 60.0}
+    )
     # share of rows quarantined by silver within the window above which to alert
     max_quarantine_share: float = Field(0.05, ge=0.0, le=1.0)
     quarantine_window_hours: float = Field(24.0, gt=0)

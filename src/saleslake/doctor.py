@@ -91,8 +91,12 @@ def _timed(probe: Callable[[], Check]) -> Check:
 def _python() -> Check:
     version = ".".join(map(str, sys.version_info[:3]))
     ok = sys.version_info >= (3, 11)
-    return Check("python", ok, f"Python {version} at {sys.executable}",
-                 "use Python 3.11 or newer (scripts/setup.sh creates .venv with it)")
+    return Check(
+        "python",
+        ok,
+        f"Python {version} at {sys.executable}",
+        "use Python 3.11 or newer (scripts/setup.sh creates .venv with it)",
+    )
 
 
 def _packages() -> Check:
@@ -126,8 +130,13 @@ def _java() -> Check:
     try:
         java = find_java()
     except SaleslakeError as exc:
-        return Check("java", False, str(exc).split(":")[0], "install a JDK 17+ (only the local Kafka broker needs it)",
-                     required=False)
+        return Check(
+            "java",
+            False,
+            str(exc).split(":")[0],
+            "install a JDK 17+ (only the local Kafka broker needs it)",
+            required=False,
+        )
     return Check("java", True, f"{java} (for the local Kafka broker)", required=False)
 
 
@@ -144,8 +153,12 @@ def _home(lake: Lake) -> Check:
         probe.unlink()
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
-        return Check("home", False, f"{home} is not writable: {reason}",
-                     "choose a writable directory with --home / SALESLAKE_HOME, or fix its owner and permissions")
+        return Check(
+            "home",
+            False,
+            f"{home} is not writable: {reason}",
+            "choose a writable directory with --home / SALESLAKE_HOME, or fix its owner and permissions",
+        )
     return Check("home", True, f"{home.resolve()} is writable")
 
 
@@ -184,9 +197,13 @@ def _dbt_project(settings: Settings) -> Check:
         with tempfile.TemporaryDirectory(prefix="saleslake-doctor-") as scratch:
             result = run_dbt(Lake(Path(scratch)), settings, ["parse"])
         nodes = len(getattr(result, "nodes", {}) or {})
-    except Exception as exc:  # noqa: BLE001 - a broken project or dbt install is the finding
-        return Check("dbt project", False, f"{DBT_PROJECT_DIR}: {str(exc).splitlines()[0] if str(exc) else exc!r}",
-                     "reinstall the package (bash scripts/setup.sh); dbt-core must be below 1.12")
+    except Exception as exc:
+        return Check(
+            "dbt project",
+            False,
+            f"{DBT_PROJECT_DIR}: {str(exc).splitlines()[0] if str(exc) else exc!r}",
+            "reinstall the package (bash scripts/setup.sh); dbt-core must be below 1.12",
+        )
     detail = f"{DBT_PROJECT_DIR.name} parses with dbt-core {version}" + (f" ({nodes} nodes)" if nodes else "")
     return Check("dbt project", True, detail)
 
@@ -205,15 +222,19 @@ def _kafka_required(lake: Lake) -> bool:
 def _postgres(settings: Settings, role: str, name: str, required: bool) -> Check:
     from saleslake.pg import connect, redact
 
-    pg = settings.postgres.model_copy(update={"connect_timeout_seconds": min(settings.postgres.connect_timeout_seconds, 5)})
+    pg = settings.postgres.model_copy(
+        update={"connect_timeout_seconds": min(settings.postgres.connect_timeout_seconds, 5)}
+    )
     where = redact(pg.dsn_for(role))
     why = "" if required else " (not used by this configuration)"
     try:
         with connect(pg, role, read_only=True, statement_timeout=5) as conn:
             version = conn.execute("SHOW server_version").fetchone()[0]
     except SaleslakeError as exc:
-        hint = ("start the local server (saleslake services start postgres) or set postgres.host/port/dsn; "
-                f"the password comes from {pg.password_env(role)}_FILE")
+        hint = (
+            "start the local server (saleslake services start postgres) or set postgres.host/port/dsn; "
+            f"the password comes from {pg.password_env(role)}_FILE"
+        )
         return Check(name, False, str(exc).splitlines()[0] + why, hint, required=required)
     return Check(name, True, f"{where} answers (PostgreSQL {version}){why}", required=required)
 
@@ -234,17 +255,27 @@ def _kafka(settings: Settings, required: bool) -> Check:
     try:
         metadata_ = consumer.list_topics(timeout=5.0)
     except KafkaException as exc:
-        return Check("kafka", False, f"no broker answered at {servers}: {exc.args[0].str() if exc.args else exc}{why}",
-                     hint, required=required)
+        return Check(
+            "kafka",
+            False,
+            f"no broker answered at {servers}: {exc.args[0].str() if exc.args else exc}{why}",
+            hint,
+            required=required,
+        )
     finally:
         consumer.close()
     if topic not in metadata_.topics:
-        return Check("kafka", not required, f"{servers} answers but topic {topic!r} does not exist{why}",
-                     f"produce to it first (saleslake produce --topic {topic}) or set kafka.topic", required=required)
+        return Check(
+            "kafka",
+            not required,
+            f"{servers} answers but topic {topic!r} does not exist{why}",
+            f"produce to it first (saleslake produce --topic {topic}) or set kafka.topic",
+            required=required,
+        )
     partitions = len(metadata_.topics[topic].partitions)
-    return Check("kafka", True, f"{servers} answers; topic {topic!r} has {partitions} partition(s){why}",
-                 required=required)
-
+    return Check(
+        "kafka", True, f"{servers} answers; topic {topic!r} has {partitions} partition(s){why}", required=required
+    )
 
 
 def _refused(servers: str) -> str | None:

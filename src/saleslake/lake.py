@@ -13,6 +13,7 @@ Layout under ``home``::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -26,8 +27,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import ColumnProperties, CommitProperties, DeltaTable, WriterProperties, write_deltalake
-from deltalake.transaction import AddAction, RemoveAction
 from deltalake.exceptions import TableNotFoundError
+from deltalake.transaction import AddAction, RemoveAction
 
 
 @dataclass(frozen=True)
@@ -121,8 +122,7 @@ DISTINCT_COLUMNS = ("line_key", "row_hash", "order_id", "line_id", "quarantine_k
 def writer_properties() -> WriterProperties:
     """How every bulk Delta write of lines writes its Parquet (columns absent from a
     table's schema are ignored)."""
-    return WriterProperties(column_properties={c: ColumnProperties(dictionary_enabled=False)
-                                               for c in DISTINCT_COLUMNS})
+    return WriterProperties(column_properties={c: ColumnProperties(dictionary_enabled=False) for c in DISTINCT_COLUMNS})
 
 
 def ensure_delta(path: Path, schema: pa.Schema, partition_by: list[str] | None = None) -> DeltaTable:
@@ -184,8 +184,13 @@ STAGING_DIR = "_saleslake_staging"
 STALE_STAGING_SECONDS = 3600
 
 
-def replace_files(table: DeltaTable, rows: pa.RecordBatchReader, remove: list[str], partition_by: list[str],
-                  commit_properties: CommitProperties) -> None:
+def replace_files(
+    table: DeltaTable,
+    rows: pa.RecordBatchReader,
+    remove: list[str],
+    partition_by: list[str],
+    commit_properties: CommitProperties,
+) -> None:
     """One Delta commit that adds ``rows`` as new files and removes the files ``remove``
     (as :meth:`DeltaTable.file_uris` names them), with ``commit_properties`` (positions).
 
@@ -204,8 +209,9 @@ def replace_files(table: DeltaTable, rows: pa.RecordBatchReader, remove: list[st
     _drop_stale_staging(staging_root)
     scratch = staging_root / uuid.uuid4().hex
     try:
-        write_deltalake(str(scratch), rows, mode="append", partition_by=partition_by,
-                        writer_properties=writer_properties())
+        write_deltalake(
+            str(scratch), rows, mode="append", partition_by=partition_by, writer_properties=writer_properties()
+        )
         adds = []
         for line in (scratch / "_delta_log" / f"{0:020d}.json").read_text("utf-8").splitlines():
             add = json.loads(line).get("add")
@@ -214,17 +220,28 @@ def replace_files(table: DeltaTable, rows: pa.RecordBatchReader, remove: list[st
             relative = unquote(add["path"])
             (root / relative).parent.mkdir(parents=True, exist_ok=True)
             os.replace(scratch / relative, root / relative)
-            adds.append(AddAction(add["path"], int(add["size"]), add["partitionValues"], int(add["modificationTime"]),
-                                  True, add.get("stats") or ""))
+            adds.append(
+                AddAction(
+                    add["path"],
+                    int(add["size"]),
+                    add["partitionValues"],
+                    int(add["modificationTime"]),
+                    True,
+                    add.get("stats") or "",
+                )
+            )
         removes = _remove_actions(table, remove)
-        table.create_write_transaction([*adds, *removes], mode="append", schema=table.schema(),
-                                       partition_by=partition_by or None, commit_properties=commit_properties)
+        table.create_write_transaction(
+            [*adds, *removes],
+            mode="append",
+            schema=table.schema(),
+            partition_by=partition_by or None,
+            commit_properties=commit_properties,
+        )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-        try:
+        with contextlib.suppress(OSError):
             staging_root.rmdir()  # only when no other writer's scratch is in it
-        except OSError:
-            pass
 
 
 def _remove_actions(table: DeltaTable, uris: list[str]) -> list[RemoveAction]:
@@ -239,9 +256,15 @@ def _remove_actions(table: DeltaTable, uris: list[str]) -> list[RemoveAction]:
         action = by_uri.get(str(Path(uri).absolute()))
         if action is None:
             raise ValueError(f"{uri} is not a file of {root}'s current snapshot")
-        removes.append(RemoveAction(action["path"], True, now, int(action["size_bytes"]),
-                                    {k: None if v is None else str(v)
-                                     for k, v in (action.get("partition") or {}).items()}))
+        removes.append(
+            RemoveAction(
+                action["path"],
+                True,
+                now,
+                int(action["size_bytes"]),
+                {k: None if v is None else str(v) for k, v in (action.get("partition") or {}).items()},
+            )
+        )
     return removes
 
 

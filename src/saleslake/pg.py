@@ -36,7 +36,7 @@ def redact(dsn: str) -> str:
 
     try:
         params = {k: str(v) for k, v in conninfo_to_dict(dsn).items() if v is not None}
-    except Exception:  # noqa: BLE001 - unparsable: show nothing of it
+    except Exception:
         return "<unparsable DSN>"
     params.pop("password", None)
     user = params.pop("user", "")
@@ -108,8 +108,12 @@ def connect(
     except psycopg.OperationalError as exc:
         text = scrub(str(exc), password)
         where = redact(target)
-        auth = ("password authentication failed" in text or "no password supplied" in text
-                or "does not exist" in text or "permission denied" in text)
+        auth = (
+            "password authentication failed" in text
+            or "no password supplied" in text
+            or "does not exist" in text
+            or "permission denied" in text
+        )
         if auth:
             hint = "" if password else f"; no password was found: set {env}_FILE (or {env})"
             raise PostgresAuthError(f"PostgreSQL refused {where}: {_last_clause(text)}{hint}") from None

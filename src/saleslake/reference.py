@@ -96,14 +96,18 @@ def register(lake: Lake, ref: ReferenceTable, rows: pa.Table) -> int:
     con = duckdb.connect()
     try:
         con.register("incoming", rows)
-        new = con.sql(
-            f"""
+        new = (
+            con.sql(
+                f"""
             SELECT DISTINCT i.* FROM incoming i
             WHERE NOT EXISTS (
                 SELECT 1 FROM ({snapshot_view_sql(target)}) t
                 WHERE t.{ref.key} = i.{ref.key} AND t.updated_at = i.updated_at)
             """
-        ).to_arrow_table().cast(ref.schema)
+            )
+            .to_arrow_table()
+            .cast(ref.schema)
+        )
     finally:
         con.close()
     if new.num_rows:

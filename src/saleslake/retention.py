@@ -56,12 +56,19 @@ def _purge_events(lake: Lake, cutoff: datetime, result: RetentionResult) -> None
     if table is None:
         return
     day = cutoff.strftime("%Y-%m-%d")
-    topics_partitions = table.to_pyarrow_dataset().to_table(
-        columns=["topic", "partition"], filter=None).group_by(["topic", "partition"]).aggregate([]).to_pylist()
+    topics_partitions = (
+        table.to_pyarrow_dataset()
+        .to_table(columns=["topic", "partition"], filter=None)
+        .group_by(["topic", "partition"])
+        .aggregate([])
+        .to_pylist()
+    )
     covered = []
     for tp in topics_partitions:
-        held = min(txn_version(lake.sales_lines, app_id(tp["topic"], tp["partition"])),
-                   txn_version(lake.quarantine, app_id(tp["topic"], tp["partition"])))
+        held = min(
+            txn_version(lake.sales_lines, app_id(tp["topic"], tp["partition"])),
+            txn_version(lake.quarantine, app_id(tp["topic"], tp["partition"])),
+        )
         if held >= 0:
             topic = tp["topic"].replace("'", "''")
             covered.append(f"(topic = '{topic}' AND partition = {tp['partition']} AND offset <= {held})")

@@ -144,8 +144,18 @@ def lake_lock(lake: Lake, run_id: str, command: str, wait_seconds: float = 0.0) 
                     raise LockBusyError(_holder_message(lake)) from None
                 time.sleep(0.2)
         os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps({"run_id": run_id, "pid": os.getpid(), "command": command,
-                                  "since": utcnow().isoformat(timespec="seconds")}).encode(), 0)
+        os.pwrite(
+            fd,
+            json.dumps(
+                {
+                    "run_id": run_id,
+                    "pid": os.getpid(),
+                    "command": command,
+                    "since": utcnow().isoformat(timespec="seconds"),
+                }
+            ).encode(),
+            0,
+        )
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the flock

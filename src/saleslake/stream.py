@@ -215,20 +215,30 @@ class StreamWorker:
         new = _after(records, held)
         day = datetime.now(UTC).strftime("%Y-%m-%d")
         new = new.append_column("ingest_date", pa.array([day] * new.num_rows, pa.string()))
-        write_deltalake(self.positions.tables["bronze"], new.cast(BRONZE_EVENTS_SCHEMA), mode="append",
-                        partition_by=["ingest_date"], commit_properties=CommitProperties(app_transactions=txns))
+        write_deltalake(
+            self.positions.tables["bronze"],
+            new.cast(BRONZE_EVENTS_SCHEMA),
+            mode="append",
+            partition_by=["ingest_date"],
+            commit_properties=CommitProperties(app_transactions=txns),
+        )
 
-    def _write_silver(self, records: pa.Table, batch_max: dict[int, int], held: dict[str, dict[int, int]],
-                      batch_id: str) -> StageCounts:
+    def _write_silver(
+        self, records: pa.Table, batch_max: dict[int, int], held: dict[str, dict[int, int]], batch_id: str
+    ) -> StageCounts:
         floor = {p: min(held["lines"][p], held["quarantine"][p]) for p in batch_max}
         todo = _after(records, floor)
         con = self.con
         con.register("records_arrow", todo)
         con.execute("CREATE OR REPLACE TEMP TABLE records AS SELECT * FROM records_arrow")
         con.unregister("records_arrow")
-        applied = pa.table({"partition": pa.array(list(batch_max), pa.int32()),
-                            "lines_pos": pa.array([held["lines"][p] for p in batch_max], pa.int64()),
-                            "quarantine_pos": pa.array([held["quarantine"][p] for p in batch_max], pa.int64())})
+        applied = pa.table(
+            {
+                "partition": pa.array(list(batch_max), pa.int32()),
+                "lines_pos": pa.array([held["lines"][p] for p in batch_max], pa.int64()),
+                "quarantine_pos": pa.array([held["quarantine"][p] for p in batch_max], pa.int64()),
+            }
+        )
         con.register("applied_arrow", applied)
         con.execute("CREATE OR REPLACE TEMP TABLE applied AS SELECT * FROM applied_arrow")
         con.unregister("applied_arrow")
@@ -242,8 +252,12 @@ class StreamWorker:
         table = con.sql("SELECT * FROM new_quarantine").to_arrow_table().cast(QUARANTINE_SCHEMA)
         q_txns = _transactions(self.topic, batch_max, held["quarantine"])
         if q_txns:
-            write_deltalake(self.positions.tables["quarantine"], table, mode="append",
-                            commit_properties=CommitProperties(app_transactions=q_txns))
+            write_deltalake(
+                self.positions.tables["quarantine"],
+                table,
+                mode="append",
+                commit_properties=CommitProperties(app_transactions=q_txns),
+            )
 
         con.execute(
             """CREATE OR REPLACE TEMP VIEW valid AS
@@ -255,13 +269,18 @@ class StreamWorker:
         # only those are searched, so the lookup does not grow with the lake (file pruning
         # by partition and by Delta statistics).
         months, low, high = con.execute(
-            "SELECT list(DISTINCT order_month), min(order_ts), max(order_ts) FROM valid").fetchall()[0]
+            "SELECT list(DISTINCT order_month), min(order_ts), max(order_ts) FROM valid"
+        ).fetchall()[0]
         month_filter = "false" if not months else "s.order_month IN (" + ", ".join(f"'{m}'" for m in months) + ")"
         # (a second of margin: Delta keeps timestamp statistics at millisecond precision)
-        files = (files_overlapping(target, "order_ts", low - STATS_MARGIN, high + STATS_MARGIN)
-                 if months and low is not None else None)
-        dedup = classify(con, target, -1, existing_filter=f"s.source_system = 'pos' AND {month_filter}",
-                         target_files=files)
+        files = (
+            files_overlapping(target, "order_ts", low - STATS_MARGIN, high + STATS_MARGIN)
+            if months and low is not None
+            else None
+        )
+        dedup = classify(
+            con, target, -1, existing_filter=f"s.source_system = 'pos' AND {month_filter}", target_files=files
+        )
         l_txns = _transactions(self.topic, batch_max, held["lines"])
         if l_txns:
             write_upserts(con, target, l_txns)
@@ -314,9 +333,16 @@ class GoldRefresher(threading.Thread):
         self._built_version = version
         self.refreshes += 1
         facts = gold.tables.get("fact_sales", 0)
-        self.ledger.record(StageRecord("gold", "succeeded", started, utcnow(),
-                                       counts=StageCounts(rows_read=facts, rows_valid=facts),
-                                       details={"silver_version": version, "fact_changes": gold.fact_changes}))
+        self.ledger.record(
+            StageRecord(
+                "gold",
+                "succeeded",
+                started,
+                utcnow(),
+                counts=StageCounts(rows_read=facts, rows_valid=facts),
+                details={"silver_version": version, "fact_changes": gold.fact_changes},
+            )
+        )
         return True
 
 
@@ -329,10 +355,18 @@ def _write_heartbeat(lake: Lake, result: StreamResult, settings: Settings, state
     path = heartbeat_path(lake, result.run_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     body = {
-        "run_id": result.run_id, "pid": os.getpid(), "state": state, "topic": settings.kafka.topic,
-        "group_id": settings.kafka.group_id, "updated_at": utcnow().isoformat(timespec="seconds"),
-        "batches": result.batches, "records": result.records, "counts": asdict(result.counts),
-        "positions": result.positions, "lag": result.lag, "total_lag": sum(result.lag.values()),
+        "run_id": result.run_id,
+        "pid": os.getpid(),
+        "state": state,
+        "topic": settings.kafka.topic,
+        "group_id": settings.kafka.group_id,
+        "updated_at": utcnow().isoformat(timespec="seconds"),
+        "batches": result.batches,
+        "records": result.records,
+        "counts": asdict(result.counts),
+        "positions": result.positions,
+        "lag": result.lag,
+        "total_lag": sum(result.lag.values()),
         "gold_refreshes": result.gold_refreshes,
     }
     tmp = path.with_suffix(".tmp")
@@ -398,17 +432,36 @@ def run_stream(
         worker.close()
         result.seconds = time.perf_counter() - clock
         _write_heartbeat(lake, result, settings, "stopped" if status == "succeeded" else "failed")
-        ledger.record(StageRecord("silver", status, started, utcnow(), counts=result.counts,
-                                  details={"batches": result.batches, "records": result.records,
-                                           "positions": result.positions}))
-        ledger.record(StageRecord("run", status, started, utcnow(), error=error,
-                                  details={"stopped_by": result.stopped_by or "error"}))
+        ledger.record(
+            StageRecord(
+                "silver",
+                status,
+                started,
+                utcnow(),
+                counts=result.counts,
+                details={"batches": result.batches, "records": result.records, "positions": result.positions},
+            )
+        )
+        ledger.record(
+            StageRecord(
+                "run", status, started, utcnow(), error=error, details={"stopped_by": result.stopped_by or "error"}
+            )
+        )
     return result
 
 
-def _loop(consumer: PosConsumer, worker: StreamWorker, options: StreamOptions, stop: threading.Event,
-          max_batch: int, max_wait: float, result: StreamResult, ledger: Ledger, settings: Settings,
-          on_batch: Callable[[StreamResult], None] | None) -> None:
+def _loop(
+    consumer: PosConsumer,
+    worker: StreamWorker,
+    options: StreamOptions,
+    stop: threading.Event,
+    max_batch: int,
+    max_wait: float,
+    result: StreamResult,
+    ledger: Ledger,
+    settings: Settings,
+    on_batch: Callable[[StreamResult], None] | None,
+) -> None:
     waiting_since = time.monotonic()
     deadline = None if options.max_seconds is None else waiting_since + options.max_seconds
     last_beat = 0.0

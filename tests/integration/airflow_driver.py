@@ -66,36 +66,60 @@ def _text(state) -> str | None:
 
 def test(dag_id: str) -> dict:
     """One ``dag.test()`` run, then what it left in the metadata DB."""
-    from airflow import settings
     from airflow.models.asset import AssetDagRunQueue, AssetEvent, AssetModel
     from airflow.models.dag import DagModel
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
+    from airflow import settings
+
     if settings.Session is None:
         settings.configure_orm()
     dag = _bag().dags[dag_id]
     run = dag.test()
     with create_session() as session:
-        tasks = {ti.task_id: {"state": _text(ti.state), "try_number": ti.try_number}
-                 for ti in run.get_task_instances(session=session)}
-        xcoms = {x.task_id: XComModel.deserialize_value(x) for x in session.scalars(
-            select(XComModel).where(XComModel.dag_id == dag_id, XComModel.run_id == run.run_id,
-                                    XComModel.key == "return_value"))}
-        events = [{"uri": uri, "task_id": task_id, "extra": extra} for uri, task_id, extra in session.execute(
-            select(AssetModel.uri, AssetEvent.source_task_id, AssetEvent.extra)
-            .join(AssetModel, AssetModel.id == AssetEvent.asset_id)
-            .where(AssetEvent.source_dag_id == dag_id, AssetEvent.source_run_id == run.run_id))]
-        queued = [{"dag_id": target, "uri": uri} for target, uri in session.execute(
-            select(AssetDagRunQueue.target_dag_id, AssetModel.uri)
-            .join(AssetModel, AssetModel.id == AssetDagRunQueue.asset_id))]
+        tasks = {
+            ti.task_id: {"state": _text(ti.state), "try_number": ti.try_number}
+            for ti in run.get_task_instances(session=session)
+        }
+        xcoms = {
+            x.task_id: XComModel.deserialize_value(x)
+            for x in session.scalars(
+                select(XComModel).where(
+                    XComModel.dag_id == dag_id, XComModel.run_id == run.run_id, XComModel.key == "return_value"
+                )
+            )
+        }
+        events = [
+            {"uri": uri, "task_id": task_id, "extra": extra}
+            for uri, task_id, extra in session.execute(
+                select(AssetModel.uri, AssetEvent.source_task_id, AssetEvent.extra)
+                .join(AssetModel, AssetModel.id == AssetEvent.asset_id)
+                .where(AssetEvent.source_dag_id == dag_id, AssetEvent.source_run_id == run.run_id)
+            )
+        ]
+        queued = [
+            {"dag_id": target, "uri": uri}
+            for target, uri in session.execute(
+                select(AssetDagRunQueue.target_dag_id, AssetModel.uri).join(
+                    AssetModel, AssetModel.id == AssetDagRunQueue.asset_id
+                )
+            )
+        ]
         # the scheduler's own question: which asset-triggered DAGs are due for a run now?
         _, triggered = DagModel.dags_needing_dagruns(session)
         due = sorted(triggered)
         session.rollback()  # dags_needing_dagruns locks rows; change nothing
-    return {"run_id": run.run_id, "state": _text(run.state),
-            "tasks": tasks, "xcoms": xcoms, "asset_events": events, "queued": queued, "due": due}
+    return {
+        "run_id": run.run_id,
+        "state": _text(run.state),
+        "tasks": tasks,
+        "xcoms": xcoms,
+        "asset_events": events,
+        "queued": queued,
+        "due": due,
+    }
 
 
 def main(argv: list[str]) -> int:

@@ -21,12 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from helpers import HEADER, ROOT, free_port, free_ports, line, sql, write_csv
 from saleslake import api
 from saleslake.lake import Lake, open_delta
-
-from helpers import HEADER, ROOT, free_port, free_ports, line, sql, write_csv
-
-pytestmark = [pytest.mark.integration]
 
 AIRFLOW_VENV = ROOT / ".venv-airflow"
 DAGS = ROOT / "airflow" / "dags"
@@ -40,12 +37,18 @@ DAG_IDS = {"saleslake_batch", "saleslake_gold", "saleslake_stream", "saleslake_m
 @pytest.fixture(scope="session")
 def airflow_home(tmp_path_factory) -> Path:
     """A migrated sqlite metadata DB for the session; creates .venv-airflow when missing."""
-    setup = subprocess.run(["bash", str(ROOT / "scripts" / "setup_airflow.sh")], capture_output=True, text=True,
-                           timeout=1800)
+    setup = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "setup_airflow.sh")], capture_output=True, text=True, timeout=1800
+    )
     assert setup.returncode == 0, f"scripts/setup_airflow.sh failed:\n{setup.stdout}\n{setup.stderr}"
     home = tmp_path_factory.mktemp("airflow-home")
-    migrate = subprocess.run([str(AIRFLOW_VENV / "bin" / "airflow"), "db", "migrate"], env=_airflow_env(home, {}),
-                             capture_output=True, text=True, timeout=600)
+    migrate = subprocess.run(
+        [str(AIRFLOW_VENV / "bin" / "airflow"), "db", "migrate"],
+        env=_airflow_env(home, {}),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert migrate.returncode == 0, migrate.stderr[-4000:]
     return home
 
@@ -54,17 +57,19 @@ def _airflow_env(airflow_home: Path, saleslake: dict[str, str]) -> dict[str, str
     """Airflow's environment: its home, our DAG folder, nothing that calls out, no
     inherited SALESLAKE_* settings, then ``saleslake`` as SALESLAKE_<KEY> variables."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SALESLAKE_", "AIRFLOW"))}
-    env.update({
-        "PATH": f"{AIRFLOW_VENV / 'bin'}{os.pathsep}{env.get('PATH', '')}",
-        "AIRFLOW_HOME": str(airflow_home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        # asset events queue runs only for unpaused DAGs; the scheduler's view is what we check
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
-        "DO_NOT_TRACK": "1",
-        "SALESLAKE_ORCHESTRATION__RETRY_DELAY_MINUTES": "0",
-    })
+    env.update(
+        {
+            "PATH": f"{AIRFLOW_VENV / 'bin'}{os.pathsep}{env.get('PATH', '')}",
+            "AIRFLOW_HOME": str(airflow_home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            # asset events queue runs only for unpaused DAGs; the scheduler's view is what we check
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+            "DO_NOT_TRACK": "1",
+            "SALESLAKE_ORCHESTRATION__RETRY_DELAY_MINUTES": "0",
+        }
+    )
     env.update({f"SALESLAKE_{key}": value for key, value in saleslake.items()})
     return env
 
@@ -72,12 +77,19 @@ def _airflow_env(airflow_home: Path, saleslake: dict[str, str]) -> dict[str, str
 def drive(airflow_home: Path, tmp_path: Path, saleslake: dict[str, str], *args: str) -> dict:
     """Run the driver (``dagbag`` or ``test DAG_ID``) in .venv-airflow; its JSON result."""
     out = tmp_path / f"driver-{'-'.join(args)}-{len(list(tmp_path.glob('driver-*.json')))}.json"
-    done = subprocess.run([str(AIRFLOW_VENV / "bin" / "python"), str(DRIVER), *args, str(out)],
-                          env=_airflow_env(airflow_home, saleslake), cwd=tmp_path, capture_output=True, text=True,
-                          timeout=900)
+    done = subprocess.run(
+        [str(AIRFLOW_VENV / "bin" / "python"), str(DRIVER), *args, str(out)],
+        env=_airflow_env(airflow_home, saleslake),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     log = out.with_suffix(".log")
     log.write_text(done.stdout + done.stderr)  # Airflow's logs, task logs included
-    assert done.returncode == 0 and out.is_file(), f"driver {args} failed:\n{done.stdout[-6000:]}\n{done.stderr[-6000:]}"
+    assert done.returncode == 0 and out.is_file(), (
+        f"driver {args} failed:\n{done.stdout[-6000:]}\n{done.stderr[-6000:]}"
+    )
     return {**json.loads(out.read_text()), "log": log.read_text()}
 
 
@@ -122,16 +134,33 @@ def webhook():
 
 
 def test_dagbag_loads_every_dag_with_schedules_and_retries_from_config(airflow_home, tmp_path):
-    bag = drive(airflow_home, tmp_path, {"ORCHESTRATION__RETRIES": "3", "ORCHESTRATION__RETRY_DELAY_MINUTES": "7",
-                                         "ORCHESTRATION__BATCH_SCHEDULE": "30 2 * * *",
-                                         "ORCHESTRATION__STREAM_INTERVAL_SECONDS": "45",
-                                         "ORCHESTRATION__MONITOR_INTERVAL_MINUTES": "20"}, "dagbag")
+    bag = drive(
+        airflow_home,
+        tmp_path,
+        {
+            "ORCHESTRATION__RETRIES": "3",
+            "ORCHESTRATION__RETRY_DELAY_MINUTES": "7",
+            "ORCHESTRATION__BATCH_SCHEDULE": "30 2 * * *",
+            "ORCHESTRATION__STREAM_INTERVAL_SECONDS": "45",
+            "ORCHESTRATION__MONITOR_INTERVAL_MINUTES": "20",
+        },
+        "dagbag",
+    )
     assert bag["import_errors"] == {}
     dags = bag["dags"]
     assert set(dags) == DAG_IDS
-    assert (dags["saleslake_batch"]["timetable"], dags["saleslake_batch"]["summary"]) == ("CronTriggerTimetable", "30 2 * * *")
-    assert (dags["saleslake_stream"]["timetable"], dags["saleslake_stream"]["summary"]) == ("DeltaTriggerTimetable", "0:00:45")
-    assert (dags["saleslake_monitor"]["timetable"], dags["saleslake_monitor"]["summary"]) == ("DeltaTriggerTimetable", "0:20:00")
+    assert (dags["saleslake_batch"]["timetable"], dags["saleslake_batch"]["summary"]) == (
+        "CronTriggerTimetable",
+        "30 2 * * *",
+    )
+    assert (dags["saleslake_stream"]["timetable"], dags["saleslake_stream"]["summary"]) == (
+        "DeltaTriggerTimetable",
+        "0:00:45",
+    )
+    assert (dags["saleslake_monitor"]["timetable"], dags["saleslake_monitor"]["summary"]) == (
+        "DeltaTriggerTimetable",
+        "0:20:00",
+    )
     # gold runs on either asset (an AssetAny, as the scheduler deserializes it)
     assert dags["saleslake_gold"]["timetable"] == "AssetTriggeredTimetable"
     assert dags["saleslake_gold"]["summary"] == "Asset"  # Airflow's summary of an any-of condition
@@ -142,20 +171,33 @@ def test_dagbag_loads_every_dag_with_schedules_and_retries_from_config(airflow_h
             assert task["on_failure_callback"] == ["alert_task_failure"], task_id
             assert task["retry_delay_seconds"] == 7 * 60, task_id
             assert task["retries"] == (0 if task_id == "check_health" else 3), task_id
-    assert dags["saleslake_stream"]["upstream"] == {"consume": [], "check_lag": ["consume"],
-                                                    "announce_new_lines": ["consume"]}
-    assert dags["saleslake_batch"]["upstream"] == {"preflight": [], "land_csv": ["preflight"],
-                                                   "extract_postgres": ["land_csv"], "silver": ["extract_postgres"],
-                                                   "quality_gate": ["silver"]}
+    assert dags["saleslake_stream"]["upstream"] == {
+        "consume": [],
+        "check_lag": ["consume"],
+        "announce_new_lines": ["consume"],
+    }
+    assert dags["saleslake_batch"]["upstream"] == {
+        "preflight": [],
+        "land_csv": ["preflight"],
+        "extract_postgres": ["land_csv"],
+        "silver": ["extract_postgres"],
+        "quality_gate": ["silver"],
+    }
     assert dags["saleslake_gold"]["tasks"]["publish"]["trigger_rule"] == "none_failed"
     outlets = {task_id: t["outlets"] for d in dags.values() for task_id, t in d["tasks"].items() if t["outlets"]}
-    assert outlets == {"quality_gate": ["saleslake://silver/"], "build_gold": ["saleslake://gold/"],
-                       "announce_new_lines": ["saleslake://stream/"]}
+    assert outlets == {
+        "quality_gate": ["saleslake://silver/"],
+        "build_gold": ["saleslake://gold/"],
+        "announce_new_lines": ["saleslake://stream/"],
+    }
 
 
 def test_a_broken_config_never_breaks_the_import_and_preflight_reports_it(airflow_home, tmp_path, webhook):
-    broken = {"CONFIG": str(tmp_path / "missing.toml"), "HOME": str(tmp_path / "lake"),
-              "ALERTS__WEBHOOK_URL": webhook.url}
+    broken = {
+        "CONFIG": str(tmp_path / "missing.toml"),
+        "HOME": str(tmp_path / "lake"),
+        "ALERTS__WEBHOOK_URL": webhook.url,
+    }
     bag = drive(airflow_home, tmp_path, broken, "dagbag")
     assert bag["import_errors"] == {} and set(bag["dags"]) == DAG_IDS
     assert bag["dags"]["saleslake_batch"]["summary"] == "0 0 * * *"  # the default @daily
@@ -167,12 +209,17 @@ def test_a_broken_config_never_breaks_the_import_and_preflight_reports_it(airflo
     assert run["asset_events"] == []
     # without readable settings the alert can only be logged: no webhook call
     assert webhook.received == []
-    assert f"ALERT saleslake_batch.preflight failed: task preflight of saleslake_batch failed (run {run['run_id']}, " \
-           f"try 1): configuration: SALESLAKE_CONFIG names {broken['CONFIG']}, which is not a file" in run["log"]
+    assert (
+        f"ALERT saleslake_batch.preflight failed: task preflight of saleslake_batch failed (run {run['run_id']}, "
+        f"try 1): configuration: SALESLAKE_CONFIG names {broken['CONFIG']}, which is not a file" in run["log"]
+    )
 
     # a schedule Airflow cannot use: @daily instead, and preflight says why
-    bad_schedule = {"ORCHESTRATION__BATCH_SCHEDULE": "every day", "HOME": str(tmp_path / "lake"),
-                    "ORCHESTRATION__RETRIES": "0"}
+    bad_schedule = {
+        "ORCHESTRATION__BATCH_SCHEDULE": "every day",
+        "HOME": str(tmp_path / "lake"),
+        "ORCHESTRATION__RETRIES": "0",
+    }
     bag = drive(airflow_home, tmp_path, bad_schedule, "dagbag")
     assert bag["import_errors"] == {} and bag["dags"]["saleslake_batch"]["summary"] == "0 0 * * *"
     run = drive(airflow_home, tmp_path, bad_schedule, "test", "saleslake_batch")
@@ -192,8 +239,14 @@ def batch(airflow_home, tmp_path_factory):
     env = {"HOME": str(root / "lake"), "ORCHESTRATION__CSV_INBOX": str(root / "inbox")}
     first = drive(airflow_home, root, env, "test", "saleslake_batch")
     gold = drive(airflow_home, root, env, "test", "saleslake_gold")
-    return {"summary": summary, "env": env, "root": root, "settings": api.settings(home=root / "lake"),
-            "first": first, "gold": gold}
+    return {
+        "summary": summary,
+        "env": env,
+        "root": root,
+        "settings": api.settings(home=root / "lake"),
+        "first": first,
+        "gold": gold,
+    }
 
 
 def q(settings, query: str) -> list[tuple]:
@@ -203,8 +256,13 @@ def q(settings, query: str) -> list[tuple]:
 def test_batch_lands_the_inbox_and_silver_matches_the_generator(batch):
     summary, run = batch["summary"], batch["first"]
     assert run["state"] == "success"
-    assert states(run) == {"preflight": "success", "land_csv": "success", "extract_postgres": "skipped",
-                           "silver": "success", "quality_gate": "success"}
+    assert states(run) == {
+        "preflight": "success",
+        "land_csv": "success",
+        "extract_postgres": "skipped",
+        "silver": "success",
+        "quality_gate": "success",
+    }
     files = len(list((batch["root"] / "inbox").rglob("*.csv")))
     assert run["xcoms"]["land_csv"]["landed"] == files and run["xcoms"]["land_csv"]["already_landed"] == 0
     silver = run["xcoms"]["silver"]
@@ -214,7 +272,8 @@ def test_batch_lands_the_inbox_and_silver_matches_the_generator(batch):
     assert silver["rows_valid"] == summary.valid_unique_lines + summary.corrections
     settings = batch["settings"]
     assert q(settings, "SELECT count(*), sum(sales) FROM silver.sales_lines") == [
-        (summary.valid_unique_lines, Decimal(summary.expected_silver_sales))]
+        (summary.valid_unique_lines, Decimal(summary.expected_silver_sales))
+    ]
     assert q(settings, "SELECT count(*) FROM silver.quarantine") == [(summary.defective_rows,)]
     gate = run["xcoms"]["quality_gate"]
     assert gate["rows_read"] == summary.rows_written and gate["share"] <= gate["threshold"]
@@ -235,9 +294,11 @@ def test_gold_dag_builds_gold_from_silver(batch):
     assert states(run) == {"build_gold": "success", "publish": "skipped"}  # publish_after_gold is off
     assert run["xcoms"]["build_gold"]["tables"]["fact_sales"] == summary.valid_unique_lines
     assert q(settings, "SELECT count(*), sum(sales) FROM gold.fact_sales") == [
-        (summary.valid_unique_lines, Decimal(summary.expected_silver_sales))]
+        (summary.valid_unique_lines, Decimal(summary.expected_silver_sales))
+    ]
     assert q(settings, "SELECT count(*), sum(sales) FROM gold.fact_sales") == q(
-        settings, "SELECT count(*), sum(sales) FROM silver.sales_lines")
+        settings, "SELECT count(*), sum(sales) FROM silver.sales_lines"
+    )
     assert q(settings, "SELECT sum(lines) FROM gold.agg_sales_daily") == [(summary.valid_unique_lines,)]
     assert [(e["uri"], e["task_id"]) for e in run["asset_events"]] == [("saleslake://gold/", "build_gold")]
 
@@ -245,17 +306,23 @@ def test_gold_dag_builds_gold_from_silver(batch):
 def test_batch_again_changes_nothing(batch, airflow_home):
     settings = batch["settings"]
     lake = Lake(settings.home)
-    before = (q(settings, "SELECT count(*), sum(sales) FROM silver.sales_lines"),
-              q(settings, "SELECT count(*) FROM silver.quarantine"),
-              open_delta(lake.sales_lines).version(), open_delta(lake.quarantine).version())
+    before = (
+        q(settings, "SELECT count(*), sum(sales) FROM silver.sales_lines"),
+        q(settings, "SELECT count(*) FROM silver.quarantine"),
+        open_delta(lake.sales_lines).version(),
+        open_delta(lake.quarantine).version(),
+    )
     again = drive(airflow_home, batch["root"], batch["env"], "test", "saleslake_batch")
     assert again["state"] == "success"
     files = len(list((batch["root"] / "inbox").rglob("*.csv")))
     assert again["xcoms"]["land_csv"]["landed"] == 0 and again["xcoms"]["land_csv"]["already_landed"] == files
     assert again["xcoms"]["silver"]["rows_read"] == 0
-    after = (q(settings, "SELECT count(*), sum(sales) FROM silver.sales_lines"),
-             q(settings, "SELECT count(*) FROM silver.quarantine"),
-             open_delta(lake.sales_lines).version(), open_delta(lake.quarantine).version())
+    after = (
+        q(settings, "SELECT count(*), sum(sales) FROM silver.sales_lines"),
+        q(settings, "SELECT count(*) FROM silver.quarantine"),
+        open_delta(lake.sales_lines).version(),
+        open_delta(lake.quarantine).version(),
+    )
     assert after == before
 
     # gold reflects silver already: no new release, so no gold asset event
@@ -276,11 +343,15 @@ def test_monitor_is_quiet_on_a_healthy_lake_and_alerts_once_when_not(batch, airf
     assert states(healthy) == {"check_health": "success"}
     assert healthy["xcoms"]["check_health"]["problems"] == []
     assert {s["source_system"] for s in healthy["xcoms"]["check_health"]["sources"]} == {
-        f"csv:{region}" for region in batch["summary"].dialects}
+        f"csv:{region}" for region in batch["summary"].dialects
+    }
     assert webhook.received == []
 
-    strict = {**env, "MONITOR__MAX_SOURCE_AGE_SECONDS": json.dumps({"csv": 0.001}),
-              "MONITOR__MAX_QUARANTINE_SHARE": "0.001"}
+    strict = {
+        **env,
+        "MONITOR__MAX_SOURCE_AGE_SECONDS": json.dumps({"csv": 0.001}),
+        "MONITOR__MAX_QUARANTINE_SHARE": "0.001",
+    }
     unhealthy = drive(airflow_home, batch["root"], strict, "test", "saleslake_monitor")
     assert unhealthy["tasks"]["check_health"] == {"state": "failed", "try_number": 1}  # no retries
     assert len(webhook.received) == 1, webhook.received  # the monitor's alert, no second failure alert
@@ -300,8 +371,12 @@ def test_a_bad_export_fails_land_csv_at_once_and_alerts(airflow_home, tmp_path, 
     write_csv(inbox / "berlin" / "2021-01-15.csv", HEADER + "\n" + line() + "\n")
     (inbox / "broken.csv").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00")
     webhook.received.clear()
-    env = {"HOME": str(tmp_path / "lake"), "ORCHESTRATION__CSV_INBOX": str(inbox), "ORCHESTRATION__RETRIES": "1",
-           "ALERTS__WEBHOOK_URL": webhook.url}
+    env = {
+        "HOME": str(tmp_path / "lake"),
+        "ORCHESTRATION__CSV_INBOX": str(inbox),
+        "ORCHESTRATION__RETRIES": "1",
+        "ALERTS__WEBHOOK_URL": webhook.url,
+    }
     run = drive(airflow_home, tmp_path, env, "test", "saleslake_batch")
     assert run["state"] == "failed"
     # a file the user must fix fails without retries, although one is configured
@@ -313,7 +388,11 @@ def test_a_bad_export_fails_land_csv_at_once_and_alerts(airflow_home, tmp_path, 
     assert alert["severity"] == "error" and alert["title"] == "saleslake_batch.land_csv failed"
     details = alert["details"]
     assert (details["dag_id"], details["task_id"], details["run_id"], details["try_number"]) == (
-        "saleslake_batch", "land_csv", run["run_id"], 1)
+        "saleslake_batch",
+        "land_csv",
+        run["run_id"],
+        1,
+    )
     assert f"{inbox / 'broken.csv'}: binary data, not a CSV text file" in details["error"]
     assert details["error_type"] == "InputFileError"
     assert details["error"] in alert["text"] and details["log_url"]
@@ -327,8 +406,13 @@ def test_a_retried_task_alerts_once_after_its_last_try(airflow_home, tmp_path, w
     """PostgreSQL is required (extract_postgres) but down: preflight fails, is retried
     (a service may come back), fails again, and only then alerts."""
     webhook.received.clear()
-    env = {"HOME": str(tmp_path / "lake"), "ORCHESTRATION__EXTRACT_POSTGRES": "true",
-           "POSTGRES__PORT": str(free_port()), "ORCHESTRATION__RETRIES": "1", "ALERTS__WEBHOOK_URL": webhook.url}
+    env = {
+        "HOME": str(tmp_path / "lake"),
+        "ORCHESTRATION__EXTRACT_POSTGRES": "true",
+        "POSTGRES__PORT": str(free_port()),
+        "ORCHESTRATION__RETRIES": "1",
+        "ALERTS__WEBHOOK_URL": webhook.url,
+    }
     run = drive(airflow_home, tmp_path, env, "test", "saleslake_batch")
     assert run["state"] == "failed"
     assert run["tasks"]["preflight"] == {"state": "failed", "try_number": 2}
@@ -341,14 +425,18 @@ def test_a_retried_task_alerts_once_after_its_last_try(airflow_home, tmp_path, w
 # -- stream -----------------------------------------------------------------------------------
 
 
-def test_stream_dag_consumes_once_and_announces_only_new_lines(airflow_home, tmp_path, stream_settings, lake,
-                                                               webhook):
+def test_stream_dag_consumes_once_and_announces_only_new_lines(airflow_home, tmp_path, stream_settings, lake, webhook):
     summary = api.produce(2_000, seed=31, settings=stream_settings)
     assert summary.delivered == 2_000
     kafka = stream_settings.kafka
-    env = {"HOME": str(stream_settings.home), "KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-           "KAFKA__TOPIC": kafka.topic, "KAFKA__GROUP_ID": kafka.group_id, "ALERTS__WEBHOOK_URL": webhook.url,
-           "MONITOR__MAX_STREAM_LAG": "0"}
+    env = {
+        "HOME": str(stream_settings.home),
+        "KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "KAFKA__TOPIC": kafka.topic,
+        "KAFKA__GROUP_ID": kafka.group_id,
+        "ALERTS__WEBHOOK_URL": webhook.url,
+        "MONITOR__MAX_STREAM_LAG": "0",
+    }
     webhook.received.clear()
 
     # runs cut short after one batch of at most 10 messages leave a lag: one alert, not two
@@ -357,8 +445,10 @@ def test_stream_dag_consumes_once_and_announces_only_new_lines(airflow_home, tmp
         cut = drive(airflow_home, tmp_path, short, "test", "saleslake_stream")
         assert cut["state"] == "success" and cut["xcoms"]["consume"]["records"] <= 10
         assert cut["xcoms"]["check_lag"]["over"] is True
-        assert cut["xcoms"]["check_lag"]["total_lag"] == summary.events - sql(
-            lake, "SELECT count(*) FROM bronze.pos_events")[0][0]
+        assert (
+            cut["xcoms"]["check_lag"]["total_lag"]
+            == summary.events - sql(lake, "SELECT count(*) FROM bronze.pos_events")[0][0]
+        )
     assert [(a["severity"], a["details"]["max_stream_lag"]) for a in webhook.received] == [("warning", 0)]
     assert "lag" in webhook.received[0]["title"]
 
@@ -409,17 +499,30 @@ def test_airflow_sh_runs_standalone_on_localhost_and_stops_on_ctrl_c(airflow_hom
     port, worker_logs, trigger_logs = free_ports(3)
     env = _airflow_env(tmp_path / "airflow", {"HOME": str(tmp_path / "lake")})
     del env["AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"]  # paused, as for a user: the scheduler runs nothing
-    env.update({"AIRFLOW_PORT": str(port), "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(worker_logs),
-                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(trigger_logs),
-                # no task runs here: a component that hangs on shutdown is stopped after 45 s
-                "SALESLAKE_AIRFLOW_STOP_SECONDS": "45"})
+    env.update(
+        {
+            "AIRFLOW_PORT": str(port),
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(worker_logs),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(trigger_logs),
+            # no task runs here: a component that hangs on shutdown is stopped after 45 s
+            "SALESLAKE_AIRFLOW_STOP_SECONDS": "45",
+        }
+    )
     script = ROOT / "scripts" / "airflow.sh"
     log = tmp_path / "standalone.log"
     with log.open("w") as out:
         # a session of its own, with SIGINT as a terminal has it, so the test can press Ctrl-C
-        proc = subprocess.Popen(["bash", str(script)], env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        proc = subprocess.Popen(
+            ["bash", str(script)],
+            env=env,
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
     try:
+
         def healthy():
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/monitor/health", timeout=5) as answer:
                 health = json.loads(answer.read())
@@ -429,23 +532,35 @@ def test_airflow_sh_runs_standalone_on_localhost_and_stops_on_ctrl_c(airflow_hom
         assert f"Uvicorn running on http://127.0.0.1:{port}" in log.read_text()
 
         # log in as the README says (the password standalone generated), list the DAGs
-        password = json.loads((tmp_path / "airflow" / "simple_auth_manager_passwords.json.generated").read_text())["admin"]
-        login = urllib.request.Request(f"http://127.0.0.1:{port}/auth/token", method="POST",
-                                       data=json.dumps({"username": "admin", "password": password}).encode(),
-                                       headers={"Content-Type": "application/json"})
+        password = json.loads((tmp_path / "airflow" / "simple_auth_manager_passwords.json.generated").read_text())[
+            "admin"
+        ]
+        login = urllib.request.Request(
+            f"http://127.0.0.1:{port}/auth/token",
+            method="POST",
+            data=json.dumps({"username": "admin", "password": password}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(login, timeout=10) as answer:
             token = json.loads(answer.read())["access_token"]
 
         def parsed():
-            request = urllib.request.Request(f"http://127.0.0.1:{port}/api/v2/dags",
-                                             headers={"Authorization": f"Bearer {token}"})
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/api/v2/dags", headers={"Authorization": f"Bearer {token}"}
+            )
             with urllib.request.urlopen(request, timeout=10) as answer:
                 listed = {d["dag_id"] for d in json.loads(answer.read())["dags"]}
             return listed if listed >= DAG_IDS else None
 
         assert _wait_for("the four DAGs in the metadata DB", parsed, proc, log) == DAG_IDS
-        errors = subprocess.run(["bash", str(script), "dags", "list-import-errors", "-o", "json"], env=env,
-                                cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        errors = subprocess.run(
+            ["bash", str(script), "dags", "list-import-errors", "-o", "json"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert errors.returncode == 0, errors.stderr[-4000:]
         assert json.loads(errors.stdout.strip().splitlines()[-1]) == []  # warnings may come first
 

@@ -8,11 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from helpers import HEADER, line, sql, write_csv
-
 from saleslake.lake import Lake
-
-pytestmark = pytest.mark.integration
 
 CLI = [sys.executable, "-m", "saleslake.cli"]
 
@@ -21,12 +19,18 @@ def saleslake(*args: str, home: Path, env: dict | None = None) -> subprocess.Com
     environment = {k: v for k, v in os.environ.items() if not k.startswith("SALESLAKE_")}
     environment.update(env or {})
     environment["COLUMNS"] = "200"
-    return subprocess.run([*CLI, *args, "--home", str(home)], capture_output=True, text=True, env=environment,
-                          cwd=home.parent, timeout=300)
+    return subprocess.run(
+        [*CLI, *args, "--home", str(home)],
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=home.parent,
+        timeout=300,
+    )
 
 
 def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
-    return [l for l in proc.stderr.splitlines() if l.strip()]
+    return [text for text in proc.stderr.splitlines() if text.strip()]
 
 
 BAD_FILES = {
@@ -90,7 +94,9 @@ def test_missing_path_and_bad_config_are_user_errors(tmp_path: Path):
 
 def test_ambiguous_dates_ask_for_date_format(tmp_path: Path):
     home = tmp_path / "lake"
-    f = write_csv(tmp_path / "us" / "a.csv", HEADER + "\n" + line(order_date="01/02/2021", ship_date="03/02/2021") + "\n")
+    f = write_csv(
+        tmp_path / "us" / "a.csv", HEADER + "\n" + line(order_date="01/02/2021", ship_date="03/02/2021") + "\n"
+    )
     proc = saleslake("ingest", "csv", str(f), home=home)
     assert proc.returncode == 1 and "--date-format" in proc.stderr
     proc = saleslake("ingest", "csv", str(f), "--date-format", "%m/%d/%Y", home=home)

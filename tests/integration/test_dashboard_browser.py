@@ -21,17 +21,23 @@ from pathlib import Path
 
 import psutil
 import pytest
+
 from helpers import ROOT, build_gold_lake, free_port
-
 from saleslake import api
-
-pytestmark = [pytest.mark.integration]
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Without the background-networking flags Chromium keeps calling out, which a closed
 # network refuses (slowly).
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 START_TIMEOUT = 120
 RENDER_TIMEOUT_MS = 120_000
 SCREENSHOT = ROOT / "docs" / "dashboard.png"
@@ -49,8 +55,13 @@ def dashboard(lake_home, tmp_path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SALESLAKE_")}
     log = (tmp_path / "dashboard.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "saleslake.cli", "dashboard", "--port", str(port),
-                             "--home", str(lake_home)], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "saleslake.cli", "dashboard", "--port", str(port), "--home", str(lake_home)],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         wait_until_up(proc, port, tmp_path / "dashboard.log")
         yield proc, port
@@ -77,8 +88,10 @@ def wait_until_up(proc: subprocess.Popen, port: int, log: Path) -> None:
 
 def require_chromium() -> None:
     if not CHROMIUM.is_file():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium with `bash scripts/setup_browser.sh` "
-                    "(scripts/test.sh does it)")
+        pytest.fail(
+            f"{CHROMIUM} is missing: install Debian's chromium with `bash scripts/setup_browser.sh` "
+            "(scripts/test.sh does it)"
+        )
 
 
 def listening_addresses(pid: int) -> set[str]:
@@ -94,8 +107,12 @@ def listening_addresses(pid: int) -> set[str]:
 
 def other_local_addresses() -> list[str]:
     """This machine's IPv4 addresses that are not loopback (where a 0.0.0.0 bind would answer)."""
-    return [a.address for addrs in psutil.net_if_addrs().values() for a in addrs
-            if a.family.name == "AF_INET" and not ipaddress.ip_address(a.address).is_loopback]
+    return [
+        a.address
+        for addrs in psutil.net_if_addrs().values()
+        for a in addrs
+        if a.family.name == "AF_INET" and not ipaddress.ip_address(a.address).is_loopback
+    ]
 
 
 def expected_revenue(home: Path) -> str:
@@ -105,7 +122,9 @@ def expected_revenue(home: Path) -> str:
 
 
 def metric_value(page, label: str) -> str:
-    card = page.get_by_test_id("stMetric").filter(has=page.get_by_test_id("stMetricLabel").get_by_text(label, exact=True))
+    card = page.get_by_test_id("stMetric").filter(
+        has=page.get_by_test_id("stMetricLabel").get_by_text(label, exact=True)
+    )
     return card.get_by_test_id("stMetricValue").inner_text().strip()
 
 
@@ -132,11 +151,16 @@ def test_dashboard_in_chromium_shows_the_lake_and_listens_on_loopback_only(dashb
             urllib.request.urlopen(f"http://{address}:{port}/_stcore/health", timeout=3)
 
     revenue = expected_revenue(lake_home)
-    quarantined = api.query("SELECT count(*) AS n FROM silver.quarantine", api.settings(home=lake_home)).to_pylist()[0]["n"]
+    quarantined = api.query("SELECT count(*) AS n FROM silver.quarantine", api.settings(home=lake_home)).to_pylist()[0][
+        "n"
+    ]
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
-            viewport={"width": WIDTH, "height": 900})  # a fresh, empty profile
+            str(tmp_path / "chromium-profile"),
+            executable_path=str(CHROMIUM),
+            args=CHROMIUM_ARGS,
+            viewport={"width": WIDTH, "height": 900},
+        )  # a fresh, empty profile
         try:
             page = browser.new_page()
             page.goto(f"http://127.0.0.1:{port}/", wait_until="domcontentloaded", timeout=RENDER_TIMEOUT_MS)

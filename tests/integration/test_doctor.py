@@ -9,13 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import free_port
 
+from helpers import free_port
 from saleslake import api
 from saleslake.lake import Lake, ensure_delta
 from saleslake.stream import BRONZE_EVENTS_SCHEMA
-
-pytestmark = pytest.mark.integration
 
 CLI = [sys.executable, "-m", "saleslake.cli"]
 
@@ -33,26 +31,45 @@ def _existing(path: Path) -> Path:
 def doctor_cli(home: Path, env: dict | None = None, *args: str) -> subprocess.CompletedProcess:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("SALESLAKE_")}
     environment.update(env or {}, COLUMNS="250")
-    return subprocess.run([*CLI, "doctor", "--skip-dbt", "--home", str(home), *args], capture_output=True, text=True,
-                          env=environment, cwd=_existing(home), timeout=120)
+    return subprocess.run(
+        [*CLI, "doctor", "--skip-dbt", "--home", str(home), *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=_existing(home),
+        timeout=120,
+    )
 
 
 @pytest.fixture
 def wired(postgres_settings, stream_settings):
     """One lake's settings pointing at the session's real PostgreSQL and Kafka broker,
     with both PostgreSQL roles in use (extract and publish)."""
-    return postgres_settings.model_copy(update={
-        "kafka": stream_settings.kafka,
-        "orchestration": postgres_settings.orchestration.model_copy(update={"extract_postgres": True}),
-        "postgres": postgres_settings.postgres.model_copy(update={"publish_after_gold": True}),
-    })
+    return postgres_settings.model_copy(
+        update={
+            "kafka": stream_settings.kafka,
+            "orchestration": postgres_settings.orchestration.model_copy(update={"extract_postgres": True}),
+            "postgres": postgres_settings.postgres.model_copy(update={"publish_after_gold": True}),
+        }
+    )
 
 
 def test_all_checks_pass_against_real_services(wired):
     checks = api.doctor(wired)
     found = by_name(checks)
-    assert list(found) == ["config", "python", "packages", "home", "disk", "run lock", "dbt project",
-                           "postgres source", "postgres warehouse", "kafka", "java"]
+    assert list(found) == [
+        "config",
+        "python",
+        "packages",
+        "home",
+        "disk",
+        "run lock",
+        "dbt project",
+        "postgres source",
+        "postgres warehouse",
+        "kafka",
+        "java",
+    ]
     assert all(c.ok for c in checks), [c.line() for c in checks if not c.ok]
     assert found["postgres source"].required and found["postgres warehouse"].required
     assert "answers (PostgreSQL" in found["postgres source"].detail
@@ -91,7 +108,9 @@ def test_stream_lake_requires_kafka_and_a_closed_port_fails(wired):
     assert "does not exist" in found["kafka"].detail and "saleslake produce" in found["kafka"].hint
 
     closed = free_port()
-    broken = wired.model_copy(update={"kafka": wired.kafka.model_copy(update={"bootstrap_servers": f"127.0.0.1:{closed}"})})
+    broken = wired.model_copy(
+        update={"kafka": wired.kafka.model_copy(update={"bootstrap_servers": f"127.0.0.1:{closed}"})}
+    )
     kafka = by_name(api.doctor(broken, include_dbt=False))["kafka"]
     assert kafka.state == "FAIL" and f"127.0.0.1:{closed}" in kafka.detail and "refused" in kafka.detail.lower()
     assert "saleslake services start kafka" in kafka.hint

@@ -9,8 +9,6 @@ import pytest
 
 from saleslake import api
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory):
@@ -28,7 +26,7 @@ def q(settings, query):
 
 
 def test_row_accounting_matches_the_generator(generated):
-    summary, settings, result, _ = generated
+    summary, _settings, result, _ = generated
     silver = result.stages["silver"]
     assert silver.rows_read == summary.rows_written
     assert silver.rows_quarantined == summary.defective_rows
@@ -40,7 +38,9 @@ def test_row_accounting_matches_the_generator(generated):
 
 def test_silver_holds_the_latest_version_of_each_line(generated):
     summary, settings, _, _ = generated
-    count, total, outliers = q(settings, "SELECT count(*), sum(sales), count(*) FILTER (WHERE is_outlier) FROM silver.sales_lines")[0]
+    count, total, outliers = q(
+        settings, "SELECT count(*), sum(sales), count(*) FILTER (WHERE is_outlier) FROM silver.sales_lines"
+    )[0]
     assert count == summary.valid_unique_lines
     assert total == Decimal(summary.expected_silver_sales)
     assert outliers == summary.outliers
@@ -65,17 +65,25 @@ def test_every_dialect_was_detected(generated):
 
 def test_gold_reconciles_and_scd2_has_history(generated):
     _, settings, _, _ = generated
-    assert q(settings, "SELECT count(*), sum(sales) FROM gold.fact_sales") == q(settings, "SELECT count(*), sum(sales) FROM silver.sales_lines")
+    assert q(settings, "SELECT count(*), sum(sales) FROM gold.fact_sales") == q(
+        settings, "SELECT count(*), sum(sales) FROM silver.sales_lines"
+    )
     assert q(settings, "SELECT count(DISTINCT customer_id) FROM gold.dim_customer WHERE version > 1")[0][0] > 0
-    assert q(settings, "SELECT sum(lines) FROM gold.agg_sales_daily") == q(settings, "SELECT count(*) FROM gold.fact_sales")
+    assert q(settings, "SELECT sum(lines) FROM gold.agg_sales_daily") == q(
+        settings, "SELECT count(*) FROM gold.fact_sales"
+    )
 
 
 def test_reingest_and_rerun_change_nothing(generated):
     _, settings, _, root = generated
-    before = q(settings, "SELECT count(*), sum(sales) FROM silver.sales_lines") + q(settings, "SELECT count(*) FROM silver.quarantine")
+    before = q(settings, "SELECT count(*), sum(sales) FROM silver.sales_lines") + q(
+        settings, "SELECT count(*) FROM silver.quarantine"
+    )
     landed = api.ingest_csv([root / "exports"], settings=settings)
     assert landed.landed == [] and len(landed.already_landed) > 0
     result = api.run(settings=settings)
     assert result.stages["silver"].rows_read == 0
-    after = q(settings, "SELECT count(*), sum(sales) FROM silver.sales_lines") + q(settings, "SELECT count(*) FROM silver.quarantine")
+    after = q(settings, "SELECT count(*), sum(sales) FROM silver.sales_lines") + q(
+        settings, "SELECT count(*) FROM silver.quarantine"
+    )
     assert before == after

@@ -4,12 +4,10 @@ real Kafka broker: freshness per source, recent quarantine rate, stream lag."""
 from __future__ import annotations
 
 import pytest
-from helpers import HEADER, line, write_csv
 
+from helpers import HEADER, line, write_csv
 from saleslake import api
 from saleslake.errors import QualityGateError
-
-pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
@@ -35,8 +33,13 @@ def test_quarantine_rate_and_freshness(silver_lake):
 
 
 def test_stale_source_and_thresholds_from_config(silver_lake):
-    tuned = silver_lake.model_copy(update={"monitor": silver_lake.monitor.model_copy(
-        update={"max_source_age_seconds": {"csv": 3600.0, "csv:eu": 0.0}, "max_quarantine_share": 0.2})})
+    tuned = silver_lake.model_copy(
+        update={
+            "monitor": silver_lake.monitor.model_copy(
+                update={"max_source_age_seconds": {"csv": 3600.0, "csv:eu": 0.0}, "max_quarantine_share": 0.2}
+            )
+        }
+    )
     health = api.health(tuned)
     assert not health.ok
     (problem,) = health.problems  # the quarantine rate is now within its limit
@@ -49,8 +52,11 @@ def test_quality_gate(silver_lake):
     assert passed == {"share": 0.1, "rows_quarantined": 1, "rows_read": 10, "threshold": 0.5}
     with pytest.raises(QualityGateError, match=r"1 of 10 rows \(10.0%\)"):
         api.quality_gate(0.05, settings=silver_lake)
-    api.run(settings=silver_lake.model_copy(update={"quality": silver_lake.quality.model_copy(
-        update={"max_quarantine_share": 0.5})}))
+    api.run(
+        settings=silver_lake.model_copy(
+            update={"quality": silver_lake.quality.model_copy(update={"max_quarantine_share": 0.5})}
+        )
+    )
     # once gold holds that work, nothing is pending for the gate
     assert api.quality_gate(0.0, settings=silver_lake)["rows_read"] == 0
 
@@ -61,7 +67,9 @@ def test_stream_lag_from_broker_and_lake(stream_settings):
     # a bounded run on the topic: stops at its time budget even with nothing left
     result = api.stream(max_seconds=4, max_batch=200, max_batches=1, settings=stream_settings)
     assert result.stopped_by == "max_batches" and result.records == 200
-    tight = stream_settings.model_copy(update={"monitor": stream_settings.monitor.model_copy(update={"max_stream_lag": 10})})
+    tight = stream_settings.model_copy(
+        update={"monitor": stream_settings.monitor.model_copy(update={"max_stream_lag": 10})}
+    )
     health = api.health(tight)
     assert health.stream["total_lag"] == 300 and sum(health.stream["lag"].values()) == 300
     assert "stream lag on" in health.problems[-1] and "300 messages" in health.problems[-1]
@@ -73,13 +81,13 @@ def test_stream_lag_from_broker_and_lake(stream_settings):
 
 def test_stream_lag_with_broker_down_is_a_problem_not_a_crash(stream_settings, lake):
     from helpers import free_port
-
     from saleslake.lake import ensure_delta
     from saleslake.stream import BRONZE_EVENTS_SCHEMA
 
     ensure_delta(lake.bronze_events, BRONZE_EVENTS_SCHEMA, ["ingest_date"])
-    down = stream_settings.model_copy(update={"kafka": stream_settings.kafka.model_copy(
-        update={"bootstrap_servers": f"127.0.0.1:{free_port()}"})})
+    down = stream_settings.model_copy(
+        update={"kafka": stream_settings.kafka.model_copy(update={"bootstrap_servers": f"127.0.0.1:{free_port()}"})}
+    )
     health = api.health(down)
     assert health.stream["total_lag"] is None and health.stream["error"]
     assert health.problems[-1].startswith("stream lag unknown: no Kafka broker answered")

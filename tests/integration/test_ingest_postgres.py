@@ -17,8 +17,6 @@ from saleslake.errors import TransientError, UserError
 from saleslake.sample.oltp import SQL_INJECTION_TEXT
 from saleslake.sources.postgres import OltpSourceError
 
-pytestmark = pytest.mark.integration
-
 LIVE = """
     SELECT l.order_line_id, l.quantity * l.unit_price AS sales
     FROM order_lines l JOIN orders o USING (order_id)
@@ -28,8 +26,9 @@ LIVE = """
 
 def owner(s) -> psycopg.Connection:
     pg = s.postgres
-    return psycopg.connect(host="127.0.0.1", port=pg.port, dbname=pg.database, user=pg.user,
-                           password=pg.password("owner"), autocommit=True)
+    return psycopg.connect(
+        host="127.0.0.1", port=pg.port, dbname=pg.database, user=pg.user, password=pg.password("owner"), autocommit=True
+    )
 
 
 def source_state(s) -> tuple[int, Decimal, set[str]]:
@@ -80,9 +79,12 @@ def test_first_extract_then_mutations_exactly_once(postgres_settings) -> None:
 
     # shipped orders got their ship date in silver
     with owner(s) as conn:
-        shipped = dict(conn.execute(
-            "SELECT l.order_line_id::text, o.ship_date FROM order_lines l JOIN orders o USING (order_id) "
-            "WHERE o.status <> 'cancelled' AND o.deleted_at IS NULL AND l.deleted_at IS NULL").fetchall())
+        shipped = dict(
+            conn.execute(
+                "SELECT l.order_line_id::text, o.ship_date FROM order_lines l JOIN orders o USING (order_id) "
+                "WHERE o.status <> 'cancelled' AND o.deleted_at IS NULL AND l.deleted_at IS NULL"
+            ).fetchall()
+        )
     t = api.query("SELECT line_id, ship_date FROM silver.sales_lines WHERE source_system = 'oltp'", settings=s)
     assert dict(zip(t["line_id"].to_pylist(), t["ship_date"].to_pylist())) == shipped
 
@@ -99,19 +101,29 @@ def test_rows_sharing_updated_at_and_late_commit_in_overlap(postgres_settings) -
     assert first.tables["orders"] == 40
     with owner(s) as conn:
         # a late commit: updated_at older than the watermark, within the overlap window
-        conn.execute("UPDATE orders SET ship_mode = 'First Class', updated_at = %s - interval '2 seconds' "
-                     "WHERE order_id BETWEEN 41 AND 45", (top,))
+        conn.execute(
+            "UPDATE orders SET ship_mode = 'First Class', updated_at = %s - interval '2 seconds' "
+            "WHERE order_id BETWEEN 41 AND 45",
+            (top,),
+        )
         # and another row at exactly the watermark's updated_at
         conn.execute("UPDATE orders SET ship_mode = 'Same Day', updated_at = %s WHERE order_id = 46", (top,))
     late = api.ingest_postgres(settings=s)
     assert late.tables["orders"] == 6  # the 40 already taken are not taken again
-    t = api.query("SELECT order_id, any_value(ship_mode) AS m FROM silver.sales_lines WHERE source_system = 'oltp' "
-                  "AND CAST(order_id AS BIGINT) <= 46 GROUP BY 1", settings=s)
+    t = api.query(
+        "SELECT order_id, any_value(ship_mode) AS m FROM silver.sales_lines WHERE source_system = 'oltp' "
+        "AND CAST(order_id AS BIGINT) <= 46 GROUP BY 1",
+        settings=s,
+    )
     got = dict(zip(t["order_id"].to_pylist(), t["m"].to_pylist()))
     with owner(s) as conn:
-        live = {str(r[0]): r[1] for r in conn.execute(
-            "SELECT order_id, ship_mode FROM orders WHERE order_id <= 46 AND status <> 'cancelled' "
-            "AND deleted_at IS NULL AND order_id IN (SELECT order_id FROM order_lines WHERE deleted_at IS NULL)")}
+        live = {
+            str(r[0]): r[1]
+            for r in conn.execute(
+                "SELECT order_id, ship_mode FROM orders WHERE order_id <= 46 AND status <> 'cancelled' "
+                "AND deleted_at IS NULL AND order_id IN (SELECT order_id FROM order_lines WHERE deleted_at IS NULL)"
+            )
+        }
     assert got == live
     assert silver_state(s) == source_state(s)
 
@@ -170,31 +182,45 @@ def test_scd2_history_from_updated_at_and_sql_text_in_gold(postgres_settings) ->
     api.ingest_postgres(settings=s)
     api.run(settings=s)
     with owner(s) as conn:
-        customer, segment, name = conn.execute(
+        customer, segment, _name = conn.execute(
             "SELECT customer_id, segment, customer_name FROM customers c WHERE EXISTS "
-            "(SELECT 1 FROM orders o WHERE o.customer_id = c.customer_id) ORDER BY customer_id LIMIT 1").fetchone()
+            "(SELECT 1 FROM orders o WHERE o.customer_id = c.customer_id) ORDER BY customer_id LIMIT 1"
+        ).fetchone()
         new_segment = "Corporate" if segment != "Corporate" else "Consumer"
-        conn.execute("UPDATE customers SET segment = %s, updated_at = timestamptz '2026-03-01 12:00:00+00' "
-                     "WHERE customer_id = %s", (new_segment, customer))
-        product = conn.execute("SELECT product_id FROM products WHERE product_name LIKE %s",
-                               ("%" + SQL_INJECTION_TEXT,)).fetchone()[0]
-        conn.execute("UPDATE products SET product_name = product_name || ' v2', "
-                     "updated_at = timestamptz '2026-04-01 08:00:00+00' WHERE product_id = %s", (product,))
+        conn.execute(
+            "UPDATE customers SET segment = %s, updated_at = timestamptz '2026-03-01 12:00:00+00' "
+            "WHERE customer_id = %s",
+            (new_segment, customer),
+        )
+        product = conn.execute(
+            "SELECT product_id FROM products WHERE product_name LIKE %s", ("%" + SQL_INJECTION_TEXT,)
+        ).fetchone()[0]
+        conn.execute(
+            "UPDATE products SET product_name = product_name || ' v2', "
+            "updated_at = timestamptz '2026-04-01 08:00:00+00' WHERE product_id = %s",
+            (product,),
+        )
     api.ingest_postgres(settings=s)
     api.run(settings=s)
-    t = api.query(f"SELECT segment, valid_from, valid_to, is_current, version FROM gold.dim_customer "
-                  f"WHERE customer_id = '{customer}' ORDER BY version", settings=s).to_pylist()
+    t = api.query(
+        f"SELECT segment, valid_from, valid_to, is_current, version FROM gold.dim_customer "
+        f"WHERE customer_id = '{customer}' ORDER BY version",
+        settings=s,
+    ).to_pylist()
     assert [r["segment"] for r in t] == [segment, new_segment]
     assert t[1]["valid_from"] == date(2026, 3, 1) and t[0]["valid_to"] == date(2026, 3, 1)
     assert t[1]["is_current"] and t[1]["valid_to"] == date(9999, 12, 31)
-    p = api.query(f"SELECT product_name, valid_from FROM gold.dim_product WHERE product_id = '{product}' "
-                  "ORDER BY version", settings=s).to_pylist()
+    p = api.query(
+        f"SELECT product_name, valid_from FROM gold.dim_product WHERE product_id = '{product}' ORDER BY version",
+        settings=s,
+    ).to_pylist()
     assert p[-1]["product_name"].endswith(SQL_INJECTION_TEXT + " v2") and p[-1]["valid_from"] == date(2026, 4, 1)
     names = api.query("SELECT DISTINCT customer_name FROM gold.dim_customer", settings=s)["customer_name"].to_pylist()
     assert "Robert" + SQL_INJECTION_TEXT in names
     # stores get name and channel from their reference states, the planted name unchanged
-    stores = api.query("SELECT store_id, store_name, channel FROM gold.dim_store WHERE store_sk <> -1",
-                       settings=s).to_pylist()
+    stores = api.query(
+        "SELECT store_id, store_name, channel FROM gold.dim_store WHERE store_sk <> -1", settings=s
+    ).to_pylist()
     assert stores and all(r["store_name"] and r["channel"] in ("store", "outlet") for r in stores)
     assert any(r["store_name"] == 'Kiosk "Terminal 2"' + SQL_INJECTION_TEXT for r in stores)
     # reconciliation: gold facts equal silver lines
@@ -203,14 +229,21 @@ def test_scd2_history_from_updated_at_and_sql_text_in_gold(postgres_settings) ->
     assert (f["n"], f["s"]) == (n, total)
     # a cancellation leaves gold
     with owner(s) as conn:
-        order_id = conn.execute("SELECT order_id FROM orders WHERE status = 'placed' AND deleted_at IS NULL "
-                                "ORDER BY order_id LIMIT 1").fetchone()[0]
-        conn.execute("UPDATE orders SET status = 'cancelled', cancelled_at = now(), updated_at = now() "
-                     "WHERE order_id = %s", (order_id,))
+        order_id = conn.execute(
+            "SELECT order_id FROM orders WHERE status = 'placed' AND deleted_at IS NULL ORDER BY order_id LIMIT 1"
+        ).fetchone()[0]
+        conn.execute(
+            "UPDATE orders SET status = 'cancelled', cancelled_at = now(), updated_at = now() WHERE order_id = %s",
+            (order_id,),
+        )
     api.ingest_postgres(settings=s)
     api.run(settings=s)
-    assert api.query(f"SELECT count(*) AS n FROM gold.fact_sales WHERE order_id = '{order_id}'",
-                     settings=s).to_pylist()[0]["n"] == 0
+    assert (
+        api.query(f"SELECT count(*) AS n FROM gold.fact_sales WHERE order_id = '{order_id}'", settings=s).to_pylist()[
+            0
+        ]["n"]
+        == 0
+    )
     f = api.query("SELECT count(*) AS n, sum(sales) AS s FROM gold.fact_sales", settings=s).to_pylist()[0]
     n, total, _ = source_state(s)
     assert (f["n"], f["s"]) == (n, total)
@@ -243,9 +276,11 @@ def test_bad_inputs(postgres_settings, monkeypatch) -> None:
         conn.execute("ALTER TABLE orders RENAME COLUMN ship_mode TO shipping_mode")
     with pytest.raises(OltpSourceError, match=r"column public\.orders\.ship_mode not found"):
         api.ingest_postgres(settings=s)
-    result = runner.invoke(app, ["ingest", "postgres", "--home", str(s.home)],
-                           env={"SALESLAKE_POSTGRES__PORT": str(s.postgres.port),
-                                "SALESLAKE_POSTGRES__DATABASE": s.postgres.database})
+    result = runner.invoke(
+        app,
+        ["ingest", "postgres", "--home", str(s.home)],
+        env={"SALESLAKE_POSTGRES__PORT": str(s.postgres.port), "SALESLAKE_POSTGRES__DATABASE": s.postgres.database},
+    )
     assert result.exit_code == 1 and "ship_mode not found" in result.output
     assert "Traceback" not in result.output
     with owner(s) as conn:
@@ -255,7 +290,6 @@ def test_bad_inputs(postgres_settings, monkeypatch) -> None:
         api.ingest_postgres(settings=s)
     with pytest.raises(UserError, match="unknown table"):
         api.ingest_postgres(tables=["nope"], settings=s)
-
 
 
 def test_quarantine_tables_option_and_cli(postgres_settings) -> None:
@@ -273,9 +307,12 @@ def test_quarantine_tables_option_and_cli(postgres_settings) -> None:
         conn.execute("ALTER TABLE order_lines DROP CONSTRAINT order_lines_quantity_check")
         line_id = conn.execute(
             "SELECT l.order_line_id FROM order_lines l JOIN orders o USING (order_id) WHERE o.status <> 'cancelled' "
-            "AND o.deleted_at IS NULL AND l.deleted_at IS NULL ORDER BY 1 LIMIT 1").fetchone()[0]
+            "AND o.deleted_at IS NULL AND l.deleted_at IS NULL ORDER BY 1 LIMIT 1"
+        ).fetchone()[0]
         conn.execute("UPDATE order_lines SET quantity = 0, updated_at = now() WHERE order_line_id = %s", (line_id,))
-        conn.execute("UPDATE customers SET segment = 'Home Office', updated_at = now() WHERE customer_id = 'CU-0000001'")
+        conn.execute(
+            "UPDATE customers SET segment = 'Home Office', updated_at = now() WHERE customer_id = 'CU-0000001'"
+        )
     only_customers = api.ingest_postgres(tables=["customers"], settings=s)
     assert only_customers.tables == {"customers": 1} and only_customers.reference == {"customers": 1}
     assert str(line_id) in silver_state(s)[2]  # lines not extracted yet
@@ -330,22 +367,28 @@ def _new_order(conn, order_id: int, customer: str, minutes: int, product: str, q
         """INSERT INTO orders SELECT %s, %s, store_id, channel, timestamptz '2030-01-01 12:00:00+00' + %s * interval '1 minute',
                   'placed', ship_mode, order_priority, NULL, ship_city, ship_state, ship_country, ship_postal_code,
                   ship_region, ship_market, currency, NULL, now(), now(), NULL FROM orders WHERE order_id = 1""",
-        (order_id, customer, minutes))
+        (order_id, customer, minutes),
+    )
     conn.execute(
         """INSERT INTO order_lines SELECT %s, %s, 1, %s, %s, 10.00, 0, 4.00, 0, now(), now(), NULL""",
-        (order_id * 100, order_id, product, quantity))
+        (order_id * 100, order_id, product, quantity),
+    )
 
 
 def test_velocity_and_quantity_norm_on_operational_lines(postgres_settings) -> None:
     """The history rules of CONTRACT §7 for the operational source: seven orders of one
     customer within ten minutes (over two extracts) flag the sixth and seventh; a quantity
     far above the product's norm in silver is flagged."""
-    s = postgres_settings.model_copy(update={"fraud": postgres_settings.fraud.model_copy(
-        update={"quantity_norm_min_lines": 8})})
+    s = postgres_settings.model_copy(
+        update={"fraud": postgres_settings.fraud.model_copy(update={"quantity_norm_min_lines": 8})}
+    )
     api.generate_oltp(orders=400, seed=9, settings=s)
     api.ingest_postgres(settings=s)
-    norm = api.query("SELECT product_id, count(*) AS n, avg(quantity) AS q FROM silver.sales_lines "
-                     "GROUP BY 1 ORDER BY n DESC, product_id LIMIT 1", settings=s).to_pylist()[0]
+    norm = api.query(
+        "SELECT product_id, count(*) AS n, avg(quantity) AS q FROM silver.sales_lines "
+        "GROUP BY 1 ORDER BY n DESC, product_id LIMIT 1",
+        settings=s,
+    ).to_pylist()[0]
     assert norm["n"] >= s.fraud.quantity_norm_min_lines
     with owner(s) as conn:
         customer = conn.execute("SELECT customer_id FROM customers ORDER BY customer_id LIMIT 1").fetchone()[0]
@@ -358,8 +401,11 @@ def test_velocity_and_quantity_norm_on_operational_lines(postgres_settings) -> N
         big = int(norm["q"] * 10) + 1
         _new_order(conn, 900_100, customer, 600, norm["product_id"], big)
     api.ingest_postgres(settings=s)
-    rows = api.query("SELECT order_id, quantity, fraud_reasons, is_suspected_fraud FROM silver.sales_lines "
-                     "WHERE CAST(order_id AS BIGINT) >= 900000 ORDER BY CAST(order_id AS BIGINT)", settings=s).to_pylist()
+    rows = api.query(
+        "SELECT order_id, quantity, fraud_reasons, is_suspected_fraud FROM silver.sales_lines "
+        "WHERE CAST(order_id AS BIGINT) >= 900000 ORDER BY CAST(order_id AS BIGINT)",
+        settings=s,
+    ).to_pylist()
     flagged = {r["order_id"]: r["fraud_reasons"] for r in rows if r["is_suspected_fraud"]}
     assert flagged == {"900005": ["velocity"], "900006": ["velocity"], "900100": ["quantity_above_norm"]}
     assert len(rows) == 8

@@ -18,16 +18,22 @@ from saleslake.cli import app
 from saleslake.errors import TransientError, UserError
 from saleslake.serve.postgres import LATEST_VERSION, migrate, schema_version
 
-pytestmark = pytest.mark.integration
-
 INJECTION = "'); DROP TABLE orders; --"
 ODD_PRODUCT = 'Chair "Deluxe", 2 seats; \\N tab\there'
-HEADER = ("Row ID,Order ID,Order Date,Ship Date,Ship Mode,Customer ID,Customer Name,Segment,City,State,Country,"
-          "Postal Code,Market,Region,Product ID,Category,Sub-Category,Product Name,Sales,Quantity,Discount,Profit,"
-          "Shipping Cost,Order Priority")
+HEADER = (
+    "Row ID,Order ID,Order Date,Ship Date,Ship Mode,Customer ID,Customer Name,Segment,City,State,Country,"
+    "Postal Code,Market,Region,Product ID,Category,Sub-Category,Product Name,Sales,Quantity,Discount,Profit,"
+    "Shipping Cost,Order Priority"
+)
 TABLES = ("dim_date", "dim_customer", "dim_product", "dim_store", "dim_geography", "fact_sales", "agg_sales_daily")
-KEYS = {"dim_date": "date_key", "dim_customer": "customer_sk", "dim_product": "product_sk", "dim_store": "store_sk",
-        "dim_geography": "geography_sk", "fact_sales": "line_key"}
+KEYS = {
+    "dim_date": "date_key",
+    "dim_customer": "customer_sk",
+    "dim_product": "product_sk",
+    "dim_store": "store_sk",
+    "dim_geography": "geography_sk",
+    "fact_sales": "line_key",
+}
 
 
 def odd_csv(path: Path) -> Path:
@@ -35,7 +41,7 @@ def odd_csv(path: Path) -> Path:
     product = '"' + ODD_PRODUCT.replace('"', '""') + '"'
     lines = [
         HEADER,
-        f"1,XX-2021-0000001,31/12/20,05/01/21,Standard Class,ZZ-00001,\"{INJECTION}\",Consumer,Québec,Quebec,Canada,"
+        f'1,XX-2021-0000001,31/12/20,05/01/21,Standard Class,ZZ-00001,"{INJECTION}",Consumer,Québec,Quebec,Canada,'
         f"G1R 4P5,Canada,Canada,FUR-CH-99999999,Furniture,Chairs,{product},172.38,3,0,20.2281,8.14,High",
         "2,XX-2021-0000002,30/12/20,05/01/21,Standard Class,ZZ-00002,Empty Segment,Consumer,Toronto,Ontario,Canada,,"
         "Canada,Canada,OFF-AR-99999999,Office Supplies,Art,Crayons,5.40,2,0,1.0324,0.47,Medium",
@@ -47,8 +53,14 @@ def odd_csv(path: Path) -> Path:
 
 def warehouse(settings) -> psycopg.Connection:
     pg = settings.postgres
-    return psycopg.connect(host="127.0.0.1", port=pg.port, dbname=pg.warehouse_database, user=pg.warehouse_user,
-                           password=pg.password("warehouse"), autocommit=True)
+    return psycopg.connect(
+        host="127.0.0.1",
+        port=pg.port,
+        dbname=pg.warehouse_database,
+        user=pg.warehouse_user,
+        password=pg.password("warehouse"),
+        autocommit=True,
+    )
 
 
 def gold(settings, sql: str) -> list[tuple]:
@@ -67,19 +79,30 @@ def assert_equal_to_gold(settings, conn: psycopg.Connection) -> None:
     agg = "SELECT sum(sales), sum(tax_amount), sum(lines) FROM gold.agg_sales_daily"
     assert tuple(conn.execute(agg).fetchone()) == gold(settings, agg)[0]
     # every fact row, column by column (money exact), equals gold's
-    columns = ("line_key, order_date_key, ship_date_key, customer_sk, product_sk, store_sk, geography_sk, sales, "
-               "discount, profit, tax_amount, is_suspected_fraud, dq_score, order_priority")
+    columns = (
+        "line_key, order_date_key, ship_date_key, customer_sk, product_sk, store_sk, geography_sk, sales, "
+        "discount, profit, tax_amount, is_suspected_fraud, dq_score, order_priority"
+    )
     pg_facts = set(conn.execute(f"SELECT {columns} FROM gold.fact_sales").fetchall())
     assert pg_facts == set(gold(settings, f"SELECT {columns} FROM gold.fact_sales"))
     # every foreign key resolves, and the constraints exist and are validated
-    for column, dim, key in (("order_date_key", "dim_date", "date_key"), ("ship_date_key", "dim_date", "date_key"),
-                             ("customer_sk", "dim_customer", "customer_sk"), ("product_sk", "dim_product", "product_sk"),
-                             ("store_sk", "dim_store", "store_sk"), ("geography_sk", "dim_geography", "geography_sk")):
-        (orphans,) = conn.execute(f"SELECT count(*) FROM gold.fact_sales f LEFT JOIN gold.{dim} d ON d.{key} = f.{column} "
-                                  f"WHERE d.{key} IS NULL").fetchone()
+    for column, dim, key in (
+        ("order_date_key", "dim_date", "date_key"),
+        ("ship_date_key", "dim_date", "date_key"),
+        ("customer_sk", "dim_customer", "customer_sk"),
+        ("product_sk", "dim_product", "product_sk"),
+        ("store_sk", "dim_store", "store_sk"),
+        ("geography_sk", "dim_geography", "geography_sk"),
+    ):
+        (orphans,) = conn.execute(
+            f"SELECT count(*) FROM gold.fact_sales f LEFT JOIN gold.{dim} d ON d.{key} = f.{column} "
+            f"WHERE d.{key} IS NULL"
+        ).fetchone()
         assert orphans == 0, column
-    (fks,) = conn.execute("SELECT count(*) FROM pg_constraint WHERE conrelid = 'gold.fact_sales'::regclass "
-                          "AND contype = 'f' AND convalidated").fetchone()
+    (fks,) = conn.execute(
+        "SELECT count(*) FROM pg_constraint WHERE conrelid = 'gold.fact_sales'::regclass "
+        "AND contype = 'f' AND convalidated"
+    ).fetchone()
     assert fks == 6
 
 
@@ -88,8 +111,9 @@ def fact_write_marks(conn: psycopg.Connection) -> dict[str, str]:
     return dict(conn.execute("SELECT line_key, xmin::text FROM gold.fact_sales").fetchall())
 
 
-def test_publish_equals_gold_idempotent_incremental_and_atomic(postgres_settings, tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_publish_equals_gold_idempotent_incremental_and_atomic(
+    postgres_settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     s = postgres_settings
     api.generate_csv(tmp_path / "csv1", rows=5_000, seed=7)
     api.ingest_csv([tmp_path / "csv1", odd_csv(tmp_path / "odd" / "odd.csv")], settings=s)
@@ -111,14 +135,22 @@ def test_publish_equals_gold_idempotent_incremental_and_atomic(postgres_settings
         assert INJECTION in names
         products = {r[0] for r in conn.execute("SELECT product_name FROM gold.dim_product").fetchall()}
         assert ODD_PRODUCT in products
-        (orders_table,) = conn.execute("SELECT count(*) FROM gold.fact_sales WHERE order_id = 'XX-2021-0000001'").fetchone()
+        (orders_table,) = conn.execute(
+            "SELECT count(*) FROM gold.fact_sales WHERE order_id = 'XX-2021-0000001'"
+        ).fetchone()
         assert orders_table == 1
         (logs,) = conn.execute("SELECT count(*) FROM gold.saleslake_publish_log").fetchone()
         assert logs == 1
         marks = fact_write_marks(conn)
         indexes = {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE schemaname = 'gold'")}
-        assert {"fact_sales_pkey", "fact_sales_order_date_key_idx", "fact_sales_customer_sk_idx",
-                "fact_sales_product_sk_idx", "fact_sales_store_sk_idx", "agg_sales_daily_date_key_idx"} <= indexes
+        assert {
+            "fact_sales_pkey",
+            "fact_sales_order_date_key_idx",
+            "fact_sales_customer_sk_idx",
+            "fact_sales_product_sk_idx",
+            "fact_sales_store_sk_idx",
+            "agg_sales_daily_date_key_idx",
+        } <= indexes
         assert not {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE tablename LIKE '%stage%'")}
         old_totals = conn.execute("SELECT count(*), sum(sales) FROM gold.fact_sales").fetchone()
 
@@ -129,8 +161,10 @@ def test_publish_equals_gold_idempotent_incremental_and_atomic(postgres_settings
         assert conn.execute("SELECT count(*) FROM gold.saleslake_publish_log").fetchone()[0] == 1
         assert fact_write_marks(conn) == marks
     # the CLI says so too
-    env = {"SALESLAKE_POSTGRES__PORT": str(s.postgres.port),
-           "SALESLAKE_POSTGRES__WAREHOUSE_DATABASE": s.postgres.warehouse_database}
+    env = {
+        "SALESLAKE_POSTGRES__PORT": str(s.postgres.port),
+        "SALESLAKE_POSTGRES__WAREHOUSE_DATABASE": s.postgres.warehouse_database,
+    }
     outcome = CliRunner().invoke(app, ["publish", "postgres", "--home", str(s.home)], env=env)
     assert outcome.exit_code == 0, outcome.output
     assert "nothing changed" in outcome.output
@@ -172,17 +206,25 @@ def test_publish_equals_gold_idempotent_incremental_and_atomic(postgres_settings
     assert api.publish_postgres(settings=s).skipped
 
 
-def test_migration_auto_publish_and_wrong_password(postgres_settings, tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_migration_auto_publish_and_wrong_password(
+    postgres_settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     s = postgres_settings
     # an older warehouse: schema version 1, with a row of its own history
     with warehouse(s) as conn:
         assert migrate(conn, "gold", target=1) == [1]
         assert schema_version(conn, "gold") == 1
-        conn.execute("INSERT INTO gold.saleslake_publish_log (release_id, table_versions, rows_written) "
-                     "VALUES ('old-release', '{}', '{}')")
-        assert conn.execute("SELECT count(*) FROM information_schema.columns WHERE table_schema = 'gold' "
-                            "AND table_name = 'fact_sales' AND column_name = '_row_hash'").fetchone()[0] == 0
+        conn.execute(
+            "INSERT INTO gold.saleslake_publish_log (release_id, table_versions, rows_written) "
+            "VALUES ('old-release', '{}', '{}')"
+        )
+        assert (
+            conn.execute(
+                "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'gold' "
+                "AND table_name = 'fact_sales' AND column_name = '_row_hash'"
+            ).fetchone()[0]
+            == 0
+        )
 
     # automatic publish at the end of the gold stage migrates (no data dropped) and publishes
     auto = s.model_copy(update={"postgres": s.postgres.model_copy(update={"publish_after_gold": True})})
@@ -194,10 +236,18 @@ def test_migration_auto_publish_and_wrong_password(postgres_settings, tmp_path: 
     assert "password" not in str(stages["publish_postgres"]).lower()
     with warehouse(s) as conn:
         assert schema_version(conn, "gold") == 2
-        assert [r[0] for r in conn.execute("SELECT release_id FROM gold.saleslake_publish_log ORDER BY publish_id")][0] == "old-release"
+        assert (
+            next(r[0] for r in conn.execute("SELECT release_id FROM gold.saleslake_publish_log ORDER BY publish_id"))
+            == "old-release"
+        )
         indexes = {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE schemaname = 'gold'")}
-        assert {"fact_sales_order_date_key_idx", "fact_sales_customer_sk_idx", "fact_sales_product_sk_idx",
-                "fact_sales_store_sk_idx", "agg_sales_daily_date_key_idx"} <= indexes
+        assert {
+            "fact_sales_order_date_key_idx",
+            "fact_sales_customer_sk_idx",
+            "fact_sales_product_sk_idx",
+            "fact_sales_store_sk_idx",
+            "agg_sales_daily_date_key_idx",
+        } <= indexes
         assert_equal_to_gold(s, conn)
         assert conn.execute("SELECT count(*) FROM gold.fact_sales WHERE _row_hash IS NULL").fetchone()[0] == 0
 
@@ -216,14 +266,28 @@ def test_migration_auto_publish_and_wrong_password(postgres_settings, tmp_path: 
         api.publish_postgres(settings=s)
     message = str(caught.value)
     assert secret not in message and "\n" not in message and "password" in message
-    outcome = CliRunner().invoke(app, ["publish", "postgres", "--home", str(s.home), "--dsn",
-                                       f"host=127.0.0.1 port={s.postgres.port} dbname={s.postgres.warehouse_database} "
-                                       f"user={s.postgres.warehouse_user}"])
+    outcome = CliRunner().invoke(
+        app,
+        [
+            "publish",
+            "postgres",
+            "--home",
+            str(s.home),
+            "--dsn",
+            f"host=127.0.0.1 port={s.postgres.port} dbname={s.postgres.warehouse_database} "
+            f"user={s.postgres.warehouse_user}",
+        ],
+    )
     assert outcome.exit_code == 1
     assert secret not in outcome.output and outcome.output.strip().count("\n") == 0
     # the warehouse still holds the published gold
-    with psycopg.connect(host="127.0.0.1", port=s.postgres.port, dbname=s.postgres.warehouse_database,
-                         user=s.postgres.warehouse_user, password=good_password) as conn:
+    with psycopg.connect(
+        host="127.0.0.1",
+        port=s.postgres.port,
+        dbname=s.postgres.warehouse_database,
+        user=s.postgres.warehouse_user,
+        password=good_password,
+    ) as conn:
         assert conn.execute("SELECT sum(sales) FROM gold.fact_sales").fetchone()[0] > Decimal(0)
 
 
@@ -246,14 +310,17 @@ def fact_oid(conn: psycopg.Connection) -> int:
 
 def fact_grants(conn: psycopg.Connection) -> set[tuple]:
     """(grantee, privilege) of the fact's ACL, the owner's own left out."""
-    return set(conn.execute(
-        "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END, a.privilege_type "
-        "FROM pg_class c, aclexplode(c.relacl) a WHERE c.oid = 'gold.fact_sales'::regclass AND a.grantee <> c.relowner"
-    ).fetchall())
+    return set(
+        conn.execute(
+            "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END, a.privilege_type "
+            "FROM pg_class c, aclexplode(c.relacl) a WHERE c.oid = 'gold.fact_sales'::regclass AND a.grantee <> c.relowner"
+        ).fetchall()
+    )
 
 
 def test_bulk_publish_replaces_the_fact_keeping_grants_indexes_and_readers(
-        postgres_settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    postgres_settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from saleslake.serve import postgres as publisher
 
     s = postgres_settings
@@ -269,7 +336,10 @@ def test_bulk_publish_replaces_the_fact_keeping_grants_indexes_and_readers(
         conn.execute(f"REVOKE SELECT ON gold.fact_sales FROM {reader_role}")
         grants = fact_grants(conn)
         assert ("PUBLIC", "SELECT") in grants and not any(g[0] == reader_role for g in grants)
-        before_oid, old_totals = fact_oid(conn), conn.execute("SELECT count(*), sum(sales) FROM gold.fact_sales").fetchone()
+        before_oid, old_totals = (
+            fact_oid(conn),
+            conn.execute("SELECT count(*), sum(sales) FROM gold.fact_sales").fetchone(),
+        )
         index_names = {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'fact_sales'")}
 
     # a large change: the next fact is built beside the live one and renamed into place,
@@ -304,11 +374,17 @@ def test_bulk_publish_replaces_the_fact_keeping_grants_indexes_and_readers(
         replaced_oid = fact_oid(conn)
         assert_equal_to_gold(s, conn)
         new_totals = conn.execute("SELECT count(*), sum(sales) FROM gold.fact_sales").fetchone()
-        assert {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'fact_sales'")} == index_names
+        assert {
+            r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'fact_sales'")
+        } == index_names
         assert fact_grants(conn) == grants  # the same grants, not the defaults of a new table
-        assert conn.execute("SELECT obj_description('gold.fact_sales'::regclass, 'pg_class')").fetchone()[0] == \
-            "one row per order line; the analysts' table"
-        assert not conn.execute("SELECT count(*) FROM pg_class WHERE relname LIKE 'saleslake_next%' OR relname LIKE 'saleslake_stage%'").fetchone()[0]
+        assert (
+            conn.execute("SELECT obj_description('gold.fact_sales'::regclass, 'pg_class')").fetchone()[0]
+            == "one row per order line; the analysts' table"
+        )
+        assert not conn.execute(
+            "SELECT count(*) FROM pg_class WHERE relname LIKE 'saleslake_next%' OR relname LIKE 'saleslake_stage%'"
+        ).fetchone()[0]
     assert not errors and seen and seen <= {tuple(old_totals), tuple(new_totals)}
     fact = second.tables["fact_sales"]
     added = new_totals[0] - old_totals[0]
@@ -316,25 +392,34 @@ def test_bulk_publish_replaces_the_fact_keeping_grants_indexes_and_readers(
 
     # a view on the fact: it cannot be replaced, so the bulk path rewrites it in place
     with warehouse(s) as conn:
-        conn.execute("CREATE VIEW gold.sales_total AS SELECT count(*) AS lines, sum(sales) AS sales FROM gold.fact_sales")
+        conn.execute(
+            "CREATE VIEW gold.sales_total AS SELECT count(*) AS lines, sum(sales) AS sales FROM gold.fact_sales"
+        )
     assert _bulk_publish_of_new_lines(s, tmp_path / "csv3", 13, monkeypatch).tables["fact_sales"].written >= 1_000
     with warehouse(s) as conn:
         assert fact_oid(conn) == replaced_oid  # rewritten in place
         assert_equal_to_gold(s, conn)
-        assert conn.execute("SELECT lines, sales FROM gold.sales_total").fetchone() == \
-            conn.execute("SELECT count(*), sum(sales) FROM gold.fact_sales").fetchone()
-        assert {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'fact_sales'")} == index_names
+        assert (
+            conn.execute("SELECT lines, sales FROM gold.sales_total").fetchone()
+            == conn.execute("SELECT count(*), sum(sales) FROM gold.fact_sales").fetchone()
+        )
+        assert {
+            r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'fact_sales'")
+        } == index_names
 
     # another table's foreign key on the fact: its key can be neither dropped nor replaced,
     # so even a bulk change is upserted row by row
     with warehouse(s) as conn:
-        conn.execute("CREATE TABLE gold.line_notes (line_key text COLLATE \"C\" REFERENCES gold.fact_sales, note text)")
+        conn.execute('CREATE TABLE gold.line_notes (line_key text COLLATE "C" REFERENCES gold.fact_sales, note text)')
         conn.execute("INSERT INTO gold.line_notes SELECT line_key, 'checked' FROM gold.fact_sales LIMIT 5")
     assert _bulk_publish_of_new_lines(s, tmp_path / "csv4", 14, monkeypatch).tables["fact_sales"].written >= 1_000
     with warehouse(s) as conn:
         assert fact_oid(conn) == replaced_oid
         assert_equal_to_gold(s, conn)
-        assert conn.execute("SELECT count(*) FROM gold.line_notes n JOIN gold.fact_sales f USING (line_key)").fetchone()[0] == 5
+        assert (
+            conn.execute("SELECT count(*) FROM gold.line_notes n JOIN gold.fact_sales f USING (line_key)").fetchone()[0]
+            == 5
+        )
 
 
 def _published_once(s, tmp_path: Path, rows: int = 1_500, seed: int = 21) -> tuple:
@@ -351,8 +436,9 @@ def _published_once(s, tmp_path: Path, rows: int = 1_500, seed: int = 21) -> tup
 
 
 @pytest.mark.parametrize("bulk", [False, True], ids=["upsert", "replace"])
-def test_connection_lost_in_the_swap_is_retried_nothing_doubled(postgres_settings, tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch, bulk: bool) -> None:
+def test_connection_lost_in_the_swap_is_retried_nothing_doubled(
+    postgres_settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bulk: bool
+) -> None:
     """The server ends the publish's session in the middle of the swap transaction (as a
     restart would), after the dimensions and (bulk) the drop and rename of the fact: the
     attempt rolls back, the retry publishes once."""
@@ -381,13 +467,15 @@ def test_connection_lost_in_the_swap_is_retried_nothing_doubled(postgres_setting
         assert (fact_oid(conn) != before_oid) == bulk  # the replacement happened in the retry
         assert_equal_to_gold(s, conn)
         assert conn.execute("SELECT count(*) FROM gold.saleslake_publish_log").fetchone()[0] == 2
-        assert not conn.execute("SELECT count(*) FROM pg_class WHERE relname LIKE 'saleslake_next%' "
-                                "OR relname LIKE 'saleslake_stage%'").fetchone()[0]
+        assert not conn.execute(
+            "SELECT count(*) FROM pg_class WHERE relname LIKE 'saleslake_next%' OR relname LIKE 'saleslake_stage%'"
+        ).fetchone()[0]
 
 
 @pytest.mark.parametrize("held_seconds", [0.6, None], ids=["released", "held"])
 def test_a_reader_holding_the_fact_makes_the_swap_wait_retry_or_fail_cleanly(
-        postgres_settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, held_seconds: float | None) -> None:
+    postgres_settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, held_seconds: float | None
+) -> None:
     """A bulk swap needs the fact to itself; an open reader transaction holds it. The swap
     waits lock_timeout, retries with backoff, and publishes once the reader is gone; if
     the reader never goes, one clear line and the warehouse keeps the previous gold."""
@@ -395,18 +483,22 @@ def test_a_reader_holding_the_fact_makes_the_swap_wait_retry_or_fail_cleanly(
 
     s = postgres_settings
     before = _published_once(s, tmp_path, seed=31)
-    s = s.model_copy(update={"postgres": s.postgres.model_copy(
-        update={"lock_timeout_seconds": 0.3, "publish_attempts": 3})})
+    s = s.model_copy(
+        update={"postgres": s.postgres.model_copy(update={"lock_timeout_seconds": 0.3, "publish_attempts": 3})}
+    )
     monkeypatch.setattr(publisher, "BULK_FACT_ROWS", 100)
     monkeypatch.setattr(publisher, "BULK_FACT_SHARE", 0.1)
     reader = warehouse(s)
     reader.autocommit = False
     assert tuple(reader.execute("SELECT count(*), sum(sales) FROM gold.fact_sales").fetchone()) == before
+
     def release_after_a_timeout() -> None:
         # once the publish waits on the reader's lock, let its first swap attempt time out
         with warehouse(s) as watcher:
-            while not watcher.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                                      "AND application_name LIKE '%publish'").fetchone()[0]:
+            while not watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND application_name LIKE '%publish'"
+            ).fetchone()[0]:
                 time.sleep(0.02)
         time.sleep(held_seconds)
         reader.rollback()
@@ -432,8 +524,10 @@ def test_a_reader_holding_the_fact_makes_the_swap_wait_retry_or_fail_cleanly(
             with warehouse(s) as conn:
                 assert tuple(conn.execute("SELECT count(*), sum(sales) FROM gold.fact_sales").fetchone()) == before
                 assert conn.execute("SELECT count(*) FROM gold.saleslake_publish_log").fetchone()[0] == 1
-                assert not conn.execute("SELECT count(*) FROM pg_class WHERE relname LIKE 'saleslake_next%' "
-                                        "OR relname LIKE 'saleslake_stage%'").fetchone()[0]  # no copy left behind
+                assert not conn.execute(
+                    "SELECT count(*) FROM pg_class WHERE relname LIKE 'saleslake_next%' "
+                    "OR relname LIKE 'saleslake_stage%'"
+                ).fetchone()[0]  # no copy left behind
     finally:
         if release is not None:
             release.join()

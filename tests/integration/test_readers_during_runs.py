@@ -7,11 +7,7 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 from saleslake import api
-
-pytestmark = pytest.mark.integration
 
 
 def test_queries_during_a_rebuild_see_one_consistent_release(tmp_path):
@@ -19,14 +15,21 @@ def test_queries_during_a_rebuild_see_one_consistent_release(tmp_path):
     settings = api.settings(home=tmp_path / "lake")
     api.ingest_csv([tmp_path / "exports"], settings=settings)
     api.run(settings=settings)
-    consistent = "SELECT (SELECT count(*) FROM gold.fact_sales) AS facts, (SELECT sum(lines) FROM gold.agg_sales_daily) AS agg_lines, " \
-                 "(SELECT count(*) FROM gold.fact_sales f JOIN gold.dim_customer c USING (customer_sk)) AS joined"
+    consistent = (
+        "SELECT (SELECT count(*) FROM gold.fact_sales) AS facts, (SELECT sum(lines) FROM gold.agg_sales_daily) AS agg_lines, "
+        "(SELECT count(*) FROM gold.fact_sales f JOIN gold.dim_customer c USING (customer_sk)) AS joined"
+    )
     expected = api.query(consistent, settings).to_pylist()[0]
     assert expected["facts"] == expected["agg_lines"] == expected["joined"] > 0
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("SALESLAKE_")}
-    writer = subprocess.Popen([sys.executable, "-m", "saleslake.cli", "rebuild", "gold", "--home", str(settings.home)],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    writer = subprocess.Popen(
+        [sys.executable, "-m", "saleslake.cli", "rebuild", "gold", "--home", str(settings.home)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     seen = 0
     while writer.poll() is None:
         assert api.query(consistent, settings).to_pylist()[0] == expected

@@ -4,14 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
+from helpers import HEADER, line, sql, write_csv
 from saleslake import api
 from saleslake.retention import apply_retention
-
-from helpers import HEADER, line, sql, write_csv
-
-pytestmark = pytest.mark.integration
 
 
 def csv_text(*row_ids: str) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from helpers import free_ports
 from saleslake.errors import TransientError, UserError
 from saleslake.services.kafka import (
     KafkaService,
@@ -27,10 +28,6 @@ from saleslake.services.kafka import (
     start_kafka,
     stop_kafka,
 )
-
-from helpers import free_ports
-
-pytestmark = pytest.mark.integration
 
 
 def api_versions_v0(port: int) -> tuple[int, dict[int, tuple[int, int]]]:
@@ -48,7 +45,7 @@ def api_versions_v0(port: int) -> tuple[int, dict[int, tuple[int, int]]]:
     assert correlation_id == 4242
     keys = {}
     for i in range(count):
-        api_key, low, high = struct.unpack(">hhh", data[14 + 6 * i: 20 + 6 * i])
+        api_key, low, high = struct.unpack(">hhh", data[14 + 6 * i : 20 + 6 * i])
         keys[api_key] = (low, high)
     return error_code, keys
 

@@ -21,6 +21,7 @@ import pytest
 from psycopg import errors as pge
 from typer.testing import CliRunner
 
+from helpers import free_ports
 from saleslake.cli import app
 from saleslake.errors import TransientError, UserError
 from saleslake.services import postgres as pgsvc
@@ -38,10 +39,6 @@ from saleslake.services.postgres import (
     stop_postgres,
 )
 
-from helpers import free_ports
-
-pytestmark = pytest.mark.integration
-
 ROLES = ("owner", "reader", "warehouse")
 
 
@@ -55,8 +52,15 @@ def port_accepts(port: int) -> bool:
 
 def connect(service: PostgresService, role: str, dbname: str | None = None) -> psycopg.Connection:
     database = dbname or (service.warehouse_database if role == "warehouse" else service.database)
-    return psycopg.connect(host="127.0.0.1", port=service.port, dbname=database, user=service.role_name(role),
-                           password=service.password(role), connect_timeout=10, autocommit=True)
+    return psycopg.connect(
+        host="127.0.0.1",
+        port=service.port,
+        dbname=database,
+        user=service.role_name(role),
+        password=service.password(role),
+        connect_timeout=10,
+        autocommit=True,
+    )
 
 
 @pytest.fixture
@@ -110,7 +114,9 @@ def test_roles_databases_and_privileges(open_service: PostgresService) -> None:
 
     # 127.0.0.1 only, the unix socket in the state directory, data owned by the server's user
     pid = settings["pid"]
-    listening = {c.laddr for c in psutil.net_connections(kind="inet") if c.pid == pid and c.status == psutil.CONN_LISTEN}
+    listening = {
+        c.laddr for c in psutil.net_connections(kind="inet") if c.pid == pid and c.status == psutil.CONN_LISTEN
+    }
     assert listening == {("127.0.0.1", svc.port)}
     assert settings["socket_dir"] == str(svc.home / "run")
     assert (svc.home / "run" / f".s.PGSQL.{svc.port}").is_socket()
@@ -250,7 +256,7 @@ def test_missing_postgres_is_installed_through_apt(service: PostgresService, mon
         return real(bin_dir, wanted_major) if calls else None
 
     monkeypatch.setattr(pgsvc, "find_binaries", not_yet)
-    monkeypatch.setattr(pgsvc, "install_postgresql", lambda log: calls.append(log))
+    monkeypatch.setattr(pgsvc, "install_postgresql", calls.append)
     settings = start_postgres(service)
     assert calls == [service.home / "install.log"]
     assert settings["running"] is True
@@ -260,8 +266,9 @@ def test_apt_failure_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.Monke
     fake = tmp_path / "bin"
     fake.mkdir()
     script = fake / "apt-get"
-    script.write_text('#!/bin/sh\necho "Reading package lists..."\n'
-                      'echo "E: Unable to locate package postgresql-common"\nexit 100\n')
+    script.write_text(
+        '#!/bin/sh\necho "Reading package lists..."\necho "E: Unable to locate package postgresql-common"\nexit 100\n'
+    )
     script.chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
     log = tmp_path / "install.log"
@@ -291,8 +298,10 @@ def test_cli_prints_settings_without_password(tmp_path: Path, monkeypatch: pytes
         started = runner.invoke(app, ["services", "start", "postgres", "--port", str(port), "--home", str(home)])
         assert started.exit_code == 0, started.output
         state = home / "services" / "postgres"
-        passwords = [(state / f"{n}.password").read_text().strip()
-                     for n in ("saleslake", "saleslake_reader", "saleslake_warehouse")]
+        passwords = [
+            (state / f"{n}.password").read_text().strip()
+            for n in ("saleslake", "saleslake_reader", "saleslake_warehouse")
+        ]
         out = started.output
         assert f"dsn=postgresql://saleslake@127.0.0.1:{port}/shop" in out
         assert f"export SALESLAKE_POSTGRES_PASSWORD_FILE={state / 'saleslake.password'}" in out
@@ -324,8 +333,9 @@ def test_debian_main_cluster_is_switched_off_before_installing(tmp_path: Path) -
     """Debian's package would create and start a 'main' cluster on 5432; the documented
     switch in createcluster.conf turns that off (other settings stay)."""
     conf = tmp_path / "createcluster.conf"
-    conf.write_text("# Default values for pg_createcluster(8)\n#create_main_cluster = true\n"
-                    "create_main_cluster = true\nssl = on\n")
+    conf.write_text(
+        "# Default values for pg_createcluster(8)\n#create_main_cluster = true\ncreate_main_cluster = true\nssl = on\n"
+    )
     pgsvc._disable_main_cluster(conf)
     pgsvc._disable_main_cluster(conf)  # idempotent
     lines = [ln for ln in conf.read_text().splitlines() if ln.strip() and not ln.startswith("#")]

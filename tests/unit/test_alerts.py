@@ -8,13 +8,12 @@ import logging
 import socketserver
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import ClassVar
 
 import pytest
+
 from helpers import free_port
-
 from saleslake import api
-
-pytestmark = pytest.mark.unit
 
 
 @pytest.fixture
@@ -22,7 +21,7 @@ def webhook():
     received: list[dict] = []
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - http.server's naming
+        def do_POST(self):
             body = self.rfile.read(int(self.headers["Content-Length"]))
             received.append({"path": self.path, "type": self.headers["Content-Type"], "json": json.loads(body)})
             self.send_response(204)
@@ -40,7 +39,7 @@ def webhook():
 class SmtpHandler(socketserver.StreamRequestHandler):
     """Just enough SMTP (RFC 5321) for smtplib.send_message: one message per session."""
 
-    messages: list[dict] = []
+    messages: ClassVar[list[dict]] = []
 
     def reply(self, text: str) -> None:
         self.wfile.write(f"{text}\r\n".encode())
@@ -94,15 +93,29 @@ def test_log_only_by_default(settings, caplog):
 def test_webhook_and_email(settings, webhook, smtp):
     url, received = webhook
     port, mails = smtp
-    s = settings.model_copy(update={"alerts": settings.alerts.model_copy(update={
-        "webhook_url": url, "smtp_host": "127.0.0.1", "smtp_port": port, "smtp_starttls": False,
-        "mail_to": ["data-team@example.com", "oncall@example.com"]})})
+    s = settings.model_copy(
+        update={
+            "alerts": settings.alerts.model_copy(
+                update={
+                    "webhook_url": url,
+                    "smtp_host": "127.0.0.1",
+                    "smtp_port": port,
+                    "smtp_starttls": False,
+                    "mail_to": ["data-team@example.com", "oncall@example.com"],
+                }
+            )
+        }
+    )
     done = api.alert("stale source", "csv:eu is 30 h old", severity="warning", details={"age_hours": 30}, settings=s)
     assert [(d.channel, d.ok) for d in done] == [("log", True), ("webhook", True), ("email", True)]
     (hook,) = received
     assert hook["path"] == "/hooks/t0ken-123" and hook["type"] == "application/json"
-    assert hook["json"] == {"title": "stale source", "text": "csv:eu is 30 h old", "severity": "warning",
-                            "details": {"age_hours": 30}}
+    assert hook["json"] == {
+        "title": "stale source",
+        "text": "csv:eu is 30 h old",
+        "severity": "warning",
+        "details": {"age_hours": 30},
+    }
     (mail,) = mails
     assert mail["from"] == "saleslake@localhost" and mail["to"] == ["data-team@example.com", "oncall@example.com"]
     assert "Subject: [saleslake warning] stale source" in mail["data"] and '"age_hours": 30' in mail["data"]
@@ -119,9 +132,18 @@ def test_webhook_from_secret_file(settings, webhook, tmp_path, monkeypatch):
 
 def test_dead_channels_are_reported_not_raised(settings, caplog):
     dead = free_port()
-    s = settings.model_copy(update={"alerts": settings.alerts.model_copy(update={
-        "webhook_url": f"http://127.0.0.1:{dead}/hooks/t0ken-123", "smtp_host": "127.0.0.1", "smtp_port": dead,
-        "mail_to": ["a@example.com"]})})
+    s = settings.model_copy(
+        update={
+            "alerts": settings.alerts.model_copy(
+                update={
+                    "webhook_url": f"http://127.0.0.1:{dead}/hooks/t0ken-123",
+                    "smtp_host": "127.0.0.1",
+                    "smtp_port": dead,
+                    "mail_to": ["a@example.com"],
+                }
+            )
+        }
+    )
     with caplog.at_level(logging.ERROR, logger="saleslake.alerts"):
         done = api.alert("gold failed", settings=s)
     assert [(d.channel, d.ok) for d in done] == [("log", True), ("webhook", False), ("email", False)]

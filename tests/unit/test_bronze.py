@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import hashlib
 
-import pytest
 from helpers import HEADER, line, sql, write_csv
-
 from saleslake.bronze import land_csv, manifest_rows
-
-pytestmark = pytest.mark.unit
 
 
 def test_landing_is_content_addressed_and_recorded(tmp_path, lake):
@@ -31,14 +27,28 @@ def test_landing_is_content_addressed_and_recorded(tmp_path, lake):
 def test_deep_look_decides_dates_beyond_the_quick_sample(tmp_path, lake):
     early = [line(row_id=str(i), order_date="01-02-2021", ship_date="03-02-2021") for i in range(1, 200)]
     late = line(row_id="200", order_date="20-02-2021", ship_date="22-02-2021")
-    f = write_csv(tmp_path / "south" / "d.csv", HEADER + "\n" + "\n".join(early + [late]) + "\n")
+    f = write_csv(tmp_path / "south" / "d.csv", HEADER + "\n" + "\n".join([*early, late]) + "\n")
     [row] = land_csv(lake, [f]).landed
     assert row["date_format"] == "%d-%m-%Y"
 
 
 def test_source_date_format_is_remembered(tmp_path, lake):
-    land_csv(lake, [write_csv(tmp_path / "us" / "a.csv", HEADER + "\n" + line(order_date="01/20/2021", ship_date="01/22/2021") + "\n")])
-    later = land_csv(lake, [write_csv(tmp_path / "us" / "b.csv", HEADER + "\n" + line(order_date="02/03/2021", ship_date="02/05/2021") + "\n")])
+    land_csv(
+        lake,
+        [
+            write_csv(
+                tmp_path / "us" / "a.csv", HEADER + "\n" + line(order_date="01/20/2021", ship_date="01/22/2021") + "\n"
+            )
+        ],
+    )
+    later = land_csv(
+        lake,
+        [
+            write_csv(
+                tmp_path / "us" / "b.csv", HEADER + "\n" + line(order_date="02/03/2021", ship_date="02/05/2021") + "\n"
+            )
+        ],
+    )
     assert later.landed[0]["date_format"] == "%m/%d/%Y"
     assert sql(lake, "SELECT count(*) FROM system.bronze_manifest") == [(2,)]
 
@@ -79,7 +89,9 @@ def test_files_that_do_not_land_leave_no_object(tmp_path, lake):
 
 
 def test_an_undecidable_date_order_lands_nothing_until_it_is_given(tmp_path, lake):
-    f = write_csv(tmp_path / "us" / "a.csv", HEADER + "\n" + line(order_date="01/02/2021", ship_date="03/02/2021") + "\n")
+    f = write_csv(
+        tmp_path / "us" / "a.csv", HEADER + "\n" + line(order_date="01/02/2021", ship_date="03/02/2021") + "\n"
+    )
     result = land_csv(lake, [f])
     assert result.landed == [] and "--date-format" in str(result.errors[0])
     assert _objects(lake) == [] and manifest_rows(lake) == []
@@ -100,8 +112,9 @@ def test_large_files_land_as_small_ones_do(tmp_path, lake, monkeypatch):
     [large_row] = land_csv(lake, [large]).landed
     assert (lake.home / large_row["bronze_uri"]).read_bytes() == large.read_bytes()
     assert large_row["object_id"] == hashlib.sha256(large.read_bytes()).hexdigest()
-    assert {k: v for k, v in large_row.items() if k in ("delimiter", "date_format", "columns")} == \
-        {k: v for k, v in small_row.items() if k in ("delimiter", "date_format", "columns")}
+    assert {k: v for k, v in large_row.items() if k in ("delimiter", "date_format", "columns")} == {
+        k: v for k, v in small_row.items() if k in ("delimiter", "date_format", "columns")
+    }
     assert _objects(lake) == sorted([f"{small_row['object_id']}.csv", f"{large_row['object_id']}.csv"])
 
 
@@ -110,8 +123,10 @@ def test_sniffing_in_a_child_process_gives_the_same_landing(tmp_path, lake, monk
 
     def folder(name: str, first: int):  # new bytes each time (landing is content-addressed)
         write_csv(tmp_path / name / "a.csv", HEADER + "\n" + line(row_id=str(first)) + "\n")
-        write_csv(tmp_path / name / "b.csv",
-                  "\n".join([HEADER.replace(",", ";"), line(row_id=str(first + 1)).replace(",", ";"), ""]))
+        write_csv(
+            tmp_path / name / "b.csv",
+            "\n".join([HEADER.replace(",", ";"), line(row_id=str(first + 1)).replace(",", ";"), ""]),
+        )
         (tmp_path / name / "empty.csv").write_bytes(b"")
         write_csv(tmp_path / name / "header.csv", HEADER + "\n")
         return tmp_path / name
@@ -125,8 +140,10 @@ def test_sniffing_in_a_child_process_gives_the_same_landing(tmp_path, lake, monk
     assert len(answered) == 1 and len(answered[0]) == 4  # the child answered (no fallback)
 
     def described(result):
-        rows = [{k: v for k, v in r.items() if k in ("original_name", "delimiter", "date_format", "columns", "header")}
-                for r in result.landed]
+        rows = [
+            {k: v for k, v in r.items() if k in ("original_name", "delimiter", "date_format", "columns", "header")}
+            for r in result.landed
+        ]
         return rows, [str(e).replace("/two/", "/one/") for e in result.errors], len(result.header_only)
 
     assert described(in_child) == described(in_process)

@@ -12,15 +12,19 @@ from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
 from saleslake.lake import STAGING_DIR, files_overlapping, replace_files, snapshot_view_sql
 
-pytestmark = pytest.mark.unit
-
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 SCHEMA = pa.schema([("id", pa.int64()), ("ts", pa.timestamp("us", tz="UTC")), ("month", pa.string())])
 
 
 def _append(path, ids, minutes):
-    rows = pa.table({"id": ids, "ts": [T0 + timedelta(minutes=m) if m is not None else None for m in minutes],
-                     "month": ["2026-11"] * len(ids)}, schema=SCHEMA)
+    rows = pa.table(
+        {
+            "id": ids,
+            "ts": [T0 + timedelta(minutes=m) if m is not None else None for m in minutes],
+            "month": ["2026-11"] * len(ids),
+        },
+        schema=SCHEMA,
+    )
     write_deltalake(str(path), rows, mode="append", partition_by=["month"])
 
 
@@ -29,9 +33,9 @@ def _ids(table: DeltaTable, files) -> list[int]:
 
 
 def test_only_files_whose_range_overlaps_are_read(tmp_path):
-    _append(tmp_path, [1, 2], [0, 5])      # 10:00-10:05
-    _append(tmp_path, [3, 4], [10, 15])    # 10:10-10:15
-    _append(tmp_path, [5, 6], [20, 25])    # 10:20-10:25
+    _append(tmp_path, [1, 2], [0, 5])  # 10:00-10:05
+    _append(tmp_path, [3, 4], [10, 15])  # 10:10-10:15
+    _append(tmp_path, [5, 6], [20, 25])  # 10:20-10:25
     table = DeltaTable(str(tmp_path))
     files = files_overlapping(table, "ts", T0 + timedelta(minutes=12), T0 + timedelta(minutes=21))
     assert len(files) == 2 and _ids(table, files) == [3, 4, 5, 6]
@@ -42,7 +46,7 @@ def test_only_files_whose_range_overlaps_are_read(tmp_path):
 
 
 def test_files_without_statistics_are_kept(tmp_path):
-    _append(tmp_path, [1], [None])         # only NULLs: no min/max
+    _append(tmp_path, [1], [None])  # only NULLs: no min/max
     _append(tmp_path, [2], [30])
     table = DeltaTable(str(tmp_path))
     assert _ids(table, files_overlapping(table, "ts", T0, T0 + timedelta(minutes=1))) == [1]
@@ -54,8 +58,9 @@ def test_unknown_column_means_no_pruning(tmp_path):
 
 
 def _rows(ids, minutes):
-    return pa.table({"id": ids, "ts": [T0 + timedelta(minutes=m) for m in minutes],
-                     "month": ["2026-11"] * len(ids)}, schema=SCHEMA)
+    return pa.table(
+        {"id": ids, "ts": [T0 + timedelta(minutes=m) for m in minutes], "month": ["2026-11"] * len(ids)}, schema=SCHEMA
+    )
 
 
 def test_replace_files_adds_removes_and_records_positions_in_one_commit(tmp_path):
@@ -67,17 +72,26 @@ def test_replace_files_adds_removes_and_records_positions_in_one_commit(tmp_path
     assert _ids(table, [first]) == [1, 2]
     version = table.version()
     # id 2 is replaced (the survivor 1 is passed back), id 5 is new
-    replace_files(table, _rows([1, 2, 5], [0, 6, 30]).to_reader(), [first], ["month"],
-                  CommitProperties(app_transactions=[Transaction("test.app", 7)]))
+    replace_files(
+        table,
+        _rows([1, 2, 5], [0, 6, 30]).to_reader(),
+        [first],
+        ["month"],
+        CommitProperties(app_transactions=[Transaction("test.app", 7)]),
+    )
     table = DeltaTable(str(tmp_path))
     assert table.version() == version + 1 and table.transaction_version("test.app") == 7
     assert first not in table.file_uris() and second in table.file_uris()
     assert duckdb.sql(f"SELECT id, ts FROM ({snapshot_view_sql(table)}) WHERE id = 2").fetchall() == [
-        (2, T0 + timedelta(minutes=6))]
+        (2, T0 + timedelta(minutes=6))
+    ]
     assert _ids(table, None) == [1, 2, 3, 4, 5]
     # the new file kept its statistics: pruning still finds exactly it
     assert _ids(table, files_overlapping(table, "ts", T0 + timedelta(minutes=29), T0 + timedelta(minutes=31))) == [
-        1, 2, 5]
+        1,
+        2,
+        5,
+    ]
     assert not (tmp_path / STAGING_DIR).exists()
 
 
@@ -101,6 +115,7 @@ def test_replace_refuses_a_file_outside_the_snapshot(tmp_path):
     _append(tmp_path, [1], [0])
     table = DeltaTable(str(tmp_path))
     with pytest.raises(ValueError, match="not a file"):
-        replace_files(table, _rows([2], [1]).to_reader(), [str(tmp_path / "nope.parquet")], ["month"],
-                      CommitProperties())
+        replace_files(
+            table, _rows([2], [1]).to_reader(), [str(tmp_path / "nope.parquet")], ["month"], CommitProperties()
+        )
     assert _ids(DeltaTable(str(tmp_path)), None) == [1]

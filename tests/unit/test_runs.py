@@ -13,8 +13,6 @@ from saleslake import api
 from saleslake.errors import LockBusyError
 from saleslake.runs import StageCounts, lake_lock, lock_is_free
 
-pytestmark = pytest.mark.unit
-
 
 def hold_lock(home, seconds: float) -> subprocess.Popen:
     code = textwrap.dedent(

@@ -157,8 +157,12 @@ def _overwrite(con: duckdb.DuckDBPyConnection, name: str, path: Path) -> None:
     columns = _select_list(_published_columns(con, name))
     reader = con.sql(f'SELECT {columns} FROM gold."{name}"').to_arrow_reader(BATCH_ROWS)
     write_deltalake(
-        str(path), reader, mode="overwrite", schema_mode="overwrite",
-        partition_by=[FACT_PARTITION] if name == FACT else None, writer_properties=writer_properties(),
+        str(path),
+        reader,
+        mode="overwrite",
+        schema_mode="overwrite",
+        partition_by=[FACT_PARTITION] if name == FACT else None,
+        writer_properties=writer_properties(),
     )
 
 
@@ -262,8 +266,9 @@ def _compact(table: DeltaTable, months: list[str]) -> None:
         files[month] = files.get(month, 0) + 1
     crowded = [m for m in months if files.get(m, 0) > MAX_FILES_PER_PARTITION]
     if crowded:
-        table.optimize.compact(partition_filters=[(FACT_PARTITION, "in", crowded)],
-                               writer_properties=writer_properties())
+        table.optimize.compact(
+            partition_filters=[(FACT_PARTITION, "in", crowded)], writer_properties=writer_properties()
+        )
 
 
 def record_release(lake: Lake, run_id: str, versions: dict[str, int]) -> str:

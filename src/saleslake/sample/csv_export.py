@@ -85,19 +85,19 @@ from saleslake.contract import CSV_FIELDS, REQUIRED_FIELDS
 from saleslake.errors import UserError
 
 __all__ = [
-    "REGIONS",
     "DEFAULT_ROWS",
     "OUTLIER_THRESHOLD",
-    "Dialect",
+    "REGIONS",
+    "SUMMARY_FILE",
     "City",
     "Country",
-    "RegionSpec",
+    "Dialect",
     "GenerationSummary",
     "MasterData",
+    "RegionSpec",
+    "file_days",
     "generate_csv",
     "master_data",
-    "file_days",
-    "SUMMARY_FILE",
 ]
 
 DEFAULT_ROWS = 100_000
@@ -187,10 +187,22 @@ REGIONS: dict[str, RegionSpec] = {
             "africa",
             "Africa",
             (
-                _country("Nigeria", "NG", "Africa", "Lagos|Lagos||3; Abuja|Federal Capital Territory; Kano|Kano; Ibadan|Oyo"),
+                _country(
+                    "Nigeria", "NG", "Africa", "Lagos|Lagos||3; Abuja|Federal Capital Territory; Kano|Kano; Ibadan|Oyo"
+                ),
                 _country("Egypt", "EG", "Africa", "Cairo|Al Qahirah||3; Alexandria|Al Iskandariyah; Giza|Al Jizah"),
-                _country("South Africa", "ZA", "Africa", "Johannesburg|Gauteng||2; Cape Town|Western Cape||2; Durban|KwaZulu-Natal; Pretoria|Gauteng"),
-                _country("Morocco", "MA", "Africa", "Casablanca|Grand Casablanca||2; Rabat|Rabat-Salé-Zemmour-Zaer; Marrakech|Marrakech-Tensift-Al Haouz"),
+                _country(
+                    "South Africa",
+                    "ZA",
+                    "Africa",
+                    "Johannesburg|Gauteng||2; Cape Town|Western Cape||2; Durban|KwaZulu-Natal; Pretoria|Gauteng",
+                ),
+                _country(
+                    "Morocco",
+                    "MA",
+                    "Africa",
+                    "Casablanca|Grand Casablanca||2; Rabat|Rabat-Salé-Zemmour-Zaer; Marrakech|Marrakech-Tensift-Al Haouz",
+                ),
                 _country("Kenya", "KE", "Africa", "Nairobi|Nairobi||2; Mombasa|Coast"),
                 _country("Ghana", "GH", "Africa", "Accra|Greater Accra; Kumasi|Ashanti"),
                 _country("Algeria", "DZ", "Africa", "Algiers|Alger; Oran|Oran"),
@@ -225,7 +237,12 @@ REGIONS: dict[str, RegionSpec] = {
             "caribbean",
             "Caribbean",
             (
-                _country("Dominican Republic", "DO", "LATAM", "Santo Domingo|Santo Domingo||3; Santiago de los Caballeros|Santiago"),
+                _country(
+                    "Dominican Republic",
+                    "DO",
+                    "LATAM",
+                    "Santo Domingo|Santo Domingo||3; Santiago de los Caballeros|Santiago",
+                ),
                 _country("Cuba", "CU", "LATAM", "Havana|Ciudad de la Habana||2; Santiago de Cuba|Santiago de Cuba"),
                 _country("Jamaica", "JM", "LATAM", "Kingston|Kingston||2; Montego Bay|Saint James"),
                 _country("Haiti", "HT", "LATAM", "Port-au-Prince|Ouest"),
@@ -250,11 +267,26 @@ REGIONS: dict[str, RegionSpec] = {
                     " Köln|Nordrhein-Westfalen|50667; Frankfurt am Main|Hessen|60311; Stuttgart|Baden-Württemberg|70173;"
                     " Dresden|Sachsen|01067; Leipzig|Sachsen|04109",
                 ),
-                _country("France", "FR", "EU", "Paris|Ile-de-France|75001|3; Lyon|Auvergne-Rhône-Alpes|69001; Marseille|Provence-Alpes-Côte d'Azur|13001; Strasbourg|Grand Est|67000"),
+                _country(
+                    "France",
+                    "FR",
+                    "EU",
+                    "Paris|Ile-de-France|75001|3; Lyon|Auvergne-Rhône-Alpes|69001; Marseille|Provence-Alpes-Côte d'Azur|13001; Strasbourg|Grand Est|67000",
+                ),
                 _country("Austria", "AT", "EU", "Wien|Wien|1010|2; Graz|Steiermark|8010; Salzburg|Salzburg|5020"),
                 _country("Switzerland", "CH", "EU", "Zürich|Zürich|8001|2; Genève|Genève|1201; Basel|Basel-Stadt|4051"),
-                _country("Netherlands", "NL", "EU", "Amsterdam|Noord-Holland|1012 AB|2; Rotterdam|Zuid-Holland|3011 AD; Utrecht|Utrecht|3511 AA"),
-                _country("Belgium", "BE", "EU", "Bruxelles|Bruxelles|1000|2; Antwerpen|Antwerpen|2000; Gent|Oost-Vlaanderen|9000"),
+                _country(
+                    "Netherlands",
+                    "NL",
+                    "EU",
+                    "Amsterdam|Noord-Holland|1012 AB|2; Rotterdam|Zuid-Holland|3011 AD; Utrecht|Utrecht|3511 AA",
+                ),
+                _country(
+                    "Belgium",
+                    "BE",
+                    "EU",
+                    "Bruxelles|Bruxelles|1000|2; Antwerpen|Antwerpen|2000; Gent|Oost-Vlaanderen|9000",
+                ),
             ),
             Dialect(";", ",", "%d/%m/%Y", crlf=True),
             0.5,
@@ -271,7 +303,12 @@ REGIONS: dict[str, RegionSpec] = {
                     "Mumbai|Maharashtra||3; New Delhi|Delhi||3; Bangalore|Karnataka||2; Chennai|Tamil Nadu||2;"
                     " Kolkata|West Bengal||2; Hyderabad|Telangana; Pune|Maharashtra; Ahmedabad|Gujarat; Surat|Gujarat",
                 ),
-                _country("Pakistan", "PK", "APAC", "Karachi|Sindh||2; Lahore|Punjab||2; Islamabad|Islamabad Capital Territory"),
+                _country(
+                    "Pakistan",
+                    "PK",
+                    "APAC",
+                    "Karachi|Sindh||2; Lahore|Punjab||2; Islamabad|Islamabad Capital Territory",
+                ),
                 _country("Bangladesh", "BD", "APAC", "Dhaka|Dhaka||2; Chittagong|Chittagong"),
                 _country("Sri Lanka", "LK", "APAC", "Colombo|Western"),
                 _country("Nepal", "NP", "APAC", "Kathmandu|Bagmati"),
@@ -324,8 +361,18 @@ REGIONS: dict[str, RegionSpec] = {
             "north",
             "North",
             (
-                _country("United Kingdom", "GB", "EU", "London|England|EC1A 1BB|4; Manchester|England|M1 1AE; Birmingham|England|B1 1AA; Edinburgh|Scotland|EH1 1YZ"),
-                _country("Sweden", "SE", "EU", "Stockholm|Stockholm|111 52|2; Göteborg|Västra Götaland|411 04; Malmö|Skåne|211 20"),
+                _country(
+                    "United Kingdom",
+                    "GB",
+                    "EU",
+                    "London|England|EC1A 1BB|4; Manchester|England|M1 1AE; Birmingham|England|B1 1AA; Edinburgh|Scotland|EH1 1YZ",
+                ),
+                _country(
+                    "Sweden",
+                    "SE",
+                    "EU",
+                    "Stockholm|Stockholm|111 52|2; Göteborg|Västra Götaland|411 04; Malmö|Skåne|211 20",
+                ),
                 _country("Norway", "NO", "EU", "Oslo|Oslo|0150|2; Bergen|Hordaland|5003"),
                 _country("Denmark", "DK", "EU", "København|Hovedstaden|1050|2; Aarhus|Midtjylland|8000"),
                 _country("Finland", "FI", "EU", "Helsinki|Uusimaa|00100|2; Tampere|Pirkanmaa|33100"),
@@ -339,7 +386,12 @@ REGIONS: dict[str, RegionSpec] = {
             "north_asia",
             "North Asia",
             (
-                _country("China", "CN", "APAC", "Shanghai|Shanghai||3; Beijing|Beijing||3; Guangzhou|Guangdong||2; Shenzhen|Guangdong||2; Chengdu|Sichuan; Tianjin|Tianjin; Suzhou|Jiangsu"),
+                _country(
+                    "China",
+                    "CN",
+                    "APAC",
+                    "Shanghai|Shanghai||3; Beijing|Beijing||3; Guangzhou|Guangdong||2; Shenzhen|Guangdong||2; Chengdu|Sichuan; Tianjin|Tianjin; Suzhou|Jiangsu",
+                ),
                 _country("Japan", "JP", "APAC", "Tokyo|Tokyo||3; Osaka|Osaka||2; Yokohama|Kanagawa; Nagoya|Aichi"),
                 _country("South Korea", "KR", "APAC", "Seoul|Seoul||2; Busan|Busan"),
                 _country("Taiwan", "TW", "APAC", "Taipei|Taipei City"),
@@ -362,7 +414,12 @@ REGIONS: dict[str, RegionSpec] = {
                     " Perth|Western Australia|6000|2; Adelaide|South Australia|5000; Canberra|Australian Capital Territory|2600;"
                     " Darwin|Northern Territory|0800|0.5; Hobart|Tasmania|7000|0.5; Wollongong|New South Wales|2500|0.5",
                 ),
-                _country("New Zealand", "NZ", "APAC", "Auckland|Auckland|1010|2; Wellington|Wellington|6011; Christchurch|Canterbury|8011"),
+                _country(
+                    "New Zealand",
+                    "NZ",
+                    "APAC",
+                    "Auckland|Auckland|1010|2; Wellington|Wellington|6011; Christchurch|Canterbury|8011",
+                ),
                 _country("Papua New Guinea", "PG", "APAC", "Port Moresby|National Capital"),
             ),
             _COMMA,
@@ -373,7 +430,12 @@ REGIONS: dict[str, RegionSpec] = {
             "south",
             "South",
             (
-                _country("Brazil", "BR", "LATAM", "São Paulo|São Paulo||4; Rio de Janeiro|Rio de Janeiro||3; Brasília|Distrito Federal; Belo Horizonte|Minas Gerais; Salvador|Bahia"),
+                _country(
+                    "Brazil",
+                    "BR",
+                    "LATAM",
+                    "São Paulo|São Paulo||4; Rio de Janeiro|Rio de Janeiro||3; Brasília|Distrito Federal; Belo Horizonte|Minas Gerais; Salvador|Bahia",
+                ),
                 _country("Argentina", "AR", "LATAM", "Buenos Aires|Buenos Aires||3; Córdoba|Córdoba; Rosario|Santa Fe"),
                 _country("Colombia", "CO", "LATAM", "Bogotá|Distrito Capital||2; Medellín|Antioquia"),
                 _country("Chile", "CL", "LATAM", "Santiago|Santiago||2; Valparaíso|Valparaíso"),
@@ -391,8 +453,18 @@ REGIONS: dict[str, RegionSpec] = {
             "southeast_asia",
             "Southeast Asia",
             (
-                _country("Indonesia", "ID", "APAC", "Jakarta|Jakarta||3; Surabaya|Jawa Timur; Bandung|Jawa Barat; Palembang|Sumatera Selatan"),
-                _country("Philippines", "PH", "APAC", "Manila|National Capital||2; Quezon City|National Capital; Cebu City|Central Visayas"),
+                _country(
+                    "Indonesia",
+                    "ID",
+                    "APAC",
+                    "Jakarta|Jakarta||3; Surabaya|Jawa Timur; Bandung|Jawa Barat; Palembang|Sumatera Selatan",
+                ),
+                _country(
+                    "Philippines",
+                    "PH",
+                    "APAC",
+                    "Manila|National Capital||2; Quezon City|National Capital; Cebu City|Central Visayas",
+                ),
                 _country("Vietnam", "VN", "APAC", "Ho Chi Minh City|Ho Chi Minh City||2; Hanoi|Hanoi||2"),
                 _country("Thailand", "TH", "APAC", "Bangkok|Bangkok||2; Chiang Mai|Chiang Mai"),
                 _country("Malaysia", "MY", "APAC", "Kuala Lumpur|Kuala Lumpur||2; Penang|Penang"),
@@ -454,75 +526,503 @@ _SUBCATEGORIES = (
 
 _BRANDS = {
     "Furniture": (
-        "Bush", "Sauder", "Hon", "Harbour Creations", "Novimex", "Office Star", "SAFCO", "Chromcraft",
-        "Bevis", "Barricks", "Global", "Ikea", "Dania", "Eldon", "Tenex", "Deflect-o", "Rubbermaid",
-        "Howard Miller", "Executive Impressions", "Hon Metro", "Lesro", "Hergo",
+        "Bush",
+        "Sauder",
+        "Hon",
+        "Harbour Creations",
+        "Novimex",
+        "Office Star",
+        "SAFCO",
+        "Chromcraft",
+        "Bevis",
+        "Barricks",
+        "Global",
+        "Ikea",
+        "Dania",
+        "Eldon",
+        "Tenex",
+        "Deflect-o",
+        "Rubbermaid",
+        "Howard Miller",
+        "Executive Impressions",
+        "Hon Metro",
+        "Lesro",
+        "Hergo",
     ),
     "Office Supplies": (
-        "Avery", "Acco", "Eldon", "Fellowes", "GBC", "Ibico", "Wilson Jones", "Cardinal", "Smead",
-        "Stockwell", "Advantus", "Binney & Smith", "Fiskars", "Kleencut", "Stanley", "Sanford",
-        "Hoover", "Cuisinart", "KitchenAid", "Hamilton Beach", "Breville", "Ames", "Jiffy", "Kraft",
-        "Xerox", "Hammermill", "Southworth", "Rogers", "Staples", "Globe-Weis", "Tenex", "Accos",
+        "Avery",
+        "Acco",
+        "Eldon",
+        "Fellowes",
+        "GBC",
+        "Ibico",
+        "Wilson Jones",
+        "Cardinal",
+        "Smead",
+        "Stockwell",
+        "Advantus",
+        "Binney & Smith",
+        "Fiskars",
+        "Kleencut",
+        "Stanley",
+        "Sanford",
+        "Hoover",
+        "Cuisinart",
+        "KitchenAid",
+        "Hamilton Beach",
+        "Breville",
+        "Ames",
+        "Jiffy",
+        "Kraft",
+        "Xerox",
+        "Hammermill",
+        "Southworth",
+        "Rogers",
+        "Staples",
+        "Globe-Weis",
+        "Tenex",
+        "Accos",
     ),
     "Technology": (
-        "Apple", "Samsung", "Motorola", "Nokia", "Cisco", "Polycom", "Logitech", "Belkin", "Kingston",
-        "SanDisk", "Memorex", "Plantronics", "Canon", "Hewlett", "Brother", "Sharp", "Epson", "Okidata",
-        "StarTech", "Panasonic", "Konica", "Lexmark", "Zebra", "Hewlett-Packard", "Hoover",
+        "Apple",
+        "Samsung",
+        "Motorola",
+        "Nokia",
+        "Cisco",
+        "Polycom",
+        "Logitech",
+        "Belkin",
+        "Kingston",
+        "SanDisk",
+        "Memorex",
+        "Plantronics",
+        "Canon",
+        "Hewlett",
+        "Brother",
+        "Sharp",
+        "Epson",
+        "Okidata",
+        "StarTech",
+        "Panasonic",
+        "Konica",
+        "Lexmark",
+        "Zebra",
+        "Hewlett-Packard",
+        "Hoover",
     ),
 }
 _NOUNS = {
-    "Bookcases": ("Library with Doors", "Classic Bookcase", "Corner Shelving", "3-Shelf Cabinet", "Floating Shelf Set", "Stackable Bookrack", "Metal Bookcase", "Open Shelf Bookcase"),
-    "Chairs": ("Executive Leather Armchair", "Task Chair", "Swivel Stool", "Rocking Chair", "Chairmat", "Steel Folding Chair", "Ergonomic Mesh Chair", "Stacking Chairs"),
-    "Furnishings": ("Clock", "Frame", "Desk Lamp", "Light Bulb", "Door Stop", "Photo Frame", "Cable Manager", "Floor Mat", "Wall Planner"),
-    "Tables": ("Conference Table", "Round Table", "Training Table", "Computer Table", "Coffee Table", "End Table", "Folding Table"),
-    "Appliances": ("Microwave", "Refrigerator", "Toaster", "Coffee Grinder", "Stove", "Blender", "Space Heater", "Air Purifier", "Vacuum"),
-    "Art": ("Pencil Sharpener", "Markers", "Sketch Pad", "Highlighters", "Colored Pencils", "Canvas", "Crayons", "Paint Set"),
-    "Binders": ("Binder", "Binding Machine", "Binder Covers", "Index Tab", "Presentation Covers", "Ring Binder", "Clip Binder"),
-    "Envelopes": ("Clasp Envelope", "Mailers", "Interoffice Envelope", "Business Envelopes", "Peel and Seal Envelope", "Catalog Envelope"),
+    "Bookcases": (
+        "Library with Doors",
+        "Classic Bookcase",
+        "Corner Shelving",
+        "3-Shelf Cabinet",
+        "Floating Shelf Set",
+        "Stackable Bookrack",
+        "Metal Bookcase",
+        "Open Shelf Bookcase",
+    ),
+    "Chairs": (
+        "Executive Leather Armchair",
+        "Task Chair",
+        "Swivel Stool",
+        "Rocking Chair",
+        "Chairmat",
+        "Steel Folding Chair",
+        "Ergonomic Mesh Chair",
+        "Stacking Chairs",
+    ),
+    "Furnishings": (
+        "Clock",
+        "Frame",
+        "Desk Lamp",
+        "Light Bulb",
+        "Door Stop",
+        "Photo Frame",
+        "Cable Manager",
+        "Floor Mat",
+        "Wall Planner",
+    ),
+    "Tables": (
+        "Conference Table",
+        "Round Table",
+        "Training Table",
+        "Computer Table",
+        "Coffee Table",
+        "End Table",
+        "Folding Table",
+    ),
+    "Appliances": (
+        "Microwave",
+        "Refrigerator",
+        "Toaster",
+        "Coffee Grinder",
+        "Stove",
+        "Blender",
+        "Space Heater",
+        "Air Purifier",
+        "Vacuum",
+    ),
+    "Art": (
+        "Pencil Sharpener",
+        "Markers",
+        "Sketch Pad",
+        "Highlighters",
+        "Colored Pencils",
+        "Canvas",
+        "Crayons",
+        "Paint Set",
+    ),
+    "Binders": (
+        "Binder",
+        "Binding Machine",
+        "Binder Covers",
+        "Index Tab",
+        "Presentation Covers",
+        "Ring Binder",
+        "Clip Binder",
+    ),
+    "Envelopes": (
+        "Clasp Envelope",
+        "Mailers",
+        "Interoffice Envelope",
+        "Business Envelopes",
+        "Peel and Seal Envelope",
+        "Catalog Envelope",
+    ),
     "Fasteners": ("Rubber Bands", "Paper Clips", "Staples", "Push Pins", "Thumb Tacks", "Binder Clips", "Brads"),
-    "Labels": ("Shipping Labels", "Color Coded Labels", "Address Labels", "Removable Labels", "Legal Exhibit Labels", "File Folder Labels"),
-    "Paper": ("Copy Paper", "Message Books", "Note Cards", "Parchment Paper", "Cardstock", "Easel Pads", "Computer Printout Paper"),
+    "Labels": (
+        "Shipping Labels",
+        "Color Coded Labels",
+        "Address Labels",
+        "Removable Labels",
+        "Legal Exhibit Labels",
+        "File Folder Labels",
+    ),
+    "Paper": (
+        "Copy Paper",
+        "Message Books",
+        "Note Cards",
+        "Parchment Paper",
+        "Cardstock",
+        "Easel Pads",
+        "Computer Printout Paper",
+    ),
     "Storage": ("File Cart", "Lockers", "Shelving", "Box", "Trays", "Archival Boxes", "Storage Bins", "File Cabinet"),
     "Supplies": ("Scissors", "Ruler", "Box Cutter", "Letter Opener", "Trimmer", "Stapler", "Hole Punch"),
-    "Accessories": ("Memory Card", "Keyboard", "Mouse", "Flash Drive", "Router", "Headset", "Webcam", "Audio Dock", "Numeric Keypad"),
-    "Copiers": ("Personal Copier", "Fax and Copier", "Wireless Fax", "Copy Machine", "Color Copier", "Multifunction Copier"),
-    "Machines": ("Printer", "Inkjet", "Card Printer", "Calculator", "Shredder", "Receipt Printer", "Scanner", "Label Maker"),
-    "Phones": ("Smart Phone", "Office Telephone", "Cordless Phone", "Headset", "Conference Phone", "Signal Booster", "Mobile Phone"),
+    "Accessories": (
+        "Memory Card",
+        "Keyboard",
+        "Mouse",
+        "Flash Drive",
+        "Router",
+        "Headset",
+        "Webcam",
+        "Audio Dock",
+        "Numeric Keypad",
+    ),
+    "Copiers": (
+        "Personal Copier",
+        "Fax and Copier",
+        "Wireless Fax",
+        "Copy Machine",
+        "Color Copier",
+        "Multifunction Copier",
+    ),
+    "Machines": (
+        "Printer",
+        "Inkjet",
+        "Card Printer",
+        "Calculator",
+        "Shredder",
+        "Receipt Printer",
+        "Scanner",
+        "Label Maker",
+    ),
+    "Phones": (
+        "Smart Phone",
+        "Office Telephone",
+        "Cordless Phone",
+        "Headset",
+        "Conference Phone",
+        "Signal Booster",
+        "Mobile Phone",
+    ),
 }
 _VARIANTS = (
-    "Black", "Blue", "Red", "White", "Gray", "Silver", "Durable", "Heavy Duty", "Recycled", "Economy",
-    "Premium", "Adjustable", "Mobile", "Wireless", "Full Size", "Easy Grip", "with Lock", "5/Pack",
-    "10/Pack", "Assorted Sizes", "Pine", "Oak", "Cherry", "High-Speed", "Cordless", "Digital",
-    "Fully Assembled", "Industrial", "Clear", "Steel",
+    "Black",
+    "Blue",
+    "Red",
+    "White",
+    "Gray",
+    "Silver",
+    "Durable",
+    "Heavy Duty",
+    "Recycled",
+    "Economy",
+    "Premium",
+    "Adjustable",
+    "Mobile",
+    "Wireless",
+    "Full Size",
+    "Easy Grip",
+    "with Lock",
+    "5/Pack",
+    "10/Pack",
+    "Assorted Sizes",
+    "Pine",
+    "Oak",
+    "Cherry",
+    "High-Speed",
+    "Cordless",
+    "Digital",
+    "Fully Assembled",
+    "Industrial",
+    "Clear",
+    "Steel",
 )
-_SIZES = ('48" x 96"', '36" Round', '72"H x 36"W', '19"', '8 1/2" x 11"', '11" x 17"', '15"W x 12"D', '2" x 4"', '24"', '30" x 60"')
+_SIZES = (
+    '48" x 96"',
+    '36" Round',
+    '72"H x 36"W',
+    '19"',
+    '8 1/2" x 11"',
+    '11" x 17"',
+    '15"W x 12"D',
+    '2" x 4"',
+    '24"',
+    '30" x 60"',
+)
 
 _FIRST_NAMES = (
-    "Aaron", "Adam", "Adrian", "Alan", "Alejandro", "Alex", "Amy", "Andrew", "Angela", "Anna", "Anthony",
-    "Barbara", "Ben", "Benjamin", "Brenda", "Brian", "Bruce", "Carl", "Carlos", "Carol", "Catherine",
-    "Chris", "Christine", "Chuck", "Claire", "Craig", "Daniel", "Darren", "David", "Deborah", "Dennis",
-    "Diana", "Dianna", "Edward", "Elena", "Emily", "Eric", "Erin", "Eva", "Frank", "Gary", "George",
-    "Greg", "Hannah", "Harold", "Helen", "Henry", "Ivan", "Jack", "James", "Jane", "Jason", "Jennifer",
-    "Jessica", "Joe", "John", "Joseph", "Joy", "Julia", "Justin", "Karen", "Katherine", "Kelly", "Ken",
-    "Kim", "Larry", "Laura", "Laurel", "Linda", "Lisa", "Luis", "Maria", "Mark", "Martin", "Mary",
-    "Matt", "Michael", "Michelle", "Mike", "Nancy", "Naresh", "Nicole", "Patrick", "Paul", "Peter",
-    "Priya", "Rachel", "Raymond", "Rick", "Ritsa", "Robert", "Ruth", "Ryan", "Sanjit", "Sarah", "Scott",
-    "Sean", "Stephanie", "Steve", "Stuart", "Susan", "Tamara", "Thomas", "Tom", "Tracy", "Victoria",
-    "Vivek", "Wei", "William", "Yoshiko", "Zuschuss",
+    "Aaron",
+    "Adam",
+    "Adrian",
+    "Alan",
+    "Alejandro",
+    "Alex",
+    "Amy",
+    "Andrew",
+    "Angela",
+    "Anna",
+    "Anthony",
+    "Barbara",
+    "Ben",
+    "Benjamin",
+    "Brenda",
+    "Brian",
+    "Bruce",
+    "Carl",
+    "Carlos",
+    "Carol",
+    "Catherine",
+    "Chris",
+    "Christine",
+    "Chuck",
+    "Claire",
+    "Craig",
+    "Daniel",
+    "Darren",
+    "David",
+    "Deborah",
+    "Dennis",
+    "Diana",
+    "Dianna",
+    "Edward",
+    "Elena",
+    "Emily",
+    "Eric",
+    "Erin",
+    "Eva",
+    "Frank",
+    "Gary",
+    "George",
+    "Greg",
+    "Hannah",
+    "Harold",
+    "Helen",
+    "Henry",
+    "Ivan",
+    "Jack",
+    "James",
+    "Jane",
+    "Jason",
+    "Jennifer",
+    "Jessica",
+    "Joe",
+    "John",
+    "Joseph",
+    "Joy",
+    "Julia",
+    "Justin",
+    "Karen",
+    "Katherine",
+    "Kelly",
+    "Ken",
+    "Kim",
+    "Larry",
+    "Laura",
+    "Laurel",
+    "Linda",
+    "Lisa",
+    "Luis",
+    "Maria",
+    "Mark",
+    "Martin",
+    "Mary",
+    "Matt",
+    "Michael",
+    "Michelle",
+    "Mike",
+    "Nancy",
+    "Naresh",
+    "Nicole",
+    "Patrick",
+    "Paul",
+    "Peter",
+    "Priya",
+    "Rachel",
+    "Raymond",
+    "Rick",
+    "Ritsa",
+    "Robert",
+    "Ruth",
+    "Ryan",
+    "Sanjit",
+    "Sarah",
+    "Scott",
+    "Sean",
+    "Stephanie",
+    "Steve",
+    "Stuart",
+    "Susan",
+    "Tamara",
+    "Thomas",
+    "Tom",
+    "Tracy",
+    "Victoria",
+    "Vivek",
+    "Wei",
+    "William",
+    "Yoshiko",
+    "Zuschuss",
 )
 _LAST_NAMES = (
-    "Adams", "Allen", "Anderson", "Armstrong", "Bailey", "Baker", "Bell", "Beltran", "Bennett", "Blume",
-    "Brooks", "Brown", "Campbell", "Carter", "Chen", "Clark", "Collins", "Cook", "Cooper", "Cox", "Davis",
-    "Diaz", "Edwards", "Evans", "Ferguson", "Fisher", "Flores", "Foster", "Fuller", "Garcia", "Gomez",
-    "Gonzalez", "Gray", "Green", "Hall", "Hansen", "Harris", "Hernandez", "Hightower", "Hill", "Holt",
-    "Howard", "Hughes", "Jackson", "James", "Jenkins", "Johnson", "Jones", "Kelly", "Kim", "King",
-    "Klamczynski", "Lee", "Lewis", "Lopez", "Martin", "Martinez", "Maxwell", "Miller", "Mitchell",
-    "Moore", "Morgan", "Morris", "Morse", "Murphy", "Murray", "Nelson", "Nguyen", "O'Brien", "O'Connor",
-    "Parker", "Patel", "Patterson", "Perez", "Peterman", "Phillips", "Price", "Ramirez", "Reed", "Reiter",
-    "Reyes", "Richardson", "Ritter", "Rivera", "Roberts", "Robinson", "Rodriguez", "Rogers", "Ross",
-    "Sanchez", "Sanders", "Schmidt", "Scott", "Singh", "Smith", "Stewart", "Sullivan", "Tanaka",
-    "Taylor", "Thomas", "Thompson", "Torres", "Turner", "Van Huff", "Waco", "Walker", "Ward", "Watson",
-    "White", "Williams", "Wilson", "Wood", "Wright", "Young", "Zhang",
+    "Adams",
+    "Allen",
+    "Anderson",
+    "Armstrong",
+    "Bailey",
+    "Baker",
+    "Bell",
+    "Beltran",
+    "Bennett",
+    "Blume",
+    "Brooks",
+    "Brown",
+    "Campbell",
+    "Carter",
+    "Chen",
+    "Clark",
+    "Collins",
+    "Cook",
+    "Cooper",
+    "Cox",
+    "Davis",
+    "Diaz",
+    "Edwards",
+    "Evans",
+    "Ferguson",
+    "Fisher",
+    "Flores",
+    "Foster",
+    "Fuller",
+    "Garcia",
+    "Gomez",
+    "Gonzalez",
+    "Gray",
+    "Green",
+    "Hall",
+    "Hansen",
+    "Harris",
+    "Hernandez",
+    "Hightower",
+    "Hill",
+    "Holt",
+    "Howard",
+    "Hughes",
+    "Jackson",
+    "James",
+    "Jenkins",
+    "Johnson",
+    "Jones",
+    "Kelly",
+    "Kim",
+    "King",
+    "Klamczynski",
+    "Lee",
+    "Lewis",
+    "Lopez",
+    "Martin",
+    "Martinez",
+    "Maxwell",
+    "Miller",
+    "Mitchell",
+    "Moore",
+    "Morgan",
+    "Morris",
+    "Morse",
+    "Murphy",
+    "Murray",
+    "Nelson",
+    "Nguyen",
+    "O'Brien",
+    "O'Connor",
+    "Parker",
+    "Patel",
+    "Patterson",
+    "Perez",
+    "Peterman",
+    "Phillips",
+    "Price",
+    "Ramirez",
+    "Reed",
+    "Reiter",
+    "Reyes",
+    "Richardson",
+    "Ritter",
+    "Rivera",
+    "Roberts",
+    "Robinson",
+    "Rodriguez",
+    "Rogers",
+    "Ross",
+    "Sanchez",
+    "Sanders",
+    "Schmidt",
+    "Scott",
+    "Singh",
+    "Smith",
+    "Stewart",
+    "Sullivan",
+    "Tanaka",
+    "Taylor",
+    "Thomas",
+    "Thompson",
+    "Torres",
+    "Turner",
+    "Van Huff",
+    "Waco",
+    "Walker",
+    "Ward",
+    "Watson",
+    "White",
+    "Williams",
+    "Wilson",
+    "Wood",
+    "Wright",
+    "Young",
+    "Zhang",
 )
 _SEGMENTS = ("Consumer", "Corporate", "Home Office")
 _SEGMENT_P = (0.52, 0.30, 0.18)
@@ -571,9 +1071,17 @@ _DEFECT_INDEX = {code: i for i, code in enumerate(_DEFECT_CODES)}
 _DEFECT_WEIGHTS = np.array(
     [
         *(5, 4, 4, 8, 6, 5, 5),  # missing: order_id line_id order_date customer_id product_id quantity sales
-        7, 5,  # invalid dates
-        7, 5, 4, 4, 3,  # invalid numbers
-        7, 7, 6, 8,  # non-positive quantity/sales, discount range, ship before order
+        7,
+        5,  # invalid dates
+        7,
+        5,
+        4,
+        4,
+        3,  # invalid numbers
+        7,
+        7,
+        6,
+        8,  # non-positive quantity/sales, discount range, ship before order
     ],
     dtype=float,
 )
@@ -708,7 +1216,10 @@ def _quote(value: str, delimiter: str) -> str:
 
 def _render_date(fmt: str, day: int, month: int, year: int) -> str:
     return (
-        fmt.replace("%d", f"{day:02d}").replace("%m", f"{month:02d}").replace("%Y", f"{year:04d}").replace("%y", f"{year % 100:02d}")
+        fmt.replace("%d", f"{day:02d}")
+        .replace("%m", f"{month:02d}")
+        .replace("%Y", f"{year:04d}")
+        .replace("%y", f"{year % 100:02d}")
     )
 
 
@@ -944,7 +1455,9 @@ class _Master:
         changes = rng.random(n) < CUSTOMER_CHANGE_SHARE
         kind = rng.choice(3, size=n, p=(0.40, 0.35, 0.25))
         new_segment = np.where(changes & (kind != 1), (segment + rng.integers(1, 3, size=n)) % 3, segment)
-        new_last = np.where(changes & (kind != 0), (last + rng.integers(1, len(_LAST_NAMES), size=n)) % len(_LAST_NAMES), last)
+        new_last = np.where(
+            changes & (kind != 0), (last + rng.integers(1, len(_LAST_NAMES), size=n)) % len(_LAST_NAMES), last
+        )
         when = _DATE_OFFSET + np.floor(self.days * (0.1 + 0.8 * rng.random(n))).astype(np.int64)
         self.cust_change = np.where(changes, when, np.iinfo(np.int64).max)
         fn = [_FIRST_NAMES[i] for i in first]
@@ -954,7 +1467,6 @@ class _Master:
         self.cust_id = pa.array(ids)
         self.cust_name = pa.array(names)
         self.cust_segment = pa.array([_SEGMENTS[s] for s in segment] + [_SEGMENTS[s] for s in new_segment])
-
 
 
 class _Generator(_Master):
@@ -1098,7 +1610,9 @@ class _Generator(_Master):
                 stale += [p for p in sorted(folder.glob("*.csv")) if p.name not in mine and pattern.fullmatch(p.name)]
                 other = sorted(p.name for p in folder.glob("*.csv") if not pattern.fullmatch(p.name))
                 if other:
-                    raise UserError(f"{folder} holds CSV files this generator did not write (e.g. {other[0]}); use an empty folder")
+                    raise UserError(
+                        f"{folder} holds CSV files this generator did not write (e.g. {other[0]}); use an empty folder"
+                    )
         if not stale:
             return
         if not (self.out_dir / SUMMARY_FILE).is_file():
@@ -1154,7 +1668,9 @@ class _Generator(_Master):
         # 3. Defects on some fresh lines.
         n_bad = np.minimum(rng.binomial(n, self.error_rate), fresh_n) if self.error_rate > 0 else np.zeros(R, np.int64)
         starts = np.concatenate([[0], np.cumsum(fresh_n)[:-1]])
-        bad_pos = [rng.choice(int(fresh_n[r]), size=int(n_bad[r]), replace=False) + starts[r] for r in range(R) if n_bad[r]]
+        bad_pos = [
+            rng.choice(int(fresh_n[r]), size=int(n_bad[r]), replace=False) + starts[r] for r in range(R) if n_bad[r]
+        ]
         bad = np.sort(np.concatenate(bad_pos)) if bad_pos else np.zeros(0, dtype=np.int64)
         valid = np.ones(L, dtype=bool)
         valid[bad] = False
@@ -1221,28 +1737,28 @@ class _Generator(_Master):
             return empty, np.zeros(0, dtype=np.int64)
         sizes_a = np.concatenate(sizes)
         region = np.concatenate(o_region)
-        O = len(region)
+        n_orders = len(region)
         # Orders.
         cust = _pick_weighted(rng, self.cust_cum, self.cust_lo[region], self.cust_hi[region])
         city = self.cust_city[cust]
-        move = rng.random(O) < 0.10
+        move = rng.random(n_orders) < 0.10
         if move.any():
             city[move] = _pick_weighted(rng, self.city_cum, self.city_lo[region[move]], self.city_hi[region[move]])
-        late = rng.random(O) < P_LATE
-        odate = np.where(late, today - rng.integers(1, 61, size=O), today)
-        prio = rng.choice(4, size=O, p=_PRIORITY_P)
+        late = rng.random(n_orders) < P_LATE
+        odate = np.where(late, today - rng.integers(1, 61, size=n_orders), today)
+        prio = rng.choice(4, size=n_orders, p=_PRIORITY_P)
         cum = np.cumsum(_MODE_GIVEN_PRIORITY, axis=1)
-        smode = np.minimum((rng.random(O)[:, None] > cum[prio]).sum(axis=1), 3)
+        smode = np.minimum((rng.random(n_orders)[:, None] > cum[prio]).sum(axis=1), 3)
         lo = np.array([a for a, _ in _SHIP_DAYS])[smode]
         hi = np.array([b for _, b in _SHIP_DAYS])[smode]
-        ship_days = lo + np.floor(rng.random(O) * (hi - lo + 1)).astype(np.int64)
-        sdate = np.where(rng.random(O) < P_UNSHIPPED, -1, odate + ship_days)
-        postal = self.city_has_postal[city] & (rng.random(O) < self.postal_share[region])
-        order_no = np.arange(self.next_order, self.next_order + O, dtype=np.int64)
-        self.next_order += O
+        ship_days = lo + np.floor(rng.random(n_orders) * (hi - lo + 1)).astype(np.int64)
+        sdate = np.where(rng.random(n_orders) < P_UNSHIPPED, -1, odate + ship_days)
+        postal = self.city_has_postal[city] & (rng.random(n_orders) < self.postal_share[region])
+        order_no = np.arange(self.next_order, self.next_order + n_orders, dtype=np.int64)
+        self.next_order += n_orders
         order_no = 1_000_000 + (order_no * _ORDER_NO_MULT + 1_234_567) % _ORDER_NO_SPAN
         # Lines.
-        line_order = np.repeat(np.arange(O), sizes_a)
+        line_order = np.repeat(np.arange(n_orders), sizes_a)
         L = len(line_order)
         prod = np.searchsorted(self.prod_cum, rng.random(L) * self.prod_cum[-1], side="right")
         prod = np.minimum(prod, self.n_products - 1)
@@ -1283,7 +1799,9 @@ class _Generator(_Master):
         }
         return fresh, line_order
 
-    def _resent(self, pool: dict[str, np.ndarray] | None, dup_idx: np.ndarray, corr_idx: np.ndarray) -> dict[str, np.ndarray]:
+    def _resent(
+        self, pool: dict[str, np.ndarray] | None, dup_idx: np.ndarray, corr_idx: np.ndarray
+    ) -> dict[str, np.ndarray]:
         if pool is None or (len(dup_idx) + len(corr_idx)) == 0:
             out = {c: np.zeros(0, dtype=np.int64) for c in _COLS}
             out["postal"] = np.zeros(0, dtype=bool)
@@ -1313,7 +1831,9 @@ class _Generator(_Master):
         m = kind == 2
         if m.any():
             p0 = cor["price"][m]
-            p1 = np.maximum(np.rint(p0 * rng.uniform(0.85, 1.15, size=int(m.sum())) / 100.0).astype(np.int64) * 100, 100)
+            p1 = np.maximum(
+                np.rint(p0 * rng.uniform(0.85, 1.15, size=int(m.sum())) / 100.0).astype(np.int64) * 100, 100
+            )
             p1 = np.where(p1 == p0, p0 + 100, p1)
             s0 = cor["sales"][m]
             s1 = p1 * cor["qty"][m]
@@ -1325,10 +1845,14 @@ class _Generator(_Master):
         if m.any():
             s = cor["sdate"][m]
             o = cor["odate"][m]
-            cor["sdate"][m] = np.where(s < 0, o + rng.integers(0, 8, size=int(m.sum())), s + rng.integers(1, 4, size=int(m.sum())))
+            cor["sdate"][m] = np.where(
+                s < 0, o + rng.integers(0, 8, size=int(m.sum())), s + rng.integers(1, 4, size=int(m.sum()))
+            )
         return {c: np.concatenate([dup[c], cor[c]]) for c in _COLS}
 
-    def _ensure_unambiguous(self, fresh: dict[str, np.ndarray], line_order: np.ndarray, valid: np.ndarray, resent: dict[str, np.ndarray]) -> None:
+    def _ensure_unambiguous(
+        self, fresh: dict[str, np.ndarray], line_order: np.ndarray, valid: np.ndarray, resent: dict[str, np.ndarray]
+    ) -> None:
         """Move one order per file back to the last day of the previous month when no valid
         line of the file has a date with a day of month above 12."""
         R = self.R
@@ -1384,7 +1908,9 @@ class _Generator(_Master):
                 else:
                     slot(fld)[idx] = 0  # the empty token of every token table
             elif reason == "invalid_date":
-                base = fresh["odate"][idx] if fld == "order_date" else np.maximum(fresh["sdate"][idx], fresh["odate"][idx])
+                base = (
+                    fresh["odate"][idx] if fld == "order_date" else np.maximum(fresh["sdate"][idx], fresh["odate"][idx])
+                )
                 specific = (
                     self.date_invalid
                     + (self.fmt_id[region[idx]] * self.n_years + self.year_idx[base]) * len(_INVALID_DAY_MONTH)
@@ -1393,7 +1919,9 @@ class _Generator(_Master):
                 generic = self.date_generic + rng.integers(len(_INVALID_DATES_GENERIC), size=k)
                 slot(fld)[idx] = np.where(rng.random(k) < 0.75, specific, generic)
             elif reason == "invalid_number":
-                slot(fld)[idx] = 1 + self.delim_id[region[idx]] * len(_INVALID_NUMBERS) + rng.integers(len(_INVALID_NUMBERS), size=k)
+                slot(fld)[idx] = (
+                    1 + self.delim_id[region[idx]] * len(_INVALID_NUMBERS) + rng.integers(len(_INVALID_NUMBERS), size=k)
+                )
             elif reason == "non_positive_quantity":
                 fresh["qty"][idx] = rng.choice(np.array([0, -1, -2, -3, -5]), size=k)
             elif reason == "non_positive_sales":
@@ -1410,7 +1938,9 @@ class _Generator(_Master):
 
     def _money(self, v: np.ndarray, sep: pa.Array) -> pa.Array:
         a = np.abs(v)
-        s = pc.binary_join_element_wise(pa.array(a // 10_000).cast(pa.string()), self.frac.take(pa.array(a % 10_000)), sep)
+        s = pc.binary_join_element_wise(
+            pa.array(a // 10_000).cast(pa.string()), self.frac.take(pa.array(a % 10_000)), sep
+        )
         neg = v < 0
         if neg.any():
             s = pc.binary_join_element_wise(self.minus.take(pa.array(neg.astype(np.int8))), s, "")
@@ -1450,7 +1980,11 @@ class _Generator(_Master):
             "",
         )
         names = self.prod_name_by_delim
-        pname = pc.if_else(pa.array(delim == 1), names[1].take(pa.array(prod_v)), names[0].take(pa.array(prod_v))) if delim.any() else names[0].take(pa.array(prod_v))
+        pname = (
+            pc.if_else(pa.array(delim == 1), names[1].take(pa.array(prod_v)), names[0].take(pa.array(prod_v)))
+            if delim.any()
+            else names[0].take(pa.array(prod_v))
+        )
         tok = self.num_tokens
         cols = [
             self._override(pa.array(lines["row_id"]).cast(pa.string()), ov.get("line_id"), self.empty_token),
@@ -1473,7 +2007,9 @@ class _Generator(_Master):
             pname,
             self._override(self._money(lines["sales"], dec_sep), ov.get("sales"), tok),
             self._override(pa.array(lines["qty"]).cast(pa.string()), ov.get("quantity"), tok),
-            self._override(self.disc_table.take(pa.array(lines["d10"] + 5 + 26 * self.dec_id[reg])), ov.get("discount"), tok),
+            self._override(
+                self.disc_table.take(pa.array(lines["d10"] + 5 + 26 * self.dec_id[reg])), ov.get("discount"), tok
+            ),
             self._override(self._money(lines["profit"], dec_sep), ov.get("profit"), tok),
             self._override(self._money(lines["shipc"], dec_sep), ov.get("shipping_cost"), tok),
             self.priority_eol.take(pa.array(lines["prio"] + len(_PRIORITIES) * self.eol_id[reg])),

@@ -52,7 +52,7 @@ import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -66,16 +66,16 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from saleslake.config import PostgresSettings
 
-__all__ = ["DEFAULT_ORDERS", "TABLES", "OltpSummary", "SQL_INJECTION_TEXT", "generate_oltp"]
+__all__ = ["DEFAULT_ORDERS", "SQL_INJECTION_TEXT", "TABLES", "OltpSummary", "generate_oltp"]
 
 DEFAULT_ORDERS = 10_000
 TABLES = ("stores", "customers", "products", "orders", "order_lines")
 LOG_TABLE = "saleslake_generator_log"
 SQL_INJECTION_TEXT = "'); DROP TABLE orders; --"
 
-START = datetime(2024, 1, 1, tzinfo=timezone.utc)
+START = datetime(2024, 1, 1, tzinfo=UTC)
 SPAN_DAYS = 731  # 2024-01-01 .. 2025-12-31
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 EPOCH_DATE = date(1970, 1, 1)
 US = 1_000_000
 DAY_US = 86_400 * US
@@ -90,12 +90,39 @@ P_DELETED_ORDER = 0.002
 P_DELETED_LINE = 0.003
 
 _STREETS = (
-    "Main Street", "Station Road", "High Street", "Park Avenue", "Church Lane", "King's Road", "Oak Avenue",
-    "Market Square", "Rue de la Paix", "Hauptstraße", "Calle Mayor", "Via Roma", "Rua Augusta", "Elm Street",
-    "Harbour View", "Mill Lane", "Queen's Parade", "Lakeside Drive", "Sunset Boulevard", "Avenida Paulista",
+    "Main Street",
+    "Station Road",
+    "High Street",
+    "Park Avenue",
+    "Church Lane",
+    "King's Road",
+    "Oak Avenue",
+    "Market Square",
+    "Rue de la Paix",
+    "Hauptstraße",
+    "Calle Mayor",
+    "Via Roma",
+    "Rua Augusta",
+    "Elm Street",
+    "Harbour View",
+    "Mill Lane",
+    "Queen's Parade",
+    "Lakeside Drive",
+    "Sunset Boulevard",
+    "Avenida Paulista",
 )
-_STORE_SUFFIXES = ("Central", "Mall", "Station", "Old Town", "Airport", "Outlet", "Harbour", "Riverside",
-                   "Market Square", "St. Mary's")
+_STORE_SUFFIXES = (
+    "Central",
+    "Mall",
+    "Station",
+    "Old Town",
+    "Airport",
+    "Outlet",
+    "Harbour",
+    "Riverside",
+    "Market Square",
+    "St. Mary's",
+)
 _RENAMES = ("(2nd Gen)", "- New Edition", "Pro", "(Refurbished)", "v2", '24" Wide', "Eco")
 
 # Planted text values: quotes, backslash, newline, unicode and SQL-looking content.
@@ -221,26 +248,99 @@ CREATE INDEX order_lines_product_idx ON order_lines (product_id);
 """
 
 COLUMNS = {
-    "stores": ("store_id", "store_name", "channel", "city", "state", "country", "postal_code", "region", "market",
-               "currency", "opened_on", "created_at", "updated_at", "deleted_at"),
-    "customers": ("customer_id", "customer_name", "email", "segment", "address_line", "city", "state", "country",
-                  "postal_code", "region", "market", "created_at", "updated_at", "deleted_at"),
-    "products": ("product_id", "product_name", "category", "sub_category", "list_price", "unit_cost",
-                 "created_at", "updated_at", "deleted_at"),
-    "orders": ("order_id", "customer_id", "store_id", "channel", "order_ts", "status", "ship_mode",
-               "order_priority", "ship_date", "ship_city", "ship_state", "ship_country", "ship_postal_code",
-               "ship_region", "ship_market", "currency", "cancelled_at", "created_at", "updated_at", "deleted_at"),
-    "order_lines": ("order_line_id", "order_id", "line_no", "product_id", "quantity", "unit_price", "discount",
-                    "unit_cost", "shipping_cost", "created_at", "updated_at", "deleted_at"),
+    "stores": (
+        "store_id",
+        "store_name",
+        "channel",
+        "city",
+        "state",
+        "country",
+        "postal_code",
+        "region",
+        "market",
+        "currency",
+        "opened_on",
+        "created_at",
+        "updated_at",
+        "deleted_at",
+    ),
+    "customers": (
+        "customer_id",
+        "customer_name",
+        "email",
+        "segment",
+        "address_line",
+        "city",
+        "state",
+        "country",
+        "postal_code",
+        "region",
+        "market",
+        "created_at",
+        "updated_at",
+        "deleted_at",
+    ),
+    "products": (
+        "product_id",
+        "product_name",
+        "category",
+        "sub_category",
+        "list_price",
+        "unit_cost",
+        "created_at",
+        "updated_at",
+        "deleted_at",
+    ),
+    "orders": (
+        "order_id",
+        "customer_id",
+        "store_id",
+        "channel",
+        "order_ts",
+        "status",
+        "ship_mode",
+        "order_priority",
+        "ship_date",
+        "ship_city",
+        "ship_state",
+        "ship_country",
+        "ship_postal_code",
+        "ship_region",
+        "ship_market",
+        "currency",
+        "cancelled_at",
+        "created_at",
+        "updated_at",
+        "deleted_at",
+    ),
+    "order_lines": (
+        "order_line_id",
+        "order_id",
+        "line_no",
+        "product_id",
+        "quantity",
+        "unit_price",
+        "discount",
+        "unit_cost",
+        "shipping_cost",
+        "created_at",
+        "updated_at",
+        "deleted_at",
+    ),
 }
 TYPES = {
     "stores": ("text",) * 10 + ("date", "timestamptz", "timestamptz", "timestamptz"),
     "customers": ("text",) * 11 + ("timestamptz",) * 3,
     "products": ("text",) * 4 + ("numeric", "numeric") + ("timestamptz",) * 3,
-    "orders": ("int8",) + ("text",) * 3 + ("timestamptz",) + ("text",) * 3 + ("date",) + ("text",) * 7
-              + ("timestamptz",) * 4,
+    "orders": ("int8",)
+    + ("text",) * 3
+    + ("timestamptz",)
+    + ("text",) * 3
+    + ("date",)
+    + ("text",) * 7
+    + ("timestamptz",) * 4,
     "order_lines": ("int8", "int8", "int4", "text", "int4", "numeric", "numeric", "numeric", "numeric")
-                   + ("timestamptz",) * 3,
+    + ("timestamptz",) * 3,
 }
 
 
@@ -328,8 +428,14 @@ def generate_oltp(
             summary = OltpSummary("unchanged", shown, seed, orders, _counts(conn), round=state["rounds"])
         if mutate:
             fill = state["fill"]
-            summary = _mutate(conn, shown, int(fill["seed"]), int(fill["orders"]), state["rounds"] + 1,
-                              loaded=summary.loaded if summary else {})
+            summary = _mutate(
+                conn,
+                shown,
+                int(fill["seed"]),
+                int(fill["orders"]),
+                state["rounds"] + 1,
+                loaded=summary.loaded if summary else {},
+            )
         assert summary is not None
         summary.seconds = round(time.perf_counter() - started, 3)
         return summary
@@ -365,8 +471,11 @@ def _translate(exc: Exception, shown: str) -> None:
 
 
 def _state(conn: psycopg.Connection) -> dict[str, Any]:
-    present = [t for t in (*TABLES, LOG_TABLE)
-               if conn.execute("SELECT to_regclass(%s)", (f"public.{t}",)).fetchone()[0] is not None]
+    present = [
+        t
+        for t in (*TABLES, LOG_TABLE)
+        if conn.execute("SELECT to_regclass(%s)", (f"public.{t}",)).fetchone()[0] is not None
+    ]
     fill, rounds = None, 0
     if LOG_TABLE in present:
         row = conn.execute(
@@ -393,8 +502,9 @@ def _lock(conn: psycopg.Connection) -> None:
 # --------------------------------------------------------------------------- fill
 
 
-def _fill(conn: psycopg.Connection, shown: str, orders: int, seed: int, replace: bool,
-          progress: Callable[[int], None] | None) -> OltpSummary:
+def _fill(
+    conn: psycopg.Connection, shown: str, orders: int, seed: int, replace: bool, progress: Callable[[int], None] | None
+) -> OltpSummary:
     started = time.perf_counter()
     world = _World(seed, orders)
     loaded: dict[str, int] = {}
@@ -402,8 +512,7 @@ def _fill(conn: psycopg.Connection, shown: str, orders: int, seed: int, replace:
         conn.execute("SET LOCAL lock_timeout = '10s'")
         _lock(conn)
         if replace:
-            conn.execute("DROP TABLE IF EXISTS order_lines, orders, customers, products, stores, "
-                         f"{LOG_TABLE} CASCADE")
+            conn.execute(f"DROP TABLE IF EXISTS order_lines, orders, customers, products, stores, {LOG_TABLE} CASCADE")
         conn.execute(DDL)
         loaded["stores"] = _copy(conn, "stores", world.store_rows())
         loaded["customers"] = _copy(conn, "customers", world.customer_rows())
@@ -433,12 +542,14 @@ def _fill(conn: psycopg.Connection, shown: str, orders: int, seed: int, replace:
 
 def _copy(conn: psycopg.Connection, table: str, rows: Iterable[Sequence[Any]]) -> int:
     n = 0
-    with conn.cursor() as cur:
-        with cur.copy(f"COPY {table} ({', '.join(COLUMNS[table])}) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(list(TYPES[table]))
-            for row in rows:
-                copy.write_row(row)
-                n += 1
+    with (
+        conn.cursor() as cur,
+        cur.copy(f"COPY {table} ({', '.join(COLUMNS[table])}) FROM STDIN (FORMAT BINARY)") as copy,
+    ):
+        copy.set_types(list(TYPES[table]))
+        for row in rows:
+            copy.write_row(row)
+            n += 1
     return n
 
 
@@ -522,13 +633,24 @@ class _World:
         self.store_id = [f"ST-{1001 + i}" for i in range(n)]
         self.store_region = region
         self.store_city = city
-        self.store_rows_ = list(zip(
-            self.store_id, names, ["outlet" if _STORE_SUFFIXES[s] == "Outlet" else "store" for s in suffix.tolist()],
-            [m.city_name[c] for c in city.tolist()], _none_if_empty(m.city_state[c] for c in city.tolist()),
-            [geo.city_country_name[c] for c in city.tolist()], _none_if_empty(m.city_postal[c] for c in city.tolist()),
-            [geo.city_label[c] for c in city.tolist()], [geo.city_market[c] for c in city.tolist()],
-            [CURRENCY] * n, opened, _ts(created_us), _ts(updated_us), [None] * n,
-        ))
+        self.store_rows_ = list(
+            zip(
+                self.store_id,
+                names,
+                ["outlet" if _STORE_SUFFIXES[s] == "Outlet" else "store" for s in suffix.tolist()],
+                [m.city_name[c] for c in city.tolist()],
+                _none_if_empty(m.city_state[c] for c in city.tolist()),
+                [geo.city_country_name[c] for c in city.tolist()],
+                _none_if_empty(m.city_postal[c] for c in city.tolist()),
+                [geo.city_label[c] for c in city.tolist()],
+                [geo.city_market[c] for c in city.tolist()],
+                [CURRENCY] * n,
+                opened,
+                _ts(created_us),
+                _ts(updated_us),
+                [None] * n,
+            )
+        )
         self.stores_n = np.bincount(region, minlength=len(m.regions))
         self.stores_lo = np.cumsum(self.stores_n) - self.stores_n
 
@@ -547,28 +669,43 @@ class _World:
         street = rng.integers(len(_STREETS), size=n)
         created_us = START_US - np.floor(rng.random(n) * 3 * 365 * DAY_US).astype(np.int64) // US * US
         changed = rng.random(n) < 0.2
-        updated_us = created_us + changed * (np.floor(rng.random(n) * (START_US - created_us)).astype(np.int64) // US * US)
+        updated_us = created_us + changed * (
+            np.floor(rng.random(n) * (START_US - created_us)).astype(np.int64) // US * US
+        )
         self.n_customers = n
         self.cust_id = [f"CU-{i + 1:07d}" for i in range(n)]
         self.cust_region = region
         self.cust_city = city
         self.cust_cum = np.cumsum(rng.lognormal(0.0, 0.8, n))
         names = [f"{cx._FIRST_NAMES[a]} {cx._LAST_NAMES[b]}" for a, b in zip(first.tolist(), last.tolist())]
-        emails = [f"{cx._FIRST_NAMES[a]}.{cx._LAST_NAMES[b]}{i % 97}@example.com".lower().replace(" ", "")
-                  for i, (a, b) in enumerate(zip(first.tolist(), last.tolist()))]
+        emails = [
+            f"{cx._FIRST_NAMES[a]}.{cx._LAST_NAMES[b]}{i % 97}@example.com".lower().replace(" ", "")
+            for i, (a, b) in enumerate(zip(first.tolist(), last.tolist()))
+        ]
         address = [f"{k} {_STREETS[s]}" for k, s in zip(number.tolist(), street.tolist())]
         for i, planted in enumerate(_PLANTED_CUSTOMERS):
             names[i] = planted.get("customer_name", names[i])
             emails[i] = planted.get("email", emails[i])
             address[i] = planted.get("address_line", address[i])
         cities = city.tolist()
-        self.customer_rows_ = list(zip(
-            self.cust_id, names, emails, [cx._SEGMENTS[s] for s in segment.tolist()], address,
-            [m.city_name[c] for c in cities], _none_if_empty(m.city_state[c] for c in cities),
-            [geo.city_country_name[c] for c in cities], _none_if_empty(m.city_postal[c] for c in cities),
-            [geo.city_label[c] for c in cities], [geo.city_market[c] for c in cities],
-            _ts(created_us), _ts(updated_us), [None] * n,
-        ))
+        self.customer_rows_ = list(
+            zip(
+                self.cust_id,
+                names,
+                emails,
+                [cx._SEGMENTS[s] for s in segment.tolist()],
+                address,
+                [m.city_name[c] for c in cities],
+                _none_if_empty(m.city_state[c] for c in cities),
+                [geo.city_country_name[c] for c in cities],
+                _none_if_empty(m.city_postal[c] for c in cities),
+                [geo.city_label[c] for c in cities],
+                [geo.city_market[c] for c in cities],
+                _ts(created_us),
+                _ts(updated_us),
+                [None] * n,
+            )
+        )
 
     def customer_rows(self) -> list[tuple]:
         return self.customer_rows_
@@ -580,16 +717,23 @@ class _World:
         names = list(m.product_name) + [p[3] for p in _PLANTED_PRODUCTS]
         cats = list(m.category) + [p[1] for p in _PLANTED_PRODUCTS]
         subs = list(m.sub_category) + [p[2] for p in _PLANTED_PRODUCTS]
-        price = np.concatenate([np.maximum((np.asarray(m.list_price_e4, dtype=np.int64) + 50) // 100, 1),
-                                np.array([p[4] for p in _PLANTED_PRODUCTS], dtype=np.int64)])
+        price = np.concatenate(
+            [
+                np.maximum((np.asarray(m.list_price_e4, dtype=np.int64) + 50) // 100, 1),
+                np.array([p[4] for p in _PLANTED_PRODUCTS], dtype=np.int64),
+            ]
+        )
         n = len(ids)
         ratio = np.clip(0.8 - np.array([margin_of[s] for s in subs]) + rng.normal(0.0, 0.04, n), 0.4, 1.05)
         cost = np.maximum(np.round(price * ratio).astype(np.int64), 1)
         created_us = START_US - np.floor(rng.random(n) * 4 * 365 * DAY_US).astype(np.int64) // US * US
         changed = rng.random(n) < 0.25
-        updated_us = created_us + changed * (np.floor(rng.random(n) * (START_US - created_us)).astype(np.int64) // US * US)
-        popularity = np.concatenate([np.asarray(m.popularity, dtype=float),
-                                     np.full(len(_PLANTED_PRODUCTS), float(np.median(m.popularity)))])
+        updated_us = created_us + changed * (
+            np.floor(rng.random(n) * (START_US - created_us)).astype(np.int64) // US * US
+        )
+        popularity = np.concatenate(
+            [np.asarray(m.popularity, dtype=float), np.full(len(_PLANTED_PRODUCTS), float(np.median(m.popularity)))]
+        )
         self.n_products = n
         self.prod_id = ids
         self.prod_cum = np.cumsum(popularity)
@@ -597,8 +741,19 @@ class _World:
         self.prod_cost = cost
         self.prod_price_dec = _money(price)
         self.prod_cost_dec = _money(cost)
-        self.product_rows_ = list(zip(ids, names, cats, subs, self.prod_price_dec, self.prod_cost_dec,
-                                      _ts(created_us), _ts(updated_us), [None] * n))
+        self.product_rows_ = list(
+            zip(
+                ids,
+                names,
+                cats,
+                subs,
+                self.prod_price_dec,
+                self.prod_cost_dec,
+                _ts(created_us),
+                _ts(updated_us),
+                [None] * n,
+            )
+        )
 
     def product_rows(self) -> list[tuple]:
         return self.product_rows_
@@ -610,7 +765,9 @@ class _World:
         days = np.arange(SPAN_DAYS)
         dates = [START.date() + timedelta(days=int(d)) for d in days]
         w_day = np.array([1.0, 1.05, 1.05, 1.0, 0.95, 0.8, 0.7])[[d.weekday() for d in dates]]
-        w_month = np.array([0.85, 0.85, 0.95, 0.95, 1.0, 1.0, 0.95, 0.95, 1.05, 1.05, 1.2, 1.3])[[d.month - 1 for d in dates]]
+        w_month = np.array([0.85, 0.85, 0.95, 0.95, 1.0, 1.0, 0.95, 0.95, 1.05, 1.05, 1.2, 1.3])[
+            [d.month - 1 for d in dates]
+        ]
         w = w_day * w_month * 1.12 ** (days / 365.0)
         day = rng.choice(SPAN_DAYS, size=self.n_orders, p=w / w.sum())
         second = np.clip(rng.normal(15.0 * 3600, 4.0 * 3600, self.n_orders), 0, 86_399).astype(np.int64)
@@ -620,16 +777,18 @@ class _World:
         times = self._order_times()
         line_id = 1
         for k, lo in enumerate(range(0, self.n_orders, CHUNK_ORDERS)):
-            ts = times[lo:lo + CHUNK_ORDERS]
+            ts = times[lo : lo + CHUNK_ORDERS]
             orders, lines = self._order_chunk(np.random.default_rng([self.seed, 105, k]), ts, lo + 1, line_id)
             line_id += len(lines)
             yield orders, lines
 
-    def _order_chunk(self, rng: np.random.Generator, ts: np.ndarray, first_id: int,
-                     first_line_id: int) -> tuple[list[tuple], list[tuple]]:
+    def _order_chunk(
+        self, rng: np.random.Generator, ts: np.ndarray, first_id: int, first_line_id: int
+    ) -> tuple[list[tuple], list[tuple]]:
         m, geo, n = self.m, self.geo, len(ts)
-        cust = np.minimum(np.searchsorted(self.cust_cum, rng.random(n) * self.cust_cum[-1], side="right"),
-                          self.n_customers - 1)
+        cust = np.minimum(
+            np.searchsorted(self.cust_cum, rng.random(n) * self.cust_cum[-1], side="right"), self.n_customers - 1
+        )
         region = self.cust_region[cust]
         in_store = (rng.random(n) < P_STORE) & (self.stores_n[region] > 0)
         offset = np.floor(rng.random(n) * np.maximum(self.stores_n[region], 1)).astype(np.int64)
@@ -652,60 +811,92 @@ class _World:
         status = np.where(cancelled, 3, np.where(shipped > END_US, 0, np.where(delivered <= END_US, 2, 1)))
         updated = np.select([status == 3, status == 0, status == 1], [cancelled_at, ts, shipped], delivered)
         deleted = rng.random(n) < P_DELETED_ORDER
-        deleted_at = np.minimum(updated + (3600 + np.floor(rng.random(n) * 30 * 86_400).astype(np.int64)) * US,
-                                np.maximum(END_US, updated + US))
+        deleted_at = np.minimum(
+            updated + (3600 + np.floor(rng.random(n) * 30 * 86_400).astype(np.int64)) * US,
+            np.maximum(END_US, updated + US),
+        )
         updated = np.where(deleted, deleted_at, updated)
         has_ship = (status == 1) | (status == 2)
         ship_day = order_day + lead
 
         statuses = ("placed", "shipped", "delivered", "cancelled")
         ts_l, upd_l = _ts(ts), _ts(updated)
-        ship_dates = [EPOCH_DATE + timedelta(days=d) if s else None for d, s in zip(ship_day.tolist(), has_ship.tolist())]
+        ship_dates = [
+            EPOCH_DATE + timedelta(days=d) if s else None for d, s in zip(ship_day.tolist(), has_ship.tolist())
+        ]
         cities = city.tolist()
         store_ids = [self.store_id[s] if s >= 0 else None for s in store.tolist()]
-        order_rows = list(zip(
-            range(first_id, first_id + n), [self.cust_id[c] for c in cust.tolist()], store_ids,
-            ["store" if s else "web" for s in in_store.tolist()], ts_l, [statuses[s] for s in status.tolist()],
-            [cx._SHIP_MODES[x] for x in mode.tolist()], [cx._PRIORITIES[x] for x in prio.tolist()], ship_dates,
-            [m.city_name[c] for c in cities], _none_if_empty(m.city_state[c] for c in cities),
-            [geo.city_country_name[c] for c in cities], _none_if_empty(m.city_postal[c] for c in cities),
-            [geo.city_label[c] for c in cities], [geo.city_market[c] for c in cities], [CURRENCY] * n,
-            _ts_or_none(cancelled_at, cancelled), ts_l, upd_l, _ts_or_none(deleted_at, deleted),
-        ))
+        order_rows = list(
+            zip(
+                range(first_id, first_id + n),
+                [self.cust_id[c] for c in cust.tolist()],
+                store_ids,
+                ["store" if s else "web" for s in in_store.tolist()],
+                ts_l,
+                [statuses[s] for s in status.tolist()],
+                [cx._SHIP_MODES[x] for x in mode.tolist()],
+                [cx._PRIORITIES[x] for x in prio.tolist()],
+                ship_dates,
+                [m.city_name[c] for c in cities],
+                _none_if_empty(m.city_state[c] for c in cities),
+                [geo.city_country_name[c] for c in cities],
+                _none_if_empty(m.city_postal[c] for c in cities),
+                [geo.city_label[c] for c in cities],
+                [geo.city_market[c] for c in cities],
+                [CURRENCY] * n,
+                _ts_or_none(cancelled_at, cancelled),
+                ts_l,
+                upd_l,
+                _ts_or_none(deleted_at, deleted),
+            )
+        )
 
         # lines
         k = rng.choice(6, size=n, p=_p(cx._LINES_P)) + 1
         total = int(k.sum())
         owner = np.repeat(np.arange(n), k)
         line_no = np.arange(total) - np.repeat(np.cumsum(k) - k, k) + 1
-        prod = np.minimum(np.searchsorted(self.prod_cum, rng.random(total) * self.prod_cum[-1], side="right"),
-                          self.n_products - 1)
+        prod = np.minimum(
+            np.searchsorted(self.prod_cum, rng.random(total) * self.prod_cum[-1], side="right"), self.n_products - 1
+        )
         qty = rng.choice(len(cx._QTY_P), size=total, p=_p(cx._QTY_P)) + 1
         disc = rng.choice(len(cx._DISCOUNT_P), size=total, p=_p(cx._DISCOUNT_P))
         disc = np.where(in_store[owner] & (rng.random(total) < 0.7), 0, disc)
         price = self.prod_price[prod]
-        ship_cost = np.round(price * qty * 0.06 * cx._SHIP_COST_FACTOR[mode[owner]]
-                             * rng.lognormal(0.0, 0.25, total)).astype(np.int64)
+        ship_cost = np.round(
+            price * qty * 0.06 * cx._SHIP_COST_FACTOR[mode[owner]] * rng.lognormal(0.0, 0.25, total)
+        ).astype(np.int64)
         ship_cost = np.where(in_store[owner], 0, ship_cost)
         line_deleted = (line_no > 1) & (status[owner] != 3) & (rng.random(total) < P_DELETED_LINE)
         line_deleted_at = ts[owner] + (60 + np.floor(rng.random(total) * 3600).astype(np.int64)) * US
         discounts = [Decimal(i).scaleb(-1) for i in range(len(cx._DISCOUNT_P))]
         created_l = [ts_l[o] for o in owner.tolist()]
         line_upd = _ts_or_none(line_deleted_at, line_deleted)
-        line_rows = list(zip(
-            range(first_line_id, first_line_id + total), (owner + first_id).tolist(), line_no.tolist(),
-            [self.prod_id[p] for p in prod.tolist()], qty.tolist(), [self.prod_price_dec[p] for p in prod.tolist()],
-            [discounts[d] for d in disc.tolist()], [self.prod_cost_dec[p] for p in prod.tolist()], _money(ship_cost),
-            created_l, [u or c for u, c in zip(line_upd, created_l)], line_upd,
-        ))
+        line_rows = list(
+            zip(
+                range(first_line_id, first_line_id + total),
+                (owner + first_id).tolist(),
+                line_no.tolist(),
+                [self.prod_id[p] for p in prod.tolist()],
+                qty.tolist(),
+                [self.prod_price_dec[p] for p in prod.tolist()],
+                [discounts[d] for d in disc.tolist()],
+                [self.prod_cost_dec[p] for p in prod.tolist()],
+                _money(ship_cost),
+                created_l,
+                [u or c for u, c in zip(line_upd, created_l)],
+                line_upd,
+            )
+        )
         return order_rows, line_rows
 
 
 # --------------------------------------------------------------------------- mutate
 
 
-def _mutate(conn: psycopg.Connection, shown: str, seed: int, orders: int, round_no: int,
-            loaded: dict[str, int]) -> OltpSummary:
+def _mutate(
+    conn: psycopg.Connection, shown: str, seed: int, orders: int, round_no: int, loaded: dict[str, int]
+) -> OltpSummary:
     """One round of realistic changes, one transaction per kind of change."""
     rng = np.random.default_rng([seed, 1000, round_no])
     geo = _Geo(seed)
@@ -720,34 +911,44 @@ def _mutate(conn: psycopg.Connection, shown: str, seed: int, orders: int, round_
     # customers: moves and segment changes -----------------------------------------------
     with conn.transaction():
         stamps.append(begin())
-        ids = [r[0] for r in conn.execute(
-            "SELECT customer_id FROM customers WHERE deleted_at IS NULL ORDER BY customer_id").fetchall()]
+        ids = [
+            r[0]
+            for r in conn.execute(
+                "SELECT customer_id FROM customers WHERE deleted_at IS NULL ORDER BY customer_id"
+            ).fetchall()
+        ]
         movers = _sample(rng, ids, 0.01, 3)
         moved = _move_customers(conn, rng, geo, movers)
         switchers = _sample(rng, ids, 0.005, 2)
         segments = conn.execute(
-            "SELECT customer_id, segment FROM customers WHERE customer_id = ANY(%s) ORDER BY customer_id",
-            (switchers,)).fetchall()
+            "SELECT customer_id, segment FROM customers WHERE customer_id = ANY(%s) ORDER BY customer_id", (switchers,)
+        ).fetchall()
         new_segment = [cx._SEGMENTS[(cx._SEGMENTS.index(s) + 1 + int(rng.integers(2))) % 3] for _, s in segments]
         cur = conn.execute(
             "UPDATE customers c SET segment = v.segment, updated_at = now() "
             "FROM unnest(%s::text[], %s::text[]) AS v(customer_id, segment) WHERE c.customer_id = v.customer_id",
-            ([i for i, _ in segments], new_segment))
+            ([i for i, _ in segments], new_segment),
+        )
         changes["customer_moves"] = moved
         changes["customer_segment_changes"] = cur.rowcount
 
     # products: prices and names ---------------------------------------------------------
     with conn.transaction():
         stamps.append(begin())
-        ids = [r[0] for r in conn.execute(
-            "SELECT product_id FROM products WHERE deleted_at IS NULL ORDER BY product_id").fetchall()]
+        ids = [
+            r[0]
+            for r in conn.execute(
+                "SELECT product_id FROM products WHERE deleted_at IS NULL ORDER BY product_id"
+            ).fetchall()
+        ]
         repriced = _sample(rng, ids, 0.03, 3)
         factor = np.round(0.85 + rng.random(len(repriced)) * 0.35, 4).tolist()
         cur = conn.execute(
             "UPDATE products p SET list_price = greatest(round(p.list_price * v.f, 2), 0.01), "
             "unit_cost = round(p.unit_cost * v.f, 2), updated_at = now() "
             "FROM unnest(%s::text[], %s::numeric[]) AS v(product_id, f) WHERE p.product_id = v.product_id",
-            (repriced, [Decimal(str(f)) for f in factor]))
+            (repriced, [Decimal(str(f)) for f in factor]),
+        )
         changes["product_price_changes"] = cur.rowcount
         renamed = _sample(rng, ids, 0.01, 2)
         suffixes = [_RENAMES[int(rng.integers(len(_RENAMES)))] for _ in renamed]
@@ -755,59 +956,89 @@ def _mutate(conn: psycopg.Connection, shown: str, seed: int, orders: int, round_
         cur = conn.execute(
             "UPDATE products p SET product_name = p.product_name || ' ' || v.suffix, updated_at = now() "
             "FROM unnest(%s::text[], %s::text[]) AS v(product_id, suffix) WHERE p.product_id = v.product_id",
-            (renamed, suffixes))
+            (renamed, suffixes),
+        )
         changes["product_name_changes"] = cur.rowcount
 
     # shipments and deliveries -----------------------------------------------------------
     with conn.transaction():
         stamps.append(begin())
-        placed = [r[0] for r in conn.execute(
-            "SELECT order_id FROM orders WHERE status = 'placed' AND deleted_at IS NULL ORDER BY order_id").fetchall()]
+        placed = [
+            r[0]
+            for r in conn.execute(
+                "SELECT order_id FROM orders WHERE status = 'placed' AND deleted_at IS NULL ORDER BY order_id"
+            ).fetchall()
+        ]
         to_ship = _sample(rng, placed, 0.6, 1)
         lead = [int(rng.integers(0, 6)) for _ in to_ship]
         cur = conn.execute(
             "UPDATE orders o SET status = 'shipped', ship_date = least((o.order_ts AT TIME ZONE 'UTC')::date + v.lead, "
             "current_date), updated_at = now() "
             "FROM unnest(%s::bigint[], %s::int[]) AS v(order_id, lead) WHERE o.order_id = v.order_id",
-            (to_ship, lead))
+            (to_ship, lead),
+        )
         changes["orders_shipped"] = cur.rowcount
-        shipped = [r[0] for r in conn.execute(
-            "SELECT order_id FROM orders WHERE status = 'shipped' AND deleted_at IS NULL "
-            "AND NOT (order_id = ANY(%s)) ORDER BY order_id", (to_ship,)).fetchall()]
+        shipped = [
+            r[0]
+            for r in conn.execute(
+                "SELECT order_id FROM orders WHERE status = 'shipped' AND deleted_at IS NULL "
+                "AND NOT (order_id = ANY(%s)) ORDER BY order_id",
+                (to_ship,),
+            ).fetchall()
+        ]
         to_deliver = _sample(rng, shipped, 0.5, 1)
-        cur = conn.execute("UPDATE orders SET status = 'delivered', updated_at = now() WHERE order_id = ANY(%s)",
-                           (to_deliver,))
+        cur = conn.execute(
+            "UPDATE orders SET status = 'delivered', updated_at = now() WHERE order_id = ANY(%s)", (to_deliver,)
+        )
         changes["orders_delivered"] = cur.rowcount
 
     # cancellations, soft deletes, removed lines -----------------------------------------
     with conn.transaction():
         stamps.append(begin())
-        placed = [r[0] for r in conn.execute(
-            "SELECT order_id FROM orders WHERE status = 'placed' AND deleted_at IS NULL ORDER BY order_id").fetchall()]
+        placed = [
+            r[0]
+            for r in conn.execute(
+                "SELECT order_id FROM orders WHERE status = 'placed' AND deleted_at IS NULL ORDER BY order_id"
+            ).fetchall()
+        ]
         to_cancel = _sample(rng, placed, 0.15, 1)
         cur = conn.execute(
             "UPDATE orders SET status = 'cancelled', cancelled_at = now(), ship_date = NULL, updated_at = now() "
-            "WHERE order_id = ANY(%s)", (to_cancel,))
+            "WHERE order_id = ANY(%s)",
+            (to_cancel,),
+        )
         changes["orders_cancelled"] = cur.rowcount
-        live = [r[0] for r in conn.execute(
-            "SELECT order_id FROM orders WHERE deleted_at IS NULL AND status <> 'cancelled' "
-            "AND NOT (order_id = ANY(%s)) ORDER BY order_id", (to_cancel,)).fetchall()]
+        live = [
+            r[0]
+            for r in conn.execute(
+                "SELECT order_id FROM orders WHERE deleted_at IS NULL AND status <> 'cancelled' "
+                "AND NOT (order_id = ANY(%s)) ORDER BY order_id",
+                (to_cancel,),
+            ).fetchall()
+        ]
         to_delete = _sample(rng, live, 0.0005, 2)
-        cur = conn.execute("UPDATE orders SET deleted_at = now(), updated_at = now() WHERE order_id = ANY(%s)",
-                           (to_delete,))
+        cur = conn.execute(
+            "UPDATE orders SET deleted_at = now(), updated_at = now() WHERE order_id = ANY(%s)", (to_delete,)
+        )
         changes["orders_deleted"] = cur.rowcount
-        multi = [r[0] for r in conn.execute(
-            "SELECT l.order_line_id FROM order_lines l JOIN orders o USING (order_id) "
-            "WHERE o.status = 'placed' AND o.deleted_at IS NULL AND l.deleted_at IS NULL AND l.line_no > 1 "
-            "ORDER BY l.order_line_id").fetchall()]
+        multi = [
+            r[0]
+            for r in conn.execute(
+                "SELECT l.order_line_id FROM order_lines l JOIN orders o USING (order_id) "
+                "WHERE o.status = 'placed' AND o.deleted_at IS NULL AND l.deleted_at IS NULL AND l.line_no > 1 "
+                "ORDER BY l.order_line_id"
+            ).fetchall()
+        ]
         to_remove = _sample(rng, multi, 0.05, 1)
         cur = conn.execute(
-            "UPDATE order_lines SET deleted_at = now(), updated_at = now() WHERE order_line_id = ANY(%s)",
-            (to_remove,))
+            "UPDATE order_lines SET deleted_at = now(), updated_at = now() WHERE order_line_id = ANY(%s)", (to_remove,)
+        )
         changes["order_lines_deleted"] = cur.rowcount
         conn.execute(
             "UPDATE orders SET updated_at = now() WHERE order_id IN "
-            "(SELECT order_id FROM order_lines WHERE order_line_id = ANY(%s))", (to_remove,))
+            "(SELECT order_id FROM order_lines WHERE order_line_id = ANY(%s))",
+            (to_remove,),
+        )
 
     # new orders -------------------------------------------------------------------------
     with conn.transaction():
@@ -818,14 +1049,16 @@ def _mutate(conn: psycopg.Connection, shown: str, seed: int, orders: int, round_
         shared = conn.execute(
             "SELECT updated_at, count(*) FROM ("
             + " UNION ALL ".join(f"SELECT updated_at FROM {t} WHERE updated_at >= %s" for t in TABLES)
-            + ") u GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1", [stamps[0]] * len(TABLES)).fetchone()
+            + ") u GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1",
+            [stamps[0]] * len(TABLES),
+        ).fetchone()
         conn.execute(
             f"INSERT INTO {LOG_TABLE} (run_no, kind, seed, orders, counts) "
             f"SELECT coalesce(max(run_no), 0) + 1, 'mutate', %s, %s, %s::jsonb FROM {LOG_TABLE}",
-            (seed, orders, json.dumps(changes)))
+            (seed, orders, json.dumps(changes)),
+        )
 
-    summary = OltpSummary("mutated", shown, seed, orders, _counts(conn), loaded=loaded, changes=changes,
-                          round=round_no)
+    summary = OltpSummary("mutated", shown, seed, orders, _counts(conn), loaded=loaded, changes=changes, round=round_no)
     if shared:
         summary.shared_updated_at = shared[0].isoformat()
         summary.shared_updated_at_rows = int(shared[1])
@@ -844,8 +1077,9 @@ def _sample(rng: np.random.Generator, ids: list, share: float, minimum: int) -> 
 def _move_customers(conn: psycopg.Connection, rng: np.random.Generator, geo: _Geo, ids: list[str]) -> int:
     """New address: another city of the same country (or of the same region), new street."""
     m = geo.m
-    rows = conn.execute("SELECT customer_id, city, country FROM customers WHERE customer_id = ANY(%s) "
-                        "ORDER BY customer_id", (ids,)).fetchall()
+    rows = conn.execute(
+        "SELECT customer_id, city, country FROM customers WHERE customer_id = ANY(%s) ORDER BY customer_id", (ids,)
+    ).fetchall()
     lookup = {(m.city_name[c], geo.city_country_name[c]): c for c in range(len(m.city_name))}
     values: dict[str, list] = {k: [] for k in ("id", "addr", "city", "state", "country", "postal", "region", "market")}
     for customer_id, city_name, country in rows:
@@ -872,23 +1106,31 @@ def _move_customers(conn: psycopg.Connection, rng: np.random.Generator, geo: _Ge
         "postal_code = v.postal, region = v.region, market = v.market, updated_at = now() "
         "FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[]) "
         "AS v(id, addr, city, state, country, postal, region, market) WHERE c.customer_id = v.id",
-        [values[k] for k in ("id", "addr", "city", "state", "country", "postal", "region", "market")])
+        [values[k] for k in ("id", "addr", "city", "state", "country", "postal", "region", "market")],
+    )
     return cur.rowcount
 
 
 def _new_orders(conn: psycopg.Connection, rng: np.random.Generator, fill_orders: int) -> tuple[int, int]:
     """About 0.5 % new orders (at least 10) placed now, at today's list prices."""
     n = max(10, int(round(fill_orders * 0.005)))
-    customers = [r[0] for r in conn.execute(
-        "SELECT customer_id FROM customers WHERE deleted_at IS NULL ORDER BY customer_id").fetchall()]
+    customers = [
+        r[0]
+        for r in conn.execute(
+            "SELECT customer_id FROM customers WHERE deleted_at IS NULL ORDER BY customer_id"
+        ).fetchall()
+    ]
     stores = conn.execute("SELECT store_id, region FROM stores WHERE deleted_at IS NULL ORDER BY store_id").fetchall()
-    products = [r[0] for r in conn.execute(
-        "SELECT product_id FROM products WHERE deleted_at IS NULL ORDER BY product_id").fetchall()]
+    products = [
+        r[0]
+        for r in conn.execute("SELECT product_id FROM products WHERE deleted_at IS NULL ORDER BY product_id").fetchall()
+    ]
     first_order = int(conn.execute("SELECT coalesce(max(order_id), 0) + 1 FROM orders").fetchone()[0])
     first_line = int(conn.execute("SELECT coalesce(max(order_line_id), 0) + 1 FROM order_lines").fetchone()[0])
     cust = [customers[i] for i in rng.integers(len(customers), size=n).tolist()]
-    region_of = dict(conn.execute("SELECT customer_id, region FROM customers WHERE customer_id = ANY(%s)",
-                                  (cust,)).fetchall())
+    region_of = dict(
+        conn.execute("SELECT customer_id, region FROM customers WHERE customer_id = ANY(%s)", (cust,)).fetchall()
+    )
     by_region: dict[str, list[str]] = {}
     for store_id, region in stores:
         by_region.setdefault(region, []).append(store_id)
@@ -912,8 +1154,15 @@ def _new_orders(conn: psycopg.Connection, rng: np.random.Generator, fill_orders:
         "c.city, c.state, c.country, c.postal_code, c.region, c.market, %s, now(), now() "
         "FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[]) "
         "AS v(order_id, customer_id, store_id, ship_mode, prio) JOIN customers c USING (customer_id)",
-        (CURRENCY, order_ids, cust, store, [cx._SHIP_MODES[x] for x in mode.tolist()],
-         [cx._PRIORITIES[x] for x in prio.tolist()]))
+        (
+            CURRENCY,
+            order_ids,
+            cust,
+            store,
+            [cx._SHIP_MODES[x] for x in mode.tolist()],
+            [cx._PRIORITIES[x] for x in prio.tolist()],
+        ),
+    )
     k = rng.choice(6, size=n, p=_p(cx._LINES_P)) + 1
     total = int(k.sum())
     owner = np.repeat(np.arange(n), k)
@@ -930,6 +1179,14 @@ def _new_orders(conn: psycopg.Connection, rng: np.random.Generator, fill_orders:
         "FROM unnest(%s::bigint[], %s::bigint[], %s::int[], %s::text[], %s::int[], %s::numeric[], %s::numeric[]) "
         "AS v(line_id, order_id, line_no, product_id, qty, disc, f) "
         "JOIN products p USING (product_id) JOIN orders o ON o.order_id = v.order_id",
-        (list(range(first_line, first_line + total)), [order_ids[i] for i in owner.tolist()], line_no.tolist(),
-         prod, qty, disc, [Decimal(str(f)) for f in factor]))
+        (
+            list(range(first_line, first_line + total)),
+            [order_ids[i] for i in owner.tolist()],
+            line_no.tolist(),
+            prod,
+            qty,
+            disc,
+            [Decimal(str(f)) for f in factor],
+        ),
+    )
     return n, total

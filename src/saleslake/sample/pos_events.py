@@ -45,7 +45,7 @@ import json
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from functools import lru_cache
 
@@ -58,17 +58,17 @@ from saleslake.errors import UserError
 from saleslake.sample.csv_export import REGIONS, MasterData, _frac_table, _pick_weighted, master_data
 
 __all__ = [
-    "SCHEMA",
     "BLOCK_EVENTS",
-    "LINE_DEFECTS",
-    "FRAUD_KINDS",
-    "MESSAGE_DEFECTS",
     "CURRENCY_BY_COUNTRY",
+    "FRAUD_KINDS",
+    "LINE_DEFECTS",
+    "MESSAGE_DEFECTS",
     "REFERENCE_UPDATED_AT",
-    "PosWorld",
-    "PosSummary",
+    "SCHEMA",
     "EventBlock",
     "PosSimulator",
+    "PosSummary",
+    "PosWorld",
     "pos_world",
     "reference_tables",
     "register_reference",
@@ -86,7 +86,7 @@ STORE_CURRENCIES = ("USD", "EUR", "GBP", "CAD", "AUD", "BRL", "MXN", "INR", "CNY
 LOYALTY_MEMBERS = 50_000  # the CSV generator's customers plus new members, same id format
 DEFAULT_SIM_RATE = 5.0  # simulated events per second, averaged over a day
 MAX_KAFKA_MESSAGE = 900_000  # oversized messages stay under the broker's 1 MB limit
-REFERENCE_UPDATED_AT = datetime(2020, 1, 1, tzinfo=timezone.utc)
+REFERENCE_UPDATED_AT = datetime(2020, 1, 1, tzinfo=UTC)
 PAYMENT_METHODS = ("card", "cash", "mobile", "gift_card")
 
 # Line-level defects (CONTRACT §4): one quarantine row per bad line, the event's other
@@ -265,7 +265,9 @@ def _place_stores(rng: np.random.Generator, m: MasterData, n: int) -> tuple[np.n
     for c in city:
         k = seen.get(int(c), 0)
         seen[int(c)] = k + 1
-        suffix = _STORE_SUFFIXES[k % len(_STORE_SUFFIXES)] + (f" {k // len(_STORE_SUFFIXES) + 1}" if k >= len(_STORE_SUFFIXES) else "")
+        suffix = _STORE_SUFFIXES[k % len(_STORE_SUFFIXES)] + (
+            f" {k // len(_STORE_SUFFIXES) + 1}" if k >= len(_STORE_SUFFIXES) else ""
+        )
         names.append(f"Superstore {m.city_name[c]} {suffix}")
     return city, names
 
@@ -301,7 +303,9 @@ def _members(rng: np.random.Generator, m: MasterData) -> dict[str, object]:
 # --------------------------------------------------------------------------------------
 
 
-def reference_tables(catalog_seed: int = DEFAULT_CATALOG_SEED, stores: int = DEFAULT_STORES) -> tuple[pa.Table, pa.Table]:
+def reference_tables(
+    catalog_seed: int = DEFAULT_CATALOG_SEED, stores: int = DEFAULT_STORES
+) -> tuple[pa.Table, pa.Table]:
     """The simulator's stores and products as rows of ``reference.STORES`` and
     ``reference.PRODUCTS``, all with ``updated_at`` = :data:`REFERENCE_UPDATED_AT` so that
     registering them again is a no-op."""
@@ -520,7 +524,7 @@ class EventBlock:
 
 def wall_clock_time() -> bytes:
     """Now, as an event time (UTC, milliseconds, ``Z``)."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return now.strftime("%Y-%m-%dT%H:%M:%S.").encode() + b"%03dZ" % (now.microsecond // 1000)
 
 
@@ -562,7 +566,9 @@ class PosSimulator:
         accepted = set(self.stream_settings.currencies)
         selling = np.array([c in accepted for c in self.world.store_currency])
         if not selling.any():
-            raise UserError(f"no simulated store uses an accepted currency (stream.currencies: {', '.join(sorted(accepted))})")
+            raise UserError(
+                f"no simulated store uses an accepted currency (stream.currencies: {', '.join(sorted(accepted))})"
+            )
         self.store_weight = self.world.store_weight * selling
         self.sim_rate = float(sim_rate)
         self.start_ms = None if start_time is None else _epoch_ms(start_time)
@@ -595,7 +601,9 @@ class PosSimulator:
         q = self.hd_amount_e4 // price + 1
         ok = (q <= 3) & (q * price <= self.thr_e4)
         self.hd_products, self.hd_qty = np.flatnonzero(ok), q[ok]
-        self.hd_discounts = np.array([d for d in (self.hd_e4, 6000, 7000, 7500, 8000, 9000) if self.hd_e4 <= d <= 10_000])
+        self.hd_discounts = np.array(
+            [d for d in (self.hd_e4, 6000, 7000, 7500, 8000, 9000) if self.hd_e4 <= d <= 10_000]
+        )
         # quantity_above_norm: ~3x the allowed multiple of the median (1) on popular cheap products
         self.anomaly_qty_lo = int(math.ceil(float(f.quantity_norm_multiple) * 3)) + 1
         top = natural[np.argsort(-m.popularity[natural], kind="stable")]
@@ -660,7 +668,9 @@ class PosSimulator:
         for b, start in enumerate(range(0, int(events), BLOCK_EVENTS)):
             yield self._block(b, min(BLOCK_EVENTS, int(events) - start))
 
-    def generate(self, events: int, clock: Callable[[], bytes] = wall_clock_time) -> tuple[list[tuple[bytes, bytes]], PosSummary]:
+    def generate(
+        self, events: int, clock: Callable[[], bytes] = wall_clock_time
+    ) -> tuple[list[tuple[bytes, bytes]], PosSummary]:
         """All ``events`` messages as (key, value) pairs, and their summary (tests, small runs)."""
         out: list[tuple[bytes, bytes]] = []
         summary = self.new_summary()
@@ -728,7 +738,9 @@ class PosSimulator:
             kind[chosen] = rng.choice(len(self.error_p), size=n, p=self.error_p)
         return kind
 
-    def _times(self, rng: np.random.Generator, first: np.ndarray, burst_of: np.ndarray, burst_start: np.ndarray) -> np.ndarray:
+    def _times(
+        self, rng: np.random.Generator, first: np.ndarray, burst_of: np.ndarray, burst_start: np.ndarray
+    ) -> np.ndarray:
         """Simulated event times (ms): store clusters arrive by the day profile, sales in a
         cluster follow within seconds, a velocity burst stays inside the rule's window."""
         E = len(first)
@@ -750,8 +762,14 @@ class PosSimulator:
             t[members] = t[s] + gap * np.arange(len(members))
         return np.floor(t * 1000.0).astype(np.int64)
 
-    def _stores(self, rng: np.random.Generator, first: np.ndarray, times: np.ndarray | None, burst_of: np.ndarray,
-                burst_start: np.ndarray) -> np.ndarray:
+    def _stores(
+        self,
+        rng: np.random.Generator,
+        first: np.ndarray,
+        times: np.ndarray | None,
+        burst_of: np.ndarray,
+        burst_start: np.ndarray,
+    ) -> np.ndarray:
         """Store of each event: clusters of consecutive sales at one store, picked by store
         size (and, with simulated time, by the store's local hour)."""
         w = self.world
@@ -774,8 +792,9 @@ class PosSimulator:
             store[burst_of >= 0] = store[np.flatnonzero(burst_start)][burst_of[burst_of >= 0]]
         return store
 
-    def _sales(self, rng: np.random.Generator, E: int, store: np.ndarray, burst_of: np.ndarray,
-               burst_start: np.ndarray) -> dict[str, np.ndarray]:
+    def _sales(
+        self, rng: np.random.Generator, E: int, store: np.ndarray, burst_of: np.ndarray, burst_start: np.ndarray
+    ) -> dict[str, np.ndarray]:
         """Event-level fields: ids, terminal, customer, payment, card fingerprint, basket size."""
         w = self.world
         in_burst = burst_of >= 0
@@ -800,7 +819,9 @@ class PosSimulator:
             "terminal": (rng.random(E) * w.store_terminals[store]).astype(np.int64) + 1,
             "member": member,
             "pay": pay,
-            "fingerprint": _hex(fp.astype(">u8").view(np.uint8).reshape(E, 8)).view("S16").ravel() if E else np.zeros(0, "S16"),
+            "fingerprint": _hex(fp.astype(">u8").view(np.uint8).reshape(E, 8)).view("S16").ravel()
+            if E
+            else np.zeros(0, "S16"),
             "n_lines": n_lines,
             "store": store,
         }
@@ -853,8 +874,9 @@ class PosSimulator:
             ln["price"][li] = self.price_e4[prod]
             ln["discount"][li] = disc
 
-    def _inject_line_defects(self, rng: np.random.Generator, events_mask: np.ndarray, ln: dict[str, np.ndarray],
-                             E: int) -> np.ndarray:
+    def _inject_line_defects(
+        self, rng: np.random.Generator, events_mask: np.ndarray, ln: dict[str, np.ndarray], E: int
+    ) -> np.ndarray:
         """One (sometimes two) bad lines in each chosen event; returns (events, 3) counts."""
         counts = np.zeros((E, len(LINE_DEFECTS)), dtype=np.int64)
         ev = np.flatnonzero(events_mask)
@@ -864,7 +886,9 @@ class PosSimulator:
         n = offsets[ev + 1] - offsets[ev]
         first = offsets[ev] + (rng.random(len(ev)) * n).astype(np.int64)
         two = (n >= 2) & (rng.random(len(ev)) < P_TWO_BAD_LINES)
-        second = offsets[ev] + (first - offsets[ev] + 1 + (rng.random(len(ev)) * np.maximum(n - 1, 1)).astype(np.int64)) % n
+        second = (
+            offsets[ev] + (first - offsets[ev] + 1 + (rng.random(len(ev)) * np.maximum(n - 1, 1)).astype(np.int64)) % n
+        )
         lines = np.concatenate([first, second[two]])
         kind = rng.integers(len(LINE_DEFECTS), size=len(lines))
         ln["bad"][lines] = kind
@@ -884,7 +908,9 @@ class PosSimulator:
     def _decimal(self, v: np.ndarray) -> pa.Array:
         """Ten-thousandths as decimal strings with 2-4 decimals (``"-12.50"``, ``"3.795"``)."""
         a = np.abs(v)
-        s = pc.binary_join_element_wise(pa.array(a // 10_000).cast(pa.string()), self.frac.take(pa.array(a % 10_000)), ".")
+        s = pc.binary_join_element_wise(
+            pa.array(a // 10_000).cast(pa.string()), self.frac.take(pa.array(a % 10_000)), "."
+        )
         neg = v < 0
         if neg.any():
             s = pc.if_else(pa.array(neg), pc.binary_join_element_wise("-", s, ""), s)
@@ -903,9 +929,15 @@ class PosSimulator:
         lines = pc.binary_join(pa.ListArray.from_arrays(pa.array(ln["offsets"], pa.int32()), frag), ",")
         cash = ev["pay"] == 1
         fingerprint = pc.if_else(
-            pa.array(cash), "null", pc.binary_join_element_wise('"', pa.array(ev["fingerprint"]).cast(pa.string()), '"', "")
+            pa.array(cash),
+            "null",
+            pc.binary_join_element_wise('"', pa.array(ev["fingerprint"]).cast(pa.string()), '"', ""),
         )
-        when = "" if times is None else pa.array(np.datetime_as_string(times.astype("datetime64[ms]"), unit="ms").astype(object) + "Z")
+        when = (
+            ""
+            if times is None
+            else pa.array(np.datetime_as_string(times.astype("datetime64[ms]"), unit="ms").astype(object) + "Z")
+        )
         return pc.binary_join_element_wise(
             '{"schema":"' + SCHEMA + '","event_id":"', pa.array(ev["event_id"]).cast(pa.string()),
             '","transaction_id":"', pa.array(ev["transaction_id"]).cast(pa.string()),
@@ -922,7 +954,13 @@ class PosSimulator:
     def _finish(self, rng, E, text, times, store, malformed, ev, ln, bad, fraud, burst_start) -> EventBlock:
         """Break the malformed messages, lay the block out as one buffer, and count."""
         wall = times is None
-        head = len('{"schema":"' + SCHEMA + '","event_id":"') + 32 + len('","transaction_id":"') + 32 + len('","event_time":"')
+        head = (
+            len('{"schema":"' + SCHEMA + '","event_id":"')
+            + 32
+            + len('","transaction_id":"')
+            + 32
+            + len('","event_time":"')
+        )
         broken = np.flatnonzero(malformed >= 0)
         replaced: list[bytes] = []
         replaced_splice: list[int] = []
@@ -1022,8 +1060,10 @@ class PosSimulator:
             p = int(pick[k % len(pick)])
             price = int(self.price_e4[p])
             k += 1
-            part = (f'{{"line_no":{k},"product_id":"{m.product_id[p]}","quantity":1,'
-                    f'"unit_price":"{price // 10_000}.{self.frac_list[price % 10_000]}","discount":"0.00"}}')
+            part = (
+                f'{{"line_no":{k},"product_id":"{m.product_id[p]}","quantity":1,'
+                f'"unit_price":"{price // 10_000}.{self.frac_list[price % 10_000]}","discount":"0.00"}}'
+            )
             parts.append(part)
             size += len(part) + 1
         return (prefix + "[" + ",".join(parts) + "]}").encode()
@@ -1043,7 +1083,12 @@ def _check_seed(name: str, value: int) -> None:
 
 
 def _check_share(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(float(value)) or not 0.0 <= float(value) <= 1.0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or math.isnan(float(value))
+        or not 0.0 <= float(value) <= 1.0
+    ):
         raise UserError(f"{name} must be between 0 and 1, got {value!r}")
 
 

@@ -116,8 +116,8 @@ def _stop_on_signals(stop: _Stop) -> Iterator[None]:
 class PosProducer:
     """A connected producer for one topic. Creating it checks the broker and the topic::
 
-        producer = PosProducer(settings)            # TransientError when unreachable
-        summary = producer.send(PosSimulator(seed=1), 10_000, rate=500)
+    producer = PosProducer(settings)            # TransientError when unreachable
+    summary = producer.send(PosSimulator(seed=1), 10_000, rate=500)
     """
 
     def __init__(self, settings: Settings, topic: str | None = None, connect_timeout: float = CONNECT_TIMEOUT) -> None:
@@ -181,7 +181,9 @@ class PosProducer:
         except KafkaException as exc:
             err = exc.args[0] if exc.args else None
             if not (isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS):
-                raise TransientError(f"cannot create Kafka topic {self.topic!r} on {self.bootstrap}: {err.str() if err else exc}") from None
+                raise TransientError(
+                    f"cannot create Kafka topic {self.topic!r} on {self.bootstrap}: {err.str() if err else exc}"
+                ) from None
         return self._wait_for_leaders(admin)
 
     def _wait_for_leaders(self, admin: AdminClient) -> int:
@@ -189,10 +191,17 @@ class PosProducer:
         deadline = time.monotonic() + self.connect_timeout
         while True:
             topic = admin.list_topics(topic=self.topic, timeout=self.connect_timeout).topics.get(self.topic)
-            if topic is not None and topic.error is None and topic.partitions and all(p.leader >= 0 for p in topic.partitions.values()):
+            if (
+                topic is not None
+                and topic.error is None
+                and topic.partitions
+                and all(p.leader >= 0 for p in topic.partitions.values())
+            ):
                 return len(topic.partitions)
             if time.monotonic() > deadline:
-                raise TransientError(f"Kafka topic {self.topic!r} on {self.bootstrap} has no leader after {self.connect_timeout:g} s")
+                raise TransientError(
+                    f"Kafka topic {self.topic!r} on {self.bootstrap} has no leader after {self.connect_timeout:g} s"
+                )
             time.sleep(0.1)
 
     # ---- sending ------------------------------------------------------------------------
@@ -246,7 +255,9 @@ class PosProducer:
             summary.delivery_errors = failed[0]
             summary.delivered = summary.events - failed[0]
             summary.elapsed_seconds = round(time.monotonic() - started, 3)
-            summary.events_per_second = round(summary.events / summary.elapsed_seconds, 1) if summary.elapsed_seconds else 0.0
+            summary.events_per_second = (
+                round(summary.events / summary.elapsed_seconds, 1) if summary.elapsed_seconds else 0.0
+            )
         if failed[0] or (stop.flag and not summary.interrupted):
             cause = stop.reason if stop.reason not in _SIGNALS else f"{failed[0]} failed deliveries"
             raise ProduceError(
@@ -271,11 +282,22 @@ def _client(kind: type, conf: dict[str, Any]) -> Any:
         return kind(conf)
     except (KafkaException, ValueError, TypeError) as exc:
         detail = exc.args[0].str() if exc.args and isinstance(exc.args[0], KafkaError) else str(exc)
-        raise ConfigError(f"invalid Kafka client setting (kafka.client, env SALESLAKE_KAFKA__CLIENT): {detail}") from None
+        raise ConfigError(
+            f"invalid Kafka client setting (kafka.client, env SALESLAKE_KAFKA__CLIENT): {detail}"
+        ) from None
 
 
-def _send_block(producer: Producer, topic: str, block, keys: list[bytes], rate: float | None, started: float,
-                sent_before: int, stop: _Stop, progress: Callable[[int], None] | None) -> int:
+def _send_block(
+    producer: Producer,
+    topic: str,
+    block,
+    keys: list[bytes],
+    rate: float | None,
+    started: float,
+    sent_before: int,
+    stop: _Stop,
+    progress: Callable[[int], None] | None,
+) -> int:
     """Hand the block's events to the client; returns how many were handed over."""
     produce, poll = producer.produce, producer.poll
     data, starts, ends, splice, store = block.data, block.starts, block.ends, block.splice, block.store
@@ -307,8 +329,9 @@ def _send_block(producer: Producer, topic: str, block, keys: list[bytes], rate: 
     return done
 
 
-def _produce_when_room(produce: Callable[..., None], poll: Callable[[float], int], topic: str, value: bytes, key: bytes,
-                       stop: _Stop) -> bool:
+def _produce_when_room(
+    produce: Callable[..., None], poll: Callable[[float], int], topic: str, value: bytes, key: bytes, stop: _Stop
+) -> bool:
     """Retry a message the full local queue refused; False when stopped meanwhile."""
     while not stop.flag:
         poll(0.05)

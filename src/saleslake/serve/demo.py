@@ -24,8 +24,15 @@ def _generate(samples: Path, rows: int, err: Console) -> dict:
         summary = json.loads(summary_file.read_text())
         if summary.get("rows_written", 0) >= rows and summary.get("requested_rows", rows) == rows:
             return summary
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True, disable=not err.is_terminal) as bar:
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    ) as bar:
         task = bar.add_task("generating sample exports", total=rows)
         result = api.generate_csv(samples, rows=rows, progress=lambda n: bar.update(task, advance=n))
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else vars(result)
@@ -37,9 +44,21 @@ def _generate(samples: Path, rows: int, err: Console) -> dict:
 # Sample VAT / sales-tax rates so the demo shows tax; used only when no tax is configured.
 DEMO_TAX = {
     "flat_rate": "0.10",
-    "rates": {"United States": "0.07", "Canada": "0.05", "Germany": "0.19", "France": "0.20",
-              "United Kingdom": "0.20", "Italy": "0.22", "Spain": "0.21", "Australia": "0.10",
-              "China": "0.13", "India": "0.18", "Japan": "0.10", "Brazil": "0.17", "Mexico": "0.16"},
+    "rates": {
+        "United States": "0.07",
+        "Canada": "0.05",
+        "Germany": "0.19",
+        "France": "0.20",
+        "United Kingdom": "0.20",
+        "Italy": "0.22",
+        "Spain": "0.21",
+        "Australia": "0.10",
+        "China": "0.13",
+        "India": "0.18",
+        "Japan": "0.10",
+        "Brazil": "0.17",
+        "Mexico": "0.16",
+    },
 }
 
 
@@ -66,7 +85,9 @@ def run_demo(settings: Settings, rows: int, out: Console, err: Console) -> None:
     started = time.perf_counter()
     out.print(f"[bold]saleslake demo[/] — lake at {lake.home}")
     generated = _generate(samples, rows, err)
-    out.print(f"1. generated {generated['rows_written']:,} order lines in {generated['files']:,} regional daily exports under {samples}")
+    out.print(
+        f"1. generated {generated['rows_written']:,} order lines in {generated['files']:,} regional daily exports under {samples}"
+    )
     landed = api.ingest_csv([samples], settings=settings)
     out.print(f"2. landed {len(landed.landed):,} new file(s) in bronze ({len(landed.already_landed):,} already there)")
     result = api.run(settings=settings)
@@ -85,7 +106,11 @@ def run_demo(settings: Settings, rows: int, out: Console, err: Console) -> None:
     table.add_column("layer")
     table.add_column("table")
     table.add_column("rows", justify="right")
-    table.add_row("bronze", "system.bronze_manifest (files)", f"{_one(settings, 'SELECT count(*) FROM system.bronze_manifest')[0]:,}")
+    table.add_row(
+        "bronze",
+        "system.bronze_manifest (files)",
+        f"{_one(settings, 'SELECT count(*) FROM system.bronze_manifest')[0]:,}",
+    )
     table.add_row("silver", "silver.sales_lines", f"{silver_lines:,}")
     table.add_row("silver", "silver.quarantine", f"{quarantined:,}")
     for name in ("fact_sales", "dim_customer", "dim_product", "dim_geography", "dim_date", "agg_sales_daily"):
@@ -104,8 +129,16 @@ def run_demo(settings: Settings, rows: int, out: Console, err: Console) -> None:
     out.print("[bold]Try next:[/]")
     out.print(f"  {cli} status{home}")
     out.print(f"  {cli} quarantine --limit 5{home}")
-    out.print(f"  {cli} query \"SELECT region, round(sum(sales), 2) AS sales FROM gold.agg_sales_daily GROUP BY 1 ORDER BY 2 DESC\"{home}")
-    out.print(f"  {cli} query \"SELECT customer_id, segment, valid_from, valid_to, version FROM gold.dim_customer WHERE customer_id IN (SELECT customer_id FROM gold.dim_customer WHERE version = 2 LIMIT 1)\"{home}")
-    out.print(f"  {cli} dashboard{home}    # revenue, trends, data quality and pipeline health on http://127.0.0.1:8501")
+    out.print(
+        f'  {cli} query "SELECT region, round(sum(sales), 2) AS sales FROM gold.agg_sales_daily GROUP BY 1 ORDER BY 2 DESC"{home}'
+    )
+    out.print(
+        f'  {cli} query "SELECT customer_id, segment, valid_from, valid_to, version FROM gold.dim_customer WHERE customer_id IN (SELECT customer_id FROM gold.dim_customer WHERE version = 2 LIMIT 1)"{home}'
+    )
+    out.print(
+        f"  {cli} dashboard{home}    # revenue, trends, data quality and pipeline health on http://127.0.0.1:8501"
+    )
     out.print(f"  {cli} doctor{home}       # preflight checks")
-    out.print(f"  files: bronze {lake.bronze}, silver {lake.home / 'silver'}, gold Delta tables {lake.gold}, warehouse {lake.warehouse}")
+    out.print(
+        f"  files: bronze {lake.bronze}, silver {lake.home / 'silver'}, gold Delta tables {lake.gold}, warehouse {lake.warehouse}"
+    )

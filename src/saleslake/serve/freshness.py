@@ -24,16 +24,27 @@ def freshness(lake: Lake, now: datetime | None = None) -> list[dict]:
     now = now or datetime.now(UTC)
     con = reader_connection(lake)
     try:
-        catalogs = {r[0] for r in con.execute("SELECT schema_name || '.' || table_name FROM duckdb_tables() "
-                                               "UNION ALL SELECT schema_name || '.' || view_name FROM duckdb_views()").fetchall()}
+        catalogs = {
+            r[0]
+            for r in con.execute(
+                "SELECT schema_name || '.' || table_name FROM duckdb_tables() "
+                "UNION ALL SELECT schema_name || '.' || view_name FROM duckdb_views()"
+            ).fetchall()
+        }
         if "silver.sales_lines" not in catalogs:
             return []
         gold = "gold.fact_sales" in catalogs
         published = None
         if "system.gold_releases" in catalogs:
             published = con.execute('SELECT max(published_at) FROM memory."system".gold_releases').fetchall()[0][0]
-        gold_sql = ("LEFT JOIN (SELECT source_system, count(*) AS gold_lines FROM gold.fact_sales GROUP BY ALL) g "
-                    "USING (source_system)") if gold else ""
+        gold_sql = (
+            (
+                "LEFT JOIN (SELECT source_system, count(*) AS gold_lines FROM gold.fact_sales GROUP BY ALL) g "
+                "USING (source_system)"
+            )
+            if gold
+            else ""
+        )
         rows = con.execute(
             f"""
             SELECT s.source_system, s.silver_lines, s.last_event_at, s.last_ingested_at,
@@ -50,12 +61,15 @@ def freshness(lake: Lake, now: datetime | None = None) -> list[dict]:
         con.close()
     out = []
     for source, lines, event_at, ingested_at, gold_lines in rows:
-        out.append({
-            "source_system": source, "silver_lines": lines,
-            "last_event_at": event_at.isoformat() if event_at else None,
-            "last_ingested_at": ingested_at.isoformat() if ingested_at else None,
-            "silver_age_seconds": round((now - ingested_at).total_seconds(), 1) if ingested_at else None,
-            "gold_lines": gold_lines,
-            "gold_published_at": published.isoformat() if published else None,
-        })
+        out.append(
+            {
+                "source_system": source,
+                "silver_lines": lines,
+                "last_event_at": event_at.isoformat() if event_at else None,
+                "last_ingested_at": ingested_at.isoformat() if ingested_at else None,
+                "silver_age_seconds": round((now - ingested_at).total_seconds(), 1) if ingested_at else None,
+                "gold_lines": gold_lines,
+                "gold_published_at": published.isoformat() if published else None,
+            }
+        )
     return out

@@ -54,8 +54,10 @@ def _sources(health: Health, lake: Lake, settings: Settings, now: datetime) -> N
         stale = limit is not None and age is not None and age > limit
         health.sources.append({**row, "max_age_seconds": limit, "stale": stale})
         if stale:
-            health.problems.append(f"source {row['source_system']} is stale: newest line reached silver "
-                                   f"{age:,.0f} s ago (limit {limit:,.0f} s)")
+            health.problems.append(
+                f"source {row['source_system']} is stale: newest line reached silver "
+                f"{age:,.0f} s ago (limit {limit:,.0f} s)"
+            )
 
 
 def _quarantine(health: Health, lake: Lake, settings: Settings, now: datetime) -> None:
@@ -73,11 +75,18 @@ def _quarantine(health: Health, lake: Lake, settings: Settings, now: datetime) -
             quarantined += r["rows_quarantined"] or 0
     share = quarantined / read if read else 0.0
     limit = settings.monitor.max_quarantine_share
-    health.quarantine = {"window_hours": window, "rows_read": read, "rows_quarantined": quarantined,
-                         "share": round(share, 6), "max_share": limit}
+    health.quarantine = {
+        "window_hours": window,
+        "rows_read": read,
+        "rows_quarantined": quarantined,
+        "share": round(share, 6),
+        "max_share": limit,
+    }
     if share > limit:
-        health.problems.append(f"quarantine rate {share:.1%} over the last {window:g} h "
-                               f"({quarantined:,} of {read:,} rows) is above {limit:.1%}")
+        health.problems.append(
+            f"quarantine rate {share:.1%} over the last {window:g} h "
+            f"({quarantined:,} of {read:,} rows) is above {limit:.1%}"
+        )
 
 
 def _stream_in_use(lake: Lake) -> bool:
@@ -88,11 +97,16 @@ def _stream(health: Health, lake: Lake, settings: Settings) -> None:
     if not _stream_in_use(lake):
         return
     topic = settings.kafka.topic
-    health.stream = {"topic": topic, "lag": {}, "total_lag": None, "max_lag": settings.monitor.max_stream_lag,
-                     "error": None}
+    health.stream = {
+        "topic": topic,
+        "lag": {},
+        "total_lag": None,
+        "max_lag": settings.monitor.max_stream_lag,
+        "error": None,
+    }
     try:
         lag = stream_lag(lake, settings)
-    except Exception as exc:  # noqa: BLE001 - any broker failure is a health finding, not a crash
+    except Exception as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         health.stream["error"] = message
         health.problems.append(f"stream lag unknown: {message}")
@@ -100,7 +114,9 @@ def _stream(health: Health, lake: Lake, settings: Settings) -> None:
     total = sum(lag.values())
     health.stream.update(lag=lag, total_lag=total)
     if total > settings.monitor.max_stream_lag:
-        health.problems.append(f"stream lag on {topic} is {total:,} messages (limit {settings.monitor.max_stream_lag:,})")
+        health.problems.append(
+            f"stream lag on {topic} is {total:,} messages (limit {settings.monitor.max_stream_lag:,})"
+        )
 
 
 def stream_lag(lake: Lake, settings: Settings, timeout: float = 5.0) -> dict[int, int]:

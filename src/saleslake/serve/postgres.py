@@ -103,25 +103,28 @@ MAINTENANCE_WORK_MEM = "512MB"
 
 #: Versioned DDL: (version, description, statements); ``{s}`` is the quoted schema.
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
-    (1, "star schema with primary and foreign keys, publish log", [
-        """CREATE TABLE IF NOT EXISTS {s}.dim_date (
+    (
+        1,
+        "star schema with primary and foreign keys, publish log",
+        [
+            """CREATE TABLE IF NOT EXISTS {s}.dim_date (
             date_key integer PRIMARY KEY, date date, year integer, quarter integer, month integer,
             month_name text, day_of_month integer, day_of_week integer, day_name text,
             week_of_year integer, is_weekend boolean)""",
-        """CREATE TABLE IF NOT EXISTS {s}.dim_customer (
+            """CREATE TABLE IF NOT EXISTS {s}.dim_customer (
             customer_sk bigint PRIMARY KEY, customer_id text, customer_name text, segment text,
             valid_from date, valid_to date, is_current boolean, version integer)""",
-        """CREATE TABLE IF NOT EXISTS {s}.dim_product (
+            """CREATE TABLE IF NOT EXISTS {s}.dim_product (
             product_sk bigint PRIMARY KEY, product_id text, product_name text, category text,
             sub_category text, valid_from date, valid_to date, is_current boolean, version integer)""",
-        """CREATE TABLE IF NOT EXISTS {s}.dim_store (
+            """CREATE TABLE IF NOT EXISTS {s}.dim_store (
             store_sk bigint PRIMARY KEY, store_id text, store_name text, channel text, city text,
             state text, country text, region text, market text, valid_from date, valid_to date,
             is_current boolean, version integer)""",
-        """CREATE TABLE IF NOT EXISTS {s}.dim_geography (
+            """CREATE TABLE IF NOT EXISTS {s}.dim_geography (
             geography_sk bigint PRIMARY KEY, city text, state text, country text, postal_code text,
             region text, market text)""",
-        """CREATE TABLE IF NOT EXISTS {s}.fact_sales (
+            """CREATE TABLE IF NOT EXISTS {s}.fact_sales (
             line_key text COLLATE "C" PRIMARY KEY, order_id text, line_id text,
             order_date_key integer NOT NULL, ship_date_key integer NOT NULL,
             customer_sk bigint NOT NULL, product_sk bigint NOT NULL, store_sk bigint NOT NULL,
@@ -130,45 +133,56 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             discount_amount numeric(18,4), net_sales numeric(18,4), profit numeric(18,4),
             profit_margin double precision, shipping_cost numeric(18,4), tax_amount numeric(18,4),
             is_suspected_fraud boolean, is_outlier boolean, dq_score integer)""",
-        """CREATE TABLE IF NOT EXISTS {s}.agg_sales_daily (
+            """CREATE TABLE IF NOT EXISTS {s}.agg_sales_daily (
             date_key integer NOT NULL, region text NOT NULL, category text NOT NULL,
             orders bigint, lines bigint, quantity bigint, sales numeric(38,4), net_sales numeric(38,4),
             profit numeric(38,4), tax_amount numeric(38,4), suspected_fraud_lines bigint,
             PRIMARY KEY (date_key, region, category))""",
-        """CREATE TABLE IF NOT EXISTS {s}.saleslake_publish_log (
+            """CREATE TABLE IF NOT EXISTS {s}.saleslake_publish_log (
             publish_id bigserial PRIMARY KEY, release_id text NOT NULL, run_id text, lake text,
             published_at timestamptz NOT NULL DEFAULT now(), schema_version integer,
             table_versions jsonb NOT NULL, rows_written jsonb NOT NULL, seconds double precision)""",
-    ],),
-    (2, "fact row hash (incremental publish), foreign keys, BI indexes", [
-        "ALTER TABLE {s}.fact_sales ADD COLUMN IF NOT EXISTS _row_hash bigint",
-        *[
-            f"""DO $$ BEGIN
+        ],
+    ),
+    (
+        2,
+        "fact row hash (incremental publish), foreign keys, BI indexes",
+        [
+            "ALTER TABLE {s}.fact_sales ADD COLUMN IF NOT EXISTS _row_hash bigint",
+            *[
+                f"""DO $$ BEGIN
                 IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'fact_sales_{col}_fkey'
                                AND conrelid = '{{s}}.fact_sales'::regclass) THEN
                     ALTER TABLE {{s}}.fact_sales ADD CONSTRAINT fact_sales_{col}_fkey FOREIGN KEY ({col})
                     REFERENCES {{s}}.{dim} ({key}) DEFERRABLE INITIALLY DEFERRED;
                 END IF; END $$"""
-            for col, dim, key in (
-                ("order_date_key", "dim_date", "date_key"), ("ship_date_key", "dim_date", "date_key"),
-                ("customer_sk", "dim_customer", "customer_sk"), ("product_sk", "dim_product", "product_sk"),
-                ("store_sk", "dim_store", "store_sk"), ("geography_sk", "dim_geography", "geography_sk"),
-            )
+                for col, dim, key in (
+                    ("order_date_key", "dim_date", "date_key"),
+                    ("ship_date_key", "dim_date", "date_key"),
+                    ("customer_sk", "dim_customer", "customer_sk"),
+                    ("product_sk", "dim_product", "product_sk"),
+                    ("store_sk", "dim_store", "store_sk"),
+                    ("geography_sk", "dim_geography", "geography_sk"),
+                )
+            ],
+            "CREATE INDEX IF NOT EXISTS fact_sales_order_date_key_idx ON {s}.fact_sales (order_date_key)",
+            "CREATE INDEX IF NOT EXISTS fact_sales_customer_sk_idx ON {s}.fact_sales (customer_sk)",
+            "CREATE INDEX IF NOT EXISTS fact_sales_product_sk_idx ON {s}.fact_sales (product_sk)",
+            "CREATE INDEX IF NOT EXISTS fact_sales_store_sk_idx ON {s}.fact_sales (store_sk)",
+            "CREATE INDEX IF NOT EXISTS agg_sales_daily_date_key_idx ON {s}.agg_sales_daily (date_key)",
         ],
-        "CREATE INDEX IF NOT EXISTS fact_sales_order_date_key_idx ON {s}.fact_sales (order_date_key)",
-        "CREATE INDEX IF NOT EXISTS fact_sales_customer_sk_idx ON {s}.fact_sales (customer_sk)",
-        "CREATE INDEX IF NOT EXISTS fact_sales_product_sk_idx ON {s}.fact_sales (product_sk)",
-        "CREATE INDEX IF NOT EXISTS fact_sales_store_sk_idx ON {s}.fact_sales (store_sk)",
-        "CREATE INDEX IF NOT EXISTS agg_sales_daily_date_key_idx ON {s}.agg_sales_daily (date_key)",
-    ],),
+    ),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 #: (column, referenced table, referenced column) of the fact's foreign keys.
 FACT_FOREIGN_KEYS = (
-    ("order_date_key", "dim_date", "date_key"), ("ship_date_key", "dim_date", "date_key"),
-    ("customer_sk", "dim_customer", "customer_sk"), ("product_sk", "dim_product", "product_sk"),
-    ("store_sk", "dim_store", "store_sk"), ("geography_sk", "dim_geography", "geography_sk"),
+    ("order_date_key", "dim_date", "date_key"),
+    ("ship_date_key", "dim_date", "date_key"),
+    ("customer_sk", "dim_customer", "customer_sk"),
+    ("product_sk", "dim_product", "product_sk"),
+    ("store_sk", "dim_store", "store_sk"),
+    ("geography_sk", "dim_geography", "geography_sk"),
 )
 
 
@@ -232,7 +246,8 @@ def schema_version(conn: psycopg.Connection, schema: str) -> int:
     if row is None or row[0] is None:
         return 0
     (version,) = conn.execute(
-        f"SELECT coalesce(max(version), 0) FROM {quote_ident(schema)}.saleslake_schema_version").fetchone()
+        f"SELECT coalesce(max(version), 0) FROM {quote_ident(schema)}.saleslake_schema_version"
+    ).fetchone()
     return int(version)
 
 
@@ -256,8 +271,10 @@ def migrate(conn: psycopg.Connection, schema: str, target: int | None = None) ->
                 continue
             for statement in statements:
                 conn.execute(statement.replace("{s}", s))
-            conn.execute(f"INSERT INTO {s}.saleslake_schema_version (version, description) VALUES (%s, %s)",
-                         [version, description])
+            conn.execute(
+                f"INSERT INTO {s}.saleslake_schema_version (version, description) VALUES (%s, %s)",
+                [version, description],
+            )
             applied.append(version)
     return applied
 
@@ -275,7 +292,9 @@ def _release(lake: Lake) -> dict:
 def _target_columns(conn: psycopg.Connection, schema: str, table: str) -> list[str]:
     rows = conn.execute(
         "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
-        "ORDER BY ordinal_position", [schema, table]).fetchall()
+        "ORDER BY ordinal_position",
+        [schema, table],
+    ).fetchall()
     return [r[0] for r in rows]
 
 
@@ -307,8 +326,9 @@ def _hash_sql(columns: list[str]) -> str:
 # -- publish --------------------------------------------------------------------------------
 
 
-def publish_postgres(settings: Settings, dsn: str | None = None, schema: str | None = None,
-                     run_id: str | None = None) -> PostgresPublication:
+def publish_postgres(
+    settings: Settings, dsn: str | None = None, schema: str | None = None, run_id: str | None = None
+) -> PostgresPublication:
     """Publish the latest gold release of ``settings.home`` into the warehouse (see module doc)."""
     import psycopg
 
@@ -345,8 +365,9 @@ def publish_postgres(settings: Settings, dsn: str | None = None, schema: str | N
     )
 
 
-def _publish_once(settings: Settings, lake: Lake, release: dict, target: str, schema: str,
-                  run_id: str | None) -> PostgresPublication:
+def _publish_once(
+    settings: Settings, lake: Lake, release: dict, target: str, schema: str, run_id: str | None
+) -> PostgresPublication:
     import psycopg
 
     started = time.perf_counter()
@@ -367,12 +388,17 @@ def _publish_once(settings: Settings, lake: Lake, release: dict, target: str, sc
         result.schema_version = schema_version(conn, schema)
         last = conn.execute(
             f"SELECT release_id, lake, table_versions, schema_version FROM {s}.saleslake_publish_log "
-            "ORDER BY publish_id DESC LIMIT 1").fetchone()
+            "ORDER BY publish_id DESC LIMIT 1"
+        ).fetchone()
         conn.commit()
         same_lake = last is not None and last[1] == str(lake.home)
         published: dict[str, int] = {k: int(v) for k, v in (last[2] or {}).items()} if same_lake else {}
-        if (same_lake and last[0] == release["release_id"] and last[3] == result.schema_version
-                and not result.migrations_applied):
+        if (
+            same_lake
+            and last[0] == release["release_id"]
+            and last[3] == result.schema_version
+            and not result.migrations_applied
+        ):
             result.skipped = True
             result.tables = {name: TableLoad(skipped=True) for name in TABLES}
             result.seconds = time.perf_counter() - started
@@ -442,14 +468,23 @@ def _publish_once(settings: Settings, lake: Lake, release: dict, target: str, sc
                             load.written, load.deleted = _merge_table(conn, s, name, columns)
                         result.timings[f"merge_{name}"] = round(time.perf_counter() - step, 3)
                         step = time.perf_counter()
-                    written = {n: {"written": t.written, "deleted": t.deleted, "sent": t.sent, "skipped": t.skipped}
-                               for n, t in result.tables.items()}
+                    written = {
+                        n: {"written": t.written, "deleted": t.deleted, "sent": t.sent, "skipped": t.skipped}
+                        for n, t in result.tables.items()
+                    }
                     result.seconds = time.perf_counter() - started
                     (result.publish_id,) = conn.execute(
                         f"INSERT INTO {s}.saleslake_publish_log (release_id, run_id, lake, schema_version, "
                         "table_versions, rows_written, seconds) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING publish_id",
-                        [release["release_id"], run_id or release.get("run_id"), str(lake.home), result.schema_version,
-                         json.dumps(versions), json.dumps(written), result.seconds],
+                        [
+                            release["release_id"],
+                            run_id or release.get("run_id"),
+                            str(lake.home),
+                            result.schema_version,
+                            json.dumps(versions),
+                            json.dumps(written),
+                            result.seconds,
+                        ],
                     ).fetchone()
                 break
             except psycopg.errors.LockNotAvailable as exc:
@@ -486,12 +521,13 @@ def _drop_leftovers(pg: Any, target: str, schema: str) -> None:
     try:
         with _session(pg, target) as other:
             other.autocommit = True
-            (mine,) = other.execute("SELECT pg_try_advisory_lock(hashtext(%s))",
-                                    [f"saleslake.publish.{schema}"]).fetchone()
+            (mine,) = other.execute(
+                "SELECT pg_try_advisory_lock(hashtext(%s))", [f"saleslake.publish.{schema}"]
+            ).fetchone()
             if mine:
                 other.execute(f"DROP TABLE IF EXISTS {s}.{FACT_NEXT}")
                 other.execute(f"DROP TABLE IF EXISTS {FACT_STAGE.format(s=s)}")
-    except Exception:  # noqa: BLE001 - the server may be gone: that is why the attempt failed
+    except Exception:
         pass
 
 
@@ -512,8 +548,9 @@ class FactStage:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per step of the staging
 
 
-def _stage_fact_changes(conn: psycopg.Connection, duck: duckdb.DuckDBPyConnection, lake: Lake, schema: str,
-                        columns: list[str], session: Any) -> FactStage:
+def _stage_fact_changes(
+    conn: psycopg.Connection, duck: duckdb.DuckDBPyConnection, lake: Lake, schema: str, columns: list[str], session: Any
+) -> FactStage:
     """Stage the gold facts that are new or differ (by row hash) from the warehouse's, and
     the line keys the warehouse has but gold lost (``stage_fact_deletes``, this session).
 
@@ -544,13 +581,16 @@ def _stage_fact_changes(conn: psycopg.Connection, duck: duckdb.DuckDBPyConnectio
         # An ANTI JOIN on (key, hash): a NOT EXISTS with the hash in its condition ran 4x slower
         duck.execute(
             f"CREATE OR REPLACE TABLE changed AS SELECT line_key FROM (SELECT line_key, {_hash_sql(columns)} AS h "
-            f"FROM {FACT}) g ANTI JOIN published p USING (line_key, h)")
+            f"FROM {FACT}) g ANTI JOIN published p USING (line_key, h)"
+        )
         only_changed = "AND line_key IN (SELECT line_key FROM changed)"
         (changes,) = duck.execute("SELECT count(*) FROM changed").fetchall()[0]
     else:
         (changes,) = duck.execute(f"SELECT count(*) FROM {FACT}").fetchall()[0]
-    duck.execute(f"CREATE OR REPLACE TABLE deleted AS SELECT line_key FROM published ANTI JOIN "
-                 f"(SELECT line_key FROM {FACT}) g USING (line_key)")
+    duck.execute(
+        f"CREATE OR REPLACE TABLE deleted AS SELECT line_key FROM published ANTI JOIN "
+        f"(SELECT line_key FROM {FACT}) g USING (line_key)"
+    )
     (deletes,) = duck.execute("SELECT count(*) FROM deleted").fetchall()[0]
     lap("compare")
     bulk = changes + deletes > BULK_FACT_ROWS and changes + deletes > BULK_FACT_SHARE * published_rows
@@ -583,8 +623,9 @@ def _stage_fact_changes(conn: psycopg.Connection, duck: duckdb.DuckDBPyConnectio
         sent = sum(pool.map(load_share, range(COPY_SESSIONS)))
     conn.execute("DROP TABLE IF EXISTS stage_fact_deletes")
     conn.execute('CREATE TEMP TABLE stage_fact_deletes (line_key text COLLATE "C" PRIMARY KEY)')
-    sent += _copy_arrow(conn, "stage_fact_deletes", ["line_key"],
-                        duck.sql("SELECT line_key FROM deleted").to_arrow_reader(BATCH_ROWS))
+    sent += _copy_arrow(
+        conn, "stage_fact_deletes", ["line_key"], duck.sql("SELECT line_key FROM deleted").to_arrow_reader(BATCH_ROWS)
+    )
     duck.execute("DROP TABLE published; DROP TABLE deleted; DROP TABLE IF EXISTS changed")
     staged = FactStage(mode=mode, sent=sent, deletes=int(deletes), timings=timings)
     lap("copy")
@@ -594,7 +635,8 @@ def _stage_fact_changes(conn: psycopg.Connection, duck: duckdb.DuckDBPyConnectio
             conn.execute(
                 f"INSERT INTO {stage} ({every}) SELECT {every} FROM {fact} f WHERE NOT EXISTS "
                 f"(SELECT 1 FROM {stage} n WHERE n.line_key = f.line_key) AND NOT EXISTS "
-                "(SELECT 1 FROM stage_fact_deletes d WHERE d.line_key = f.line_key)")
+                "(SELECT 1 FROM stage_fact_deletes d WHERE d.line_key = f.line_key)"
+            )
         conn.commit()
         lap("unchanged")
         staged.indexes = _build_next_indexes(conn, schema, session)
@@ -610,14 +652,19 @@ def _published_hashes(conn: psycopg.Connection, duck: duckdb.DuckDBPyConnection,
     lake.tmp.mkdir(parents=True, exist_ok=True)
     hashes = lake.tmp / f"pg-fact-hashes-{uuid.uuid4().hex}.csv"
     try:
-        with open(hashes, "wb") as out, conn.cursor() as cur, cur.copy(
-                f"COPY (SELECT line_key, {HASH_COLUMN} FROM {fact}) TO STDOUT (FORMAT csv)") as copy:
+        with (
+            open(hashes, "wb") as out,
+            conn.cursor() as cur,
+            cur.copy(f"COPY (SELECT line_key, {HASH_COLUMN} FROM {fact}) TO STDOUT (FORMAT csv)") as copy,
+        ):
             for chunk in copy:
                 out.write(chunk)
         duck.execute(
             "CREATE OR REPLACE TABLE published AS SELECT * FROM read_csv(?, header = false, "
             "columns = {'line_key': 'VARCHAR', 'h': 'BIGINT'}, quote = '\"', escape = '\"', "
-            "nullstr = '', auto_detect = false)", [str(hashes)])
+            "nullstr = '', auto_detect = false)",
+            [str(hashes)],
+        )
     finally:
         hashes.unlink(missing_ok=True)
     conn.commit()
@@ -654,9 +701,14 @@ def _bulk_mode(conn: psycopg.Connection, fact: str, columns: list[str]) -> str:
         "OR EXISTS (SELECT 1 FROM pg_policy p, t WHERE p.polrelid = t.oid) "
         "OR EXISTS (SELECT 1 FROM pg_publication_rel r, t WHERE r.prrelid = t.oid) "
         "OR EXISTS (SELECT 1 FROM pg_publication p WHERE p.puballtables) "
-        + ("OR EXISTS (SELECT 1 FROM pg_publication_namespace n, pg_class k, t WHERE k.oid = t.oid "
-           "  AND n.pnnspid = k.relnamespace)" if conn.info.server_version >= 150000 else ""),  # PostgreSQL 15+
-        [fact, [*columns, HASH_COLUMN]]).fetchone()
+        + (
+            "OR EXISTS (SELECT 1 FROM pg_publication_namespace n, pg_class k, t WHERE k.oid = t.oid "
+            "  AND n.pnnspid = k.relnamespace)"
+            if conn.info.server_version >= 150000
+            else ""
+        ),  # PostgreSQL 15+
+        [fact, [*columns, HASH_COLUMN]],
+    ).fetchone()
     conn.commit()
     return "upsert" if referenced else "in_place" if blocked else "next"
 
@@ -665,7 +717,9 @@ def _bulk_mode(conn: psycopg.Connection, fact: str, columns: list[str]) -> str:
 _IDENT = r'(?:"(?:[^"]|"")*"|[^\s."]+)'
 
 
-def _build_next_indexes(conn: psycopg.Connection, schema: str, session: Any) -> list[tuple[str, str, str | None, str | None]]:
+def _build_next_indexes(
+    conn: psycopg.Connection, schema: str, session: Any
+) -> list[tuple[str, str, str | None, str | None]]:
     """Build every index of the live fact (primary key included) on :data:`FACT_NEXT`, under
     temporary names, ``COPY_SESSIONS`` at a time (CREATE INDEX takes a SHARE lock, which
     does not exclude another CREATE INDEX). Returns (next name, live name, constraint,
@@ -677,8 +731,9 @@ def _build_next_indexes(conn: psycopg.Connection, schema: str, session: Any) -> 
     built: list[tuple[str, str, str | None, str | None]] = []
     statements: list[str] = []
     for n, (live, definition, constraint, kind) in enumerate(rows):
-        parts = re.fullmatch(rf"CREATE (UNIQUE )?INDEX {_IDENT} ON (?:ONLY )?{_IDENT}(?:\.{_IDENT})? (USING .*)",
-                             definition, re.S)
+        parts = re.fullmatch(
+            rf"CREATE (UNIQUE )?INDEX {_IDENT} ON (?:ONLY )?{_IDENT}(?:\.{_IDENT})? (USING .*)", definition, re.S
+        )
         if parts is None:
             raise UserError(f"cannot rebuild index {live} of the warehouse fact: unexpected definition {definition}")
         name = NEXT_INDEX.format(n=n)
@@ -736,8 +791,9 @@ def _detach_fact(conn: psycopg.Connection, s: str, staged: FactStage) -> list[tu
     return foreign
 
 
-def _merge_fact(conn: psycopg.Connection, s: str, columns: list[str], staged: FactStage,
-                foreign: list[tuple[str, str]]) -> tuple[int, int]:
+def _merge_fact(
+    conn: psycopg.Connection, s: str, columns: list[str], staged: FactStage, foreign: list[tuple[str, str]]
+) -> tuple[int, int]:
     """Apply the staged fact changes (see :class:`FactStage`), after the dimensions;
     returns (written, deleted). ``foreign``: the keys :func:`_detach_fact` took off.
 
@@ -751,13 +807,17 @@ def _merge_fact(conn: psycopg.Connection, s: str, columns: list[str], staged: Fa
     if staged.mode == "next":
         written, deleted = staged.sent - staged.deletes, staged.deletes
     else:
-        deleted = conn.execute(f"DELETE FROM {table} f USING stage_fact_deletes d WHERE f.line_key = d.line_key").rowcount
+        deleted = conn.execute(
+            f"DELETE FROM {table} f USING stage_fact_deletes d WHERE f.line_key = d.line_key"
+        ).rowcount
         column_list = ", ".join(quote_ident(c) for c in columns)
         stage = FACT_STAGE.format(s=s)
         if staged.mode == "upsert":
             updates = ", ".join(f"{quote_ident(c)} = EXCLUDED.{quote_ident(c)}" for c in columns if c != "line_key")
-            written = conn.execute(f"INSERT INTO {table} ({column_list}) SELECT {column_list} FROM {stage} "
-                                   f"ON CONFLICT (line_key) DO UPDATE SET {updates}").rowcount
+            written = conn.execute(
+                f"INSERT INTO {table} ({column_list}) SELECT {column_list} FROM {stage} "
+                f"ON CONFLICT (line_key) DO UPDATE SET {updates}"
+            ).rowcount
         else:
             conn.execute(f"SET LOCAL maintenance_work_mem = '{MAINTENANCE_WORK_MEM}'")
             conn.execute(f"DELETE FROM {table} f USING {stage} x WHERE f.line_key = x.line_key")
@@ -782,7 +842,9 @@ def _fact_constraints(conn: psycopg.Connection, table: str) -> list[tuple[str, s
     """(name, definition, type) of the fact's keys, unique and foreign keys."""
     return conn.execute(
         "SELECT conname, pg_get_constraintdef(oid), contype FROM pg_constraint WHERE conrelid = %s::regclass "
-        "AND contype IN ('p', 'u', 'f') ORDER BY contype DESC, conname", [table]).fetchall()
+        "AND contype IN ('p', 'u', 'f') ORDER BY contype DESC, conname",
+        [table],
+    ).fetchall()
 
 
 def _fact_indexes(conn: psycopg.Connection, table: str) -> list[tuple[str, str, str | None, str | None]]:
@@ -792,7 +854,9 @@ def _fact_indexes(conn: psycopg.Connection, table: str) -> list[tuple[str, str, 
         "SELECT x.relname, pg_get_indexdef(i.indexrelid), c.conname, c.contype "
         "FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid "
         "LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid "
-        "WHERE i.indrelid = %s::regclass ORDER BY c.contype NULLS LAST, i.indexrelid", [table]).fetchall()
+        "WHERE i.indrelid = %s::regclass ORDER BY c.contype NULLS LAST, i.indexrelid",
+        [table],
+    ).fetchall()
 
 
 def _grants(conn: psycopg.Connection, table: str) -> list[tuple[str, str, bool]]:
@@ -800,7 +864,9 @@ def _grants(conn: psycopg.Connection, table: str) -> list[tuple[str, str, bool]]
     return conn.execute(
         "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END, "
         "a.privilege_type, a.is_grantable FROM pg_class c, aclexplode(c.relacl) a "
-        "WHERE c.oid = %s::regclass AND a.grantee <> c.relowner", [table]).fetchall()
+        "WHERE c.oid = %s::regclass AND a.grantee <> c.relowner",
+        [table],
+    ).fetchall()
 
 
 def _merge_table(conn: psycopg.Connection, s: str, name: str, columns: list[str]) -> tuple[int, int]:
@@ -814,14 +880,24 @@ def _merge_table(conn: psycopg.Connection, s: str, name: str, columns: list[str]
     column_list = ", ".join(quote_ident(c) for c in columns)
     others = [c for c in columns if c not in key]
     updates = ", ".join(f"{quote_ident(c)} = EXCLUDED.{quote_ident(c)}" for c in others)
-    differs = (f"({', '.join('t.' + quote_ident(c) for c in others)}) IS DISTINCT FROM "
-               f"({', '.join('EXCLUDED.' + quote_ident(c) for c in others)})")
+    differs = (
+        f"({', '.join('t.' + quote_ident(c) for c in others)}) IS DISTINCT FROM "
+        f"({', '.join('EXCLUDED.' + quote_ident(c) for c in others)})"
+    )
     conflict = ", ".join(quote_ident(k) for k in key)
     action = f"DO UPDATE SET {updates} WHERE {differs}" if others else "DO NOTHING"
-    cur = conn.execute(f"INSERT INTO {target} AS t ({column_list}) SELECT {column_list} FROM {stage} "
-                       f"ON CONFLICT ({conflict}) {action}")
+    cur = conn.execute(
+        f"INSERT INTO {target} AS t ({column_list}) SELECT {column_list} FROM {stage} ON CONFLICT ({conflict}) {action}"
+    )
     return cur.rowcount, deleted
 
 
-__all__ = ["LATEST_VERSION", "MIGRATIONS", "PostgresPublication", "TableLoad", "migrate", "publish_postgres",
-           "schema_version"]
+__all__ = [
+    "LATEST_VERSION",
+    "MIGRATIONS",
+    "PostgresPublication",
+    "TableLoad",
+    "migrate",
+    "publish_postgres",
+    "schema_version",
+]

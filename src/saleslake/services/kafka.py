@@ -39,7 +39,7 @@ import subprocess
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -47,8 +47,8 @@ from typing import Any
 import psutil
 
 from saleslake import __version__ as saleslake_version
-from saleslake.services.ports import file_lock, port_holder
 from saleslake.errors import TransientError, UserError
+from saleslake.services.ports import file_lock, port_holder
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 9092
@@ -120,9 +120,7 @@ class KafkaService:
             if not 1 <= value <= 65535:
                 raise UserError(f"Kafka {name} {value} is not a TCP port (1-65535)")
         if self.port == self.controller_port:
-            raise UserError(
-                f"Kafka port and controller port are both {self.port}: choose two different ports"
-            )
+            raise UserError(f"Kafka port and controller port are both {self.port}: choose two different ports")
 
     @classmethod
     def for_lake(cls, lake_home: Path | str, **kwargs: Any) -> KafkaService:
@@ -247,7 +245,11 @@ def fetch_jars(cache_dir: Path | None = None, *, quiet: bool = True) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         out_file = cache / "fetch.log"
         cmd = [
-            mvn, "-B", *(["-q"] if quiet else []), "-f", str(pom_file),
+            mvn,
+            "-B",
+            *(["-q"] if quiet else []),
+            "-f",
+            str(pom_file),
             f"org.apache.maven.plugins:maven-dependency-plugin:"
             f"{_pom_property('dependency-plugin.version')}:copy-dependencies",
             f"-DoutputDirectory={tmp}",
@@ -255,14 +257,18 @@ def fetch_jars(cache_dir: Path | None = None, *, quiet: bool = True) -> Path:
         try:
             with out_file.open("w", encoding="utf-8") as out:
                 proc = subprocess.run(
-                    cmd, cwd=cache, stdin=subprocess.DEVNULL, stdout=out,
-                    stderr=subprocess.STDOUT, timeout=1800, check=False,
+                    cmd,
+                    cwd=cache,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    timeout=1800,
+                    check=False,
                 )
         except subprocess.TimeoutExpired:
             shutil.rmtree(tmp, ignore_errors=True)
             raise KafkaFetchError(
-                f"downloading the Kafka {kafka_version()} jars with Maven took over 30 minutes; "
-                f"output in {out_file}"
+                f"downloading the Kafka {kafka_version()} jars with Maven took over 30 minutes; output in {out_file}"
             ) from None
         if proc.returncode != 0 or not any(tmp.glob("kafka_2.13-*.jar")):
             shutil.rmtree(tmp, ignore_errors=True)
@@ -288,7 +294,7 @@ def _first_maven_error(out_file: Path) -> str:
     for line in lines:
         line = ansi.sub("", line).strip()
         if line.startswith("[ERROR]") and len(line) > len("[ERROR]") + 1:
-            return line[len("[ERROR]"):].strip()[:400]
+            return line[len("[ERROR]") :].strip()[:400]
     return ""
 
 
@@ -308,9 +314,7 @@ def find_java() -> str:
             "or point bootstrap.servers at an existing Kafka"
         )
     try:
-        proc = subprocess.run(
-            [java, "-version"], capture_output=True, text=True, timeout=60, check=False
-        )
+        proc = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise JavaNotFoundError(f"{java} does not run ({exc}): install a working Java {MIN_JAVA}+") from None
     major = _java_major(proc.stderr + proc.stdout)
@@ -381,7 +385,7 @@ def start_kafka(service: KafkaService) -> dict[str, str]:
             "port": service.port,
             "controller_port": service.controller_port,
             "version": kafka_version(),
-            "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         service.pid_file.write_text(f"{pid}\n", "utf-8")
         service.state_file.write_text(json.dumps(state, indent=2) + "\n", "utf-8")
@@ -554,27 +558,29 @@ def _escape_property(value: str) -> str:
 def _log4j2_properties(service: KafkaService) -> str:
     log = _escape_property(str(service.log_file))
     pattern = _escape_property(str(service.log_dir / "server.log.%i"))
-    return "\n".join([
-        "# Written by saleslake on every start.",
-        "status = warn",
-        "shutdownHook = disable",
-        "appender.file.type = RollingFile",
-        "appender.file.name = file",
-        f"appender.file.fileName = {log}",
-        f"appender.file.filePattern = {pattern}",
-        "appender.file.layout.type = PatternLayout",
-        "appender.file.layout.pattern = [%d] %p %m (%c)%n",
-        "appender.file.policies.type = Policies",
-        "appender.file.policies.size.type = SizeBasedTriggeringPolicy",
-        "appender.file.policies.size.size = 10MB",
-        "appender.file.strategy.type = DefaultRolloverStrategy",
-        "appender.file.strategy.max = 3",
-        "rootLogger.level = info",
-        "rootLogger.appenderRef.file.ref = file",
-        "logger.request.name = kafka.request.logger",
-        "logger.request.level = warn",
-        "",
-    ])
+    return "\n".join(
+        [
+            "# Written by saleslake on every start.",
+            "status = warn",
+            "shutdownHook = disable",
+            "appender.file.type = RollingFile",
+            "appender.file.name = file",
+            f"appender.file.fileName = {log}",
+            f"appender.file.filePattern = {pattern}",
+            "appender.file.layout.type = PatternLayout",
+            "appender.file.layout.pattern = [%d] %p %m (%c)%n",
+            "appender.file.policies.type = Policies",
+            "appender.file.policies.size.type = SizeBasedTriggeringPolicy",
+            "appender.file.policies.size.size = 10MB",
+            "appender.file.strategy.type = DefaultRolloverStrategy",
+            "appender.file.strategy.max = 3",
+            "rootLogger.level = info",
+            "rootLogger.appenderRef.file.ref = file",
+            "logger.request.name = kafka.request.logger",
+            "logger.request.level = warn",
+            "",
+        ]
+    )
 
 
 def _jvm_args(service: KafkaService, lib: Path) -> list[str]:
@@ -606,18 +612,30 @@ def _new_cluster_id() -> str:
 def _format_storage(service: KafkaService, java: str, lib: Path) -> None:
     out_file = service.log_dir / "format.log"
     cmd = [
-        java, *_jvm_args(service, lib), STORAGE_TOOL_MAIN, "format",
-        "--config", str(service.config_file), "--cluster-id", _new_cluster_id(),
+        java,
+        *_jvm_args(service, lib),
+        STORAGE_TOOL_MAIN,
+        "format",
+        "--config",
+        str(service.config_file),
+        "--cluster-id",
+        _new_cluster_id(),
         "--ignore-formatted",
     ]
     try:
         with out_file.open("w", encoding="utf-8") as out:
             proc = subprocess.run(
-                cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                timeout=300, check=False,
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                timeout=300,
+                check=False,
             )
     except subprocess.TimeoutExpired:
-        raise KafkaStartError(f"formatting Kafka storage in {service.data_dir} took over 5 minutes; see {out_file}") from None
+        raise KafkaStartError(
+            f"formatting Kafka storage in {service.data_dir} took over 5 minutes; see {out_file}"
+        ) from None
     if proc.returncode != 0:
         raise KafkaStartError(
             f"formatting Kafka storage in {service.data_dir} failed (status {proc.returncode}): "
@@ -631,7 +649,11 @@ def _launch(service: KafkaService, java: str, lib: Path) -> int:
     if os.name != "posix":  # pragma: no cover - Windows
         with service.stdout_file.open("w", encoding="utf-8") as out:
             proc = subprocess.Popen(
-                cmd, cwd=service.home, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                cmd,
+                cwd=service.home,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
                 creationflags=getattr(subprocess, "DETACHED_PROCESS", 0)
                 | getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0),
             )
@@ -641,15 +663,18 @@ def _launch(service: KafkaService, java: str, lib: Path) -> int:
     script = 'out=$1; shift; "$@" >"$out" 2>&1 </dev/null & echo $!'
     proc = subprocess.run(
         ["/bin/sh", "-c", script, "sh", str(service.stdout_file), *cmd],
-        cwd=service.home, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-        start_new_session=True, timeout=60, check=False,
+        cwd=service.home,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        start_new_session=True,
+        timeout=60,
+        check=False,
     )
     try:
         return int(proc.stdout.strip())
     except ValueError:
-        raise KafkaStartError(
-            f"could not start java for the Kafka broker: {proc.stderr.strip() or 'no pid'}"
-        ) from None
+        raise KafkaStartError(f"could not start java for the Kafka broker: {proc.stderr.strip() or 'no pid'}") from None
 
 
 def _wait_ready(service: KafkaService, pid: int, log_offset: int | None = None) -> None:
@@ -695,7 +720,7 @@ def _broker_answers(service: KafkaService, timeout: float = 5.0) -> bool:
         return True
     try:
         AdminClient({"bootstrap.servers": service.bootstrap_servers}).list_topics(timeout=timeout)
-    except Exception:  # noqa: BLE001 - KafkaException while still starting: not ready yet
+    except Exception:
         return False
     return True
 
@@ -721,8 +746,12 @@ def _last_error_line(*sources: Path | tuple[Path, int]) -> str:
             if hits:
                 i = hits[-1]
                 text = lines[i]
-                if i + 1 < len(lines) and lines[i + 1].strip() and not lines[i + 1][:1].isspace() \
-                        and not lines[i + 1].startswith("["):
+                if (
+                    i + 1 < len(lines)
+                    and lines[i + 1].strip()
+                    and not lines[i + 1][:1].isspace()
+                    and not lines[i + 1].startswith("[")
+                ):
                     text += " " + lines[i + 1]
                 return " ".join(text.split())[:300]
     return ""
@@ -785,7 +814,7 @@ class _Reader:
         length = self.uvarint() - 1
         if length < 0:
             return None
-        value = self.data[self.pos:self.pos + length].decode("utf-8")
+        value = self.data[self.pos : self.pos + length].decode("utf-8")
         self.pos += length
         return value
 

@@ -58,14 +58,14 @@ import shutil
 import subprocess
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from saleslake.services.ports import file_lock, port_holder
 from saleslake.errors import TransientError, UserError
+from saleslake.services.ports import file_lock, port_holder
 
 if TYPE_CHECKING:  # pragma: no cover
     from saleslake.config import Settings
@@ -265,8 +265,9 @@ def _has_server(bin_dir: Path) -> bool:
 
 def _server_version(bin_dir: Path) -> str:
     try:
-        proc = subprocess.run([str(bin_dir / "postgres"), "--version"], capture_output=True, text=True,
-                              timeout=30, check=False)
+        proc = subprocess.run(
+            [str(bin_dir / "postgres"), "--version"], capture_output=True, text=True, timeout=30, check=False
+        )
     except (OSError, subprocess.TimeoutExpired):
         return ""
     match = re.search(r"\(PostgreSQL\)\s+(\d+(?:\.\d+)?)", proc.stdout)
@@ -335,15 +336,30 @@ def install_postgresql(log_file: Path) -> None:
         )
     log_file.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive", "LC_ALL": "C"}
-    options = ["-y", "--no-install-recommends", "-o", "DPkg::Lock::Timeout=300",
-               "-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold"]
+    options = [
+        "-y",
+        "--no-install-recommends",
+        "-o",
+        "DPkg::Lock::Timeout=300",
+        "-o",
+        "Dpkg::Options::=--force-confdef",
+        "-o",
+        "Dpkg::Options::=--force-confold",
+    ]
 
     def apt_get(log: Any, *args: str) -> int:
         log.write(f"$ apt-get {' '.join(args)}\n")
         log.flush()
         try:
-            return subprocess.run([apt, *args], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                  env=env, timeout=1800, check=False).returncode
+            return subprocess.run(
+                [apt, *args],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                timeout=1800,
+                check=False,
+            ).returncode
         except subprocess.TimeoutExpired:
             log.write("timed out after 30 minutes\n")
             return 124
@@ -361,9 +377,7 @@ def install_postgresql(log_file: Path) -> None:
                 status = apt_get(log, "install", *options, "postgresql")
     if status != 0:
         reason = _last_apt_error(log_file) or f"apt-get exited with status {status}"
-        raise PostgresInstallError(
-            f"installing PostgreSQL with apt-get failed: {reason} (full output in {log_file})"
-        )
+        raise PostgresInstallError(f"installing PostgreSQL with apt-get failed: {reason} (full output in {log_file})")
 
 
 def _disable_main_cluster(conf: Path = Path("/etc/postgresql-common/createcluster.conf")) -> None:
@@ -416,9 +430,23 @@ def _run_as(service: PostgresService) -> _RunAs:
             raise PostgresStateError(f"the OS user {name!r} for the PostgreSQL server does not exist")
         useradd = shutil.which("useradd") or "/usr/sbin/useradd"
         proc = subprocess.run(
-            [useradd, "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
-             "--shell", "/usr/sbin/nologin", "--comment", "saleslake PostgreSQL server", name],
-            capture_output=True, text=True, timeout=60, check=False,
+            [
+                useradd,
+                "--system",
+                "--user-group",
+                "--no-create-home",
+                "--home-dir",
+                "/nonexistent",
+                "--shell",
+                "/usr/sbin/nologin",
+                "--comment",
+                "saleslake PostgreSQL server",
+                name,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         if proc.returncode != 0 and not _user_exists(name):
             raise PostgresStateError(
@@ -446,8 +474,15 @@ def _can_reach(user: _RunAs, directory: Path) -> bool:
         return os.access(directory, os.X_OK)
     test = shutil.which("test") or "/usr/bin/test"
     try:
-        proc = subprocess.run([test, "-x", str(directory)], stdin=subprocess.DEVNULL, capture_output=True,
-                              timeout=30, check=False, cwd="/", **user.subprocess_kwargs())
+        proc = subprocess.run(
+            [test, "-x", str(directory)],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=30,
+            check=False,
+            cwd="/",
+            **user.subprocess_kwargs(),
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
     return proc.returncode == 0
@@ -502,12 +537,11 @@ def start_postgres(service: PostgresService) -> dict[str, Any]:
         cluster = _choose_cluster_dir(service, user)
         existing_major = _read_text(cluster / "data" / "PG_VERSION")
         binaries = find_binaries(service.bin_dir, existing_major or None)
-        if binaries is None and existing_major:
-            if find_binaries(service.bin_dir) is not None:
-                raise PostgresStateError(
-                    f"the cluster in {cluster / 'data'} was created by PostgreSQL {existing_major}, which is "
-                    f"not installed: install postgresql-{existing_major}, or remove {cluster} to start afresh"
-                )
+        if binaries is None and existing_major and find_binaries(service.bin_dir) is not None:
+            raise PostgresStateError(
+                f"the cluster in {cluster / 'data'} was created by PostgreSQL {existing_major}, which is "
+                f"not installed: install postgresql-{existing_major}, or remove {cluster} to start afresh"
+            )
         if binaries is None:
             if not service.install:
                 raise PostgresNotInstalledError(
@@ -614,14 +648,16 @@ def _choose_cluster_dir(service: PostgresService, user: _RunAs) -> Path:
 
 def _record_state(service: PostgresService, cluster: Path, user: _RunAs, binaries: Binaries) -> None:
     state = _read_json(service.state_file) or {}
-    state.update({
-        "cluster_dir": str(cluster),
-        "port": service.port,
-        "version": binaries.version,
-        "bin_dir": str(binaries.bin_dir),
-        "run_as": user.name,
-        "created_at": state.get("created_at") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    })
+    state.update(
+        {
+            "cluster_dir": str(cluster),
+            "port": service.port,
+            "version": binaries.version,
+            "bin_dir": str(binaries.bin_dir),
+            "run_as": user.name,
+            "created_at": state.get("created_at") or datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+    )
     tmp = service.state_file.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(state, indent=2) + "\n", "utf-8")
     tmp.replace(service.state_file)
@@ -676,18 +712,39 @@ def _write_secret(path: Path, value: str) -> None:
     tmp.replace(path)
 
 
-def _run(cmd: list[str], user: _RunAs, cwd: Path, timeout: float, log: Path | None = None) -> subprocess.CompletedProcess:
+def _run(
+    cmd: list[str], user: _RunAs, cwd: Path, timeout: float, log: Path | None = None
+) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     env.update({"LC_ALL": "C.UTF-8" if Path("/usr/lib/locale/C.utf8").exists() else "C", "TZ": "UTC"})
     if user.subprocess_kwargs():
         env.update({"HOME": str(cwd), "USER": user.name, "LOGNAME": user.name})
     if log is not None:
         with log.open("a", encoding="utf-8") as out:
-            return subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
-                                  env=env, timeout=timeout, check=False, start_new_session=True,
-                                  **user.subprocess_kwargs())
-    return subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, cwd=cwd, env=env,
-                          timeout=timeout, check=False, start_new_session=True, **user.subprocess_kwargs())
+            return subprocess.run(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+                env=env,
+                timeout=timeout,
+                check=False,
+                start_new_session=True,
+                **user.subprocess_kwargs(),
+            )
+    return subprocess.run(
+        cmd,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=timeout,
+        check=False,
+        start_new_session=True,
+        **user.subprocess_kwargs(),
+    )
 
 
 def _initdb(service: PostgresService, binaries: Binaries, user: _RunAs, owner_password: str) -> None:
@@ -699,8 +756,18 @@ def _initdb(service: PostgresService, binaries: Binaries, user: _RunAs, owner_pa
         os.chown(pwfile, user.uid, user.gid)
     locale = "C.UTF-8" if Path("/usr/lib/locale/C.utf8").exists() else "C"
     log = service.log_dir / "initdb.log"
-    cmd = [binaries["initdb"], "-D", str(service.data_dir), "-U", service.admin_user, "-E", "UTF8",
-           f"--locale={locale}", "--auth=scram-sha-256", f"--pwfile={pwfile}"]
+    cmd = [
+        binaries["initdb"],
+        "-D",
+        str(service.data_dir),
+        "-U",
+        service.admin_user,
+        "-E",
+        "UTF8",
+        f"--locale={locale}",
+        "--auth=scram-sha-256",
+        f"--pwfile={pwfile}",
+    ]
     try:
         proc = _run(cmd, user, service.cluster_dir / "logs", timeout=600, log=log)
     except subprocess.TimeoutExpired:
@@ -761,8 +828,18 @@ def _write_config(service: PostgresService, user: _RunAs) -> None:
 
 def _pg_ctl_start(service: PostgresService, binaries: Binaries, user: _RunAs) -> None:
     log_offset = service.log_file.stat().st_size if service.log_file.exists() else 0
-    cmd = [binaries["pg_ctl"], "start", "-D", str(service.data_dir), "-l", str(service.log_file), "-w",
-           "-t", str(int(service.start_timeout)), "-s"]
+    cmd = [
+        binaries["pg_ctl"],
+        "start",
+        "-D",
+        str(service.data_dir),
+        "-l",
+        str(service.log_file),
+        "-w",
+        "-t",
+        str(int(service.start_timeout)),
+        "-s",
+    ]
     try:
         proc = _run(cmd, user, service.log_dir, timeout=service.start_timeout + 30)
     except subprocess.TimeoutExpired:
@@ -779,8 +856,18 @@ def _pg_ctl_start(service: PostgresService, binaries: Binaries, user: _RunAs) ->
 
 
 def _pg_ctl_stop(service: PostgresService, binaries: Binaries, user: _RunAs, mode: str) -> None:
-    cmd = [binaries["pg_ctl"], "stop", "-D", str(service.data_dir), "-m", mode, "-w",
-           "-t", str(int(service.stop_timeout)), "-s"]
+    cmd = [
+        binaries["pg_ctl"],
+        "stop",
+        "-D",
+        str(service.data_dir),
+        "-m",
+        mode,
+        "-w",
+        "-t",
+        str(int(service.stop_timeout)),
+        "-s",
+    ]
     with contextlib.suppress(subprocess.TimeoutExpired):
         _run(cmd, user, service.log_dir if service.log_dir.exists() else Path("/"), timeout=service.stop_timeout + 30)
 
@@ -826,7 +913,7 @@ def _running(service: PostgresService) -> dict[str, Any] | None:
     return {
         "pid": pid,
         "port": port,
-        "started_at": datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"),
+        "started_at": datetime.fromtimestamp(started, UTC).isoformat(timespec="seconds"),
         "status": lines[7].strip() if len(lines) > 7 else "",
         "version": state.get("version"),
     }
@@ -845,11 +932,20 @@ def _wait_ready(service: PostgresService, owner_password: str) -> dict[str, Any]
                 f"see {service.log_file}"
             )
         try:
-            with psycopg.connect(host=HOST, port=service.port, user=service.admin_user, password=owner_password,
-                                 dbname="postgres", connect_timeout=5, application_name="saleslake-services"):
+            with psycopg.connect(
+                host=HOST,
+                port=service.port,
+                user=service.admin_user,
+                password=owner_password,
+                dbname="postgres",
+                connect_timeout=5,
+                application_name="saleslake-services",
+            ):
                 return running
         except psycopg.Error as exc:
-            problem = str(exc).replace(owner_password, "***").strip().splitlines()[-1] if str(exc) else type(exc).__name__
+            problem = (
+                str(exc).replace(owner_password, "***").strip().splitlines()[-1] if str(exc) else type(exc).__name__
+            )
         if time.monotonic() >= deadline:
             raise PostgresStartError(
                 f"PostgreSQL did not accept connections on {HOST}:{service.port} within "
@@ -869,26 +965,38 @@ def _provision(service: PostgresService) -> None:
         with psycopg.connect(dbname="postgres", **_admin_params(service, passwords["owner"])) as conn:
 
             def verifier(role: str) -> sql.Literal:
-                raw = conn.pgconn.encrypt_password(passwords[role].encode(), service.role_name(role).encode(),
-                                                   b"scram-sha-256")
+                raw = conn.pgconn.encrypt_password(
+                    passwords[role].encode(), service.role_name(role).encode(), b"scram-sha-256"
+                )
                 return sql.Literal(raw.decode("ascii"))
 
-            conn.execute(sql.SQL("ALTER ROLE {} WITH PASSWORD {}").format(
-                sql.Identifier(service.admin_user), verifier("owner")))
+            conn.execute(
+                sql.SQL("ALTER ROLE {} WITH PASSWORD {}").format(sql.Identifier(service.admin_user), verifier("owner"))
+            )
             for role in ("reader", "warehouse"):
-                exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (service.role_name(role),)).fetchone()
+                exists = conn.execute(
+                    "SELECT 1 FROM pg_roles WHERE rolname = %s", (service.role_name(role),)
+                ).fetchone()
                 verb = "ALTER" if exists else "CREATE"
-                conn.execute(sql.SQL(verb + " ROLE {} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}")
-                             .format(sql.Identifier(service.role_name(role)), verifier(role)))
-            conn.execute(sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on")
-                         .format(sql.Identifier(service.reader_user)))
+                conn.execute(
+                    sql.SQL(verb + " ROLE {} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}").format(
+                        sql.Identifier(service.role_name(role)), verifier(role)
+                    )
+                )
+            conn.execute(
+                sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on").format(
+                    sql.Identifier(service.reader_user)
+                )
+            )
         _create_database(service, service.database, "owner", passwords["owner"])
         _create_database(service, service.warehouse_database, "warehouse", passwords["owner"])
     except psycopg.Error as exc:
         message = " ".join(str(exc).split())
         for secret in passwords.values():
             message = message.replace(secret, "***")
-        raise PostgresStartError(f"PostgreSQL started but setting up its roles and databases failed: {message}") from None
+        raise PostgresStartError(
+            f"PostgreSQL started but setting up its roles and databases failed: {message}"
+        ) from None
 
 
 def create_database(service: PostgresService, name: str, role: str = "owner") -> str:
@@ -906,8 +1014,15 @@ def create_database(service: PostgresService, name: str, role: str = "owner") ->
 
 
 def _admin_params(service: PostgresService, owner_password: str) -> dict[str, Any]:
-    return {"host": HOST, "port": service.port, "user": service.admin_user, "password": owner_password,
-            "connect_timeout": 10, "application_name": "saleslake-services", "autocommit": True}
+    return {
+        "host": HOST,
+        "port": service.port,
+        "user": service.admin_user,
+        "password": owner_password,
+        "connect_timeout": 10,
+        "application_name": "saleslake-services",
+        "autocommit": True,
+    }
 
 
 def _create_database(service: PostgresService, name: str, role: str, owner_password: str) -> None:
@@ -920,7 +1035,9 @@ def _create_database(service: PostgresService, name: str, role: str, owner_passw
     with psycopg.connect(dbname="postgres", **admin) as conn:
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
             with contextlib.suppress(psycopg.errors.DuplicateDatabase):  # created concurrently
-                conn.execute(sql.SQL("CREATE DATABASE {} OWNER {} ENCODING 'UTF8' TEMPLATE template0").format(db, owner))
+                conn.execute(
+                    sql.SQL("CREATE DATABASE {} OWNER {} ENCODING 'UTF8' TEMPLATE template0").format(db, owner)
+                )
         conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(db))
         conn.execute(sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(db, owner))
         conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(db, reader))
@@ -931,10 +1048,13 @@ def _create_database(service: PostgresService, name: str, role: str, owner_passw
         # the application's own schemas only: never pg_catalog (pg_authid!) or other system schemas
         for (schema,) in conn.execute(
             "SELECT nspname FROM pg_namespace WHERE nspowner = (SELECT oid FROM pg_roles WHERE rolname = %s)"
-            " AND nspname !~ '^pg_' AND nspname <> 'information_schema'", (owner_name,),
+            " AND nspname !~ '^pg_' AND nspname <> 'information_schema'",
+            (owner_name,),
         ).fetchall():
             conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(schema), reader))
-            conn.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {}").format(sql.Identifier(schema), reader))
+            conn.execute(
+                sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {}").format(sql.Identifier(schema), reader)
+            )
         conn.execute(sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} GRANT SELECT ON TABLES TO {}").format(owner, reader))
         conn.execute(sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} GRANT USAGE ON SCHEMAS TO {}").format(owner, reader))
 
@@ -969,8 +1089,12 @@ def _last_log_line(path: Path, offset: int = 0) -> str:
     text = prefix.sub("", lines[i])
     for j in range(i - 1, max(i - 4, -1), -1):
         before = prefix.match(lines[j])
-        if pid and before and before.group(1) == pid.group(1) and re.search(
-                r"LOG:\s+(invalid|could not|.*\berror\b)", lines[j]):
+        if (
+            pid
+            and before
+            and before.group(1) == pid.group(1)
+            and re.search(r"LOG:\s+(invalid|could not|.*\berror\b)", lines[j])
+        ):
             text = f"{prefix.sub('', lines[j])} ({text})"
             break
     return " ".join(text.split())[:400]

@@ -27,10 +27,33 @@ BATCH_ROWS = 200_000
 
 # Business content of a line: two versions with the same hash are exact repeats.
 HASHED_COLUMNS = (
-    "order_date", "ship_date", "ship_mode", "order_priority", "customer_id", "customer_name", "segment",
-    "city", "state", "country", "postal_code", "market", "region", "product_id", "product_name",
-    "category", "sub_category", "quantity", "sales", "discount", "profit", "shipping_cost", "currency",
-    "order_ts", "store_id", "payment_method", "card_fingerprint",
+    "order_date",
+    "ship_date",
+    "ship_mode",
+    "order_priority",
+    "customer_id",
+    "customer_name",
+    "segment",
+    "city",
+    "state",
+    "country",
+    "postal_code",
+    "market",
+    "region",
+    "product_id",
+    "product_name",
+    "category",
+    "sub_category",
+    "quantity",
+    "sales",
+    "discount",
+    "profit",
+    "shipping_cost",
+    "currency",
+    "order_ts",
+    "store_id",
+    "payment_method",
+    "card_fingerprint",
 )
 
 
@@ -52,7 +75,10 @@ class DedupCounts:
 
 
 def classify(
-    con: duckdb.DuckDBPyConnection, target: DeltaTable, applied_seq: int, existing_filter: str = "true",
+    con: duckdb.DuckDBPyConnection,
+    target: DeltaTable,
+    applied_seq: int,
+    existing_filter: str = "true",
     target_files: list[str] | None = None,
 ) -> DedupCounts:
     """From temp table ``valid`` build the ``upserts`` view (rows to write) and count outcomes.
@@ -128,20 +154,32 @@ def write_upserts(con: duckdb.DuckDBPyConnection, target: DeltaTable, positions:
     """Write view ``upserts`` to silver with the source ``positions`` in the same commit;
     returns ``"append"`` or ``"rewrite"`` (some files were rewritten without replaced rows)."""
     commit = CommitProperties(app_transactions=positions)
-    files = [r[0] for r in con.sql(
-        "SELECT DISTINCT e.filename FROM existing e JOIN replaced r USING (line_key) ORDER BY 1").fetchall()]
+    files = [
+        r[0]
+        for r in con.sql(
+            "SELECT DISTINCT e.filename FROM existing e JOIN replaced r USING (line_key) ORDER BY 1"
+        ).fetchall()
+    ]
     columns = ", ".join(f'"{name}"' for name in SALES_LINES_SCHEMA.names)
     query = f"SELECT {columns} FROM upserts"
     if files:
-        survivors = (f"SELECT {columns} FROM ({snapshot_view_sql(target, files)}) "
-                     "WHERE line_key NOT IN (SELECT line_key FROM replaced)")
+        survivors = (
+            f"SELECT {columns} FROM ({snapshot_view_sql(target, files)}) "
+            "WHERE line_key NOT IN (SELECT line_key FROM replaced)"
+        )
         query = f"{query} UNION ALL {survivors}"
     # The reader streams from the connection: no other query may run until it is drained.
     batches = con.sql(query).to_arrow_reader(BATCH_ROWS)
     reader = pa.RecordBatchReader.from_batches(SALES_LINES_SCHEMA, (b.cast(SALES_LINES_SCHEMA) for b in batches))
     if not files:
-        write_deltalake(target, reader, mode="append", partition_by=["order_month"], commit_properties=commit,
-                        writer_properties=writer_properties())
+        write_deltalake(
+            target,
+            reader,
+            mode="append",
+            partition_by=["order_month"],
+            commit_properties=commit,
+            writer_properties=writer_properties(),
+        )
         return "append"
     replace_files(target, reader, files, ["order_month"], commit)
     return "rewrite"

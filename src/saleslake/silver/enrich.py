@@ -41,8 +41,10 @@ def unit_price_sql() -> str:
     """
     scaled = "CAST(sales * 10000 AS HUGEINT)"
     rounded = f"(({scaled} * 2 + quantity) // (2 * quantity))"
-    return (f"CASE WHEN quantity > 0 AND sales >= 0 THEN "
-            f"CAST(CAST({rounded} AS DECIMAL(38,0)) * CAST(0.0001 AS DECIMAL(5,4)) AS DECIMAL(18,4)) END")
+    return (
+        f"CASE WHEN quantity > 0 AND sales >= 0 THEN "
+        f"CAST(CAST({rounded} AS DECIMAL(38,0)) * CAST(0.0001 AS DECIMAL(5,4)) AS DECIMAL(18,4)) END"
+    )
 
 
 def enrichment_columns(settings: Settings) -> str:

@@ -36,8 +36,18 @@ PAYMENT_METHODS = ("card", "cash", "mobile", "gift_card")
 #: A basket longer than this is not a till receipt.
 MAX_LINES = 500
 
-_EVENT_FIELDS = ("schema", "event_id", "transaction_id", "event_time", "store_id", "terminal_id", "customer_id",
-                 "currency", "payment_method", "card_fingerprint")
+_EVENT_FIELDS = (
+    "schema",
+    "event_id",
+    "transaction_id",
+    "event_time",
+    "store_id",
+    "terminal_id",
+    "customer_id",
+    "currency",
+    "payment_method",
+    "card_fingerprint",
+)
 _LINE_FIELDS = ("line_no", "product_id", "quantity", "unit_price", "discount")
 # One parse per message: every field is kept as its JSON text (so the checks below can
 # still tell 2 from "2"), the lines as a list of such structs. A JSON null and an absent
@@ -89,14 +99,18 @@ def _message_checks(settings: Settings) -> list[str]:
 
 
 def _integer_check(v: str, name: str) -> str:
-    return (f"CASE WHEN {v} IS NULL OR NOT regexp_full_match({v}, '-?[0-9]+') OR TRY_CAST({v} AS BIGINT) IS NULL "
-            f"THEN 'schema_violation:lines.{name}' END")
+    return (
+        f"CASE WHEN {v} IS NULL OR NOT regexp_full_match({v}, '-?[0-9]+') OR TRY_CAST({v} AS BIGINT) IS NULL "
+        f"THEN 'schema_violation:lines.{name}' END"
+    )
 
 
 def _money_check(v: str, name: str, sql_type: str) -> str:
     # money is a decimal string, never a JSON number (floats lose cents)
-    return (f"CASE WHEN {_string(v)} IS NULL OR TRY_CAST({_string(v)} AS {sql_type}) IS NULL "
-            f"THEN 'schema_violation:lines.{name}' END")
+    return (
+        f"CASE WHEN {_string(v)} IS NULL OR TRY_CAST({_string(v)} AS {sql_type}) IS NULL "
+        f"THEN 'schema_violation:lines.{name}' END"
+    )
 
 
 def _line_checks() -> list[str]:
@@ -185,28 +199,32 @@ def _type_lines(con: duckdb.DuckDBPyConnection) -> None:
         f"""
         CREATE OR REPLACE TEMP TABLE event_lines AS
         SELECT *,
-               {_reasons([
-                   "CASE WHEN quantity <= 0 THEN 'non_positive_quantity' END",
-                   "CASE WHEN unit_price <= 0 THEN 'non_positive_sales' END",
-                   "CASE WHEN discount < 0 OR discount > 1 THEN 'discount_out_of_range' END",
-               ])} AS reasons
+               {
+            _reasons(
+                [
+                    "CASE WHEN quantity <= 0 THEN 'non_positive_quantity' END",
+                    "CASE WHEN unit_price <= 0 THEN 'non_positive_sales' END",
+                    "CASE WHEN discount < 0 OR discount > 1 THEN 'discount_out_of_range' END",
+                ]
+            )
+        } AS reasons
         FROM (
             SELECT e.*, r.idx, r.lj,
                    TRY_CAST(r.l.line_no AS BIGINT) AS line_no,
-                   {_string('r.l.product_id')} AS product_id,
+                   {_string("r.l.product_id")} AS product_id,
                    TRY_CAST(r.l.quantity AS BIGINT) AS quantity,
-                   TRY_CAST({_string('r.l.unit_price')} AS DECIMAL(18,4)) AS unit_price,
-                   TRY_CAST({_string('r.l.discount')} AS DECIMAL(9,4)) AS discount
+                   TRY_CAST({_string("r.l.unit_price")} AS DECIMAL(18,4)) AS unit_price,
+                   TRY_CAST({_string("r.l.discount")} AS DECIMAL(9,4)) AS discount
             FROM (
                 -- the message's fields once per message, not once per line
                 SELECT topic, "partition", "offset", "timestamp",
-                       {_string('e.transaction_id')} AS transaction_id,
-                       TRY_CAST({_string('e.event_time')} AS TIMESTAMPTZ) AS order_ts,
-                       {_string('e.store_id')} AS store_id,
-                       {_string('e.customer_id')} AS customer_id,
-                       {_string('e.currency')} AS currency,
-                       {_string('e.payment_method')} AS payment_method,
-                       {_string('e.card_fingerprint')} AS card_fingerprint
+                       {_string("e.transaction_id")} AS transaction_id,
+                       TRY_CAST({_string("e.event_time")} AS TIMESTAMPTZ) AS order_ts,
+                       {_string("e.store_id")} AS store_id,
+                       {_string("e.customer_id")} AS customer_id,
+                       {_string("e.currency")} AS currency,
+                       {_string("e.payment_method")} AS payment_method,
+                       {_string("e.card_fingerprint")} AS card_fingerprint
                 FROM events WHERE len(reasons) = 0
             ) e JOIN raw_lines r USING ("partition", "offset")
         )
@@ -217,14 +235,14 @@ def _type_lines(con: duckdb.DuckDBPyConnection) -> None:
 def _quarantine(con: duckdb.DuckDBPyConnection, settings: Settings, batch_id: str) -> None:
     limit = settings.stream.max_message_bytes
     position = "'kafka:' || topic || '/' || \"partition\" || '@' || \"offset\""
-    key = "md5('pos' || chr(31) || topic || chr(31) || \"partition\" || chr(31) || \"offset\""
+    key = 'md5(\'pos\' || chr(31) || topic || chr(31) || "partition" || chr(31) || "offset"'
     con.execute(
         f"""
         CREATE OR REPLACE TEMP VIEW quarantine_rows AS
         SELECT {key} || ')') AS quarantine_key, 'pos' AS source_system, reasons,
                CAST(NULL AS MAP(VARCHAR, VARCHAR)) AS raw,
                CASE WHEN octet_length(value) <= {limit} THEN left(try(decode(value)), 20000) END AS raw_line,
-               {_string('e.transaction_id')} AS order_id,
+               {_string("e.transaction_id")} AS order_id,
                CAST(NULL AS VARCHAR) AS line_id, '{BRONZE_URI}' AS bronze_uri, {position} AS source_position,
                "offset" AS landed_seq, '{batch_id}' AS batch_id, "timestamp" AS ingested_at, value AS raw_bytes,
                "partition"

@@ -60,7 +60,9 @@ def _parquet(con: duckdb.DuckDBPyConnection, name: str, paths: list) -> bool:
     paths = [p for p in paths if p is not None]
     if not paths:
         return False
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM read_parquet({_files(paths)}, union_by_name = true)")
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM read_parquet({_files(paths)}, union_by_name = true)"
+    )
     return True
 
 
@@ -68,11 +70,15 @@ def register_reference(lake: Lake, con: duckdb.DuckDBPyConnection, extract: Extr
     """Changed customers, products and stores → reference tables (idempotent)."""
     out = {}
     specs = {
-        "customers": (reference.CUSTOMERS, "customer_id, customer_name, segment, city, state, country, postal_code, "
-                                            "region, market"),
+        "customers": (
+            reference.CUSTOMERS,
+            "customer_id, customer_name, segment, city, state, country, postal_code, region, market",
+        ),
         "products": (reference.PRODUCTS, "product_id, product_name, category, sub_category, list_price"),
-        "stores": (reference.STORES, "store_id, store_name, channel, city, state, country, postal_code, region, "
-                                      "market, currency"),
+        "stores": (
+            reference.STORES,
+            "store_id, store_name, channel, city, state, country, postal_code, region, market, currency",
+        ),
     }
     for table, (ref, columns) in specs.items():
         t = extract.tables.get(table)
@@ -82,8 +88,11 @@ def register_reference(lake: Lake, con: duckdb.DuckDBPyConnection, extract: Extr
             f"SELECT {columns}, timezone('UTC', updated_at) AS updated_at, '{SOURCE}' AS source_system "
             f"FROM read_parquet({_files([t.path])})"
         ).to_arrow_table()
-        rows = rows.set_column(rows.schema.get_field_index("updated_at"), "updated_at",
-                               rows["updated_at"].cast(pa.timestamp("us", tz="UTC")))
+        rows = rows.set_column(
+            rows.schema.get_field_index("updated_at"),
+            "updated_at",
+            rows["updated_at"].cast(pa.timestamp("us", tz="UTC")),
+        )
         out[table] = reference.register(lake, ref, rows)
     return out
 
@@ -92,20 +101,35 @@ def _load_reference(lake: Lake, con: duckdb.DuckDBPyConnection) -> None:
     """ref_<x>: the oltp reference history; first_<x>: each record's earliest state."""
     for name, ref in (("customers", reference.CUSTOMERS), ("products", reference.PRODUCTS)):
         table = ensure_delta(ref.path(lake), ref.schema)
-        con.execute(f"CREATE OR REPLACE TEMP TABLE ref_{name} AS SELECT * FROM ({snapshot_view_sql(table)}) "
-                    f"WHERE source_system = '{SOURCE}'")
-        con.execute(f"CREATE OR REPLACE TEMP TABLE first_{name} AS SELECT * FROM ref_{name} "
-                    f"QUALIFY row_number() OVER (PARTITION BY {ref.key} ORDER BY updated_at) = 1")
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE ref_{name} AS SELECT * FROM ({snapshot_view_sql(table)}) "
+            f"WHERE source_system = '{SOURCE}'"
+        )
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE first_{name} AS SELECT * FROM ref_{name} "
+            f"QUALIFY row_number() OVER (PARTITION BY {ref.key} ORDER BY updated_at) = 1"
+        )
 
 
 def _reasons() -> str:
-    checks = [*(f"CASE WHEN {c} IS NULL THEN 'missing_required:{f}' END" for f, c in (
-        ("order_id", "order_id"), ("line_id", "line_id"), ("order_date", "order_date"), ("customer_id", "customer_id"),
-        ("product_id", "product_id"), ("quantity", "quantity"), ("sales", "sales"))),
+    checks = [
+        *(
+            f"CASE WHEN {c} IS NULL THEN 'missing_required:{f}' END"
+            for f, c in (
+                ("order_id", "order_id"),
+                ("line_id", "line_id"),
+                ("order_date", "order_date"),
+                ("customer_id", "customer_id"),
+                ("product_id", "product_id"),
+                ("quantity", "quantity"),
+                ("sales", "sales"),
+            )
+        ),
         "CASE WHEN quantity <= 0 THEN 'non_positive_quantity' END",
         "CASE WHEN sales <= 0 THEN 'non_positive_sales' END",
         "CASE WHEN discount < 0 OR discount > 1 THEN 'discount_out_of_range' END",
-        "CASE WHEN ship_date < order_date THEN 'ship_before_order' END"]
+        "CASE WHEN ship_date < order_date THEN 'ship_before_order' END",
+    ]
     return f"list_filter([{', '.join(checks)}], lambda r: r IS NOT NULL)"
 
 
@@ -245,8 +269,9 @@ def _quarantine(con: duckdb.DuckDBPyConnection, lake: Lake, extract: ExtractResu
     """Quarantine rows of the extract not already in the quarantine table (a rerun)."""
     target = ensure_delta(lake.quarantine, QUARANTINE_SCHEMA)
     bronze_uri = str(extract.tables["order_lines"].path.relative_to(lake.home))
-    rows = con.sql(
-        f"""
+    rows = (
+        con.sql(
+            f"""
         SELECT md5('{SOURCE}' || chr(31) || line_key || chr(31) || CAST(epoch_us(changed_at) AS VARCHAR)) AS quarantine_key,
                '{SOURCE}' AS source_system, reasons,
                MAP {{'order_date': CAST(order_date AS VARCHAR), 'ship_date': CAST(ship_date AS VARCHAR),
@@ -260,7 +285,10 @@ def _quarantine(con: duckdb.DuckDBPyConnection, lake: Lake, extract: ExtractResu
           AND md5('{SOURCE}' || chr(31) || line_key || chr(31) || CAST(epoch_us(changed_at) AS VARCHAR)) NOT IN (
               SELECT quarantine_key FROM ({snapshot_view_sql(target)}) WHERE source_system = '{SOURCE}')
         """
-    ).to_arrow_table().cast(QUARANTINE_SCHEMA)
+        )
+        .to_arrow_table()
+        .cast(QUARANTINE_SCHEMA)
+    )
     if rows.num_rows:
         write_deltalake(target, rows, mode="append")
     return rows
@@ -272,14 +300,20 @@ def commit_lines(con: duckdb.DuckDBPyConnection, lake: Lake, extract: ExtractRes
     commit = CommitProperties(app_transactions=[Transaction(APP_ID, extract.seq)])
     counts = OltpCounts()
     if not has_lines:
-        write_deltalake(target, SALES_LINES_SCHEMA.empty_table(), mode="append", partition_by=["order_month"],
-                        commit_properties=commit)
+        write_deltalake(
+            target,
+            SALES_LINES_SCHEMA.empty_table(),
+            mode="append",
+            partition_by=["order_month"],
+            commit_properties=commit,
+        )
         return counts
     _quarantine(con, lake, extract)
     dedup = classify(con, target, -1, existing_filter=f"s.source_system = '{SOURCE}'")
     removed_seen, bad = con.execute(
         "SELECT count(*) FILTER (WHERE removed), count(*) FILTER (WHERE NOT removed AND len(reasons) > 0) "
-        "FROM oltp_lines").fetchone()
+        "FROM oltp_lines"
+    ).fetchone()
     # lines to take out of silver: removed or now invalid, where silver holds them
     con.execute(
         f"""
@@ -290,18 +324,26 @@ def commit_lines(con: duckdb.DuckDBPyConnection, lake: Lake, extract: ExtractRes
         """
     )
     (n_gone,) = con.execute("SELECT count(*) FROM gone").fetchone()
-    months = sorted({r[0] for r in con.execute(
-        "SELECT order_month FROM existing UNION SELECT order_month FROM gone").fetchall()})
+    months = sorted(
+        {r[0] for r in con.execute("SELECT order_month FROM existing UNION SELECT order_month FROM gone").fetchall()}
+    )
     columns = SALES_LINES_SCHEMA.names
     select = ", ".join(f'"{c}"' for c in columns)
-    nulls = ", ".join(f'CAST(NULL AS {t}) AS "{c}"' if c not in ("line_key", "order_month") else f'"{c}"'
-                      for c, t in _duck_types())
+    nulls = ", ".join(
+        f'CAST(NULL AS {t}) AS "{c}"' if c not in ("line_key", "order_month") else f'"{c}"' for c, t in _duck_types()
+    )
     if not months:
         # nothing to replace or remove (e.g. the first extract): a streamed append, memory bounded
         batches = con.sql(f"SELECT {select} FROM upserts").to_arrow_reader(BATCH_ROWS)
         reader = pa.RecordBatchReader.from_batches(SALES_LINES_SCHEMA, (b.cast(SALES_LINES_SCHEMA) for b in batches))
-        write_deltalake(target, reader, mode="append", partition_by=["order_month"], commit_properties=commit,
-                        writer_properties=writer_properties())
+        write_deltalake(
+            target,
+            reader,
+            mode="append",
+            partition_by=["order_month"],
+            commit_properties=commit,
+            writer_properties=writer_properties(),
+        )
     else:
         source = con.sql(
             f"SELECT {select}, false AS _delete FROM upserts UNION ALL SELECT {nulls}, true FROM gone"
@@ -310,8 +352,13 @@ def commit_lines(con: duckdb.DuckDBPyConnection, lake: Lake, extract: ExtractRes
         month_list = ", ".join(f"'{m}'" for m in months)
         updates = {c: f"s.`{c}`" for c in columns}
         (
-            target.merge(source, predicate=f"t.line_key = s.line_key AND t.order_month IN ({month_list})",
-                         source_alias="s", target_alias="t", commit_properties=commit)
+            target.merge(
+                source,
+                predicate=f"t.line_key = s.line_key AND t.order_month IN ({month_list})",
+                source_alias="s",
+                target_alias="t",
+                commit_properties=commit,
+            )
             .when_matched_delete(predicate="s._delete = true")
             .when_matched_update(updates=updates, predicate="s._delete = false")
             .when_not_matched_insert(updates=updates, predicate="s._delete = false")
@@ -320,8 +367,13 @@ def commit_lines(con: duckdb.DuckDBPyConnection, lake: Lake, extract: ExtractRes
     target.update_incremental()
     held = target.transaction_version(APP_ID)
     if held is None or held < extract.seq:  # a write that changed nothing may commit nothing
-        write_deltalake(target, SALES_LINES_SCHEMA.empty_table(), mode="append", partition_by=["order_month"],
-                        commit_properties=commit)
+        write_deltalake(
+            target,
+            SALES_LINES_SCHEMA.empty_table(),
+            mode="append",
+            partition_by=["order_month"],
+            commit_properties=commit,
+        )
     counts.rows_valid, counts.rows_duplicate, counts.rows_corrected = dedup.valid, dedup.duplicate, dedup.corrected
     counts.rows_quarantined = int(bad)
     counts.rows_read = counts.rows_valid + counts.rows_duplicate + counts.rows_quarantined

@@ -8,6 +8,7 @@ row is lost or written twice.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import duckdb
@@ -26,12 +27,17 @@ from saleslake.silver.parse import Chunk, collect_rejects, plan_chunks, reset_re
 from saleslake.silver.validate import checked_sql, raw_map_sql
 
 APP_ID = "saleslake.silver.csv"
+
+
 def connect(settings: Settings, lake: Lake) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with bounded memory that spills to the lake's tmp/."""
     lake.tmp.mkdir(parents=True, exist_ok=True)
     # preserve_insertion_order: record positions rely on it (see parse.scan_sql).
-    config = {"memory_limit": settings.duckdb_memory_limit, "temp_directory": str(lake.tmp / "duckdb"),
-              "preserve_insertion_order": True}
+    config = {
+        "memory_limit": settings.duckdb_memory_limit,
+        "temp_directory": str(lake.tmp / "duckdb"),
+        "preserve_insertion_order": True,
+    }
     if settings.duckdb_threads:
         config["threads"] = settings.duckdb_threads
     return duckdb.connect(config=config)
@@ -115,15 +121,14 @@ def _positions(fi: np.ndarray) -> np.ndarray:
 
 
 def _drop_checked(con: duckdb.DuckDBPyConnection) -> None:
-    try:
+    with contextlib.suppress(duckdb.Error):  # nothing registered
         con.unregister("checked")
-    except duckdb.Error:  # pragma: no cover - nothing registered
-        pass
 
 
 def _file_columns(chunk: Chunk) -> dict[str, str]:
     """Per-file values as SQL over ``fi`` (list literals, not a join with ``files``: a join
     would not keep the scan's record order)."""
+
     def pick(values: list[str], sql_type: str) -> str:
         return f"CAST([{', '.join(values)}][CAST(fi AS BIGINT) - {chunk.first_fi - 1}] AS {sql_type})"
 
@@ -142,8 +147,9 @@ def _file_columns(chunk: Chunk) -> dict[str, str]:
 
 def _check_group(con: duckdb.DuckDBPyConnection, lake: Lake, settings: Settings, group: Chunk) -> pa.Table:
     dialect = group.dialect
-    checked = checked_sql(group.columns, dialect["decimal"], dialect["date_format"], scan_sql(lake, group),
-                          _file_columns(group))
+    checked = checked_sql(
+        group.columns, dialect["decimal"], dialect["date_format"], scan_sql(lake, group), _file_columns(group)
+    )
     reset_rejects(con)
     table = con.sql(
         f"""
@@ -154,7 +160,7 @@ def _check_group(con: duckdb.DuckDBPyConnection, lake: Lake, settings: Settings,
                CAST(NULL AS VARCHAR) AS store_id, product_id, product_name, category, sub_category,
                quantity, unit_price, sales, discount, profit, shipping_cost, currency,
                tax_rate, tax_amount, len(fraud_reasons) > 0 AS is_suspected_fraud, fraud_reasons,
-               is_outlier, dq_score, {row_hash_sql(absent=('order_ts', 'store_id', 'payment_method', 'card_fingerprint'))} AS row_hash, bronze_uri, landed_seq,
+               is_outlier, dq_score, {row_hash_sql(absent=("order_ts", "store_id", "payment_method", "card_fingerprint"))} AS row_hash, bronze_uri, landed_seq,
                landed_at AS ingested_at, strftime(order_date, '%Y-%m') AS order_month,
                CAST(NULL AS VARCHAR) AS payment_method, CAST(NULL AS VARCHAR) AS card_fingerprint,
                fi, reasons, order_id__txt, line_id__txt,

@@ -45,8 +45,9 @@ def _sql_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def checked_sql(columns: dict[str, int], decimal: str, date_format: str, scan: str,
-                file_columns: dict[str, str]) -> str:
+def checked_sql(
+    columns: dict[str, int], decimal: str, date_format: str, scan: str, file_columns: dict[str, str]
+) -> str:
     """SELECT over ``scan`` (a relation of fi, c0..cN): the per-file ``file_columns`` (name →
     SQL expression of ``fi``), typed columns, their text, ``reasons``, and the raw ``cN``
     columns (for :func:`raw_map_sql`). Projections only (no join): the result keeps the

@@ -108,12 +108,14 @@ def _decode_head(path: Path, raw: bytes, encoding: str | None) -> tuple[str, str
         try:
             codecs.lookup(encoding)
         except LookupError:
-            raise InputFileError(str(path), f"unknown encoding {encoding!r}", "pass a Python codec name such as latin-1 or cp1252") from None
+            raise InputFileError(
+                str(path), f"unknown encoding {encoding!r}", "pass a Python codec name such as latin-1 or cp1252"
+            ) from None
         return raw.decode(encoding, errors="replace"), encoding
     if b"\x00" in raw[:4096]:
         raise InputFileError(str(path), "binary data, not a CSV text file", "check that the right file was exported")
     if raw.startswith(codecs.BOM_UTF8):
-        return raw[len(codecs.BOM_UTF8):].decode("utf-8", errors="replace"), "utf-8-sig"
+        return raw[len(codecs.BOM_UTF8) :].decode("utf-8", errors="replace"), "utf-8-sig"
     try:
         # The head may end in the middle of a multi-byte character: ignore only that.
         text = codecs.getincrementaldecoder("utf-8")().decode(raw, final=False)
@@ -154,12 +156,16 @@ def _pick_delimiter(path: Path, header_line: str, forced: str | None) -> tuple[s
         shown = header_line[:80].strip()
         if forced:
             raise InputFileError(
-                str(path), f"no known column in the header when split on {forced!r}: {shown!r}",
-                "check --delimiter", line=1,
+                str(path),
+                f"no known column in the header when split on {forced!r}: {shown!r}",
+                "check --delimiter",
+                line=1,
             )
         raise InputFileError(
-            str(path), f"not a sales CSV export: the first line has none of the expected columns: {shown!r}",
-            "expected a header such as 'Row ID,Order ID,Order Date,...'", line=1,
+            str(path),
+            f"not a sales CSV export: the first line has none of the expected columns: {shown!r}",
+            "expected a header such as 'Row ID,Order ID,Order Date,...'",
+            line=1,
         )
     return delimiter, names
 
@@ -178,7 +184,8 @@ def _map_columns(path: Path, names: list[str]) -> tuple[dict[str, int], tuple[st
     missing = [label for label, canon in CSV_FIELDS.items() if canon in REQUIRED_COLUMNS and canon not in columns]
     if missing:
         raise InputFileError(
-            str(path), f"missing required column(s): {', '.join(missing)}",
+            str(path),
+            f"missing required column(s): {', '.join(missing)}",
             "the export needs the 24 fields of the regional layout (Market, Shipping Cost and Order Priority may be absent)",
             line=1,
         )
@@ -265,10 +272,10 @@ def sniff(path: Path, overrides: CsvOverrides = CsvOverrides(), deep: bool = Fal
     )
 
 
-def sniff_all(paths: list[Path], overrides: CsvOverrides = CsvOverrides()) -> list[CsvFile | None | InputFileError]:
+def sniff_all(paths: list[Path], overrides: CsvOverrides = CsvOverrides()) -> list[CsvFile | InputFileError | None]:
     """What :func:`sniff` says of each file, its error included (bronze runs this in a
     child process: see ``__main__`` below)."""
-    answers: list[CsvFile | None | InputFileError] = []
+    answers: list[CsvFile | InputFileError | None] = []
     for path in paths:
         try:
             answers.append(sniff(path, overrides))
@@ -347,7 +354,7 @@ if __name__ == "__main__":
     import sys
 
     # from the package, not this __main__ copy: the answers' classes must unpickle there
-    from saleslake.sources import csv as package_module
+    from saleslake.sources import csv as package_module  # noqa: PLW0406
 
     request_paths, request_overrides = pickle.loads(sys.stdin.buffer.read())
     sys.stdout.buffer.write(pickle.dumps(package_module.sniff_all(request_paths, request_overrides)))

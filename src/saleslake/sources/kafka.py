@@ -16,6 +16,7 @@ Usage::
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -94,7 +95,7 @@ def wait_for_topic(consumer: Consumer, settings: Settings, attempts: int = 6) ->
             metadata = None
         if metadata is not None and metadata.brokers:
             info = metadata.topics.get(topic)
-            if info is None or info.error is not None and info.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+            if info is None or (info.error is not None and info.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART):
                 raise TopicMissingError(
                     f"topic {topic!r} does not exist on {servers}; produce to it first "
                     f"(saleslake produce --topic {topic}) or set kafka.topic"
@@ -187,8 +188,9 @@ class PosConsumer:
         marks = {}
         for partition in sorted(self.assigned):
             try:
-                _, high = self._consumer.get_watermark_offsets(TopicPartition(self.topic, partition),
-                                                               timeout=2.0, cached=False)
+                _, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(self.topic, partition), timeout=2.0, cached=False
+                )
             except KafkaException:
                 continue
             marks[partition] = high
@@ -198,10 +200,8 @@ class PosConsumer:
         """Tell the group how far the lake is (for lag in other tools); never relied upon."""
         offsets = [TopicPartition(self.topic, p, o + 1) for p, o in positions.items() if p in self.assigned]
         if offsets:
-            try:
+            with contextlib.suppress(KafkaException):  # informational only
                 self._consumer.commit(offsets=offsets, asynchronous=True)
-            except KafkaException:
-                pass  # informational only
 
     def close(self) -> None:
         self._consumer.close()

@@ -55,37 +55,97 @@ APP_ID = "saleslake.oltp"
 
 # Logical columns of each shop table and their source types (the demo schema).
 TABLE_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
-    "stores": (("store_id", "text"), ("store_name", "text"), ("channel", "text"), ("city", "text"),
-               ("state", "text"), ("country", "text"), ("postal_code", "text"), ("region", "text"),
-               ("market", "text"), ("currency", "text"), ("updated_at", "timestamptz"), ("deleted_at", "timestamptz")),
-    "customers": (("customer_id", "text"), ("customer_name", "text"), ("segment", "text"), ("city", "text"),
-                  ("state", "text"), ("country", "text"), ("postal_code", "text"), ("region", "text"),
-                  ("market", "text"), ("updated_at", "timestamptz"), ("deleted_at", "timestamptz")),
-    "products": (("product_id", "text"), ("product_name", "text"), ("category", "text"), ("sub_category", "text"),
-                 ("list_price", "numeric"), ("unit_cost", "numeric"), ("updated_at", "timestamptz"),
-                 ("deleted_at", "timestamptz")),
-    "orders": (("order_id", "int8"), ("customer_id", "text"), ("store_id", "text"), ("channel", "text"),
-               ("order_ts", "timestamptz"), ("status", "text"), ("ship_mode", "text"), ("order_priority", "text"),
-               ("ship_date", "date"), ("ship_city", "text"), ("ship_state", "text"), ("ship_country", "text"),
-               ("ship_postal_code", "text"), ("ship_region", "text"), ("ship_market", "text"), ("currency", "text"),
-               ("updated_at", "timestamptz"), ("deleted_at", "timestamptz")),
-    "order_lines": (("order_line_id", "int8"), ("order_id", "int8"), ("line_no", "int4"), ("product_id", "text"),
-                    ("quantity", "int4"), ("unit_price", "numeric"), ("discount", "numeric"),
-                    ("unit_cost", "numeric"), ("shipping_cost", "numeric"), ("updated_at", "timestamptz"),
-                    ("deleted_at", "timestamptz")),
+    "stores": (
+        ("store_id", "text"),
+        ("store_name", "text"),
+        ("channel", "text"),
+        ("city", "text"),
+        ("state", "text"),
+        ("country", "text"),
+        ("postal_code", "text"),
+        ("region", "text"),
+        ("market", "text"),
+        ("currency", "text"),
+        ("updated_at", "timestamptz"),
+        ("deleted_at", "timestamptz"),
+    ),
+    "customers": (
+        ("customer_id", "text"),
+        ("customer_name", "text"),
+        ("segment", "text"),
+        ("city", "text"),
+        ("state", "text"),
+        ("country", "text"),
+        ("postal_code", "text"),
+        ("region", "text"),
+        ("market", "text"),
+        ("updated_at", "timestamptz"),
+        ("deleted_at", "timestamptz"),
+    ),
+    "products": (
+        ("product_id", "text"),
+        ("product_name", "text"),
+        ("category", "text"),
+        ("sub_category", "text"),
+        ("list_price", "numeric"),
+        ("unit_cost", "numeric"),
+        ("updated_at", "timestamptz"),
+        ("deleted_at", "timestamptz"),
+    ),
+    "orders": (
+        ("order_id", "int8"),
+        ("customer_id", "text"),
+        ("store_id", "text"),
+        ("channel", "text"),
+        ("order_ts", "timestamptz"),
+        ("status", "text"),
+        ("ship_mode", "text"),
+        ("order_priority", "text"),
+        ("ship_date", "date"),
+        ("ship_city", "text"),
+        ("ship_state", "text"),
+        ("ship_country", "text"),
+        ("ship_postal_code", "text"),
+        ("ship_region", "text"),
+        ("ship_market", "text"),
+        ("currency", "text"),
+        ("updated_at", "timestamptz"),
+        ("deleted_at", "timestamptz"),
+    ),
+    "order_lines": (
+        ("order_line_id", "int8"),
+        ("order_id", "int8"),
+        ("line_no", "int4"),
+        ("product_id", "text"),
+        ("quantity", "int4"),
+        ("unit_price", "numeric"),
+        ("discount", "numeric"),
+        ("unit_cost", "numeric"),
+        ("shipping_cost", "numeric"),
+        ("updated_at", "timestamptz"),
+        ("deleted_at", "timestamptz"),
+    ),
 }
 # Extraction order: reference tables first; orders and lines are one unit.
 TABLE_ORDER = ("stores", "customers", "products", "orders", "order_lines")
 SALES_TABLES = ("orders", "order_lines")
 
 ARROW_TYPES = {
-    "text": pa.string(), "int8": pa.int64(), "int4": pa.int32(), "numeric": pa.decimal128(18, 4),
-    "date": pa.date32(), "timestamptz": pa.timestamp("us", tz="UTC"),
+    "text": pa.string(),
+    "int8": pa.int64(),
+    "int4": pa.int32(),
+    "numeric": pa.decimal128(18, 4),
+    "date": pa.date32(),
+    "timestamptz": pa.timestamp("us", tz="UTC"),
 }
 # What the source may declare for each expected type (anything else is a type change).
 COMPATIBLE = {
-    "text": {"text", "varchar", "bpchar"}, "int8": {"int8", "int4", "int2"}, "int4": {"int4", "int2"},
-    "numeric": {"numeric"}, "date": {"date"}, "timestamptz": {"timestamptz"},
+    "text": {"text", "varchar", "bpchar"},
+    "int8": {"int8", "int4", "int2"},
+    "int4": {"int4", "int2"},
+    "numeric": {"numeric"},
+    "date": {"date"},
+    "timestamptz": {"timestamptz"},
 }
 
 POSITIONS_SCHEMA = pa.schema(
@@ -167,8 +227,11 @@ def read_positions(lake: Lake) -> Positions:
         raise SaleslakeError(f"no positions of committed operational extract {committed} in {positions_path(lake)}")
     for r in rows.to_pylist():
         tables[r["table_name"]] = TablePosition(
-            r["table_name"], r["watermark_ts"], r["watermark_key"],
-            [(t["key"], t["updated_at"]) for t in (r["tail"] or [])])
+            r["table_name"],
+            r["watermark_ts"],
+            r["watermark_key"],
+            [(t["key"], t["updated_at"]) for t in (r["tail"] or [])],
+        )
     return Positions(committed, max(int(top), committed) + 1, tables)
 
 
@@ -186,8 +249,9 @@ def _source_columns(oltp: OltpSettings, table: str) -> list[tuple[str, str, str]
     spec = oltp.tables[table]
     out = []
     for name, typ in TABLE_COLUMNS[table]:
-        source = spec.columns.get(name, spec.updated_at if name == "updated_at" else
-                                  spec.key if name == TABLE_COLUMNS[table][0][0] else name)
+        source = spec.columns.get(
+            name, spec.updated_at if name == "updated_at" else spec.key if name == TABLE_COLUMNS[table][0][0] else name
+        )
         out.append((name, source, typ))
     return out
 
@@ -201,21 +265,30 @@ def check_source(conn, oltp: OltpSettings, tables: Iterable[str], where: str) ->
     """One clear error line for a missing table or column or a changed type."""
     for table in tables:
         schema, name = _relation(oltp, table)
-        found = dict(conn.execute(
-            "SELECT a.attname, t.typname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
-            "JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_type t ON t.oid = a.atttypid "
-            "WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped",
-            (schema, name)).fetchall())
+        found = dict(
+            conn.execute(
+                "SELECT a.attname, t.typname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_type t ON t.oid = a.atttypid "
+                "WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped",
+                (schema, name),
+            ).fetchall()
+        )
         if not found:
-            raise OltpSourceError(f"table {schema}.{name} (logical {table}) not found in {where}, or the reader "
-                                  "role may not see it; check settings oltp.tables")
+            raise OltpSourceError(
+                f"table {schema}.{name} (logical {table}) not found in {where}, or the reader "
+                "role may not see it; check settings oltp.tables"
+            )
         for logical, column, typ in _source_columns(oltp, table):
             if column not in found:
-                raise OltpSourceError(f"column {schema}.{name}.{column} not found in {where} "
-                                      f"(mapped to {table}.{logical}); check settings oltp.tables.{table}.columns")
+                raise OltpSourceError(
+                    f"column {schema}.{name}.{column} not found in {where} "
+                    f"(mapped to {table}.{logical}); check settings oltp.tables.{table}.columns"
+                )
             if found[column] not in COMPATIBLE[typ]:
-                raise OltpSourceError(f"column {schema}.{name}.{column} has type {found[column]} in {where}, "
-                                      f"expected {typ}: the source's type changed; map another column or fix the source")
+                raise OltpSourceError(
+                    f"column {schema}.{name}.{column} has type {found[column]} in {where}, "
+                    f"expected {typ}: the source's type changed; map another column or fix the source"
+                )
 
 
 # -- reading -------------------------------------------------------------------------------
@@ -242,9 +315,15 @@ def _csv_types(table: str) -> dict[str, pa.DataType]:
     return {n: (pa.timestamp("us") if t == "timestamptz" else ARROW_TYPES[t]) for n, t in TABLE_COLUMNS[table]}
 
 
-def copy_to_parquet(conn, query: str, table: str, path: Path, batch_bytes: int,
-                    keep: Callable[[pa.RecordBatch], pa.RecordBatch] | None = None,
-                    seen: Callable[[pa.RecordBatch], None] | None = None) -> int:
+def copy_to_parquet(
+    conn,
+    query: str,
+    table: str,
+    path: Path,
+    batch_bytes: int,
+    keep: Callable[[pa.RecordBatch], pa.RecordBatch] | None = None,
+    seen: Callable[[pa.RecordBatch], None] | None = None,
+) -> int:
     """Stream ``COPY (query) TO STDOUT (FORMAT CSV)`` into one Parquet file; returns the
     rows written. COPY sends one row per message, so blocks of about ``batch_bytes`` are
     cut at row boundaries and each is parsed by Arrow's multi-threaded CSV reader: memory
@@ -253,16 +332,18 @@ def copy_to_parquet(conn, query: str, table: str, path: Path, batch_bytes: int,
     schema = _arrow_schema(table)
     read = pacsv.ReadOptions(column_names=schema.names, block_size=max(batch_bytes, 1 << 20), use_threads=True)
     parse = pacsv.ParseOptions(newlines_in_values=True)
-    convert = pacsv.ConvertOptions(column_types=_csv_types(table), strings_can_be_null=True,
-                                   quoted_strings_can_be_null=False, null_values=[""])
+    convert = pacsv.ConvertOptions(
+        column_types=_csv_types(table), strings_can_be_null=True, quoted_strings_can_be_null=False, null_values=[""]
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     rows = 0
 
     def flush(parts: list) -> None:
         nonlocal rows
-        block = pacsv.read_csv(pa.py_buffer(b"".join(parts)), read_options=read, parse_options=parse,
-                               convert_options=convert)
+        block = pacsv.read_csv(
+            pa.py_buffer(b"".join(parts)), read_options=read, parse_options=parse, convert_options=convert
+        )
         block = pa.Table.from_arrays([col.cast(f.type) for col, f in zip(block.columns, schema)], schema=schema)
         for batch in block.to_batches():
             if seen:
@@ -384,8 +465,9 @@ def _int_list_literal(values: list[int]) -> str:
     return "'{" + ",".join(str(int(v)) for v in values) + "}'::bigint[]"
 
 
-def _read_all(conn, lake: Lake, oltp: OltpSettings, positions: Positions, tables: list[str],
-              result: ExtractResult, day: str) -> None:
+def _read_all(
+    conn, lake: Lake, oltp: OltpSettings, positions: Positions, tables: list[str], result: ExtractResult, day: str
+) -> None:
     overlap = timedelta(seconds=oltp.overlap_seconds)
     base = bronze_dir(lake)
     for table in tables:
@@ -415,8 +497,11 @@ def _read_all(conn, lake: Lake, oltp: OltpSettings, positions: Positions, tables
             if changed_orders:
                 key = sql.Identifier(oltp.tables["order_lines"].columns.get("order_id", "order_id")).as_string(None)
                 lkey = sql.Identifier(oltp.tables["order_lines"].key).as_string(None)
-                query = (_select_sql(oltp, "order_lines") + f" WHERE {key} = ANY({_int_list_literal(sorted(changed_orders))})"
-                         + (f" AND NOT ({lkey} = ANY({_int_list_literal(changed_lines)}))" if changed_lines else ""))
+                query = (
+                    _select_sql(oltp, "order_lines")
+                    + f" WHERE {key} = ANY({_int_list_literal(sorted(changed_orders))})"
+                    + (f" AND NOT ({lkey} = ANY({_int_list_literal(changed_lines)}))" if changed_lines else "")
+                )
                 path = base / "order_lines" / f"ingest_date={day}" / f"{result.extract_id}.context.parquet"
                 t = result.tables["order_lines"]
                 t.context_rows = copy_to_parquet(conn, query, "order_lines", path, oltp.batch_bytes)
@@ -449,8 +534,14 @@ def resolve_tables(tables: Iterable[str] | None) -> list[str]:
     return [t for t in TABLE_ORDER if t in wanted]
 
 
-def extract(lake: Lake, settings: Settings, positions: Positions, tables: list[str], dsn: str | None = None,
-            sleep: Callable[[float], None] = time.sleep) -> ExtractResult:
+def extract(
+    lake: Lake,
+    settings: Settings,
+    positions: Positions,
+    tables: list[str],
+    dsn: str | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> ExtractResult:
     """Read every changed row of ``tables`` into bronze in one snapshot; retries after a
     lost connection. Positions are not written here (see :func:`write_positions`)."""
     import psycopg
@@ -484,19 +575,25 @@ def extract(lake: Lake, settings: Settings, positions: Positions, tables: list[s
         except (psycopg.OperationalError, PostgresConnectError) as exc:
             _remove_files(result)
             if isinstance(exc, psycopg.errors.QueryCanceled):
-                raise TransientError(f"extract from {where} hit the statement timeout "
-                                     f"({pg.statement_timeout_seconds:g} s): {scrub(str(exc), pg.password('reader'))}") from None
+                raise TransientError(
+                    f"extract from {where} hit the statement timeout "
+                    f"({pg.statement_timeout_seconds:g} s): {scrub(str(exc), pg.password('reader'))}"
+                ) from None
             if isinstance(exc, psycopg.errors.LockNotAvailable):
-                raise TransientError(f"extract from {where} waited longer than the lock timeout: another session "
-                                     "holds a lock on a source table (DDL?); retry later") from None
+                raise TransientError(
+                    f"extract from {where} waited longer than the lock timeout: another session "
+                    "holds a lock on a source table (DDL?); retry later"
+                ) from None
             if attempt > oltp.retries:
-                raise TransientError(f"extract from {where} failed after {attempt} attempt(s): "
-                                     f"{scrub(str(exc), pg.password('reader'))}") from None
+                raise TransientError(
+                    f"extract from {where} failed after {attempt} attempt(s): {scrub(str(exc), pg.password('reader'))}"
+                ) from None
             sleep(min(oltp.retry_backoff_seconds * 2 ** (attempt - 1), 30.0))
         except psycopg.errors.InsufficientPrivilege as exc:
             _remove_files(result)
-            raise OltpSourceError(f"the reader role may not read a source table in {where}: "
-                                  f"{scrub(str(exc), pg.password('reader'))}") from None
+            raise OltpSourceError(
+                f"the reader role may not read a source table in {where}: {scrub(str(exc), pg.password('reader'))}"
+            ) from None
         except BaseException:
             _remove_files(result)
             raise
@@ -516,17 +613,34 @@ def position_rows(result: ExtractResult, positions: Positions) -> list[dict]:
     for name in TABLE_ORDER:
         t = result.tables.get(name)
         p = t.position if t is not None else positions.tables[name]
-        rows.append({
-            "extract_seq": result.seq, "extract_id": result.extract_id, "table_name": name,
-            "watermark_ts": p.watermark_ts, "watermark_key": p.watermark_key,
-            "tail": [{"key": k, "updated_at": u} for k, u in p.tail],
-            "rows": t.rows if t else 0, "context_rows": t.context_rows if t else 0,
-            "bronze_uri": str(t.path) if t and t.path else None,
-            "context_uri": str(t.context_path) if t and t.context_path else None,
-            "extracted_at": result.extracted_at,
-        })
+        rows.append(
+            {
+                "extract_seq": result.seq,
+                "extract_id": result.extract_id,
+                "table_name": name,
+                "watermark_ts": p.watermark_ts,
+                "watermark_key": p.watermark_key,
+                "tail": [{"key": k, "updated_at": u} for k, u in p.tail],
+                "rows": t.rows if t else 0,
+                "context_rows": t.context_rows if t else 0,
+                "bronze_uri": str(t.path) if t and t.path else None,
+                "context_uri": str(t.context_path) if t and t.context_path else None,
+                "extracted_at": result.extracted_at,
+            }
+        )
     return rows
 
 
-__all__ = ["APP_ID", "ExtractResult", "OltpSourceError", "Positions", "TABLE_ORDER", "committed_seq", "extract",
-           "position_rows", "read_positions", "resolve_tables", "write_positions"]
+__all__ = [
+    "APP_ID",
+    "TABLE_ORDER",
+    "ExtractResult",
+    "OltpSourceError",
+    "Positions",
+    "committed_seq",
+    "extract",
+    "position_rows",
+    "read_positions",
+    "resolve_tables",
+    "write_positions",
+]

@@ -25,8 +25,6 @@ from saleslake.contract import CSV_FIELDS, REQUIRED_FIELDS
 from saleslake.errors import UserError
 from saleslake.sample.csv_export import REGIONS, SUMMARY_FILE, GenerationSummary, file_days, generate_csv
 
-pytestmark = pytest.mark.unit
-
 ROWS = 6_000
 ERROR_RATE = 0.05
 SEED = 7
@@ -111,7 +109,11 @@ def validate(rec: dict[str, str], region: str) -> tuple[list[str], dict[str, obj
 
 
 def files_in_order(out: Path) -> list[tuple[str, Path]]:
-    return [(region, p) for region in sorted(p.name for p in out.iterdir() if p.is_dir()) for p in sorted((out / region).glob("*.csv"))]
+    return [
+        (region, p)
+        for region in sorted(p.name for p in out.iterdir() if p.is_dir())
+        for p in sorted((out / region).glob("*.csv"))
+    ]
 
 
 def recount(out: Path) -> dict[str, object]:
@@ -269,7 +271,9 @@ def test_quoted_product_names_round_trip_through_pyarrow(run):
         table = pacsv.read_csv(
             path,
             parse_options=pacsv.ParseOptions(delimiter=delimiter),
-            convert_options=pacsv.ConvertOptions(column_types={k: pa.string() for k in CSV_FIELDS}, strings_can_be_null=False),
+            convert_options=pacsv.ConvertOptions(
+                column_types={k: pa.string() for k in CSV_FIELDS}, strings_can_be_null=False
+            ),
         )
         assert table.column_names == list(CSV_FIELDS)
         mine = read_rows(path, region)
@@ -314,7 +318,7 @@ def test_scd2_attributes_follow_the_order_date(run):
                 by_attr = defaultdict(list)
                 for day, *a in versions:
                     by_attr[tuple(a)].append(day)
-                (a, da), (b, db) = sorted(by_attr.items(), key=lambda kv: min(kv[1]))
+                (a, da), (_b, db) = sorted(by_attr.items(), key=lambda kv: min(kv[1]))
                 assert max(da) < min(db)
         assert changed > 0
 

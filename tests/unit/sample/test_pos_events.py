@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import re
 from collections import Counter, defaultdict
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
 import pyarrow as pa
@@ -30,11 +31,9 @@ from saleslake.sample.pos_events import (
     wall_clock_time,
 )
 
-pytestmark = pytest.mark.unit
-
 SEED = 11
 EVENTS = 20_000  # more than two blocks
-START = datetime(2026, 3, 2, 0, 0, tzinfo=timezone.utc)
+START = datetime(2026, 3, 2, 0, 0, tzinfo=UTC)
 FRAUD = FraudSettings()
 STREAM = StreamSettings()
 CURRENCIES = set(STREAM.currencies)
@@ -62,7 +61,7 @@ def _time(value: object) -> datetime:
     if not isinstance(value, str) or not TIME_RE.fullmatch(value):
         raise Violation("schema_violation:event_time")
     try:
-        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
     except ValueError:
         raise Violation("schema_violation:event_time") from None
 
@@ -101,14 +100,18 @@ def parse_message(raw: bytes, max_bytes: int = STREAM.max_message_bytes) -> dict
         raise Violation("schema_violation:store_id")
     if not isinstance(doc["terminal_id"], str) or not re.fullmatch(r"T\d+", doc["terminal_id"]):
         raise Violation("schema_violation:terminal_id")
-    if doc["customer_id"] is not None and not (isinstance(doc["customer_id"], str) and re.fullmatch(r"[A-Z]{2}-\d{5}", doc["customer_id"])):
+    if doc["customer_id"] is not None and not (
+        isinstance(doc["customer_id"], str) and re.fullmatch(r"[A-Z]{2}-\d{5}", doc["customer_id"])
+    ):
         raise Violation("schema_violation:customer_id")
     if doc["currency"] not in CURRENCIES:
         raise Violation("schema_violation:currency")
     if doc["payment_method"] not in ("card", "cash", "mobile", "gift_card"):
         raise Violation("schema_violation:payment_method")
     fp = doc["card_fingerprint"]
-    if (doc["payment_method"] == "cash") != (fp is None) or (fp is not None and not (isinstance(fp, str) and HEX_RE.fullmatch(fp))):
+    if (doc["payment_method"] == "cash") != (fp is None) or (
+        fp is not None and not (isinstance(fp, str) and HEX_RE.fullmatch(fp))
+    ):
         raise Violation("schema_violation:card_fingerprint")
     if not isinstance(doc["lines"], list) or not doc["lines"]:
         raise Violation("schema_violation:lines")
@@ -199,7 +202,7 @@ def test_a_clean_run_is_entirely_valid_contract_events() -> None:
     assert summary.malformed_messages == summary.defective_lines == summary.fraud_events == 0
     assert summary.valid_lines == sum(len(d["lines"]) for d in docs)
     # wall-clock event times: now, in order of generation
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     times = [d["_time"] for d in docs]
     assert all(now - timedelta(seconds=60) <= t <= now + timedelta(seconds=1) for t in times)
     assert times == sorted(times)
@@ -271,7 +274,7 @@ def test_simulated_time_follows_local_busy_hours() -> None:
 
 def test_sales_cluster_per_store(simulated) -> None:
     keys = [k for k, _ in simulated[0]]
-    same_as_previous = sum(a == b for a, b in zip(keys, keys[1:])) / len(keys)
+    same_as_previous = sum(a == b for a, b in itertools.pairwise(keys)) / len(keys)
     assert same_as_previous > 0.3  # queues at the tills: a store's sales come in runs
 
 
@@ -348,7 +351,11 @@ def test_binary_and_oversized_messages(simulated) -> None:
 
 
 def test_a_bad_line_leaves_the_other_lines_of_its_event_valid(counted) -> None:
-    mixed = [d for d in counted["docs"] if any(line_reasons(x) for x in d["lines"]) and not all(line_reasons(x) for x in d["lines"])]
+    mixed = [
+        d
+        for d in counted["docs"]
+        if any(line_reasons(x) for x in d["lines"]) and not all(line_reasons(x) for x in d["lines"])
+    ]
     assert len(mixed) > 50
 
 
@@ -359,7 +366,9 @@ def test_error_and_fraud_shares_are_as_asked() -> None:
     assert abs(defective_events / n - 0.02) < 0.003
     assert 0.25 < s.defective_lines / s.expected_quarantine_rows < 0.75  # both levels are well represented
     assert abs(s.fraud_events / n - 0.01) < 0.0025
-    _, none = PosSimulator(seed=2, error_rate=0.0, fraud_rate=0.0).generate(5_000, clock=lambda: b"2026-01-01T00:00:00.000Z")
+    _, none = PosSimulator(seed=2, error_rate=0.0, fraud_rate=0.0).generate(
+        5_000, clock=lambda: b"2026-01-01T00:00:00.000Z"
+    )
     assert none.malformed_messages == none.defective_lines == none.fraud_events == 0
 
 
@@ -382,7 +391,11 @@ def test_injected_fraud_matches_the_rules_and_natural_lines_do_not(simulated, co
     for lines in lines_of("amount_above_threshold"):
         assert sum(x["quantity"] * x["_price"] > FRAUD.amount_threshold for x in lines) == 1
     for lines in lines_of("high_discount_high_amount"):
-        hits = [x for x in lines if x["_discount"] >= FRAUD.high_discount and x["quantity"] * x["_price"] > FRAUD.high_discount_amount]
+        hits = [
+            x
+            for x in lines
+            if x["_discount"] >= FRAUD.high_discount and x["quantity"] * x["_price"] > FRAUD.high_discount_amount
+        ]
         assert len(hits) == 1 and hits[0]["quantity"] * hits[0]["_price"] <= FRAUD.amount_threshold
     norm = FRAUD.quantity_norm_multiple
     for lines in lines_of("quantity_above_norm"):
@@ -391,7 +404,9 @@ def test_injected_fraud_matches_the_rules_and_natural_lines_do_not(simulated, co
     # natural lines trip no line rule: the exact rule counts are the injected ones
     assert s.valid_lines_by_rule["amount_above_threshold"] == s.fraud_patterns["amount_above_threshold"]
     assert s.valid_lines_by_rule["high_discount_high_amount"] == s.fraud_patterns["high_discount_high_amount"]
-    natural = [x for d in counted["docs"] if d["transaction_id"] not in fraud_tids for x in d["lines"] if not line_reasons(x)]
+    natural = [
+        x for d in counted["docs"] if d["transaction_id"] not in fraud_tids for x in d["lines"] if not line_reasons(x)
+    ]
     assert max(x["quantity"] for x in natural) <= 6
     assert max(x["_discount"] for x in natural) < FRAUD.high_discount
     # the anomalies sit on products with a quantity history whose median is 1
@@ -489,7 +504,11 @@ def test_reference_tables_describe_real_stores() -> None:
         code = next(c[3] for c in cities if c[0] == r["city"] and c[1] == r["state"] and c[2] == r["country"])
         assert (r["city"], r["state"], r["country"], code, r["market"], r["region"]) in cities
         assert r["currency"] == CURRENCY_BY_COUNTRY[code] and r["currency"] in CURRENCIES
-        assert r["channel"] == "pos" and r["updated_at"] == REFERENCE_UPDATED_AT and r["store_name"].startswith("Superstore ")
+        assert (
+            r["channel"] == "pos"
+            and r["updated_at"] == REFERENCE_UPDATED_AT
+            and r["store_name"].startswith("Superstore ")
+        )
     assert len({r["store_name"] for r in rows}) == 150
     assert products.num_rows == 3_000
     assert all(p > 0 for p in products["list_price"].to_pylist())
@@ -537,7 +556,9 @@ def test_every_country_of_the_csv_geography_has_a_currency() -> None:
 
 
 def test_thresholds_follow_the_fraud_settings() -> None:
-    fraud = FraudSettings(amount_threshold=Decimal("300"), high_discount=Decimal("0.7"), high_discount_amount=Decimal("100"))
+    fraud = FraudSettings(
+        amount_threshold=Decimal("300"), high_discount=Decimal("0.7"), high_discount_amount=Decimal("100")
+    )
     messages, s = PosSimulator(seed=4, error_rate=0.0, fraud_rate=0.05, fraud=fraud).generate(4_000)
     docs = [parse_message(v) for _, v in messages]
     amount = sum(x["quantity"] * x["_price"] > fraud.amount_threshold for d in docs for x in d["lines"])

@@ -11,23 +11,29 @@ from decimal import Decimal
 import pyarrow as pa
 import pytest
 
+from helpers import sql
 from saleslake import reference
 from saleslake.sources.kafka import RECORDS_SCHEMA
 from saleslake.stream import StreamWorker
-
-from helpers import sql
-
-pytestmark = pytest.mark.unit
 
 TOPIC = "pos.sales"
 
 
 def event(n: int, lines: list[dict] | None = None, **fields) -> dict:
     body = {
-        "schema": "pos.sale.v1", "event_id": f"e-{n}", "transaction_id": f"t-{n}",
-        "event_time": "2026-11-20T10:00:00.000Z", "store_id": "ST-0001", "terminal_id": "T1",
-        "customer_id": "CG-1", "currency": "EUR", "payment_method": "card", "card_fingerprint": f"fp-{n}",
-        "lines": lines if lines is not None else [
+        "schema": "pos.sale.v1",
+        "event_id": f"e-{n}",
+        "transaction_id": f"t-{n}",
+        "event_time": "2026-11-20T10:00:00.000Z",
+        "store_id": "ST-0001",
+        "terminal_id": "T1",
+        "customer_id": "CG-1",
+        "currency": "EUR",
+        "payment_method": "card",
+        "card_fingerprint": f"fp-{n}",
+        "lines": lines
+        if lines is not None
+        else [
             {"line_no": 1, "product_id": "P-1", "quantity": 2, "unit_price": "10.00", "discount": "0.00"},
             {"line_no": 2, "product_id": "P-2", "quantity": 1, "unit_price": "25.00", "discount": "0.10"},
         ],
@@ -56,24 +62,52 @@ def records(values: list, partition: int = 0, first_offset: int = 0) -> pa.Table
 @pytest.fixture
 def worker(settings, lake):
     settings = settings.model_copy(update={"tax": settings.tax.model_copy(update={"flat_rate": Decimal("0.085")})})
-    reference.register(lake, reference.STORES, pa.table({
-        "store_id": ["ST-0001"], "store_name": ["Lyon Part-Dieu"], "channel": ["pos"], "city": ["Lyon"],
-        "state": ["Auvergne-Rhône-Alpes"], "country": ["France"], "postal_code": ["69003"], "region": ["Central"],
-        "market": ["EU"], "currency": ["EUR"], "updated_at": [datetime(2020, 1, 1, tzinfo=UTC)], "source_system": ["test"],
-    }))
-    reference.register(lake, reference.PRODUCTS, pa.table({
-        "product_id": ["P-1", "P-2"], "product_name": ["Stapler", "Desk"], "category": ["Office Supplies", "Furniture"],
-        "sub_category": ["Fasteners", "Tables"], "list_price": [Decimal("10"), Decimal("25")],
-        "updated_at": [datetime(2020, 1, 1, tzinfo=UTC)] * 2, "source_system": ["test"] * 2,
-    }))
+    reference.register(
+        lake,
+        reference.STORES,
+        pa.table(
+            {
+                "store_id": ["ST-0001"],
+                "store_name": ["Lyon Part-Dieu"],
+                "channel": ["pos"],
+                "city": ["Lyon"],
+                "state": ["Auvergne-Rhône-Alpes"],
+                "country": ["France"],
+                "postal_code": ["69003"],
+                "region": ["Central"],
+                "market": ["EU"],
+                "currency": ["EUR"],
+                "updated_at": [datetime(2020, 1, 1, tzinfo=UTC)],
+                "source_system": ["test"],
+            }
+        ),
+    )
+    reference.register(
+        lake,
+        reference.PRODUCTS,
+        pa.table(
+            {
+                "product_id": ["P-1", "P-2"],
+                "product_name": ["Stapler", "Desk"],
+                "category": ["Office Supplies", "Furniture"],
+                "sub_category": ["Fasteners", "Tables"],
+                "list_price": [Decimal("10"), Decimal("25")],
+                "updated_at": [datetime(2020, 1, 1, tzinfo=UTC)] * 2,
+                "source_system": ["test"] * 2,
+            }
+        ),
+    )
     w = StreamWorker(lake, settings, "test-run")
     yield w
     w.close()
 
 
 def lines(lake) -> list[tuple]:
-    return sql(lake, "SELECT order_id, line_id, quantity, sales, tax_amount, customer_id, city, product_name, "
-                     "source_position FROM silver.sales_lines ORDER BY order_id, line_id")
+    return sql(
+        lake,
+        "SELECT order_id, line_id, quantity, sales, tax_amount, customer_id, city, product_name, "
+        "source_position FROM silver.sales_lines ORDER BY order_id, line_id",
+    )
 
 
 def quarantined(lake) -> list[tuple]:
@@ -88,22 +122,36 @@ def test_a_valid_event_becomes_enriched_lines(worker, lake):
         # 25.00 × (1 − 0.10) × 8.5 % = 1.9125 → 1.91 (half-up to cents)
         ("t-1", "2", 1, Decimal("25.0000"), Decimal("1.9100"), "CG-1", "Lyon", "Desk", "kafka:pos.sales/0@0"),
     ]
-    row = sql(lake, "SELECT source_system, order_date, order_ts, ship_date, store_id, payment_method, unit_price, "
-                    "landed_seq FROM silver.sales_lines WHERE line_id = '2'")[0]
+    row = sql(
+        lake,
+        "SELECT source_system, order_date, order_ts, ship_date, store_id, payment_method, unit_price, "
+        "landed_seq FROM silver.sales_lines WHERE line_id = '2'",
+    )[0]
     assert row[0] == "pos" and str(row[1]) == "2026-11-20" and row[2].hour == 10 and row[3] == row[1]
     assert row[4:] == ("ST-0001", "card", Decimal("25.0000"), 0)
 
 
 def test_tax_half_up_matches_the_contract_example(worker, lake):
-    worker.process(records([event(1, lines=[{"line_no": 1, "product_id": "P-1", "quantity": 1,
-                                             "unit_price": "25.00", "discount": "0.00"}])]))
+    worker.process(
+        records(
+            [
+                event(
+                    1,
+                    lines=[
+                        {"line_no": 1, "product_id": "P-1", "quantity": 1, "unit_price": "25.00", "discount": "0.00"}
+                    ],
+                )
+            ]
+        )
+    )
     assert sql(lake, "SELECT tax_amount FROM silver.sales_lines") == [(Decimal("2.1300"),)]
 
 
 def test_walk_in_customer(worker, lake):
     worker.process(records([event(1, customer_id=None, card_fingerprint=None, payment_method="cash")]))
     assert set(sql(lake, "SELECT customer_id, customer_name, segment FROM silver.sales_lines")) == {
-        ("WALK-IN", "Walk-in customer", "Walk-in")}
+        ("WALK-IN", "Walk-in customer", "Walk-in")
+    }
 
 
 MALFORMED = [
@@ -115,13 +163,24 @@ MALFORMED = [
     (event(3, event_time="2026-11-20 10:00:00"), ["schema_violation:event_time"]),
     (event(4, lines=[]), ["schema_violation:lines"]),
     (event(5, customer_id=42), ["schema_violation:customer_id"]),
-    (event(6, lines=[{"line_no": 1, "product_id": "P-1", "quantity": 1, "unit_price": 10.5, "discount": "0"}]),
-     ["schema_violation:lines.unit_price"]),
-    (event(7, lines=[{"line_no": 1, "product_id": "P-1", "quantity": "two", "unit_price": "1", "discount": "0"}]),
-     ["schema_violation:lines.quantity"]),
-    (event(8, lines=[{"line_no": 1, "product_id": "P-1", "quantity": 1, "unit_price": "1", "discount": "0"},
-                     {"line_no": 1, "product_id": "P-2", "quantity": 1, "unit_price": "1", "discount": "0"}]),
-     ["schema_violation:lines.line_no"]),
+    (
+        event(6, lines=[{"line_no": 1, "product_id": "P-1", "quantity": 1, "unit_price": 10.5, "discount": "0"}]),
+        ["schema_violation:lines.unit_price"],
+    ),
+    (
+        event(7, lines=[{"line_no": 1, "product_id": "P-1", "quantity": "two", "unit_price": "1", "discount": "0"}]),
+        ["schema_violation:lines.quantity"],
+    ),
+    (
+        event(
+            8,
+            lines=[
+                {"line_no": 1, "product_id": "P-1", "quantity": 1, "unit_price": "1", "discount": "0"},
+                {"line_no": 1, "product_id": "P-2", "quantity": 1, "unit_price": "1", "discount": "0"},
+            ],
+        ),
+        ["schema_violation:lines.line_no"],
+    ),
 ]
 
 
@@ -144,15 +203,20 @@ def test_malformed_messages_are_quarantined_whole_with_raw_bytes(worker, lake):
 
 
 def test_line_level_defects_quarantine_only_that_line(worker, lake):
-    bad = event(1, lines=[
-        {"line_no": 1, "product_id": "P-1", "quantity": 0, "unit_price": "-1.00", "discount": "0"},
-        {"line_no": 2, "product_id": "P-1", "quantity": 1, "unit_price": "5.00", "discount": "1.5"},
-        {"line_no": 3, "product_id": "P-2", "quantity": 3, "unit_price": "5.00", "discount": "0.2"},
-    ])
+    bad = event(
+        1,
+        lines=[
+            {"line_no": 1, "product_id": "P-1", "quantity": 0, "unit_price": "-1.00", "discount": "0"},
+            {"line_no": 2, "product_id": "P-1", "quantity": 1, "unit_price": "5.00", "discount": "1.5"},
+            {"line_no": 3, "product_id": "P-2", "quantity": 3, "unit_price": "5.00", "discount": "0.2"},
+        ],
+    )
     counts = worker.process(records([bad]))
     assert (counts.rows_read, counts.rows_valid, counts.rows_quarantined) == (3, 1, 2)
     assert sql(lake, "SELECT line_id, reasons FROM silver.quarantine ORDER BY line_id") == [
-        ("1", ["non_positive_quantity", "non_positive_sales"]), ("2", ["discount_out_of_range"])]
+        ("1", ["non_positive_quantity", "non_positive_sales"]),
+        ("2", ["discount_out_of_range"]),
+    ]
     assert sql(lake, "SELECT line_id, sales FROM silver.sales_lines") == [("3", Decimal("15.0000"))]
 
 
@@ -174,41 +238,63 @@ def test_a_crash_between_commits_is_completed_on_replay(worker, lake):
     counts = worker.process(batch)
     assert counts.rows_valid == 10
     assert sql(lake, "SELECT count(*) FROM silver.sales_lines") == [(20,)]
-    assert sql(lake, "SELECT count(*), count(DISTINCT \"offset\") FROM bronze.pos_events") == [(10, 10)]
+    assert sql(lake, 'SELECT count(*), count(DISTINCT "offset") FROM bronze.pos_events') == [(10, 10)]
 
 
 def test_resent_transactions_are_duplicates_and_changes_are_corrections(worker, lake):
     worker.process(records([event(1), event(2)]))
-    changed = event(2, lines=[{"line_no": 1, "product_id": "P-1", "quantity": 5, "unit_price": "10.00", "discount": "0.00"}])
+    changed = event(
+        2, lines=[{"line_no": 1, "product_id": "P-1", "quantity": 5, "unit_price": "10.00", "discount": "0.00"}]
+    )
     counts = worker.process(records([event(1), changed], first_offset=2))
     assert (counts.rows_duplicate, counts.rows_corrected) == (2, 1)
     assert sql(lake, "SELECT order_id, line_id, quantity, landed_seq FROM silver.sales_lines ORDER BY 1, 2") == [
-        ("t-1", "1", 2, 0), ("t-1", "2", 1, 0), ("t-2", "1", 5, 3), ("t-2", "2", 1, 1)]
+        ("t-1", "1", 2, 0),
+        ("t-1", "2", 1, 0),
+        ("t-2", "1", 5, 3),
+        ("t-2", "2", 1, 1),
+    ]
 
 
 def test_fraud_amount_threshold_is_strict(worker, lake):
     at = event(1, lines=[{"line_no": 1, "product_id": "P-1", "quantity": 1, "unit_price": "1000.00", "discount": "0"}])
-    above = event(2, lines=[{"line_no": 1, "product_id": "P-1", "quantity": 1, "unit_price": "1000.01", "discount": "0"}])
+    above = event(
+        2, lines=[{"line_no": 1, "product_id": "P-1", "quantity": 1, "unit_price": "1000.01", "discount": "0"}]
+    )
     worker.process(records([at, above]))
     assert sql(lake, "SELECT order_id, is_suspected_fraud, fraud_reasons FROM silver.sales_lines ORDER BY 1") == [
-        ("t-1", False, []), ("t-2", True, ["amount_above_threshold"])]
+        ("t-1", False, []),
+        ("t-2", True, ["amount_above_threshold"]),
+    ]
 
 
 def test_velocity_flags_the_transaction_beyond_the_limit_across_batches(worker, lake):
     # one card, 7 transactions one minute apart: the 6th and 7th exceed 5 per 10 minutes
     def tx(i):
-        return event(i, card_fingerprint="fp-stolen", event_time=f"2026-11-20T10:{i:02d}:00Z",
-                     lines=[{"line_no": 1, "product_id": "P-1", "quantity": 1, "unit_price": "1.00", "discount": "0"}])
+        return event(
+            i,
+            card_fingerprint="fp-stolen",
+            event_time=f"2026-11-20T10:{i:02d}:00Z",
+            lines=[{"line_no": 1, "product_id": "P-1", "quantity": 1, "unit_price": "1.00", "discount": "0"}],
+        )
+
     worker.process(records([tx(i) for i in range(4)]))
     worker.process(records([tx(i) for i in range(4, 7)], first_offset=4))
-    flagged = sql(lake, "SELECT order_id FROM silver.sales_lines WHERE list_contains(fraud_reasons, 'velocity') ORDER BY 1")
+    flagged = sql(
+        lake, "SELECT order_id FROM silver.sales_lines WHERE list_contains(fraud_reasons, 'velocity') ORDER BY 1"
+    )
     assert flagged == [("t-5",), ("t-6",)]
 
 
 def test_velocity_history_survives_a_restart(worker, lake, settings):
     def tx(i):
-        return event(i, card_fingerprint="fp-x", event_time=f"2026-11-20T10:{i:02d}:00Z",
-                     lines=[{"line_no": 1, "product_id": "P-1", "quantity": 1, "unit_price": "1.00", "discount": "0"}])
+        return event(
+            i,
+            card_fingerprint="fp-x",
+            event_time=f"2026-11-20T10:{i:02d}:00Z",
+            lines=[{"line_no": 1, "product_id": "P-1", "quantity": 1, "unit_price": "1.00", "discount": "0"}],
+        )
+
     worker.process(records([tx(i) for i in range(5)]))
     fresh = StreamWorker(lake, worker.settings, "after-restart")  # seeds its memory from silver
     try:
@@ -219,16 +305,30 @@ def test_velocity_history_survives_a_restart(worker, lake, settings):
 
 
 def test_quantity_far_above_the_product_norm(worker, lake):
-    normal = [event(i, card_fingerprint=None, customer_id=None, payment_method="cash",
-                    lines=[{"line_no": 1, "product_id": "P-1", "quantity": 2, "unit_price": "1.00", "discount": "0"}])
-              for i in range(25)]
+    normal = [
+        event(
+            i,
+            card_fingerprint=None,
+            customer_id=None,
+            payment_method="cash",
+            lines=[{"line_no": 1, "product_id": "P-1", "quantity": 2, "unit_price": "1.00", "discount": "0"}],
+        )
+        for i in range(25)
+    ]
     worker.process(records(normal))
-    bulk = event(99, lines=[{"line_no": 1, "product_id": "P-1", "quantity": 21, "unit_price": "1.00", "discount": "0"},
-                            {"line_no": 2, "product_id": "P-2", "quantity": 50, "unit_price": "1.00", "discount": "0"}])
+    bulk = event(
+        99,
+        lines=[
+            {"line_no": 1, "product_id": "P-1", "quantity": 21, "unit_price": "1.00", "discount": "0"},
+            {"line_no": 2, "product_id": "P-2", "quantity": 50, "unit_price": "1.00", "discount": "0"},
+        ],
+    )
     worker.process(records([bulk], first_offset=25))
     # P-1's norm is 2: 21 > 10 × 2; P-2 has no history yet, so no norm
     assert sql(lake, "SELECT line_id, fraud_reasons FROM silver.sales_lines WHERE order_id = 't-99' ORDER BY 1") == [
-        ("1", ["quantity_above_norm"]), ("2", [])]
+        ("1", ["quantity_above_norm"]),
+        ("2", []),
+    ]
 
 
 def test_bronze_events_past_retention_go_once_silver_holds_them(worker, lake):

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from saleslake.silver.parse import DIALECT_KEYS, plan_chunks
-
-pytestmark = pytest.mark.unit
 
 
 def obj(seq: int, delimiter: str, size: int = 10) -> dict:

@@ -5,14 +5,10 @@ from __future__ import annotations
 from decimal import Decimal
 from pathlib import Path
 
-import pytest
 from helpers import HEADER, line, sql, write_csv
-
 from saleslake import api
 from saleslake.bronze import land_csv
 from saleslake.silver.process import process_csv
-
-pytestmark = pytest.mark.unit
 
 
 def land_and_process(lake, settings, *paths: Path, **kw):
@@ -22,11 +18,17 @@ def land_and_process(lake, settings, *paths: Path, **kw):
 
 
 def test_valid_rows_are_typed_and_enriched(tmp_path, lake, settings):
-    f = write_csv(tmp_path / "eu" / "d1.csv", HEADER + "\n" + line() + "\n" + line(row_id="2", sales="25.00", discount="0", quantity="1") + "\n")
+    f = write_csv(
+        tmp_path / "eu" / "d1.csv",
+        HEADER + "\n" + line() + "\n" + line(row_id="2", sales="25.00", discount="0", quantity="1") + "\n",
+    )
     counts = land_and_process(lake, settings, f)
     assert (counts.rows_read, counts.rows_valid, counts.rows_quarantined, counts.rows_duplicate) == (2, 2, 0, 0)
-    rows = sql(lake, "SELECT line_id, sales, quantity, unit_price, discount, profit, order_date, source_system, product_name, "
-                     "order_month, source_position FROM silver.sales_lines ORDER BY line_id")
+    rows = sql(
+        lake,
+        "SELECT line_id, sales, quantity, unit_price, discount, profit, order_date, source_system, product_name, "
+        "order_month, source_position FROM silver.sales_lines ORDER BY line_id",
+    )
     assert rows[0][:6] == ("1", Decimal("100.5000"), 2, Decimal("50.2500"), Decimal("0.1000"), Decimal("10.5000"))
     assert str(rows[0][6]) == "2021-01-15" and rows[0][7] == "csv:eu" and rows[0][8] == "Widget, large"
     assert rows[0][9] == "2021-01" and rows[0][10] == "record:1" and rows[1][10] == "record:2"
@@ -34,26 +36,26 @@ def test_valid_rows_are_typed_and_enriched(tmp_path, lake, settings):
 
 def test_every_reason_code_and_all_reasons_per_row(tmp_path, lake, settings):
     bad = [
-        line(row_id="1", order_id=""),                                       # missing_required:order_id
-        line(row_id="", order_id="O-2"),                                      # missing_required:line_id
-        line(row_id="3", order_date=""),                                      # missing_required:order_date
-        line(row_id="4", customer=""),                                        # missing_required:customer_id
-        line(row_id="5", product=""),                                         # missing_required:product_id
-        line(row_id="6", quantity=""),                                        # missing_required:quantity
-        line(row_id="7", sales=""),                                           # missing_required:sales
-        line(row_id="8", order_date="31-02-2021"),                            # invalid_date:order_date
-        line(row_id="9", ship_date="soon"),                                   # invalid_date:ship_date
-        line(row_id="10", sales="12.3x"),                                     # invalid_number:sales
-        line(row_id="11", quantity="two"),                                    # invalid_number:quantity
-        line(row_id="12", quantity="0"),                                      # non_positive_quantity
-        line(row_id="13", sales="-5"),                                        # non_positive_sales
-        line(row_id="14", discount="1.5"),                                    # discount_out_of_range
-        line(row_id="15", ship_date="10-01-2021"),                            # ship_before_order
-        line(row_id="16", quantity="-1", sales="0", discount="-0.1"),         # three reasons
-        line(row_id="17", profit="n/a"),                                      # invalid_number:profit
+        line(row_id="1", order_id=""),  # missing_required:order_id
+        line(row_id="", order_id="O-2"),  # missing_required:line_id
+        line(row_id="3", order_date=""),  # missing_required:order_date
+        line(row_id="4", customer=""),  # missing_required:customer_id
+        line(row_id="5", product=""),  # missing_required:product_id
+        line(row_id="6", quantity=""),  # missing_required:quantity
+        line(row_id="7", sales=""),  # missing_required:sales
+        line(row_id="8", order_date="31-02-2021"),  # invalid_date:order_date
+        line(row_id="9", ship_date="soon"),  # invalid_date:ship_date
+        line(row_id="10", sales="12.3x"),  # invalid_number:sales
+        line(row_id="11", quantity="two"),  # invalid_number:quantity
+        line(row_id="12", quantity="0"),  # non_positive_quantity
+        line(row_id="13", sales="-5"),  # non_positive_sales
+        line(row_id="14", discount="1.5"),  # discount_out_of_range
+        line(row_id="15", ship_date="10-01-2021"),  # ship_before_order
+        line(row_id="16", quantity="-1", sales="0", discount="-0.1"),  # three reasons
+        line(row_id="17", profit="n/a"),  # invalid_number:profit
     ]
     good = line(row_id="18")
-    f = write_csv(tmp_path / "eu" / "d1.csv", HEADER + "\n" + "\n".join(bad + [good]) + "\n")
+    f = write_csv(tmp_path / "eu" / "d1.csv", HEADER + "\n" + "\n".join([*bad, good]) + "\n")
     counts = land_and_process(lake, settings, f)
     assert (counts.rows_read, counts.rows_valid, counts.rows_quarantined) == (18, 1, 17)
     got = dict(sql(lake, "SELECT source_position, list_sort(reasons) FROM silver.quarantine"))
@@ -74,25 +76,67 @@ def test_every_reason_code_and_all_reasons_per_row(tmp_path, lake, settings):
     assert got["record:15"] == ["ship_before_order"]
     assert got["record:16"] == ["discount_out_of_range", "non_positive_quantity", "non_positive_sales"]
     assert got["record:17"] == ["invalid_number:profit"]
-    raw = sql(lake, "SELECT raw['sales'], raw['order_id'], bronze_uri FROM silver.quarantine WHERE source_position = 'record:10'")
+    raw = sql(
+        lake,
+        "SELECT raw['sales'], raw['order_id'], bronze_uri FROM silver.quarantine WHERE source_position = 'record:10'",
+    )
     assert raw[0][0] == "12.3x" and raw[0][1] == "O-1" and raw[0][2].startswith("bronze/csv/")
 
 
 def test_decimal_comma_values(tmp_path, lake, settings):
     header = HEADER.replace(",", ";")
+
     def row(row_id, sales):
-        return ";".join([row_id, "O-1", "15/01/2021", "17/01/2021", "First Class", "C-1", "Ann", "Consumer", "Paris", "IdF",
-                         "France", "", "EU", "Central", "P-1", "Office", "Paper", '"Paper; A4"', sales, "2", "0,2", "-1,5", "3,25", "Low"])
+        return ";".join(
+            [
+                row_id,
+                "O-1",
+                "15/01/2021",
+                "17/01/2021",
+                "First Class",
+                "C-1",
+                "Ann",
+                "Consumer",
+                "Paris",
+                "IdF",
+                "France",
+                "",
+                "EU",
+                "Central",
+                "P-1",
+                "Office",
+                "Paper",
+                '"Paper; A4"',
+                sales,
+                "2",
+                "0,2",
+                "-1,5",
+                "3,25",
+                "Low",
+            ]
+        )
+
     f = write_csv(tmp_path / "fr" / "d.csv", header + "\n" + row("1", "1234,56") + "\n" + row("2", "1.234,56") + "\n")
     counts = land_and_process(lake, settings, f)
     assert (counts.rows_valid, counts.rows_quarantined) == (1, 1)
     assert sql(lake, "SELECT sales, discount, profit, shipping_cost FROM silver.sales_lines") == [
-        (Decimal("1234.5600"), Decimal("0.2000"), Decimal("-1.5000"), Decimal("3.2500"))]
+        (Decimal("1234.5600"), Decimal("0.2000"), Decimal("-1.5000"), Decimal("3.2500"))
+    ]
     assert sql(lake, "SELECT reasons FROM silver.quarantine") == [(["invalid_number:sales"],)]
 
 
 def test_malformed_records_are_quarantined_with_their_line(tmp_path, lake, settings):
-    text = HEADER + "\n" + line() + "\n" + line(row_id="2") + ",extra,fields\n" + line(row_id="3") + "\n" + "4,O-9,15-01-2021,17-0"
+    text = (
+        HEADER
+        + "\n"
+        + line()
+        + "\n"
+        + line(row_id="2")
+        + ",extra,fields\n"
+        + line(row_id="3")
+        + "\n"
+        + "4,O-9,15-01-2021,17-0"
+    )
     f = write_csv(tmp_path / "eu" / "d.csv", text)
     counts = land_and_process(lake, settings, f)
     assert (counts.rows_read, counts.rows_valid, counts.rows_quarantined) == (4, 2, 2)
@@ -106,13 +150,23 @@ def test_duplicates_and_corrections_latest_landed_wins(tmp_path, lake, settings)
     counts = land_and_process(lake, settings, day1)
     assert counts.rows_valid == 2
     # day 2 repeats line 1 exactly, corrects line 2, adds line 3, and repeats line 3 in the same file
-    day2 = write_csv(tmp_path / "eu" / "d2.csv", HEADER + "\n" + "\n".join([
-        line(row_id="1"), line(row_id="2", quantity="3", sales="150.75"), line(row_id="3"), line(row_id="3")]) + "\n")
+    day2 = write_csv(
+        tmp_path / "eu" / "d2.csv",
+        HEADER
+        + "\n"
+        + "\n".join(
+            [line(row_id="1"), line(row_id="2", quantity="3", sales="150.75"), line(row_id="3"), line(row_id="3")]
+        )
+        + "\n",
+    )
     counts = land_and_process(lake, settings, day2)
     assert (counts.rows_read, counts.rows_valid, counts.rows_duplicate, counts.rows_corrected) == (4, 2, 2, 1)
     assert counts.balanced
     assert sql(lake, "SELECT line_id, quantity, sales FROM silver.sales_lines ORDER BY line_id") == [
-        ("1", 2, Decimal("100.5000")), ("2", 3, Decimal("150.7500")), ("3", 2, Decimal("100.5000"))]
+        ("1", 2, Decimal("100.5000")),
+        ("2", 3, Decimal("150.7500")),
+        ("3", 2, Decimal("100.5000")),
+    ]
 
 
 def test_correction_moving_to_another_month_leaves_one_version(tmp_path, lake, settings):
@@ -125,11 +179,15 @@ def test_correction_moving_to_another_month_leaves_one_version(tmp_path, lake, s
 def test_reprocessing_and_relanding_change_nothing(tmp_path, lake, settings):
     f = write_csv(tmp_path / "eu" / "d1.csv", HEADER + "\n" + line() + "\n" + line(row_id="2", sales="") + "\n")
     land_and_process(lake, settings, f)
-    before = sql(lake, "SELECT count(*), sum(sales) FROM silver.sales_lines") + sql(lake, "SELECT count(*) FROM silver.quarantine")
+    before = sql(lake, "SELECT count(*), sum(sales) FROM silver.sales_lines") + sql(
+        lake, "SELECT count(*) FROM silver.quarantine"
+    )
     again = land_csv(lake, [f])
     assert again.landed == [] and again.already_landed == [str(f)]
     assert process_csv(lake, settings).rows_read == 0
-    after = sql(lake, "SELECT count(*), sum(sales) FROM silver.sales_lines") + sql(lake, "SELECT count(*) FROM silver.quarantine")
+    after = sql(lake, "SELECT count(*), sum(sales) FROM silver.sales_lines") + sql(
+        lake, "SELECT count(*) FROM silver.quarantine"
+    )
     assert before == after
 
 
@@ -137,12 +195,18 @@ def test_tax_and_fraud_follow_config(tmp_path, monkeypatch, lake):
     monkeypatch.setenv("SALESLAKE_TAX__FLAT_RATE", "0.085")
     monkeypatch.setenv("SALESLAKE_FRAUD__AMOUNT_THRESHOLD", "1000")
     settings = api.settings(home=lake.home)
-    rows = [line(row_id="1", sales="25.00", discount="0"), line(row_id="2", sales="1000", discount="0"),
-            line(row_id="3", sales="1000.01", discount="0")]
+    rows = [
+        line(row_id="1", sales="25.00", discount="0"),
+        line(row_id="2", sales="1000", discount="0"),
+        line(row_id="3", sales="1000.01", discount="0"),
+    ]
     land_and_process(lake, settings, write_csv(tmp_path / "eu" / "d.csv", HEADER + "\n" + "\n".join(rows) + "\n"))
-    got = sql(lake, "SELECT line_id, tax_rate, tax_amount, is_suspected_fraud, fraud_reasons FROM silver.sales_lines ORDER BY line_id")
+    got = sql(
+        lake,
+        "SELECT line_id, tax_rate, tax_amount, is_suspected_fraud, fraud_reasons FROM silver.sales_lines ORDER BY line_id",
+    )
     assert got[0][:3] == ("1", Decimal("0.0850"), Decimal("2.1300"))  # 25.00 at 8.5 % is 2.125 -> 2.13 half-up
-    assert got[1][3] is False                                          # exactly at the threshold: not flagged
+    assert got[1][3] is False  # exactly at the threshold: not flagged
     assert got[2][3] is True and got[2][4] == ["amount_above_threshold"]
 
 
@@ -155,6 +219,9 @@ def test_positions_follow_each_files_record_order_across_a_parallel_scan(tmp_pat
         paths.append(write_csv(tmp_path / "eu" / f"d{f:02d}.csv", HEADER + "\n" + "\n".join(rows) + "\n"))
     counts = land_and_process(lake, settings, *paths)
     assert counts.rows_valid == 48_000 and counts.rows_quarantined == 1
-    wrong = sql(lake, "SELECT count(*) FROM silver.sales_lines "
-                      "WHERE split_part(line_id, '-', 2) <> split_part(source_position, ':', 2)")
+    wrong = sql(
+        lake,
+        "SELECT count(*) FROM silver.sales_lines "
+        "WHERE split_part(line_id, '-', 2) <> split_part(source_position, ':', 2)",
+    )
     assert wrong == [(0,)]

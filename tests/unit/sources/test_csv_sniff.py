@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import HEADER, line, write_csv
 
+from helpers import HEADER, line, write_csv
 from saleslake.contract import canonical_column
 from saleslake.errors import InputFileError
 from saleslake.sources.csv import (
@@ -18,14 +18,20 @@ from saleslake.sources.csv import (
     sniff,
 )
 
-pytestmark = pytest.mark.unit
-
 
 @pytest.mark.parametrize(
     "header, canonical",
-    [("Row ID", "line_id"), ("row_id", "line_id"), ("ROW-ID", "line_id"), ("Sub-Category", "sub_category"),
-     ("subcategory", "sub_category"), ("Country/Region", "country"), ("State/Province", "state"),
-     ("\ufeffRow ID", "line_id"), ("Unknown Col", None)],
+    [
+        ("Row ID", "line_id"),
+        ("row_id", "line_id"),
+        ("ROW-ID", "line_id"),
+        ("Sub-Category", "sub_category"),
+        ("subcategory", "sub_category"),
+        ("Country/Region", "country"),
+        ("State/Province", "state"),
+        ("\ufeffRow ID", "line_id"),
+        ("Unknown Col", None),
+    ],
 )
 def test_headers_match_case_space_dash_underscore_insensitively(header, canonical):
     assert canonical_column(header) == canonical
@@ -44,8 +50,34 @@ def test_semicolon_decimal_comma_bom_crlf(tmp_path: Path):
     header = HEADER.replace(",", ";")
     row = line(sales="100,50", discount="0,1", profit="-3,25").replace(",", ";").replace(";;", ";")
     # rebuild the row explicitly: semicolons between fields, commas inside numbers
-    row = ";".join(["1", "O-1", "15/01/2021", "17/01/2021", "Standard Class", "C-1", "Ann", "Consumer", "Berlin", "Berlin",
-                    "Germany", "", "EU", "Central", "P-1", "Furniture", "Chairs", "Desk", "100,50", "2", "0,1", "-3,25", "1,5", "High"])
+    row = ";".join(
+        [
+            "1",
+            "O-1",
+            "15/01/2021",
+            "17/01/2021",
+            "Standard Class",
+            "C-1",
+            "Ann",
+            "Consumer",
+            "Berlin",
+            "Berlin",
+            "Germany",
+            "",
+            "EU",
+            "Central",
+            "P-1",
+            "Furniture",
+            "Chairs",
+            "Desk",
+            "100,50",
+            "2",
+            "0,1",
+            "-3,25",
+            "1,5",
+            "High",
+        ]
+    )
     f = write_csv(tmp_path / "b.csv", header + "\r\n" + row + "\r\n", bom=True)
     sniffed = sniff(f)
     assert (sniffed.delimiter, sniffed.decimal, sniffed.encoding) == (";", ",", "utf-8-sig")
@@ -67,16 +99,30 @@ def test_extra_columns_are_kept_and_reported(tmp_path: Path):
 
 @pytest.mark.parametrize(
     "values, expected",
-    [(["13-01-2021"], "%d-%m-%Y"), (["01/13/2021"], "%m/%d/%Y"), (["03/01/19", "25/01/19"], "%d/%m/%y"),
-     (["2021-01-13"], "%Y-%m-%d"), (["01-02-2021", "03-04-2021"], None), (["13-01-2021", "01-13-2021"], "inconsistent")],
+    [
+        (["13-01-2021"], "%d-%m-%Y"),
+        (["01/13/2021"], "%m/%d/%Y"),
+        (["03/01/19", "25/01/19"], "%d/%m/%y"),
+        (["2021-01-13"], "%Y-%m-%d"),
+        (["01-02-2021", "03-04-2021"], None),
+        (["13-01-2021", "01-13-2021"], "inconsistent"),
+    ],
 )
 def test_date_format_decision(values, expected):
     assert decide_date_format(date_evidence(values)) == expected
 
 
 def test_ambiguous_dates_pool_evidence_per_source(tmp_path: Path):
-    ambiguous = sniff(write_csv(tmp_path / "s" / "d1.csv", HEADER + "\n" + line(order_date="01-02-2021", ship_date="03-02-2021") + "\n"))
-    decisive = sniff(write_csv(tmp_path / "s" / "d2.csv", HEADER + "\n" + line(order_date="20-02-2021", ship_date="23-02-2021") + "\n"))
+    ambiguous = sniff(
+        write_csv(
+            tmp_path / "s" / "d1.csv", HEADER + "\n" + line(order_date="01-02-2021", ship_date="03-02-2021") + "\n"
+        )
+    )
+    decisive = sniff(
+        write_csv(
+            tmp_path / "s" / "d2.csv", HEADER + "\n" + line(order_date="20-02-2021", ship_date="23-02-2021") + "\n"
+        )
+    )
     resolved = resolve_date_formats([ambiguous, decisive], ["s", "s"], {})
     assert [f.date_format for f in resolved] == ["%d-%m-%Y", "%d-%m-%Y"]
     # alone, the ambiguous file asks for --date-format ...
@@ -87,8 +133,12 @@ def test_ambiguous_dates_pool_evidence_per_source(tmp_path: Path):
 
 
 def test_contradicting_date_orders_are_an_error(tmp_path: Path):
-    a = sniff(write_csv(tmp_path / "a.csv", HEADER + "\n" + line(order_date="20-02-2021", ship_date="21-02-2021") + "\n"))
-    b = sniff(write_csv(tmp_path / "b.csv", HEADER + "\n" + line(order_date="02-20-2021", ship_date="02-21-2021") + "\n"))
+    a = sniff(
+        write_csv(tmp_path / "a.csv", HEADER + "\n" + line(order_date="20-02-2021", ship_date="21-02-2021") + "\n")
+    )
+    b = sniff(
+        write_csv(tmp_path / "b.csv", HEADER + "\n" + line(order_date="02-20-2021", ship_date="02-21-2021") + "\n")
+    )
     with pytest.raises(InputFileError, match="day-first in some rows and month-first"):
         resolve_date_formats([a, b], ["s", "s"], {})
 

@@ -40,7 +40,10 @@ DIMENSIONS: dict[str, tuple[str, str]] = {
     "region": ("l.region", ""),
     "country": ("l.country", ""),
     "category": ("l.category", ""),
-    "segment": (f"coalesce(c.segment, '{UNKNOWN}')", "LEFT JOIN gold.dim_customer AS c ON c.customer_sk = l.customer_sk"),
+    "segment": (
+        f"coalesce(c.segment, '{UNKNOWN}')",
+        "LEFT JOIN gold.dim_customer AS c ON c.customer_sk = l.customer_sk",
+    ),
     "store": (
         f"CASE WHEN l.store_sk = -1 THEN '{NO_STORE}' ELSE coalesce(s.store_name, s.store_id, '{UNKNOWN}') END",
         "LEFT JOIN gold.dim_store AS s ON s.store_sk = l.store_sk",
@@ -128,9 +131,11 @@ def open_reader(lake: Lake) -> duckdb.DuckDBPyConnection:
 
 def has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
     schema, table = name.split(".", 1)
-    return bool(con.execute(
-        "SELECT count(*) FROM duckdb_views() WHERE schema_name = ? AND view_name = ?", [schema, table]
-    ).fetchall()[0][0])
+    return bool(
+        con.execute(
+            "SELECT count(*) FROM duckdb_views() WHERE schema_name = ? AND view_name = ?", [schema, table]
+        ).fetchall()[0][0]
+    )
 
 
 def _arrow(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> pa.Table:
@@ -145,10 +150,18 @@ def filter_options(con: duckdb.DuckDBPyConnection) -> dict:
     first, last = con.execute(
         "SELECT min(order_date_key), max(order_date_key) FROM gold.fact_sales WHERE order_date_key > 0"
     ).fetchall()[0]
-    regions = [r[0] for r in con.execute(
-        f"SELECT DISTINCT coalesce(region, '{UNKNOWN}') FROM gold.dim_geography ORDER BY 1").fetchall()]
-    categories = [r[0] for r in con.execute(
-        f"SELECT DISTINCT coalesce(category, '{UNKNOWN}') FROM gold.dim_product ORDER BY 1").fetchall()]
+    regions = [
+        r[0]
+        for r in con.execute(
+            f"SELECT DISTINCT coalesce(region, '{UNKNOWN}') FROM gold.dim_geography ORDER BY 1"
+        ).fetchall()
+    ]
+    categories = [
+        r[0]
+        for r in con.execute(
+            f"SELECT DISTINCT coalesce(category, '{UNKNOWN}') FROM gold.dim_product ORDER BY 1"
+        ).fetchall()
+    ]
     return {"first_date": _from_key(first), "last_date": _from_key(last), "regions": regions, "categories": categories}
 
 
@@ -161,8 +174,12 @@ def currencies(con: duckdb.DuckDBPyConnection) -> list[str]:
     means the money sums add up different currencies."""
     if not has_table(con, "silver.sales_lines"):
         return []
-    return [r[0] for r in con.execute(
-        "SELECT DISTINCT currency FROM silver.sales_lines WHERE currency IS NOT NULL ORDER BY 1").fetchall()]
+    return [
+        r[0]
+        for r in con.execute(
+            "SELECT DISTINCT currency FROM silver.sales_lines WHERE currency IS NOT NULL ORDER BY 1"
+        ).fetchall()
+    ]
 
 
 def kpis(con: duckdb.DuckDBPyConnection, filters: Filters) -> dict:
@@ -180,9 +197,16 @@ def kpis(con: duckdb.DuckDBPyConnection, filters: Filters) -> dict:
     ).fetchall()[0]
     revenue, gross, discounts, orders, lines, profit, tax, fraud, outliers, dq = row
     return {
-        "revenue": Decimal(revenue), "gross_sales": Decimal(gross), "discounts": Decimal(discounts),
-        "orders": orders, "lines": lines, "profit": Decimal(profit), "tax": Decimal(tax),
-        "fraud_lines": fraud, "outlier_lines": outliers, "avg_dq_score": dq,
+        "revenue": Decimal(revenue),
+        "gross_sales": Decimal(gross),
+        "discounts": Decimal(discounts),
+        "orders": orders,
+        "lines": lines,
+        "profit": Decimal(profit),
+        "tax": Decimal(tax),
+        "fraud_lines": fraud,
+        "outlier_lines": outliers,
+        "avg_dq_score": dq,
         "aov": Decimal(revenue) / orders if orders else None,
         "margin": Decimal(profit) / Decimal(revenue) if revenue else None,
         "fraud_rate": Decimal(fraud) / lines if lines else None,
@@ -197,7 +221,9 @@ def trend(con: duckdb.DuckDBPyConnection, filters: Filters, grain: str = "day") 
         raise ValueError(f"grain must be day or month, not {grain!r}")
     bucket = "order_date_key" if grain == "day" else "order_date_key // 100 * 100 + 1"
     cte, params = lines_cte(filters)
-    return _arrow(con, f"""{cte},
+    return _arrow(
+        con,
+        f"""{cte},
         t AS (
             SELECT {bucket} AS k, sum(net_sales) AS revenue, count(DISTINCT (source_system, order_id)) AS orders,
                    count(*) AS lines, sum(profit) AS profit, sum(tax_amount) AS tax,
@@ -209,7 +235,9 @@ def trend(con: duckdb.DuckDBPyConnection, filters: Filters, grain: str = "day") 
                CAST(profit AS DOUBLE) / nullif(CAST(revenue AS DOUBLE), 0) AS margin,
                CAST(revenue AS DOUBLE) / nullif(orders, 0) AS avg_order_value,
                CAST(tax AS DOUBLE) AS tax, fraud_lines / lines AS fraud_rate
-        FROM t ORDER BY 1""", params)
+        FROM t ORDER BY 1""",
+        params,
+    )
 
 
 def breakdown(con: duckdb.DuckDBPyConnection, filters: Filters, dimension: str) -> pa.Table:
@@ -217,7 +245,9 @@ def breakdown(con: duckdb.DuckDBPyConnection, filters: Filters, dimension: str) 
     :data:`DIMENSIONS`), largest revenue first."""
     label, join = DIMENSIONS[dimension]
     cte, params = lines_cte(filters)
-    return _arrow(con, f"""{cte},
+    return _arrow(
+        con,
+        f"""{cte},
         b AS (
             SELECT {label} AS {dimension}, sum(net_sales) AS revenue,
                    count(DISTINCT (l.source_system, l.order_id)) AS orders, count(*) AS lines, sum(profit) AS profit
@@ -226,33 +256,43 @@ def breakdown(con: duckdb.DuckDBPyConnection, filters: Filters, dimension: str) 
         SELECT {dimension}, CAST(revenue AS DOUBLE) AS revenue, orders, lines,
                CAST(profit AS DOUBLE) / nullif(CAST(revenue AS DOUBLE), 0) AS margin,
                CAST(revenue AS DOUBLE) / nullif(sum(CAST(revenue AS DOUBLE)) OVER (), 0) AS share
-        FROM b ORDER BY revenue DESC, {dimension}""", params)
+        FROM b ORDER BY revenue DESC, {dimension}""",
+        params,
+    )
 
 
 def top_products(con: duckdb.DuckDBPyConnection, filters: Filters, n: int = 10) -> pa.Table:
     """The ``n`` products with the most revenue (by product id across SCD2 versions,
     named by their latest version)."""
     cte, params = lines_cte(filters)
-    return _arrow(con, f"""{cte}
+    return _arrow(
+        con,
+        f"""{cte}
         SELECT coalesce(p.product_id, '{UNKNOWN}') AS product_id,
                max_by(p.product_name, p.valid_from) AS product_name, max_by(p.category, p.valid_from) AS category,
                CAST(sum(l.net_sales) AS DOUBLE) AS revenue, CAST(sum(l.quantity) AS BIGINT) AS quantity,
                count(DISTINCT (l.source_system, l.order_id)) AS orders,
                CAST(sum(l.profit) AS DOUBLE) / nullif(CAST(sum(l.net_sales) AS DOUBLE), 0) AS margin
         FROM l LEFT JOIN gold.dim_product AS p ON p.product_sk = l.product_sk
-        GROUP BY 1 ORDER BY revenue DESC, product_id LIMIT {int(n)}""", params)
+        GROUP BY 1 ORDER BY revenue DESC, product_id LIMIT {int(n)}""",
+        params,
+    )
 
 
 def top_customers(con: duckdb.DuckDBPyConnection, filters: Filters, n: int = 10) -> pa.Table:
     """The ``n`` customers with the most revenue (walk-in POS sales count as one customer)."""
     cte, params = lines_cte(filters)
-    return _arrow(con, f"""{cte}
+    return _arrow(
+        con,
+        f"""{cte}
         SELECT coalesce(c.customer_id, '{UNKNOWN}') AS customer_id,
                max_by(c.customer_name, c.valid_from) AS customer_name, max_by(c.segment, c.valid_from) AS segment,
                CAST(sum(l.net_sales) AS DOUBLE) AS revenue, count(DISTINCT (l.source_system, l.order_id)) AS orders,
                CAST(sum(l.net_sales) AS DOUBLE) / count(DISTINCT (l.source_system, l.order_id)) AS avg_order_value
         FROM l LEFT JOIN gold.dim_customer AS c ON c.customer_sk = l.customer_sk
-        GROUP BY 1 ORDER BY revenue DESC, customer_id LIMIT {int(n)}""", params)
+        GROUP BY 1 ORDER BY revenue DESC, customer_id LIMIT {int(n)}""",
+        params,
+    )
 
 
 # -- data quality ---------------------------------------------------------------------------
@@ -280,22 +320,34 @@ def quarantine_by_reason_over_time(con: duckdb.DuckDBPyConnection) -> pa.Table:
     ``invalid_date``, ...): how many quarantined rows carry it. A row with two reasons
     counts under both."""
     if not has_table(con, "silver.quarantine"):
-        return pa.table({"day": pa.array([], pa.date32()), "reason": pa.array([], pa.string()),
-                         "rows": pa.array([], pa.int64())})
-    return _arrow(con, """
+        return pa.table(
+            {"day": pa.array([], pa.date32()), "reason": pa.array([], pa.string()), "rows": pa.array([], pa.int64())}
+        )
+    return _arrow(
+        con,
+        """
         SELECT CAST(timezone('UTC', ingested_at) AS DATE) AS day, split_part(reason, ':', 1) AS reason,
                count(*) AS rows
         FROM (SELECT ingested_at, unnest(reasons) AS reason FROM silver.quarantine)
-        GROUP BY ALL ORDER BY day, reason""")
+        GROUP BY ALL ORDER BY day, reason""",
+    )
 
 
 def quarantine_reasons(con: duckdb.DuckDBPyConnection) -> pa.Table:
     """Every full reason code (``missing_required:order_id``) with its row count."""
     if not has_table(con, "silver.quarantine"):
-        return pa.table({"reason": pa.array([], pa.string()), "rows": pa.array([], pa.int64()),
-                         "share_of_quarantined": pa.array([], pa.float64())})
-    return _arrow(con, """
+        return pa.table(
+            {
+                "reason": pa.array([], pa.string()),
+                "rows": pa.array([], pa.int64()),
+                "share_of_quarantined": pa.array([], pa.float64()),
+            }
+        )
+    return _arrow(
+        con,
+        """
         SELECT reason, count(*) AS rows,
                count(*) / (SELECT nullif(count(*), 0) FROM silver.quarantine) AS share_of_quarantined
         FROM (SELECT unnest(reasons) AS reason FROM silver.quarantine)
-        GROUP BY 1 ORDER BY rows DESC, reason""")
+        GROUP BY 1 ORDER BY rows DESC, reason""",
+    )

@@ -34,8 +34,10 @@ def is_loopback(host: str) -> bool:
 
 def check_address(host: str, allow_remote: bool) -> None:
     if not is_loopback(host) and not allow_remote:
-        raise UserError(f"--host {host} is not a loopback address and the dashboard has no login: anyone who can "
-                        "reach it would see the sales data; add --allow-remote to serve it there anyway")
+        raise UserError(
+            f"--host {host} is not a loopback address and the dashboard has no login: anyone who can "
+            "reach it would see the sales data; add --allow-remote to serve it there anyway"
+        )
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -50,21 +52,33 @@ def check_port_free(host: str, port: int) -> None:
             probe.bind((host, port))
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                raise UserError(f"port {port} on {host} is already in use (another dashboard?); "
-                                "choose another with --port") from None
+                raise UserError(
+                    f"port {port} on {host} is already in use (another dashboard?); choose another with --port"
+                ) from None
             raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 def streamlit_command(host: str, port: int, headless: bool = True) -> list[str]:
     return [
-        sys.executable, "-m", "streamlit", "run", str(APP),
-        "--server.address", host,
-        "--server.port", str(port),
-        "--server.headless", "true" if headless else "false",
-        "--browser.gatherUsageStats", "false",
-        "--browser.serverAddress", host,  # the URL it prints is the one it serves
-        "--server.fileWatcherType", "none",  # an installed app: nothing to reload on save
-        "--client.toolbarMode", "minimal",
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(APP),
+        "--server.address",
+        host,
+        "--server.port",
+        str(port),
+        "--server.headless",
+        "true" if headless else "false",
+        "--browser.gatherUsageStats",
+        "false",
+        "--browser.serverAddress",
+        host,  # the URL it prints is the one it serves
+        "--server.fileWatcherType",
+        "none",  # an installed app: nothing to reload on save
+        "--client.toolbarMode",
+        "minimal",
     ]
 
 

@@ -28,8 +28,6 @@ from saleslake.gold.publish import (
 )
 from saleslake.lake import Lake
 
-pytestmark = pytest.mark.integration
-
 OPEN_END = date(9999, 12, 31)
 
 
@@ -270,14 +268,33 @@ HISTORY = [
     silver_line("H-200", line_id="9", order_date=D[0], customer_id="H-3", segment="Row 9"),
     silver_line("H-200", line_id="10", order_date=D[0], customer_id="H-3", segment="Row 10"),
     # same day with event times: the later instant wins, whatever was landed last
-    silver_line("H-300", order_date=D[0], customer_id="H-4", segment="Late event",
-                order_ts=datetime(2024, 3, 1, 18, 0, tzinfo=UTC), landed_seq=1),
-    silver_line("H-301", order_date=D[0], customer_id="H-4", segment="Early event",
-                order_ts=datetime(2024, 3, 1, 9, 0, tzinfo=UTC), landed_seq=5),
+    silver_line(
+        "H-300",
+        order_date=D[0],
+        customer_id="H-4",
+        segment="Late event",
+        order_ts=datetime(2024, 3, 1, 18, 0, tzinfo=UTC),
+        landed_seq=1,
+    ),
+    silver_line(
+        "H-301",
+        order_date=D[0],
+        customer_id="H-4",
+        segment="Early event",
+        order_ts=datetime(2024, 3, 1, 9, 0, tzinfo=UTC),
+        landed_seq=5,
+    ),
     # a line without any geography -> geography_sk -1
     silver_line(
-        "H-107", order_date=D[9], customer_id="H-2", city=None, state=None, country=None,
-        postal_code=None, region=None, market=None,
+        "H-107",
+        order_date=D[9],
+        customer_id="H-2",
+        city=None,
+        state=None,
+        country=None,
+        postal_code=None,
+        region=None,
+        market=None,
     ),
 ]
 
@@ -362,16 +379,14 @@ def test_star_schema_row_counts_and_scd2_versions(built) -> None:
         assert result.tables[dim] == len(expected) + 1, dim  # + unknown member
     assert result.tables["dim_customer"] > len({r["customer_id"] for r in rows}) + 1  # some customers changed
     assert result.tables["dim_store"] == 6  # 5 stores of POS lines, + unknown
-    geographies = {
-        tuple(r[c] for c in ("city", "state", "country", "postal_code", "region", "market")) for r in rows
-    }
+    geographies = {tuple(r[c] for c in ("city", "state", "country", "postal_code", "region", "market")) for r in rows}
     geographies.discard((None,) * 6)
     assert result.tables["dim_geography"] == len(geographies) + 1
     first = min(r["order_date"].year for r in rows)
     last = max((r["ship_date"] or r["order_date"]).year for r in rows)
     days = (date(last, 12, 31) - date(first, 1, 1)).days + 1
     assert result.tables["dim_date"] == days + 1  # whole years, + unknown date
-    (agg_rows,), = warehouse_rows(
+    ((agg_rows,),) = warehouse_rows(
         lake,
         "select count(*) from (select distinct f.order_date_key, g.region, p.category from gold.fact_sales f "
         "join gold.dim_geography g using (geography_sk) join gold.dim_product p using (product_sk))",
@@ -381,22 +396,27 @@ def test_star_schema_row_counts_and_scd2_versions(built) -> None:
 
 def test_fact_reconciles_with_silver(built) -> None:
     lake, silver, _ = built
-    (rows, sales), = warehouse_rows(lake, "select count(*), sum(sales) from gold.fact_sales")
+    ((rows, sales),) = warehouse_rows(lake, "select count(*), sum(sales) from gold.fact_sales")
     assert rows == silver.num_rows
     assert isinstance(sales, Decimal)
     assert sales == sum(silver.column("sales").to_pylist(), Decimal(0))
-    (agg_lines, agg_sales), = warehouse_rows(lake, "select sum(lines), sum(sales) from gold.agg_sales_daily")
+    ((agg_lines, agg_sales),) = warehouse_rows(lake, "select sum(lines), sum(sales) from gold.agg_sales_daily")
     assert (agg_lines, agg_sales) == (rows, sales)
     # measures
-    (bad,), = warehouse_rows(
+    ((bad,),) = warehouse_rows(
         lake,
         "select count(*) from gold.fact_sales where discount_amount <> round(sales * discount, 4) "
         "or net_sales <> sales - discount_amount "
         "or (net_sales = 0) <> (profit_margin is null)",
     )
     assert bad == 0
-    types = dict(warehouse_rows(lake, "select column_name, data_type from duckdb_columns() "
-                                      "where schema_name = 'gold' and table_name = 'fact_sales'"))
+    types = dict(
+        warehouse_rows(
+            lake,
+            "select column_name, data_type from duckdb_columns() "
+            "where schema_name = 'gold' and table_name = 'fact_sales'",
+        )
+    )
     for column in ("unit_price", "sales", "discount_amount", "net_sales", "profit", "shipping_cost", "tax_amount"):
         assert types[column] == "DECIMAL(18,4)", column
 
@@ -409,13 +429,18 @@ def test_scd2_hand_made_history(built) -> None:
         (3, "Consumer", D[6], OPEN_END, True),
     ]
     assert fact_customer_segments(lake, "H-1") == {
-        "H-100": "Consumer", "H-101": "Consumer", "H-102": "Corporate", "H-103": "Corporate",
-        "H-104": "Corporate", "H-105": "Consumer", "H-106": "Consumer",
+        "H-100": "Consumer",
+        "H-101": "Consumer",
+        "H-102": "Corporate",
+        "H-103": "Corporate",
+        "H-104": "Corporate",
+        "H-105": "Consumer",
+        "H-106": "Consumer",
     }
     assert customer_versions(lake, "H-3") == [(1, "Row 10", D[0], OPEN_END, True)]
     assert customer_versions(lake, "H-4") == [(1, "Late event", D[0], OPEN_END, True)]
     # each fact points at the version valid on its order date
-    (mismatched,), = warehouse_rows(
+    ((mismatched,),) = warehouse_rows(
         lake,
         "select count(*) from gold.fact_sales f join gold.dim_customer c using (customer_sk) "
         "join gold.dim_date d on d.date_key = f.order_date_key "
@@ -426,8 +451,13 @@ def test_scd2_hand_made_history(built) -> None:
 
 def test_unknown_members(built) -> None:
     lake, _, _ = built
-    for dim, sk in (("dim_customer", "customer_sk"), ("dim_product", "product_sk"),
-                    ("dim_store", "store_sk"), ("dim_geography", "geography_sk"), ("dim_date", "date_key")):
+    for dim, sk in (
+        ("dim_customer", "customer_sk"),
+        ("dim_product", "product_sk"),
+        ("dim_store", "store_sk"),
+        ("dim_geography", "geography_sk"),
+        ("dim_date", "date_key"),
+    ):
         rows = warehouse_rows(lake, f"select * from gold.{dim} where {sk} = -1")
         assert len(rows) == 1, dim
         assert "Unknown" in rows[0], dim
@@ -435,13 +465,13 @@ def test_unknown_members(built) -> None:
     assert unshipped[0][0] == -1
     no_geo = warehouse_rows(lake, "select geography_sk, store_sk from gold.fact_sales where order_id = 'H-107'")
     assert no_geo == [(-1, -1)]
-    (nulls,), = warehouse_rows(
+    ((nulls,),) = warehouse_rows(
         lake,
         "select count(*) from gold.fact_sales where order_date_key is null or ship_date_key is null "
         "or customer_sk is null or product_sk is null or store_sk is null or geography_sk is null",
     )
     assert nulls == 0
-    (pos_unresolved,), = warehouse_rows(
+    ((pos_unresolved,),) = warehouse_rows(
         lake, "select count(*) from gold.fact_sales where source_system = 'pos' and store_sk = -1"
     )
     assert pos_unresolved == 0
@@ -488,12 +518,14 @@ def test_rebuild_is_identical_then_late_data_resplits_history(built) -> None:
     assert (second.fact_changes["recomputed"], second.fact_changes["deleted"]) == (0, 0)
     assert [r["run_id"] for r in releases(lake)] == ["run-1", "run-2"]
     assert second.versions == {name: v + (name != "fact_sales") for name, v in first.versions.items()}
-    keys_before = dict(warehouse_rows(lake, "select customer_id || valid_from, customer_sk from gold.dim_customer "
-                                            "where customer_id like 'C-%'"))
+    keys_before = dict(
+        warehouse_rows(
+            lake, "select customer_id || valid_from, customer_sk from gold.dim_customer where customer_id like 'C-%'"
+        )
+    )
 
     # late data: a line ordered on day 5 (landed later) says H-1 was Home Office then
-    late = silver_line("H-108", order_date=D[5], customer_id="H-1", segment="Home Office",
-                       landed_seq=9)
+    late = silver_line("H-108", order_date=D[5], customer_id="H-1", segment="Home Office", landed_seq=9)
     write_silver(lake, lines_table([late]))
     build_gold(lake, settings(), run_id="run-3", publish=False)
     assert customer_versions(lake, "H-1") == [
@@ -505,8 +537,11 @@ def test_rebuild_is_identical_then_late_data_resplits_history(built) -> None:
     segments = fact_customer_segments(lake, "H-1")
     assert segments["H-108"] == "Home Office" and segments["H-104"] == "Corporate"
     # keys of unrelated customers did not move
-    keys_after = dict(warehouse_rows(lake, "select customer_id || valid_from, customer_sk from gold.dim_customer "
-                                           "where customer_id like 'C-%'"))
+    keys_after = dict(
+        warehouse_rows(
+            lake, "select customer_id || valid_from, customer_sk from gold.dim_customer where customer_id like 'C-%'"
+        )
+    )
     assert keys_after == keys_before
     # publish=False: no new release
     assert [r["run_id"] for r in releases(lake)] == ["run-1", "run-2"]
@@ -532,8 +567,13 @@ def test_dbt_tests_catch_broken_gold(built, tmp_path: Path) -> None:
         run_dbt(lake, settings(), ["test"])
     message = str(info.value)
     assert message.startswith("gold tests failed:")
-    for name in ("scd2_no_overlap_dim_customer", "scd2_no_gaps_dim_customer", "scd2_one_current_dim_product",
-                 "reconcile_fact_sales_with_silver", "reconcile_agg_sales_daily_with_fact"):
+    for name in (
+        "scd2_no_overlap_dim_customer",
+        "scd2_no_gaps_dim_customer",
+        "scd2_one_current_dim_product",
+        "reconcile_fact_sales_with_silver",
+        "reconcile_agg_sales_daily_with_fact",
+    ):
         assert name in message, name
     assert "scd2_valid_range_dim_customer" not in message
 
@@ -581,11 +621,15 @@ def rekeyed(table: pa.Table, tag: str) -> pa.Table:
     con = duckdb.connect()
     try:
         con.register("t", table)
-        return con.sql(
-            f"""select * replace (md5(line_key || '{tag}') as line_key, '{tag}-' || order_id as order_id,
+        return (
+            con.sql(
+                f"""select * replace (md5(line_key || '{tag}') as line_key, '{tag}-' || order_id as order_id,
                                   md5(row_hash || '{tag}') as row_hash)
                 from t"""
-        ).to_arrow_table().cast(SALES_LINES_SCHEMA)
+            )
+            .to_arrow_table()
+            .cast(SALES_LINES_SCHEMA)
+        )
     finally:
         con.close()
 
@@ -670,7 +714,10 @@ def test_late_line_repoints_the_facts_of_a_resplit_history(incremental) -> None:
         (3, "Consumer", D[2], OPEN_END, True),
     ]
     assert fact_customer_segments(lake, "R-1") == {
-        "R-100": "Consumer", "R-101": "Home Office", "R-102": "Consumer", "R-104": "Consumer",
+        "R-100": "Consumer",
+        "R-101": "Home Office",
+        "R-102": "Consumer",
+        "R-104": "Consumer",
     }
     after = {order: fact_of(lake, order)["customer_sk"] for order in ("R-100", "R-102", "R-104")}
     assert after["R-100"] == before["R-100"]  # before the late line: same version
@@ -679,16 +726,26 @@ def test_late_line_repoints_the_facts_of_a_resplit_history(incremental) -> None:
     assert (result.fact_changes["recomputed"], result.fact_changes["deleted"]) == (3, 0)
     published = published_snapshot(lake)["fact_sales"].to_pylist()
     assert {r["order_id"]: r["customer_sk"] for r in published if r["order_id"].startswith("R-10")} == {
-        "R-100": after["R-100"], "R-101": fact_of(lake, "R-101")["customer_sk"],
-        "R-102": after["R-102"], "R-104": after["R-104"],
+        "R-100": after["R-100"],
+        "R-101": fact_of(lake, "R-101")["customer_sk"],
+        "R-102": after["R-102"],
+        "R-104": after["R-104"],
     }
 
 
 def test_corrected_line_is_recomputed(incremental) -> None:
     lake, _ = incremental
     old = fact_of(lake, "R-200")
-    corrected = silver_line("R-200", order_date=D[3], customer_id="R-2", product_id="Q-2", product_name="Other",
-                            quantity=5, sales="250.0000", landed_seq=8)
+    corrected = silver_line(
+        "R-200",
+        order_date=D[3],
+        customer_id="R-2",
+        product_id="Q-2",
+        product_name="Other",
+        quantity=5,
+        sales="250.0000",
+        landed_seq=8,
+    )
     assert corrected["line_key"] == old["line_key"]
     # what silver does with a correction: replace the line (rewriting its file)
     (
@@ -714,7 +771,7 @@ def test_line_removed_from_silver_is_removed_from_gold(incremental) -> None:
     lake, _ = incremental
     removed = fact_of(lake, "R-300")
     day_lines = f"select sum(lines) from gold.agg_sales_daily where date_key = {removed['order_date_key']}"
-    (agg_before,), = warehouse_rows(lake, day_lines)
+    ((agg_before,),) = warehouse_rows(lake, day_lines)
     lonely = "select count(*) from gold.dim_geography where city = 'Lonely Town'"
     assert warehouse_rows(lake, lonely) == [(1,)]
     DeltaTable(str(lake.sales_lines)).delete("order_id = 'R-300'")
@@ -724,7 +781,7 @@ def test_line_removed_from_silver_is_removed_from_gold(incremental) -> None:
     assert fact_of(lake, "R-300") == {}
     assert customer_versions(lake, "R-3") == []  # its only line is gone
     assert warehouse_rows(lake, lonely) == [(0,)]  # and so is its geography
-    (agg_after,), = warehouse_rows(lake, day_lines)
+    ((agg_after,),) = warehouse_rows(lake, day_lines)
     assert agg_after == agg_before - 1
     assert not [r for r in published_snapshot(lake)["fact_sales"].to_pylist() if r["order_id"] == "R-300"]
 
@@ -748,8 +805,11 @@ def test_publish_that_dies_before_the_release_is_redone(incremental, monkeypatch
     result = build_gold(lake, settings(), run_id="inc-6")
     assert result.fact_changes["silver_diff"] == "full"  # lines were still pending
     assert result.fact_changes["recomputed"] == 20 and result.fact_changes["publish"] == "merge"
-    assert_same_gold(published_snapshot(lake), {
-        name: warehouse_table(lake, name, ORDER_BY[name]) for name in GOLD_TABLES}, "published")
+    assert_same_gold(
+        published_snapshot(lake),
+        {name: warehouse_table(lake, name, ORDER_BY[name]) for name in GOLD_TABLES},
+        "published",
+    )
     # published: nothing is pending any more
     assert warehouse_rows(lake, "select count(*) from intermediate.int_pending_lines") == [(0,)]
     assert warehouse_rows(lake, "select count(*) from gold_state.pending_versions") == [(0,)]

@@ -12,16 +12,14 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import pytest
-from helpers import build_gold_lake
 from streamlit.testing.v1 import AppTest
 
+from helpers import build_gold_lake
 from saleslake import api
 from saleslake.lake import Lake
 from saleslake.serve.dashboard import data
 from saleslake.serve.dashboard.formatting import money, percent
 from saleslake.serve.dashboard.server import APP
-
-pytestmark = pytest.mark.integration
 
 TIMEOUT = 180  # seconds per script run: generous, the machine is shared
 
@@ -70,10 +68,13 @@ def shown_kpis(at: AppTest) -> dict[str, Decimal]:
 
 def expected_kpis(home: Path, join: str = "", where: str = "true") -> dict[str, Decimal]:
     """The KPI definitions of docs/dashboard.md, written straight against gold."""
-    revenue, orders, profit, tax, fraud, lines = q(home, f"""
+    revenue, orders, profit, tax, fraud, lines = q(
+        home,
+        f"""
         SELECT sum(f.net_sales), count(DISTINCT (f.source_system, f.order_id)), sum(f.profit), sum(f.tax_amount),
                count(*) FILTER (WHERE f.is_suspected_fraud), count(*)
-        FROM gold.fact_sales AS f {join} WHERE {where}""")
+        FROM gold.fact_sales AS f {join} WHERE {where}""",
+    )
     return {
         "Revenue": cents(revenue),
         "Orders": Decimal(orders),
@@ -96,20 +97,26 @@ def test_kpis_equal_sql_over_the_same_lake(lake_home, app_env):
 def test_region_filter_changes_kpis_to_the_filtered_sql(lake_home, app_env):
     at = app_env(lake_home)
     everything = shown_kpis(at)
-    region = q(lake_home, """SELECT g.region FROM gold.fact_sales f JOIN gold.dim_geography g USING (geography_sk)
-                             GROUP BY 1 ORDER BY sum(f.net_sales) DESC LIMIT 1""")[0]
+    region = q(
+        lake_home,
+        """SELECT g.region FROM gold.fact_sales f JOIN gold.dim_geography g USING (geography_sk)
+                             GROUP BY 1 ORDER BY sum(f.net_sales) DESC LIMIT 1""",
+    )[0]
     at.multiselect(key="regions").set_value([region]).run()
     assert not at.exception
     filtered = shown_kpis(at)
-    assert filtered == expected_kpis(lake_home, "JOIN gold.dim_geography AS g USING (geography_sk)",
-                                     f"g.region = '{region}'")
+    assert filtered == expected_kpis(
+        lake_home, "JOIN gold.dim_geography AS g USING (geography_sk)", f"g.region = '{region}'"
+    )
     assert filtered["Revenue"] < everything["Revenue"]
 
 
 def test_date_range_and_category_filters_combine(lake_home, app_env):
     at = app_env(lake_home)
-    first, last = q(lake_home, "SELECT min(d.date), max(d.date) FROM gold.fact_sales f "
-                               "JOIN gold.dim_date d ON d.date_key = f.order_date_key")
+    first, last = q(
+        lake_home,
+        "SELECT min(d.date), max(d.date) FROM gold.fact_sales f JOIN gold.dim_date d ON d.date_key = f.order_date_key",
+    )
     start = date.fromordinal(last.toordinal() - 3)
     assert first < start
     at.date_input(key="dates").set_value((start, last))
@@ -130,21 +137,33 @@ def test_breakdowns_and_top_lists_equal_sql(lake_home, app_env):
     at = app_env(lake_home)
     tables = {df.value.columns[0]: df.value for df in at.dataframe}
     regions = dict(zip(tables["region"]["region"], tables["region"]["revenue"]))
-    rows = api.query("SELECT g.region, CAST(sum(f.net_sales) AS DOUBLE) AS revenue FROM gold.fact_sales f "
-                     "JOIN gold.dim_geography g USING (geography_sk) GROUP BY 1", api.settings(home=lake_home))
+    rows = api.query(
+        "SELECT g.region, CAST(sum(f.net_sales) AS DOUBLE) AS revenue FROM gold.fact_sales f "
+        "JOIN gold.dim_geography g USING (geography_sk) GROUP BY 1",
+        api.settings(home=lake_home),
+    )
     assert regions == pytest.approx({r["region"]: r["revenue"] for r in rows.to_pylist()})
     assert len(regions) >= 13
     assert tables["segment"]["orders"].sum() >= int(shown_kpis(at)["Orders"])  # an order may span segments
-    top_id, top_revenue = q(lake_home, """
+    top_id, top_revenue = q(
+        lake_home,
+        """
         SELECT p.product_id, sum(f.net_sales) FROM gold.fact_sales f JOIN gold.dim_product p USING (product_sk)
-        GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1""")
+        GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1""",
+    )
     products = tables["product_id"]
     assert (products.iloc[0]["product_id"], products.iloc[0]["revenue"]) == (top_id, pytest.approx(float(top_revenue)))
     assert len(products) == 10
     customers = tables["customer_id"]
-    assert customers.iloc[0]["customer_id"] == q(lake_home, """
+    assert (
+        customers.iloc[0]["customer_id"]
+        == q(
+            lake_home,
+            """
         SELECT c.customer_id FROM gold.fact_sales f JOIN gold.dim_customer c USING (customer_sk)
-        GROUP BY 1 ORDER BY sum(f.net_sales) DESC, 1 LIMIT 1""")[0]
+        GROUP BY 1 ORDER BY sum(f.net_sales) DESC, 1 LIMIT 1""",
+        )[0]
+    )
 
 
 def test_data_quality_and_pipeline_health_equal_the_lake(lake_home, app_env):
@@ -156,7 +175,8 @@ def test_data_quality_and_pipeline_health_equal_the_lake(lake_home, app_env):
     assert number(metrics["Quarantined rows"]) == quarantined
     assert number(metrics["Quarantine share"]) == cents(Decimal(quarantined) / (quarantined + valid) * 100)
     assert Decimal(metrics["Average data-quality score"]) == Decimal(
-        str(q(lake_home, "SELECT avg(dq_score) FROM gold.fact_sales")[0])).quantize(Decimal("0.1"), ROUND_HALF_UP)
+        str(q(lake_home, "SELECT avg(dq_score) FROM gold.fact_sales")[0])
+    ).quantize(Decimal("0.1"), ROUND_HALF_UP)
     tables = {df.value.columns[0]: df.value for df in at.dataframe}
     assert tables["reason"]["rows"].sum() == reasons
     freshness = tables["source"]
@@ -205,8 +225,13 @@ def test_renders_the_last_release_while_gold_is_rebuilt(lake_home, app_env):
     expected = expected_kpis(lake_home)
     before = data.release_info(Lake(lake_home))["release_id"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("SALESLAKE_")}
-    writer = subprocess.Popen([sys.executable, "-m", "saleslake.cli", "rebuild", "gold", "--home", str(lake_home)],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    writer = subprocess.Popen(
+        [sys.executable, "-m", "saleslake.cli", "rebuild", "gold", "--home", str(lake_home)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     renders = 0
     try:
         while writer.poll() is None or renders == 0:

@@ -11,18 +11,14 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from saleslake import api
-
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 # Small chunks: many Delta commits, so kills land between and inside them.
 ENV = {"SALESLAKE_CSV__CHUNK_BYTES": str(1_500_000), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
 
 FINGERPRINTS = {
     "silver.sales_lines": "line_key, row_hash, source_position, landed_seq, batch_id, tax_amount, dq_score, "
-                          "is_suspected_fraud, order_month",
+    "is_suspected_fraud, order_month",
     "silver.quarantine": "quarantine_key, reasons, source_position, landed_seq, batch_id, raw_line",
     "gold.fact_sales": "line_key, customer_sk, product_sk, geography_sk, order_date_key, net_sales, tax_amount",
     "gold.dim_customer": "customer_sk, customer_id, segment, valid_from, valid_to, version",
@@ -33,8 +29,13 @@ FINGERPRINTS = {
 
 def run_cli(home: Path, *args: str) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SALESLAKE_")} | ENV
-    return subprocess.Popen([sys.executable, "-m", "saleslake.cli", *args, "--home", str(home)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "saleslake.cli", *args, "--home", str(home)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def fingerprint(home: Path) -> dict[str, tuple]:
