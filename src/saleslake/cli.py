@@ -15,7 +15,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import pyarrow as pa
 import typer
@@ -458,7 +458,11 @@ ControllerPort = Annotated[
 
 
 def _services(
-    action: str, names: list[Service] | None, home: Path | None, port: int | None, controller: int | None
+    action: Literal["start", "stop", "status"],
+    names: list[Service] | None,
+    home: Path | None,
+    port: int | None,
+    controller: int | None,
 ) -> None:
     import shlex
 

@@ -1,4 +1,4 @@
-"""The data contract (../shared/CONTRACT.md) in code: canonical CSV fields, aliases,
+"""The data contract (docs/contract.md) in code: canonical CSV fields, aliases,
 the silver schema and the reason codes. Everything else imports names from here.
 """
 

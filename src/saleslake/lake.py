@@ -19,6 +19,7 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
@@ -308,7 +309,7 @@ def snapshot_view_sql(table: DeltaTable, files: list[str] | None = None, filenam
     )
 
 
-def register_snapshots(con: duckdb.DuckDBPyConnection, tables: dict[str, Path | DeltaTable]) -> None:
+def register_snapshots(con: duckdb.DuckDBPyConnection, tables: Mapping[str, Path | DeltaTable]) -> None:
     """Create one view per ``schema.table`` over its committed Delta snapshot.
 
     Tables that were never created are skipped. On a file-backed connection the views

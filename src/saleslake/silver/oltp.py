@@ -32,6 +32,7 @@ from deltalake import CommitProperties, Transaction, write_deltalake
 from saleslake import reference
 from saleslake.config import Settings
 from saleslake.contract import QUARANTINE_SCHEMA, SALES_LINES_SCHEMA
+from saleslake.dbapi import one_row
 from saleslake.lake import Lake, ensure_delta, snapshot_view_sql, writer_properties
 from saleslake.silver.dedup import BATCH_ROWS, classify, row_hash_sql
 from saleslake.silver.enrich import enrichment_columns, tax_rate_sql
@@ -310,10 +311,12 @@ def commit_lines(con: duckdb.DuckDBPyConnection, lake: Lake, extract: ExtractRes
         return counts
     _quarantine(con, lake, extract)
     dedup = classify(con, target, -1, existing_filter=f"s.source_system = '{SOURCE}'")
-    removed_seen, bad = con.execute(
-        "SELECT count(*) FILTER (WHERE removed), count(*) FILTER (WHERE NOT removed AND len(reasons) > 0) "
-        "FROM oltp_lines"
-    ).fetchone()
+    removed_seen, bad = one_row(
+        con.execute(
+            "SELECT count(*) FILTER (WHERE removed), count(*) FILTER (WHERE NOT removed AND len(reasons) > 0) "
+            "FROM oltp_lines"
+        )
+    )
     # lines to take out of silver: removed or now invalid, where silver holds them
     con.execute(
         f"""
@@ -323,7 +326,7 @@ def commit_lines(con: duckdb.DuckDBPyConnection, lake: Lake, extract: ExtractRes
           AND s.line_key IN (SELECT line_key FROM oltp_lines WHERE removed OR len(reasons) > 0)
         """
     )
-    (n_gone,) = con.execute("SELECT count(*) FROM gone").fetchone()
+    (n_gone,) = one_row(con.execute("SELECT count(*) FROM gone"))
     months = sorted(
         {r[0] for r in con.execute("SELECT order_month FROM existing UNION SELECT order_month FROM gone").fetchall()}
     )

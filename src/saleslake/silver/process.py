@@ -33,7 +33,7 @@ def connect(settings: Settings, lake: Lake) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with bounded memory that spills to the lake's tmp/."""
     lake.tmp.mkdir(parents=True, exist_ok=True)
     # preserve_insertion_order: record positions rely on it (see parse.scan_sql).
-    config = {
+    config: dict[str, str | bool | int | float | list[str]] = {
         "memory_limit": settings.duckdb_memory_limit,
         "temp_directory": str(lake.tmp / "duckdb"),
         "preserve_insertion_order": True,

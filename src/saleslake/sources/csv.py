@@ -150,8 +150,8 @@ def _best_split(header_line: str, candidates: tuple[str, ...]) -> tuple[int, str
 
 
 def _pick_delimiter(path: Path, header_line: str, forced: str | None) -> tuple[str, list[str]]:
-    known, delimiter, names = _best_split(header_line, (forced,) if forced else DELIMITERS)
-    names = list(names)
+    known, delimiter, split = _best_split(header_line, (forced,) if forced else DELIMITERS)
+    names = list(split)
     if known == 0:
         shown = header_line[:80].strip()
         if forced:
