@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from pathlib import Path
 
-from helpers import HEADER, line, sql, write_csv
+from helpers import HEADER, line, long_first_row_export, sql, write_csv
 from saleslake import api
 from saleslake.bronze import land_csv
 from saleslake.silver.process import process_csv
@@ -225,3 +225,9 @@ def test_positions_follow_each_files_record_order_across_a_parallel_scan(tmp_pat
         "WHERE split_part(line_id, '-', 2) <> split_part(source_position, ':', 2)",
     )
     assert wrong == [(0,)]
+
+
+def test_a_first_row_longer_than_the_sniffers_look_reaches_silver(tmp_path, lake, settings):
+    counts = land_and_process(lake, settings, long_first_row_export(tmp_path / "eu" / "d.csv"))
+    assert (counts.rows_read, counts.rows_valid, counts.rows_quarantined, counts.rows_duplicate) == (49, 49, 0, 0)
+    assert sql(lake, "SELECT max(length(product_name)) FROM silver.sales_lines") == [(40_000,)]
