@@ -71,6 +71,11 @@ class CsvSettings(BaseModel):
     default_currency: str = "USD"
     # Files are parsed in chunks of about this many bytes so memory stays bounded.
     chunk_bytes: int = Field(128 * 1024 * 1024, gt=0)
+    # A record (CSV line, or lines joined by a quoted field) longer than this many bytes
+    # is quarantined as malformed_row:oversized_record, its raw line cut to 10,000
+    # characters and its length kept in raw['raw_line_bytes']. DuckDB's maximum line size;
+    # its read buffers are 16 times as large from 2 MB up.
+    max_record_bytes: int = Field(2_000_000, ge=1024)
 
 
 class KafkaSettings(BaseModel):

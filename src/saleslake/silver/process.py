@@ -19,11 +19,12 @@ from deltalake import CommitProperties, Transaction, write_deltalake
 from saleslake.bronze import manifest_rows
 from saleslake.config import Settings
 from saleslake.contract import QUARANTINE_SCHEMA, SALES_LINES_SCHEMA
+from saleslake.errors import InputFileError
 from saleslake.lake import Lake, ensure_delta, txn_version
 from saleslake.runs import StageCounts, silver_commit_lock
 from saleslake.silver.dedup import classify, row_hash_sql, write_upserts
 from saleslake.silver.enrich import enrichment_columns, tax_rate_sql
-from saleslake.silver.parse import Chunk, collect_rejects, plan_chunks, reset_rejects, scan_sql
+from saleslake.silver.parse import Chunk, collect_rejects, plan_chunks, reset_rejects, scan_groups, scan_sql
 from saleslake.silver.validate import checked_sql, raw_map_sql
 
 APP_ID = "saleslake.silver.csv"
@@ -77,9 +78,8 @@ def _write_quarantine(con: duckdb.DuckDBPyConnection, lake: Lake, chunk: Chunk, 
         FROM checked c JOIN files f USING (fi)
         WHERE len(c.reasons) > 0 AND f.landed_seq > {applied_seq}
         UNION ALL
-        SELECT md5(f.object_id || ':line:' || r.line), f.source_system,
-               list_transform(r.error_types, lambda t: 'malformed_row:' || t),
-               CAST(NULL AS MAP(VARCHAR, VARCHAR)), r.csv_line, NULL, NULL, f.bronze_uri,
+        SELECT md5(f.object_id || ':line:' || r.line), f.source_system, r.reasons, r.raw, r.raw_line,
+               NULL, NULL, f.bronze_uri,
                'line:' || r.line, f.landed_seq, '{batch}', f.landed_at, NULL
         FROM rejects r JOIN files f USING (fi)
         WHERE f.landed_seq > {applied_seq}
@@ -94,8 +94,9 @@ def _write_quarantine(con: duckdb.DuckDBPyConnection, lake: Lake, chunk: Chunk, 
 def _check_rows(con: duckdb.DuckDBPyConnection, lake: Lake, settings: Settings, chunk: Chunk) -> None:
     """One pass over the files: relation ``checked`` with every record typed, enriched and
     given its reasons (raw text kept only for rejected ones) and its position in its file,
-    then the ``valid`` view in the silver schema. Each dialect group is scanned and typed
-    on its own; their rows are concatenated.
+    then the ``valid`` view in the silver schema. Each dialect group (cut where files
+    holding an oversized record must be scanned sequentially: parse.scan_groups) is
+    scanned and typed on its own; their rows are concatenated.
 
     ``checked`` is collected straight from the CSV scans, by projections only, with
     ``preserve_insertion_order`` on: its rows come in the files' record order, so a
@@ -106,7 +107,8 @@ def _check_rows(con: duckdb.DuckDBPyConnection, lake: Lake, settings: Settings, 
     """
     _drop_checked(con)
     con.execute("DROP TABLE IF EXISTS rejects")
-    tables = [_check_group(con, lake, settings, group) for group in chunk.dialect_groups()]
+    groups = scan_groups(lake, chunk, settings.csv.max_record_bytes)
+    tables = [_check_group(con, lake, settings, group) for group in groups]
     tables = [t.append_column("pos", pa.array(_positions(t["fi"].to_numpy()))) for t in tables]
     con.register("checked", pa.concat_tables(tables))
 
@@ -147,11 +149,34 @@ def _file_columns(chunk: Chunk) -> dict[str, str]:
 
 def _check_group(con: duckdb.DuckDBPyConnection, lake: Lake, settings: Settings, group: Chunk) -> pa.Table:
     dialect = group.dialect
-    checked = checked_sql(
-        group.columns, dialect["decimal"], dialect["date_format"], scan_sql(lake, group), _file_columns(group)
-    )
+    scan = scan_sql(lake, group, settings.csv.max_record_bytes)
+    checked = checked_sql(group.columns, dialect["decimal"], dialect["date_format"], scan, _file_columns(group))
     reset_rejects(con)
-    table = con.sql(
+    try:
+        table = _typed(con, settings, group, checked)
+    except duckdb.OutOfMemoryException:
+        if not group.sequential:
+            raise
+        raise _too_long_for_memory(settings, group) from None
+    collect_rejects(con, lake, group)
+    return table
+
+
+def _too_long_for_memory(settings: Settings, group: Chunk) -> InputFileError:
+    """The sequential scan holds a whole record in memory: one longer than DuckDB's
+    memory limit allows stops the run (it is neither dropped nor guessed at)."""
+    fi, longest = max(group.long_records, key=lambda item: item[1].length)
+    obj = group.objects[fi - group.first_fi]
+    return InputFileError(
+        obj["original_path"],
+        f"a record of {longest.length:,} bytes (at byte {longest.offset:,}; landed as {obj['bronze_uri']}) "
+        f"does not fit in duckdb_memory_limit {settings.duckdb_memory_limit}",
+        "raise SALESLAKE_DUCKDB_MEMORY_LIMIT and run again",
+    )
+
+
+def _typed(con: duckdb.DuckDBPyConnection, settings: Settings, group: Chunk, checked: str) -> pa.Table:
+    return con.sql(
         f"""
         SELECT md5(source_system || chr(31) || order_id || chr(31) || line_id) AS line_key,
                source_system, order_id, line_id, order_date,
@@ -171,8 +196,6 @@ def _check_group(con: duckdb.DuckDBPyConnection, lake: Lake, settings: Settings,
         )
         """
     ).to_arrow_table()
-    collect_rejects(con, lake, group)
-    return table
 
 
 def _valid_view(con: duckdb.DuckDBPyConnection, chunk: Chunk) -> None:

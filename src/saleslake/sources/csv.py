@@ -43,8 +43,6 @@ CACHED_HEADER_CHARS = 64 * 1024
 csv.field_size_limit(max(csv.field_size_limit(), MAX_HEADER_BYTES + DEEP_SNIFF_BYTES))
 DELIMITERS = (",", ";", "\t", "|")
 REQUIRED_COLUMNS = tuple(v for v in CSV_FIELDS.values() if v not in OPTIONAL_CSV_COLUMNS)
-# DuckDB reads these natively; anything else is transcoded to UTF-8 before parsing.
-NATIVE_ENCODINGS = {"utf-8", "utf-8-sig", "utf-16", "latin-1"}
 
 _LINE_END = re.compile(r"[\r\n]")
 _DMY = re.compile(r"^\s*(\d{1,2})([-/.])(\d{1,2})\2(\d{2}|\d{4})\s*$")

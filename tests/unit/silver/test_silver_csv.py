@@ -5,9 +5,12 @@ from __future__ import annotations
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
+
 from helpers import HEADER, line, long_first_row_export, sql, write_csv
 from saleslake import api
 from saleslake.bronze import land_csv
+from saleslake.errors import InputFileError
 from saleslake.silver.process import process_csv
 
 
@@ -231,3 +234,62 @@ def test_a_first_row_longer_than_the_sniffers_look_reaches_silver(tmp_path, lake
     counts = land_and_process(lake, settings, long_first_row_export(tmp_path / "eu" / "d.csv"))
     assert (counts.rows_read, counts.rows_valid, counts.rows_quarantined, counts.rows_duplicate) == (49, 49, 0, 0)
     assert sql(lake, "SELECT max(length(product_name)) FROM silver.sales_lines") == [(40_000,)]
+
+
+def test_records_over_the_size_limit_are_quarantined_never_dropped(tmp_path, lake, settings):
+    """A 35 MB record vanished (DuckDB's parallel scan drops a record longer than its
+    32 MB buffer), a quoted one was reported with another record's line, a 20 MB one over
+    200,000 lines became 258,066 rejects."""
+    records = [line(row_id=str(i), order_id=f"O-{i}") for i in range(1, 51)]
+    records[0] = line(row_id="1", order_id="O-1", segment="S" * 35_000_000)  # unquoted, before any sample row
+    records[24] = line(row_id="25", order_id="O-25", name="N" * 35_000_000)  # quoted
+    records[39] = line(row_id="40", order_id="O-40", name=("m" * 99 + "\n") * 200_000)  # quoted line ends
+    f = write_csv(tmp_path / "eu" / "d.csv", HEADER + "\n" + "\n".join(records) + "\n")
+    counts = land_and_process(lake, settings, f)
+    assert (counts.rows_read, counts.rows_valid, counts.rows_quarantined, counts.rows_duplicate) == (50, 47, 3, 0)
+    got = sql(
+        lake,
+        "SELECT source_position, reasons, raw['raw_line_bytes'], length(raw_line), left(raw_line, 200) "
+        "FROM silver.quarantine ORDER BY source_position",
+    )
+    assert got == [
+        (f"line:{n + 1}", ["malformed_row:oversized_record"], str(len(records[n - 1])), 10_000, records[n - 1][:200])
+        for n in (1, 25, 40)
+    ]
+    valid = sql(lake, "SELECT list_sort(list(CAST(line_id AS INT))) FROM silver.sales_lines")[0][0]
+    assert valid == [n for n in range(1, 51) if n not in (1, 25, 40)]
+
+
+def test_the_record_size_limit_is_a_setting(tmp_path, lake, monkeypatch):
+    monkeypatch.setenv("SALESLAKE_CSV__MAX_RECORD_BYTES", "4096")
+    settings = api.settings(home=lake.home)
+    records = [
+        line(row_id="1", name="a" * 3_000),
+        line(row_id="2", name="b" * 10_000),  # one line over the limit
+        line(row_id="3", name=("c" * 9 + "\n") * 1_000),  # short lines, one record over the limit
+        line(row_id="4"),
+    ]
+    # past the limit in size, so the file is searched for long records
+    f = write_csv(tmp_path / "eu" / "d.csv", HEADER + "\n" + "\n".join(records) + "\n")
+    counts = land_and_process(lake, settings, f)
+    assert (counts.rows_read, counts.rows_valid, counts.rows_quarantined) == (4, 2, 2)
+    assert sql(lake, "SELECT source_position, reasons, raw['raw_line_bytes'] FROM silver.quarantine ORDER BY 1") == [
+        ("line:3", ["malformed_row:oversized_record"], str(len(records[1]))),
+        ("line:4", ["malformed_row:oversized_record"], str(len(records[2]))),
+    ]
+
+
+def test_a_record_too_long_for_duckdbs_memory_stops_the_run_with_one_line(tmp_path, lake, settings):
+    records = [line(row_id=str(i)) for i in range(1, 6)]
+    records[2] = line(row_id="3", name="N" * 35_000_000)
+    f = write_csv(tmp_path / "eu" / "d.csv", HEADER + "\n" + "\n".join(records) + "\n")
+    assert not land_csv(lake, [f]).errors
+    tight = settings.model_copy(update={"duckdb_memory_limit": "20MB"})
+    with pytest.raises(InputFileError) as info:
+        process_csv(lake, tight)
+    message = str(info.value)
+    assert "a record of 35,000,149 bytes" in message and "SALESLAKE_DUCKDB_MEMORY_LIMIT" in message
+    assert str(f) in message and "\n" not in message
+    assert sql(lake, "SELECT count(*) FROM silver.quarantine") == [(0,)]  # nothing committed
+    counts = process_csv(lake, settings)  # with the default limit the record is quarantined
+    assert (counts.rows_read, counts.rows_valid, counts.rows_quarantined) == (5, 4, 1)
