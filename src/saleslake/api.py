@@ -419,12 +419,14 @@ def status(limit: int = 20, settings: Settings | None = None) -> list[dict]:
     return ordered[:limit]
 
 
-def query(sql: str, settings: Settings | None = None) -> pa.Table:
-    """Read-only SQL over ``gold.*``, ``silver.*`` and ``system.*`` (committed snapshots)."""
+def query(sql: str, settings: Settings | None = None, allow_files: Sequence[str | Path] = ()) -> pa.Table:
+    """Read-only SQL over ``gold.*``, ``silver.*`` and ``system.*`` (committed snapshots).
+    ``allow_files``: folders whose files the SQL may read, besides ``query.allow_files``."""
     from saleslake.serve.query import run_query
 
-    _, lake = _resolve(settings)
-    return run_query(lake, sql)
+    s, lake = _resolve(settings)
+    folders = [*s.query.allow_files, *(Path(p) for p in allow_files)]
+    return run_query(lake, sql, folders)
 
 
 def quarantine(reason: str | None = None, limit: int = 50, settings: Settings | None = None) -> pa.Table:

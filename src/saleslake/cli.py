@@ -431,10 +431,19 @@ def quarantine(
 def query(
     sql: Annotated[str, typer.Argument(help="One read-only SQL statement over gold.*, silver.*, system.*.")],
     fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
+    allow_files: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--allow-files",
+            metavar="DIR",
+            help="Let the SQL read files under DIR (read_csv, read_parquet, ...; repeatable; also query.allow_files). "
+            "Off by default; DIR may not hold the lake.",
+        ),
+    ] = None,
     home: Home = None,
 ) -> None:
-    """Read-only SQL over the last committed snapshots."""
-    print_table(api.query(sql, _settings(home)), fmt)
+    """Read-only SQL over the last committed snapshots (no file, network or setting access)."""
+    print_table(api.query(sql, _settings(home), allow_files or ()), fmt)
 
 
 class Service(str, Enum):

@@ -215,6 +215,14 @@ class OltpSettings(BaseModel):
     tables: dict[str, OltpTableSettings] = Field(default_factory=_default_oltp_tables)
 
 
+class QuerySettings(BaseModel):
+    """``saleslake query``: read-only SQL over the lake (saleslake.serve.query)."""
+
+    # folders whose files SQL may read (read_csv, read_parquet, ...); none by default.
+    # DuckDB cannot grant reading without writing, so a folder may not hold the lake.
+    allow_files: list[Path] = Field(default_factory=list)
+
+
 class StreamSettings(BaseModel):
     # a micro-batch ends at max_batch messages or after max_wait_seconds, whichever first
     max_batch: int = Field(50_000, ge=1)
@@ -320,6 +328,7 @@ class Settings(BaseSettings):
     bronze: BronzeSettings = Field(default_factory=BronzeSettings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     stream: StreamSettings = Field(default_factory=StreamSettings)
+    query: QuerySettings = Field(default_factory=QuerySettings)
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
     oltp: OltpSettings = Field(default_factory=OltpSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)

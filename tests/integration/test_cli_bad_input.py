@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from helpers import HEADER, line, sql, write_csv
+from helpers import HEADER, build_gold_lake, line, sql, write_csv
 from saleslake.lake import Lake
 
 CLI = [sys.executable, "-m", "saleslake.cli"]
@@ -118,3 +121,76 @@ def test_extra_columns_are_reported_and_kept_in_bronze(tmp_path: Path):
     lake = Lake(home)
     [(uri,)] = sql(lake, "SELECT bronze_uri FROM system.bronze_manifest")
     assert (home / uri).read_text().endswith(",Bob\n")
+
+
+# -- query is read-only, by construction --------------------------------------------------
+
+
+def fingerprint(root: Path) -> dict[str, str]:
+    """Every file under ``root`` with the sha256 of its bytes."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def gold_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_gold_lake(tmp_path_factory.mktemp("read-only"))
+
+
+def test_query_cannot_write_read_files_or_change_settings(gold_home: Path, tmp_path: Path):
+    log = next((gold_home / "gold" / "fact_sales" / "_delta_log").glob("*.json"))
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    attacks = [
+        f"EXPLAIN ANALYZE COPY (SELECT 'x') TO '{log}' (FORMAT csv)",
+        f"COPY (SELECT 'x') TO '{log}' (FORMAT csv)",
+        f"COPY gold.fact_sales TO '{outside / 'facts.parquet'}'",
+        f"EXPORT DATABASE '{outside / 'export'}'",
+        "SELECT * FROM read_csv('/etc/passwd')",
+        "SET enable_external_access = true",
+        "RESET enable_external_access",
+        f"ATTACH '{outside / 'x.duckdb'}' AS x",
+        "INSTALL httpfs",
+        "LOAD httpfs",
+        "CREATE TABLE kept AS SELECT 1",
+        "SELEC 1",
+    ]
+    before = fingerprint(gold_home)
+    for attack in attacks:
+        proc = saleslake("query", attack, home=gold_home)
+        assert proc.returncode == 1, (attack, proc.stdout, proc.stderr)
+        assert len(error_lines(proc)) == 1 and "Traceback" not in proc.stderr, (attack, proc.stderr)
+    assert fingerprint(gold_home) == before
+    assert list(outside.iterdir()) == []
+    # the lake still reads, with the results of a plain reader of its snapshots
+    lake = Lake(gold_home)
+    for statement in (
+        "SELECT count(*), sum(net_sales), sum(tax_amount) FROM gold.fact_sales",
+        "SELECT region, round(sum(sales), 4) FROM gold.agg_sales_daily GROUP BY 1 ORDER BY 1",
+        "SELECT count(*), sum(sales), count(DISTINCT order_id) FROM silver.sales_lines",
+        "SELECT count(*) FROM silver.quarantine",
+        "SELECT status, count(*) FROM system.runs GROUP BY 1 ORDER BY 1",
+    ):
+        proc = saleslake("query", statement, "--format", "json", home=gold_home)
+        assert proc.returncode == 0, proc.stderr
+        got = [tuple(row.values()) for row in json.loads(proc.stdout)]
+        expected = [tuple(str(v) if isinstance(v, Decimal) else v for v in row) for row in sql(lake, statement)]
+        assert got == expected, statement
+
+
+def test_query_reads_local_files_only_under_an_allowed_folder(gold_home: Path, tmp_path: Path):
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    (inputs / "targets.csv").write_text("region,target\nCentral,100\n")
+    read = f"SELECT target FROM read_csv('{inputs / 'targets.csv'}')"
+    proc = saleslake("query", read, home=gold_home)
+    assert proc.returncode == 1 and len(error_lines(proc)) == 1 and "--allow-files" in proc.stderr
+    proc = saleslake("query", read, "--allow-files", str(inputs), "--format", "csv", home=gold_home)
+    assert proc.returncode == 0 and proc.stdout.splitlines() == ['"target"', "100"], proc.stderr
+    proc = saleslake(
+        "query", read, "--format", "csv", home=gold_home, env={"SALESLAKE_QUERY__ALLOW_FILES": f'["{inputs}"]'}
+    )
+    assert proc.returncode == 0 and proc.stdout.splitlines()[1] == "100", proc.stderr
+    proc = saleslake("query", "SELECT 1", "--allow-files", str(gold_home / "gold"), home=gold_home)
+    assert proc.returncode == 1 and "overlaps the lake" in proc.stderr and len(error_lines(proc)) == 1
