@@ -21,7 +21,7 @@ from typing import Literal
 import pyarrow as pa
 
 from saleslake.bronze import LandResult, land_csv
-from saleslake.config import Settings, load_settings
+from saleslake.config import Settings, dsn_without_password, load_settings
 from saleslake.errors import (  # noqa: F401 - re-exported: the CLI and the DAGs match on these
     ConfigError,
     LockBusyError,
@@ -48,6 +48,16 @@ def _resolve(s: Settings | None) -> tuple[Settings, Lake]:
     return s, Lake(s.home)
 
 
+def _dsn_option(dsn: str | None, s: Settings, role: str) -> str | None:
+    """A ``--dsn`` given to a command, refused when it holds a password (visible in ``ps``),
+    as the ``postgres.dsn`` setting is."""
+    try:
+        return dsn_without_password(dsn, s.postgres.password_env(role))
+    except ValueError as exc:
+        why = " (any user can read a command line with ps)" if "password" in str(exc) else ""
+        raise UserError(f"--dsn: {exc}{why}") from None
+
+
 # -- ingest -------------------------------------------------------------------------------
 
 
@@ -68,6 +78,10 @@ def ingest_csv(
     s, lake = _resolve(settings)
     if decimal not in (None, ".", ","):
         raise UserError(f"--decimal must be '.' or ',', not {decimal!r}")
+    if delimiter is not None and len(delimiter) != 1:
+        raise UserError(
+            f"--delimiter must be one character such as ',' ';' '|' or a tab ($'\\t' in bash), not {delimiter!r}"
+        )
     overrides = CsvOverrides(delimiter=delimiter, decimal=decimal, date_format=date_format, encoding=encoding)
     run_id = new_run_id()
     with lake_lock(lake, run_id, "ingest csv", wait_seconds):
@@ -302,6 +316,7 @@ def publish_postgres(dsn: str | None = None, schema: str | None = None, settings
     from saleslake.serve.postgres import publish_postgres as publish
 
     s, lake = _resolve(settings)
+    dsn = _dsn_option(dsn, s, "warehouse")
     run_id = new_run_id()
     ledger = Ledger(lake, run_id, "publish postgres")
     started = utcnow()
@@ -419,12 +434,14 @@ def status(limit: int = 20, settings: Settings | None = None) -> list[dict]:
     return ordered[:limit]
 
 
-def query(sql: str, settings: Settings | None = None) -> pa.Table:
-    """Read-only SQL over ``gold.*``, ``silver.*`` and ``system.*`` (committed snapshots)."""
+def query(sql: str, settings: Settings | None = None, allow_files: Sequence[str | Path] = ()) -> pa.Table:
+    """Read-only SQL over ``gold.*``, ``silver.*`` and ``system.*`` (committed snapshots).
+    ``allow_files``: folders whose files the SQL may read, besides ``query.allow_files``."""
     from saleslake.serve.query import run_query
 
-    _, lake = _resolve(settings)
-    return run_query(lake, sql)
+    s, lake = _resolve(settings)
+    folders = [*s.query.allow_files, *(Path(p) for p in allow_files)]
+    return run_query(lake, sql, folders)
 
 
 def quarantine(reason: str | None = None, limit: int = 50, settings: Settings | None = None) -> pa.Table:
@@ -469,6 +486,7 @@ def generate_oltp(
     from saleslake.sample.oltp import generate_oltp as generate
 
     s, _ = _resolve(settings)
+    dsn = _dsn_option(dsn, s, "owner")
     return generate(s.postgres, dsn=dsn, orders=orders, mutate=mutate, seed=seed, replace=replace, progress=progress)
 
 
@@ -512,6 +530,7 @@ def ingest_postgres(
     from saleslake.sources import postgres as source
 
     s, lake = _resolve(settings)
+    dsn = _dsn_option(dsn, s, "reader")
     chosen = source.resolve_tables(tables)
     run_id = new_run_id()
     clock = _time.perf_counter()

@@ -132,7 +132,11 @@ def _write_whole(target: Path, content: bytes) -> None:
     if target.exists():
         return
     partial = _partial_name(target)
-    partial.write_bytes(content)
+    try:
+        partial.write_bytes(content)
+    except BaseException:  # a full disk: leave no half file behind, and give its room back
+        partial.unlink(missing_ok=True)
+        raise
     os.replace(partial, target)
 
 
@@ -142,10 +146,14 @@ def _copy_verified(source: Path, target: Path, sha: str) -> None:
         return
     partial = _partial_name(target)
     digest = hashlib.sha256()
-    with source.open("rb") as src, partial.open("wb") as dst:
-        for block in iter(lambda: src.read(1 << 20), b""):
-            digest.update(block)
-            dst.write(block)
+    try:
+        with source.open("rb") as src, partial.open("wb") as dst:
+            for block in iter(lambda: src.read(1 << 20), b""):
+                digest.update(block)
+                dst.write(block)
+    except BaseException:  # a full disk: leave no half file behind, and give its room back
+        partial.unlink(missing_ok=True)
+        raise
     if digest.hexdigest() != sha:
         partial.unlink()
         raise InputFileError(

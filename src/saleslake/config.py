@@ -137,17 +137,7 @@ class PostgresSettings(BaseModel):
     @field_validator("dsn", "warehouse_dsn")
     @classmethod
     def _no_password_in_dsn(cls, v: str | None) -> str | None:
-        if v is None or not v.strip():
-            return None
-        from psycopg.conninfo import conninfo_to_dict
-
-        try:
-            params = conninfo_to_dict(v)
-        except Exception:
-            raise ValueError("not a valid PostgreSQL connection string (libpq URL or key=value)") from None
-        if params.get("password"):
-            raise ValueError("must not contain a password: set SALESLAKE_POSTGRES_..._PASSWORD_FILE instead")
-        return v
+        return dsn_without_password(v)
 
     def password_env(self, role: str = "owner") -> str:
         """The variable holding ``role``'s password (``owner``, ``reader``, ``warehouse``)."""
@@ -178,6 +168,25 @@ class PostgresSettings(BaseModel):
 
         extra = {"sslmode": self.sslmode} if self.sslmode else {}
         return make_conninfo(host=self.host, port=self.port, dbname=database, user=user, **extra)
+
+
+def dsn_without_password(dsn: str | None, password_env: str = "SALESLAKE_POSTGRES_..._PASSWORD") -> str | None:
+    """``dsn`` when it is a PostgreSQL connection string (libpq URL or key=value) without a
+    password, None when empty; ValueError otherwise. A password in a DSN ends up in
+    settings files, shell history and, given on the command line, in ``ps``: it belongs in
+    the file named by ``<password_env>_FILE``. The settings (``postgres.dsn``,
+    ``postgres.warehouse_dsn``) and every ``--dsn`` option are checked by this."""
+    if dsn is None or not dsn.strip():
+        return None
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        params = conninfo_to_dict(dsn)
+    except Exception:
+        raise ValueError("not a valid PostgreSQL connection string (libpq URL or key=value)") from None
+    if params.get("password"):
+        raise ValueError(f"must not contain a password: set {password_env}_FILE instead")
+    return dsn
 
 
 class OltpTableSettings(BaseModel):
@@ -218,6 +227,14 @@ class OltpSettings(BaseModel):
     retries: int = Field(5, ge=0)  # tries after a lost connection (server restart), with backoff
     retry_backoff_seconds: float = Field(0.5, ge=0)
     tables: dict[str, OltpTableSettings] = Field(default_factory=_default_oltp_tables)
+
+
+class QuerySettings(BaseModel):
+    """``saleslake query``: read-only SQL over the lake (saleslake.serve.query)."""
+
+    # folders whose files SQL may read (read_csv, read_parquet, ...); none by default.
+    # DuckDB cannot grant reading without writing, so a folder may not hold the lake.
+    allow_files: list[Path] = Field(default_factory=list)
 
 
 class StreamSettings(BaseModel):
@@ -325,6 +342,7 @@ class Settings(BaseSettings):
     bronze: BronzeSettings = Field(default_factory=BronzeSettings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     stream: StreamSettings = Field(default_factory=StreamSettings)
+    query: QuerySettings = Field(default_factory=QuerySettings)
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
     oltp: OltpSettings = Field(default_factory=OltpSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
