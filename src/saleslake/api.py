@@ -733,8 +733,10 @@ def stream(
 ):
     """Consume the point-of-sale topic into bronze and silver, exactly once (CONTRACT §6).
 
-    Runs until ``stop`` (a ``threading.Event``) is set, or with ``until_idle`` until every
-    assigned partition is consumed to its end, or after ``max_seconds`` (a bounded
+    Runs until ``stop`` (a ``threading.Event``) is set, or with ``until_idle`` until the
+    lake holds every record of every partition of the topic (whichever member of the group
+    holds them; raises :class:`saleslake.sources.backlog.PartitionsNotDrainedError` after
+    ``stream.idle_wait_seconds`` without progress), or after ``max_seconds`` (a bounded
     micro-batch run, as the Airflow stream DAG does). Returns a
     :class:`saleslake.stream.StreamResult`.
     """

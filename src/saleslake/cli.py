@@ -710,7 +710,12 @@ def stream(
         float | None, typer.Option(help="Seconds a micro-batch waits for messages (default 1).")
     ] = None,
     until_idle: Annotated[
-        bool, typer.Option("--until-idle", help="Stop once every partition is consumed to its end.")
+        bool,
+        typer.Option(
+            "--until-idle",
+            help="Stop once the lake holds every record of every partition (error after "
+            "stream.idle_wait_seconds without progress).",
+        ),
     ] = False,
     refresh_gold_every: Annotated[
         float | None, typer.Option(help="Rebuild gold every S seconds while streaming.")

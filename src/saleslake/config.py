@@ -245,6 +245,10 @@ class StreamSettings(BaseModel):
     max_message_bytes: int = Field(262_144, gt=0)
     # tries (with backoff, about 5 s each) to reach the broker at start before giving up
     connect_attempts: int = Field(6, ge=1)
+    # --until-idle: stop with an error naming the partitions still behind (and the group
+    # member holding them) after this long without progress; keep it well above the
+    # group's session.timeout.ms, the time a killed member keeps its partitions
+    idle_wait_seconds: float = Field(120.0, gt=0)
     # refresh gold this often while streaming (None: never; `run` publishes it)
     refresh_gold_every_seconds: float | None = Field(None, gt=0)
     # ISO 4217 codes accepted in events; another code quarantines the event
