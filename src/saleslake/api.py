@@ -502,6 +502,8 @@ class PostgresIngestResult:
     extract_seconds: float
     seconds: float
     attempts: int
+    # reference states quarantined per table (an implausible updated_at: CONTRACT §4)
+    reference_quarantined: dict[str, int] = field(default_factory=dict)
 
     @property
     def rows(self) -> int:
@@ -580,6 +582,7 @@ def ingest_postgres(
                     details={
                         "removed": counts.removed,
                         "reference": counts.reference,
+                        "reference_quarantined": counts.reference_quarantined,
                         "extract_seq": extract.seq,
                         "silver_version": _silver_version(lake),
                     },
@@ -600,6 +603,7 @@ def ingest_postgres(
         silver=silver,
         removed=counts.removed,
         reference=counts.reference or {},
+        reference_quarantined=counts.reference_quarantined or {},
         extract_seconds=extract.seconds,
         seconds=_time.perf_counter() - clock,
         attempts=extract.attempts,

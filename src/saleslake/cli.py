@@ -356,7 +356,8 @@ def ingest_postgres(
     out.print(
         f"silver: {c.rows_valid:,} lines valid, {c.rows_quarantined:,} quarantined, {c.rows_duplicate:,} unchanged, "
         f"{result.removed:,} removed (cancelled or deleted); reference changes: "
-        + (", ".join(f"{v:,} {k}" for k, v in result.reference.items()) or "none"),
+        + (", ".join(f"{v:,} {k}" for k, v in result.reference.items()) or "none")
+        + "".join(f"; {v:,} {k} quarantined" for k, v in result.reference_quarantined.items()),
         highlight=False,
         soft_wrap=True,
     )

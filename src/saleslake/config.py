@@ -6,11 +6,12 @@ with ``__``). Secrets are never fields with defaults; they come from the environ
 from __future__ import annotations
 
 import os
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -22,8 +23,25 @@ from saleslake.errors import ConfigError
 
 
 class QualitySettings(BaseModel):
+    """Quality gate and plausibility bounds (CONTRACT §4). Every source quarantines a
+    date outside [min_date, max_date] as ``invalid_date:<field>`` and a quantity above
+    ``max_quantity`` as ``quantity_out_of_range`` (see :mod:`saleslake.silver.bounds`)."""
+
     max_quarantine_share: float = Field(0.20, ge=0.0, le=1.0)
     outlier_threshold: Decimal = Decimal("10000")
+    min_date: date = date(1900, 1, 1)
+    # before 9999-12-31, the open end of SCD2 validity: a version starting there is empty
+    max_date: date = Field(date(2100, 12, 31), lt=date(9999, 12, 31), validate_default=True)
+    # a day's quantities of one region and category are summed in a BIGINT in gold
+    max_quantity: int = Field(1_000_000_000, ge=1, le=1_000_000_000_000)
+
+    @field_validator("max_date")
+    @classmethod
+    def _after_min_date(cls, v: date, info: ValidationInfo) -> date:
+        low = info.data.get("min_date")
+        if low is not None and v < low:
+            raise ValueError(f"must not be before min_date ({low})")
+        return v
 
 
 class TaxSettings(BaseModel):

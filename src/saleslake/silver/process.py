@@ -150,7 +150,9 @@ def _file_columns(chunk: Chunk) -> dict[str, str]:
 def _check_group(con: duckdb.DuckDBPyConnection, lake: Lake, settings: Settings, group: Chunk) -> pa.Table:
     dialect = group.dialect
     scan = scan_sql(lake, group, settings.csv.max_record_bytes)
-    checked = checked_sql(group.columns, dialect["decimal"], dialect["date_format"], scan, _file_columns(group))
+    checked = checked_sql(
+        group.columns, dialect["decimal"], dialect["date_format"], scan, _file_columns(group), settings.quality
+    )
     reset_rejects(con)
     try:
         table = _typed(con, settings, group, checked)
