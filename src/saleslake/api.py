@@ -20,7 +20,7 @@ from typing import Literal
 
 import pyarrow as pa
 
-from saleslake.bronze import LandResult, land_csv
+from saleslake.bronze import LandResult, land_csv, reparse_csv
 from saleslake.config import Settings, dsn_without_password, load_settings
 from saleslake.errors import (  # noqa: F401 - re-exported: the CLI and the DAGs match on these
     ConfigError,
@@ -72,9 +72,14 @@ def ingest_csv(
     settings: Settings | None = None,
     wait_seconds: float = 0.0,
     progress: Callable[[int, int], None] | None = None,
+    reparse: bool = False,
 ) -> LandResult:
     """Land CSV files or folders in bronze. Files that cannot be exports come back in
-    ``result.errors`` (one line each); every other file lands."""
+    ``result.errors`` (one line each); every other file lands.
+
+    ``reparse``: the files landed before, with the wrong options, are parsed again with
+    these (see :func:`saleslake.bronze.reparse_csv`): the next ``run`` replaces their
+    silver and quarantine rows, once; their source and currency stay unless given."""
     s, lake = _resolve(settings)
     if decimal not in (None, ".", ","):
         raise UserError(f"--decimal must be '.' or ',', not {decimal!r}")
@@ -86,9 +91,12 @@ def ingest_csv(
     run_id = new_run_id()
     with lake_lock(lake, run_id, "ingest csv", wait_seconds):
         started = utcnow()
-        result = land_csv(
-            lake, [Path(p) for p in paths], source, overrides, currency or s.csv.default_currency, progress
-        )
+        if reparse:
+            result = reparse_csv(lake, [Path(p) for p in paths], source, overrides, currency)
+        else:
+            result = land_csv(
+                lake, [Path(p) for p in paths], source, overrides, currency or s.csv.default_currency, progress
+            )
         Ledger(lake, run_id, "ingest csv").record(
             StageRecord(
                 stage="bronze",
@@ -100,7 +108,8 @@ def ingest_csv(
                     "landed": len(result.landed),
                     "already_landed": len(result.already_landed),
                     "header_only": len(result.header_only),
-                    "bytes": sum(r["size_bytes"] for r in result.landed),
+                    "reparsed": len(result.reparsed),
+                    "bytes": sum(r["size_bytes"] for r in result.landed + result.reparsed),
                 },
             )
         )
@@ -119,14 +128,20 @@ class RunResult:
     message: str = ""
 
 
-def _gate_share(lake: Lake, this_run: StageCounts) -> tuple[float, int, int]:
-    """Quarantine share over all silver work not yet published to gold (incl. this run)."""
+def _gate_share(lake: Lake, this_run: StageCounts, this_details: dict | None = None) -> tuple[float, int, int]:
+    """Quarantine share over all silver work not yet published to gold (incl. this run).
+
+    Rows of an earlier parse that a reparse replaced leave the share of the run that
+    counted them, when that run is in the window (its ``csv_seqs`` range holds the batch
+    that wrote them): a file quarantined whole for a wrong --decimal, then reparsed, must
+    not keep gold from being published."""
     rows = ledger_rows(lake)
     last_gold = max(
         (r["recorded_at"] for r in rows if r["stage"] == "gold" and r["status"] == "succeeded"), default=None
     )
     read = this_run.rows_read
     quarantined = this_run.rows_quarantined
+    window = [this_details or {}]
     for r in rows:
         if (
             r["stage"] == "silver"
@@ -135,6 +150,13 @@ def _gate_share(lake: Lake, this_run: StageCounts) -> tuple[float, int, int]:
         ):
             read += r["rows_read"] or 0
             quarantined += r["rows_quarantined"] or 0
+            window.append(json.loads(r["details"] or "{}"))
+    ranges = [d["csv_seqs"] for d in window if d.get("csv_seqs")]
+    for replaced in (entry for d in window for entry in d.get("superseded", [])):
+        if any(low <= replaced["batch_seq"] <= high for low, high in ranges):
+            read -= replaced["rows_read"]
+            quarantined -= replaced["rows_quarantined"]
+    read, quarantined = max(read, 0), max(quarantined, 0)
     return (quarantined / read if read else 0.0), quarantined, read
 
 
@@ -209,9 +231,17 @@ def _run_stages(lake, s, ledger, result, until, threshold, progress, force_gold,
     started = utcnow()
     if progress:
         progress("silver", 0, pending_bytes)
-    silver = process_csv(lake, s, (lambda n: progress("silver", n, None)) if progress else None)
+    superseded: list[dict] = []
+    silver = process_csv(lake, s, (lambda n: progress("silver", n, None)) if progress else None, superseded)
     result.stages["silver"] = silver
-    share, quarantined, read = _gate_share(lake, silver)
+    # which landings this stage parsed, and the rows of earlier parses its reparses replaced
+    # (the quality gate's window, see _gate_share)
+    csv_details: dict = {}
+    if objects:
+        csv_details["csv_seqs"] = [objects[0]["landed_seq"], objects[-1]["landed_seq"]]
+    if superseded:
+        csv_details["superseded"] = superseded
+    share, quarantined, read = _gate_share(lake, silver, csv_details)
     # The gate guards gold publication; a run that stops at silver only reports the share.
     gate_failed = share > threshold and until == "gold"
     ledger.record(
@@ -221,7 +251,7 @@ def _run_stages(lake, s, ledger, result, until, threshold, progress, force_gold,
             started,
             utcnow(),
             counts=silver,
-            details={"quarantine_share": round(share, 6), "silver_version": _silver_version(lake)},
+            details={"quarantine_share": round(share, 6), "silver_version": _silver_version(lake), **csv_details},
         )
     )
     _retention_stage(lake, s, ledger)

@@ -374,9 +374,21 @@ def ingest_csv(
     encoding: Annotated[str | None, typer.Option(help="Text encoding such as cp1252 (default UTF-8).")] = None,
     currency: Annotated[str | None, typer.Option(help="ISO 4217 currency of the amounts.")] = None,
     wait: Annotated[float, typer.Option(help="Seconds to wait for another run's lock.")] = 0.0,
+    reparse: Annotated[
+        bool,
+        typer.Option(
+            "--reparse",
+            help="Parse files that already landed again with these options (e.g. a wrong --decimal): "
+            "the next run replaces their silver and quarantine rows, once.",
+        ),
+    ] = False,
     home: Home = None,
 ) -> None:
-    """Land files in bronze (content-addressed: landing the same file twice is a no-op)."""
+    """Land files in bronze (content-addressed: landing the same file twice is a no-op).
+
+    A file landed with wrong options is corrected with --reparse and the right ones, e.g.
+    `saleslake ingest csv exports/fr/day.csv --decimal , --reparse`, then `saleslake run`.
+    """
     with _progress() as bar:
         task = bar.add_task("checking and landing files", total=None)
 
@@ -384,7 +396,7 @@ def ingest_csv(
             bar.update(task, advance=done, total=total)
 
         result = api.ingest_csv(
-            paths, source, delimiter, decimal, date_format, encoding, currency, _settings(home), wait, progress
+            paths, source, delimiter, decimal, date_format, encoding, currency, _settings(home), wait, progress, reparse
         )
     for problem in result.errors:
         err.print(f"[bold red]error:[/] {problem}", highlight=False, soft_wrap=True)
@@ -402,7 +414,13 @@ def ingest_csv(
             soft_wrap=True,
         )
     total = sum(r["size_bytes"] for r in result.landed)
-    out.print(f"landed {len(result.landed)} file(s) ({total:,} bytes); {len(result.already_landed)} already landed")
+    if reparse:
+        out.print(
+            f"{len(result.reparsed)} file(s) to parse again at the next run; "
+            f"{len(result.already_landed)} already parsed with these options"
+        )
+    else:
+        out.print(f"landed {len(result.landed)} file(s) ({total:,} bytes); {len(result.already_landed)} already landed")
     if result.errors:
         raise typer.Exit(1)
 

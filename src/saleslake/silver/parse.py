@@ -131,7 +131,8 @@ def _readable_path(lake: Lake, obj: dict) -> Path:
     if encoding.lower() in IN_PLACE_ENCODINGS:
         return path
     lake.tmp.mkdir(parents=True, exist_ok=True)
-    target = lake.tmp / f"{obj['object_id']}.utf8.csv"
+    # per encoding: a reparse may read the same object with another one
+    target = lake.tmp / f"{obj['object_id']}.{encoding.lower()}.utf8.csv"
     if not target.exists():
         partial = target.with_suffix(".partial")
         decoder = codecs.getincrementaldecoder(encoding)(errors="replace")

@@ -4,6 +4,14 @@ Exactly once: every write to ``sales_lines`` and ``quarantine`` carries, in the 
 Delta commit, the highest ``landed_seq`` it covers (a Delta application transaction).
 A rerun after a crash resumes after the last committed position of each table, so no
 row is lost or written twice.
+
+A reparse (:func:`saleslake.bronze.reparse_csv`) is processed at its own ``landed_seq``
+(its *position*), but its rows carry the original landing's (its ``version_seq``), so a
+correction landed later still wins over them. The commit of each table that processes it
+also removes every row of the file's earlier parse (rows with that ``landed_seq``: the
+sequence identifies one file among CSV rows), so keys only the earlier parse had do not
+linger; each removal rides on the same commit as the table's position, so a crash and a
+rerun neither repeat nor lose it.
 """
 
 from __future__ import annotations
@@ -14,13 +22,13 @@ from collections.abc import Callable
 import duckdb
 import numpy as np
 import pyarrow as pa
-from deltalake import CommitProperties, Transaction, write_deltalake
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
-from saleslake.bronze import manifest_rows
+from saleslake.bronze import pending_csv_objects
 from saleslake.config import Settings
 from saleslake.contract import QUARANTINE_SCHEMA, SALES_LINES_SCHEMA
 from saleslake.errors import InputFileError
-from saleslake.lake import Lake, ensure_delta, txn_version
+from saleslake.lake import Lake, ensure_delta, replace_files, snapshot_view_sql, txn_version
 from saleslake.runs import StageCounts, silver_commit_lock
 from saleslake.silver.dedup import classify, row_hash_sql, write_upserts
 from saleslake.silver.enrich import enrichment_columns, tax_rate_sql
@@ -49,7 +57,9 @@ def _register_files(con: duckdb.DuckDBPyConnection, chunk: Chunk) -> None:
         {
             "fi": pa.array(range(len(chunk.objects)), pa.int64()),
             "object_id": [o["object_id"] for o in chunk.objects],
-            "landed_seq": pa.array([o["landed_seq"] for o in chunk.objects], pa.int64()),
+            # the version order its rows carry, and the position (manifest order) of the object
+            "landed_seq": pa.array([o["version_seq"] for o in chunk.objects], pa.int64()),
+            "position_seq": pa.array([o["landed_seq"] for o in chunk.objects], pa.int64()),
             "landed_at": pa.array([o["landed_at"] for o in chunk.objects], pa.timestamp("us", tz="UTC")),
             "bronze_uri": [o["bronze_uri"] for o in chunk.objects],
             "source_system": [o["source_system"] for o in chunk.objects],
@@ -65,8 +75,12 @@ def _batch_id(chunk: Chunk) -> str:
     return f"csv:{chunk.first_seq}-{chunk.last_seq}"
 
 
-def _write_quarantine(con: duckdb.DuckDBPyConnection, lake: Lake, chunk: Chunk, applied_seq: int) -> int:
-    """Append the chunk's rejected rows (those not yet applied) with the position."""
+def _write_quarantine(
+    con: duckdb.DuckDBPyConnection, lake: Lake, chunk: Chunk, applied_seq: int, superseded: list[dict]
+) -> int:
+    """Append the chunk's rejected rows (those not yet applied) with the position, removing
+    in the same commit the rows of earlier parses of the reparsed files (counted into
+    ``superseded``)."""
     batch = _batch_id(chunk)
     rel = con.sql(
         f"""
@@ -76,19 +90,75 @@ def _write_quarantine(con: duckdb.DuckDBPyConnection, lake: Lake, chunk: Chunk, 
                'record:' || c.pos AS source_position, f.landed_seq, '{batch}' AS batch_id,
                f.landed_at AS ingested_at, CAST(NULL AS BLOB) AS raw_bytes
         FROM checked c JOIN files f USING (fi)
-        WHERE len(c.reasons) > 0 AND f.landed_seq > {applied_seq}
+        WHERE len(c.reasons) > 0 AND f.position_seq > {applied_seq}
         UNION ALL
         SELECT md5(f.object_id || ':line:' || r.line), f.source_system, r.reasons, r.raw, r.raw_line,
                NULL, NULL, f.bronze_uri,
                'line:' || r.line, f.landed_seq, '{batch}', f.landed_at, NULL
         FROM rejects r JOIN files f USING (fi)
-        WHERE f.landed_seq > {applied_seq}
+        WHERE f.position_seq > {applied_seq}
         """
     )
     table = rel.to_arrow_table().cast(QUARANTINE_SCHEMA)
     commit = CommitProperties(app_transactions=[Transaction(APP_ID, chunk.last_seq)])
-    write_deltalake(str(lake.quarantine), table, mode="append", commit_properties=commit)
+    target = ensure_delta(lake.quarantine, QUARANTINE_SCHEMA)
+    versions = _reparsed_versions(chunk, applied_seq)
+    files = _superseded_rows(con, target, "quarantine_key", versions) if versions else []
+    if not files:
+        write_deltalake(str(lake.quarantine), table, mode="append", commit_properties=commit)
+        return table.num_rows
+    superseded += _superseded_counts(con, quarantined=True)
+    con.register("new_quarantine", table)
+    names = ", ".join(f'"{n}"' for n in QUARANTINE_SCHEMA.names)
+    rows = (
+        con.sql(
+            f"""SELECT {names} FROM new_quarantine
+                UNION ALL SELECT {names} FROM ({snapshot_view_sql(target, files)}) s WHERE NOT ({_of(versions)})"""
+        )
+        .to_arrow_table()
+        .cast(QUARANTINE_SCHEMA)
+    )
+    con.unregister("new_quarantine")
+    replace_files(target, pa.RecordBatchReader.from_batches(QUARANTINE_SCHEMA, rows.to_batches()), files, [], commit)
     return table.num_rows
+
+
+def _of(versions: list[int]) -> str:
+    """SQL predicate on rows ``s`` of a silver table: CSV rows from the landings ``versions``."""
+    return f"s.source_system LIKE 'csv:%' AND s.landed_seq IN ({', '.join(map(str, versions))})"
+
+
+def _reparsed_versions(chunk: Chunk, applied_seq: int) -> list[int]:
+    """The original landings of the chunk's reparses not yet applied to a table at
+    ``applied_seq``: the table's rows carrying them are an earlier parse of the file."""
+    return sorted(
+        {
+            o["version_seq"]
+            for o in chunk.objects
+            if o["version_seq"] != o["landed_seq"] and o["landed_seq"] > applied_seq
+        }
+    )
+
+
+def _superseded_rows(con: duckdb.DuckDBPyConnection, target: DeltaTable, key: str, versions: list[int]) -> list[str]:
+    """Temp table ``superseded`` (key, filename, batch_id): the CSV rows of ``target`` from
+    the landings ``versions``; returns the files holding them."""
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE superseded AS
+            SELECT s.{key}, s.filename, s.batch_id
+            FROM ({snapshot_view_sql(target, filename=True)}) s WHERE {_of(versions)}"""
+    )
+    return [r[0] for r in con.sql("SELECT DISTINCT filename FROM superseded ORDER BY 1").fetchall()]
+
+
+def _superseded_counts(con: duckdb.DuckDBPyConnection, quarantined: bool) -> list[dict]:
+    """The rows of temp table ``superseded`` per batch that parsed them: the quality gate
+    takes them out of the share of the runs that counted them (see saleslake.api)."""
+    return [
+        # the batch's last landing sequence (batch ids are csv:<first>-<last>, see _batch_id)
+        {"batch_seq": int(batch.rsplit("-", 1)[-1]), "rows_read": n, "rows_quarantined": n if quarantined else 0}
+        for batch, n in con.sql("SELECT batch_id, count(*) FROM superseded GROUP BY 1 ORDER BY 1").fetchall()
+    ]
 
 
 def _check_rows(con: duckdb.DuckDBPyConnection, lake: Lake, settings: Settings, chunk: Chunk) -> None:
@@ -139,7 +209,8 @@ def _file_columns(chunk: Chunk) -> dict[str, str]:
 
     objects = chunk.objects
     return {
-        "landed_seq": pick([str(int(o["landed_seq"])) for o in objects], "BIGINT"),
+        "landed_seq": pick([str(int(o["version_seq"])) for o in objects], "BIGINT"),
+        "position_seq": pick([str(int(o["landed_seq"])) for o in objects], "BIGINT"),
         "landed_at": pick([text(str(o["landed_at"])) for o in objects], "TIMESTAMPTZ"),
         "bronze_uri": pick([text(o["bronze_uri"]) for o in objects], "VARCHAR"),
         "source_system": pick([text(o["source_system"]) for o in objects], "VARCHAR"),
@@ -190,7 +261,7 @@ def _typed(con: duckdb.DuckDBPyConnection, settings: Settings, group: Chunk, che
                is_outlier, dq_score, {row_hash_sql(absent=("order_ts", "store_id", "payment_method", "card_fingerprint"))} AS row_hash, bronze_uri, landed_seq,
                landed_at AS ingested_at, strftime(order_date, '%Y-%m') AS order_month,
                CAST(NULL AS VARCHAR) AS payment_method, CAST(NULL AS VARCHAR) AS card_fingerprint,
-               fi, reasons, order_id__txt, line_id__txt,
+               fi, position_seq, reasons, order_id__txt, line_id__txt,
                CASE WHEN len(reasons) > 0 THEN {raw_map_sql(group.columns)} END AS raw_values
         FROM (
             SELECT *, {enrichment_columns(settings)}
@@ -214,9 +285,35 @@ def _valid_view(con: duckdb.DuckDBPyConnection, chunk: Chunk) -> None:
     )
 
 
+def _write_lines(con: duckdb.DuckDBPyConnection, lake: Lake, chunk: Chunk, lines_seq: int, superseded: list[dict]):
+    """Dedup the chunk's valid rows against silver and write them with the position; the
+    rows of earlier parses of its reparsed files leave in the same commit (counted into
+    ``superseded``) and are no version an incoming row is compared with."""
+    target = ensure_delta(lake.sales_lines, SALES_LINES_SCHEMA, ["order_month"])
+    versions = _reparsed_versions(chunk, lines_seq) if chunk.last_seq > lines_seq else []
+    existing = "s.source_system LIKE 'csv:%'" + (f" AND NOT ({_of(versions)})" if versions else "")
+    counts = classify(con, target, lines_seq, existing_filter=existing, position="position_seq")
+    if chunk.last_seq > lines_seq:
+        dropped = None
+        if versions and _superseded_rows(con, target, "line_key", versions):
+            superseded += _superseded_counts(con, quarantined=False)
+            dropped = "superseded"
+        write_upserts(con, target, [Transaction(APP_ID, chunk.last_seq)], dropped)
+    return counts
+
+
 def process_chunk(
-    con: duckdb.DuckDBPyConnection, lake: Lake, settings: Settings, chunk: Chunk, lines_seq: int, quarantine_seq: int
+    con: duckdb.DuckDBPyConnection,
+    lake: Lake,
+    settings: Settings,
+    chunk: Chunk,
+    lines_seq: int,
+    quarantine_seq: int,
+    superseded: list[dict] | None = None,
 ) -> StageCounts:
+    """Parse, check and write one chunk. ``superseded`` collects the rows of earlier parses
+    that the chunk's reparses removed, per batch that wrote them."""
+    superseded = [] if superseded is None else superseded
     _register_files(con, chunk)
     _check_rows(con, lake, settings, chunk)
     _valid_view(con, chunk)
@@ -225,14 +322,11 @@ def process_chunk(
     ).fetchall()[0][0]
     with silver_commit_lock(lake):
         if chunk.last_seq > quarantine_seq:
-            _write_quarantine(con, lake, chunk, quarantine_seq)
-        target = ensure_delta(lake.sales_lines, SALES_LINES_SCHEMA, ["order_month"])
-        counts = classify(con, target, lines_seq, existing_filter="s.source_system LIKE 'csv:%'")
-        if chunk.last_seq > lines_seq:
-            write_upserts(con, target, [Transaction(APP_ID, chunk.last_seq)])
+            _write_quarantine(con, lake, chunk, quarantine_seq, superseded)
+        counts = _write_lines(con, lake, chunk, lines_seq, superseded)
     con.execute("DROP VIEW IF EXISTS upserts; DROP VIEW IF EXISTS replaced; DROP VIEW IF EXISTS valid")
     _drop_checked(con)
-    for name in ("rejects", "versions", "multi", "existing", "files"):
+    for name in ("rejects", "versions", "multi", "existing", "files", "superseded"):
         con.execute(f"DROP TABLE IF EXISTS {name}")
     return StageCounts(
         rows_read=counts.valid + counts.duplicate + rejected,
@@ -249,12 +343,18 @@ def pending_objects(lake: Lake) -> tuple[list[dict], int, int]:
     ensure_delta(lake.quarantine, QUARANTINE_SCHEMA)
     lines_seq = txn_version(lake.sales_lines, APP_ID)
     quarantine_seq = txn_version(lake.quarantine, APP_ID)
-    objects = manifest_rows(lake, f"kind = 'csv' AND landed_seq > {min(lines_seq, quarantine_seq)}")
+    objects = pending_csv_objects(lake, min(lines_seq, quarantine_seq))
     return objects, lines_seq, quarantine_seq
 
 
-def process_csv(lake: Lake, settings: Settings, progress: Callable[[int], None] | None = None) -> StageCounts:
-    """Process every landed CSV object not yet in silver; returns the row accounting."""
+def process_csv(
+    lake: Lake,
+    settings: Settings,
+    progress: Callable[[int], None] | None = None,
+    superseded: list[dict] | None = None,
+) -> StageCounts:
+    """Process every landed CSV object not yet in silver; returns the row accounting.
+    ``superseded`` collects the rows of earlier parses that reparses removed (per batch)."""
     objects, lines_seq, quarantine_seq = pending_objects(lake)
     totals = StageCounts()
     if not objects:
@@ -262,7 +362,7 @@ def process_csv(lake: Lake, settings: Settings, progress: Callable[[int], None] 
     con = connect(settings, lake)
     try:
         for chunk in plan_chunks(objects, settings.csv.chunk_bytes):
-            totals.add(process_chunk(con, lake, settings, chunk, lines_seq, quarantine_seq))
+            totals.add(process_chunk(con, lake, settings, chunk, lines_seq, quarantine_seq, superseded))
             if progress:
                 progress(chunk.size_bytes)
     finally:
