@@ -131,17 +131,21 @@ class RunResult:
 def _gate_share(lake: Lake, this_run: StageCounts, this_details: dict | None = None) -> tuple[float, int, int]:
     """Quarantine share over all silver work not yet published to gold (incl. this run).
 
-    Rows of an earlier parse that a reparse replaced leave the share of the run that
-    counted them, when that run is in the window (its ``csv_seqs`` range holds the batch
-    that wrote them): a file quarantined whole for a wrong --decimal, then reparsed, must
-    not keep gold from being published."""
+    The rows of an earlier parse that a reparse replaced leave the share when the run that
+    counted them is in the window (its ``csv_seqs`` range holds the batch that wrote them):
+    a file quarantined whole for a wrong --decimal, then reparsed, must not keep gold from
+    being published. Their counts are in the reparse's manifest row, so a run killed while
+    it replaced them changes nothing here."""
+    from saleslake.bronze import replaced_parses
+    from saleslake.silver.process import processed_seq
+
     rows = ledger_rows(lake)
     last_gold = max(
         (r["recorded_at"] for r in rows if r["stage"] == "gold" and r["status"] == "succeeded"), default=None
     )
     read = this_run.rows_read
     quarantined = this_run.rows_quarantined
-    window = [this_details or {}]
+    ranges = [this_details["csv_seqs"]] if this_details and this_details.get("csv_seqs") else []
     for r in rows:
         if (
             r["stage"] == "silver"
@@ -150,12 +154,11 @@ def _gate_share(lake: Lake, this_run: StageCounts, this_details: dict | None = N
         ):
             read += r["rows_read"] or 0
             quarantined += r["rows_quarantined"] or 0
-            window.append(json.loads(r["details"] or "{}"))
-    ranges = [d["csv_seqs"] for d in window if d.get("csv_seqs")]
-    for replaced in (entry for d in window for entry in d.get("superseded", [])):
-        if any(low <= replaced["batch_seq"] <= high for low, high in ranges):
-            read -= replaced["rows_read"]
-            quarantined -= replaced["rows_quarantined"]
+            ranges += [json.loads(r["details"] or "{}").get("csv_seqs")] if r["details"] else []
+    for parse in replaced_parses(lake, processed_seq(lake)):
+        if any(low <= parse["batch_seq"] <= high for low, high in filter(None, ranges)):
+            read -= parse["rows"]
+            quarantined -= parse["quarantined"]
     read, quarantined = max(read, 0), max(quarantined, 0)
     return (quarantined / read if read else 0.0), quarantined, read
 
@@ -231,16 +234,10 @@ def _run_stages(lake, s, ledger, result, until, threshold, progress, force_gold,
     started = utcnow()
     if progress:
         progress("silver", 0, pending_bytes)
-    superseded: list[dict] = []
-    silver = process_csv(lake, s, (lambda n: progress("silver", n, None)) if progress else None, superseded)
+    silver = process_csv(lake, s, (lambda n: progress("silver", n, None)) if progress else None)
     result.stages["silver"] = silver
-    # which landings this stage parsed, and the rows of earlier parses its reparses replaced
-    # (the quality gate's window, see _gate_share)
-    csv_details: dict = {}
-    if objects:
-        csv_details["csv_seqs"] = [objects[0]["landed_seq"], objects[-1]["landed_seq"]]
-    if superseded:
-        csv_details["superseded"] = superseded
+    # the landings this stage parsed: the quality gate's window (see _gate_share)
+    csv_details = {"csv_seqs": [objects[0]["landed_seq"], objects[-1]["landed_seq"]]} if objects else {}
     share, quarantined, read = _gate_share(lake, silver, csv_details)
     # The gate guards gold publication; a run that stops at silver only reports the share.
     gate_failed = share > threshold and until == "gold"

@@ -63,6 +63,12 @@ MANIFEST_SCHEMA = pa.schema(
         # a reparse: the landed_seq of the file's original landing, whose rows it replaces
         # (null for a first landing; absent from manifests written before reparses existed)
         ("replaces_seq", pa.int64()),
+        # the rows of the earlier parse silver held when the reparse landed: the last
+        # landing sequence of the batch that wrote them, how many, how many quarantined
+        # (the quality gate takes them out of its share, see saleslake.api)
+        ("replaces_batch_seq", pa.int64()),
+        ("replaces_rows", pa.int64()),
+        ("replaces_quarantined", pa.int64()),
     ]
 )
 
@@ -334,7 +340,6 @@ def _manifest_row(
         "columns": json.dumps(sniffed.columns, sort_keys=True),
         "extra_columns": list(sniffed.extra_columns),
         "currency": currency,
-        "replaces_seq": None,
     }
 
 
@@ -468,6 +473,55 @@ def _effective_landings(lake: Lake, object_ids: set[str]) -> dict[str, dict]:
     return {r["object_id"]: r for r in rows}
 
 
+def _parse_counts(lake: Lake, versions: list[int]) -> dict[int, dict]:
+    """Per original landing in ``versions``: the manifest's ``replaces_*`` counts of the
+    rows silver and its quarantine hold from it (a file's rows come from one batch)."""
+    if not versions:
+        return {}
+    parts = []
+    for path, quarantined in ((lake.sales_lines, "false"), (lake.quarantine, "true")):
+        table = open_delta(path)
+        if table is not None:
+            parts.append(
+                f"SELECT landed_seq, batch_id, {quarantined} AS quarantined FROM ({snapshot_view_sql(table)}) s "
+                f"WHERE s.source_system LIKE 'csv:%' AND s.landed_seq IN ({', '.join(map(str, versions))})"
+            )
+    if not parts:
+        return {}
+    con = duckdb.connect()
+    try:
+        counts = con.sql(
+            f"""SELECT landed_seq, max(CAST(split_part(batch_id, '-', -1) AS BIGINT)), count(*),
+                       count(*) FILTER (WHERE quarantined)
+                FROM ({" UNION ALL ".join(parts)}) GROUP BY landed_seq"""
+        ).fetchall()
+    finally:
+        con.close()
+    return {
+        seq: {"replaces_batch_seq": batch, "replaces_rows": rows, "replaces_quarantined": bad}
+        for seq, batch, rows, bad in counts
+    }
+
+
+def replaced_parses(lake: Lake, processed_seq: int) -> list[dict]:
+    """The earlier parses that processed reparses (landed_seq <= ``processed_seq``) took out
+    of silver: ``batch_seq`` (the last landing sequence of the batch that had written them),
+    ``rows`` and ``quarantined``; one entry per parse, however many reparses named it."""
+    table = open_delta(lake.manifest)
+    if table is None or "replaces_batch_seq" not in pa.schema(table.schema()).names:
+        return []
+    con = duckdb.connect()
+    try:
+        rows = con.sql(
+            f"""SELECT DISTINCT replaces_seq, replaces_batch_seq, replaces_rows, replaces_quarantined
+                FROM ({snapshot_view_sql(table)}) m
+                WHERE replaces_batch_seq IS NOT NULL AND landed_seq <= {int(processed_seq)}"""
+        ).fetchall()
+    finally:
+        con.close()
+    return [{"batch_seq": batch, "rows": n, "quarantined": bad} for _, batch, n, bad in rows]
+
+
 def reparse_csv(
     lake: Lake,
     paths: list[Path],
@@ -531,6 +585,9 @@ def reparse_csv(
             continue
         row["replaces_seq"] = landing["version_seq"]
         rows.append(row)
+    replaced = _parse_counts(lake, [r["replaces_seq"] for r in rows])
+    for row in rows:
+        row.update(replaced.get(row["replaces_seq"], {}))
     created = []
     for row in rows:
         target = lake.home / row["bronze_uri"]

@@ -75,12 +75,9 @@ def _batch_id(chunk: Chunk) -> str:
     return f"csv:{chunk.first_seq}-{chunk.last_seq}"
 
 
-def _write_quarantine(
-    con: duckdb.DuckDBPyConnection, lake: Lake, chunk: Chunk, applied_seq: int, superseded: list[dict]
-) -> int:
+def _write_quarantine(con: duckdb.DuckDBPyConnection, lake: Lake, chunk: Chunk, applied_seq: int) -> int:
     """Append the chunk's rejected rows (those not yet applied) with the position, removing
-    in the same commit the rows of earlier parses of the reparsed files (counted into
-    ``superseded``)."""
+    in the same commit the rows of earlier parses of the reparsed files."""
     batch = _batch_id(chunk)
     rel = con.sql(
         f"""
@@ -107,7 +104,6 @@ def _write_quarantine(
     if not files:
         write_deltalake(str(lake.quarantine), table, mode="append", commit_properties=commit)
         return table.num_rows
-    superseded += _superseded_counts(con, quarantined=True)
     con.register("new_quarantine", table)
     names = ", ".join(f'"{n}"' for n in QUARANTINE_SCHEMA.names)
     rows = (
@@ -141,24 +137,14 @@ def _reparsed_versions(chunk: Chunk, applied_seq: int) -> list[int]:
 
 
 def _superseded_rows(con: duckdb.DuckDBPyConnection, target: DeltaTable, key: str, versions: list[int]) -> list[str]:
-    """Temp table ``superseded`` (key, filename, batch_id): the CSV rows of ``target`` from
-    the landings ``versions``; returns the files holding them."""
+    """Temp table ``superseded`` (key, filename): the CSV rows of ``target`` from the
+    landings ``versions``; returns the files holding them."""
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE superseded AS
-            SELECT s.{key}, s.filename, s.batch_id
+            SELECT s.{key}, s.filename
             FROM ({snapshot_view_sql(target, filename=True)}) s WHERE {_of(versions)}"""
     )
     return [r[0] for r in con.sql("SELECT DISTINCT filename FROM superseded ORDER BY 1").fetchall()]
-
-
-def _superseded_counts(con: duckdb.DuckDBPyConnection, quarantined: bool) -> list[dict]:
-    """The rows of temp table ``superseded`` per batch that parsed them: the quality gate
-    takes them out of the share of the runs that counted them (see saleslake.api)."""
-    return [
-        # the batch's last landing sequence (batch ids are csv:<first>-<last>, see _batch_id)
-        {"batch_seq": int(batch.rsplit("-", 1)[-1]), "rows_read": n, "rows_quarantined": n if quarantined else 0}
-        for batch, n in con.sql("SELECT batch_id, count(*) FROM superseded GROUP BY 1 ORDER BY 1").fetchall()
-    ]
 
 
 def _check_rows(con: duckdb.DuckDBPyConnection, lake: Lake, settings: Settings, chunk: Chunk) -> None:
@@ -285,19 +271,16 @@ def _valid_view(con: duckdb.DuckDBPyConnection, chunk: Chunk) -> None:
     )
 
 
-def _write_lines(con: duckdb.DuckDBPyConnection, lake: Lake, chunk: Chunk, lines_seq: int, superseded: list[dict]):
+def _write_lines(con: duckdb.DuckDBPyConnection, lake: Lake, chunk: Chunk, lines_seq: int):
     """Dedup the chunk's valid rows against silver and write them with the position; the
-    rows of earlier parses of its reparsed files leave in the same commit (counted into
-    ``superseded``) and are no version an incoming row is compared with."""
+    rows of earlier parses of its reparsed files leave in the same commit and are no
+    version an incoming row is compared with."""
     target = ensure_delta(lake.sales_lines, SALES_LINES_SCHEMA, ["order_month"])
     versions = _reparsed_versions(chunk, lines_seq) if chunk.last_seq > lines_seq else []
     existing = "s.source_system LIKE 'csv:%'" + (f" AND NOT ({_of(versions)})" if versions else "")
     counts = classify(con, target, lines_seq, existing_filter=existing, position="position_seq")
     if chunk.last_seq > lines_seq:
-        dropped = None
-        if versions and _superseded_rows(con, target, "line_key", versions):
-            superseded += _superseded_counts(con, quarantined=False)
-            dropped = "superseded"
+        dropped = "superseded" if versions and _superseded_rows(con, target, "line_key", versions) else None
         write_upserts(con, target, [Transaction(APP_ID, chunk.last_seq)], dropped)
     return counts
 
@@ -309,11 +292,8 @@ def process_chunk(
     chunk: Chunk,
     lines_seq: int,
     quarantine_seq: int,
-    superseded: list[dict] | None = None,
 ) -> StageCounts:
-    """Parse, check and write one chunk. ``superseded`` collects the rows of earlier parses
-    that the chunk's reparses removed, per batch that wrote them."""
-    superseded = [] if superseded is None else superseded
+    """Parse, check and write one chunk (with a reparse: see the module's doc)."""
     _register_files(con, chunk)
     _check_rows(con, lake, settings, chunk)
     _valid_view(con, chunk)
@@ -322,8 +302,8 @@ def process_chunk(
     ).fetchall()[0][0]
     with silver_commit_lock(lake):
         if chunk.last_seq > quarantine_seq:
-            _write_quarantine(con, lake, chunk, quarantine_seq, superseded)
-        counts = _write_lines(con, lake, chunk, lines_seq, superseded)
+            _write_quarantine(con, lake, chunk, quarantine_seq)
+        counts = _write_lines(con, lake, chunk, lines_seq)
     con.execute("DROP VIEW IF EXISTS upserts; DROP VIEW IF EXISTS replaced; DROP VIEW IF EXISTS valid")
     _drop_checked(con)
     for name in ("rejects", "versions", "multi", "existing", "files", "superseded"):
@@ -337,6 +317,11 @@ def process_chunk(
     )
 
 
+def processed_seq(lake: Lake) -> int:
+    """The landing sequence up to which both silver tables hold every CSV object."""
+    return min(txn_version(lake.sales_lines, APP_ID), txn_version(lake.quarantine, APP_ID))
+
+
 def pending_objects(lake: Lake) -> tuple[list[dict], int, int]:
     """Landed CSV objects not yet in both silver tables, and each table's position."""
     ensure_delta(lake.sales_lines, SALES_LINES_SCHEMA, ["order_month"])
@@ -347,14 +332,8 @@ def pending_objects(lake: Lake) -> tuple[list[dict], int, int]:
     return objects, lines_seq, quarantine_seq
 
 
-def process_csv(
-    lake: Lake,
-    settings: Settings,
-    progress: Callable[[int], None] | None = None,
-    superseded: list[dict] | None = None,
-) -> StageCounts:
-    """Process every landed CSV object not yet in silver; returns the row accounting.
-    ``superseded`` collects the rows of earlier parses that reparses removed (per batch)."""
+def process_csv(lake: Lake, settings: Settings, progress: Callable[[int], None] | None = None) -> StageCounts:
+    """Process every landed CSV object not yet in silver; returns the row accounting."""
     objects, lines_seq, quarantine_seq = pending_objects(lake)
     totals = StageCounts()
     if not objects:
@@ -362,7 +341,7 @@ def process_csv(
     con = connect(settings, lake)
     try:
         for chunk in plan_chunks(objects, settings.csv.chunk_bytes):
-            totals.add(process_chunk(con, lake, settings, chunk, lines_seq, quarantine_seq, superseded))
+            totals.add(process_chunk(con, lake, settings, chunk, lines_seq, quarantine_seq))
             if progress:
                 progress(chunk.size_bytes)
     finally:

@@ -187,13 +187,23 @@ def test_a_crash_in_the_reparse_run_is_completed_by_a_rerun(tmp_path, lake, sett
     assert accounting(process_csv(lake, settings)) == (0, 0, 0, 0)
 
 
-def test_the_quality_gate_forgets_the_rows_a_reparse_replaced(tmp_path, lake, settings):
+@pytest.mark.parametrize("killed", [False, True])
+def test_the_quality_gate_forgets_the_rows_a_reparse_replaced(tmp_path, lake, settings, monkeypatch, killed):
     f = export(tmp_path / "eu" / "d1.csv", *[line(row_id=str(i)) for i in range(1, 11)])
     api.ingest_csv([f], decimal=",", settings=settings)
     api.run("silver", settings=settings)
     with pytest.raises(api.QualityGateError, match="10 of 10 rows"):
         api.quality_gate(settings=settings)
     api.ingest_csv([f], decimal=".", reparse=True, settings=settings)
+    if killed:  # the run that replaces the rows dies between its two commits: the rerun's gate is the same
+
+        def crash(*args, **kwargs):
+            raise RuntimeError("killed")
+
+        monkeypatch.setattr(process, "write_upserts", crash)
+        with pytest.raises(RuntimeError):
+            api.run("silver", settings=settings)
+        monkeypatch.undo()
     api.run("silver", settings=settings)
     assert api.quality_gate(settings=settings)["share"] == 0.0
 
