@@ -125,6 +125,34 @@ def test_decimal_comma_values(tmp_path, lake, settings):
     assert sql(lake, "SELECT reasons FROM silver.quarantine") == [(["invalid_number:sales"],)]
 
 
+def test_a_quantity_with_a_fraction_is_invalid_not_rounded(tmp_path, lake, settings):
+    # found by tests/integration/test_csv_fuzz.py: TRY_CAST('0.5' AS BIGINT) is 1, '2.5' is 3
+    rows = [line(row_id=str(i), quantity=q) for i, q in enumerate(["2.5", "0.5", "-0.4", "2.0", "3"], start=1)]
+    point = write_csv(tmp_path / "eu" / "d.csv", HEADER + "\n" + "\n".join(rows) + "\n")
+
+    def semicolon_row(row_id: str, quantity: str) -> str:  # decimal comma: '#' marks it until the split
+        text = line(row_id=row_id, quantity=quantity, name="Widget", sales="100#50", discount="0#1", profit="10#5")
+        return text.replace("12.5", "12#5").replace(",", ";").replace("#", ",")
+
+    comma = write_csv(
+        tmp_path / "fr" / "d.csv",
+        HEADER.replace(",", ";") + "\n" + semicolon_row("1", "2#5") + "\n" + semicolon_row("2", "4") + "\n",
+    )
+    counts = land_and_process(lake, settings, point, comma)
+    assert (counts.rows_read, counts.rows_valid, counts.rows_quarantined) == (7, 3, 4)
+    assert sorted(sql(lake, "SELECT source_system, line_id, reasons FROM silver.quarantine")) == [
+        ("csv:eu", "1", ["invalid_number:quantity"]),
+        ("csv:eu", "2", ["invalid_number:quantity"]),
+        ("csv:eu", "3", ["invalid_number:quantity"]),
+        ("csv:fr", "1", ["invalid_number:quantity"]),
+    ]
+    assert sql(lake, "SELECT source_system, line_id, quantity FROM silver.sales_lines ORDER BY ALL") == [
+        ("csv:eu", "4", 2),
+        ("csv:eu", "5", 3),
+        ("csv:fr", "2", 4),
+    ]
+
+
 def test_malformed_records_are_quarantined_with_their_line(tmp_path, lake, settings):
     text = (
         HEADER
