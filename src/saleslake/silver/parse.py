@@ -4,6 +4,12 @@ Every field is read as text (typing and validation happen in SQL afterwards, so 
 value becomes a reason code, never a parse failure). Records the reader cannot split
 into fields (unterminated quote, too many or too few fields) are captured by DuckDB's
 reject store and quarantined as ``malformed_row``.
+
+DuckDB's strict reader detects one line end per file and gives up on the whole scan
+("state machine reached an invalid state") when a file mixes LF with CR LF or ends a
+record with a lone CR. Such a file is read from a copy whose line ends are all LF (every
+CR LF and lone CR, as Python's universal newlines do, quoted fields included); see
+:func:`unsplittable_objects`.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ class Chunk:
 
     objects: list[dict]
     first_fi: int = 0
+    #: object ids read from a copy with uniform line ends (see :func:`unsplittable_objects`)
+    uniform_line_ends: frozenset[str] = frozenset()
 
     @property
     def dialect(self) -> dict:
@@ -58,7 +66,7 @@ class Chunk:
         groups, start = [], 0
         for _, run in itertools.groupby(self.objects, key=_dialect_key):
             objects = list(run)
-            groups.append(Chunk(objects, start))
+            groups.append(Chunk(objects, start, self.uniform_line_ends))
             start += len(objects)
         return groups
 
@@ -88,23 +96,55 @@ def plan_chunks(objects: list[dict], chunk_bytes: int) -> list[Chunk]:
     return [Chunk(sorted(group, key=_dialect_key)) for group in chunks]
 
 
-def _readable_path(lake: Lake, obj: dict) -> Path:
-    """The bronze file, transcoded to UTF-8 in tmp/ when DuckDB cannot read its encoding."""
+def _readable_path(lake: Lake, obj: dict, uniform_line_ends: bool = False) -> Path:
+    """The bronze file, transcoded to UTF-8 in tmp/ when DuckDB cannot read its encoding,
+    and with every line end made LF when ``uniform_line_ends``."""
     path = lake.home / obj["bronze_uri"]
     encoding = obj["encoding"]
-    if encoding.lower() in NATIVE_ENCODINGS:
-        return path
+    if encoding.lower() not in NATIVE_ENCODINGS:
+        lake.tmp.mkdir(parents=True, exist_ok=True)
+        target = lake.tmp / f"{obj['object_id']}.utf8.csv"
+        if not target.exists():
+            partial = target.with_suffix(".partial")
+            decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
+            with path.open("rb") as src, partial.open("w", encoding="utf-8", newline="") as dst:
+                for block in iter(lambda: src.read(1 << 20), b""):
+                    dst.write(decoder.decode(block))
+                dst.write(decoder.decode(b"", final=True))
+            partial.replace(target)
+        path, encoding = target, "utf-8"
+    return _with_lf_line_ends(lake, obj["object_id"], path, encoding) if uniform_line_ends else path
+
+
+def _with_lf_line_ends(lake: Lake, object_id: str, path: Path, encoding: str) -> Path:
+    """A copy of ``path`` in tmp/ with every CR LF and lone CR replaced by LF."""
     lake.tmp.mkdir(parents=True, exist_ok=True)
-    target = lake.tmp / f"{obj['object_id']}.utf8.csv"
-    if not target.exists():
-        partial = target.with_suffix(".partial")
-        decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
-        with path.open("rb") as src, partial.open("w", encoding="utf-8", newline="") as dst:
+    target = lake.tmp / f"{object_id}.lf.csv"
+    if target.exists():
+        return target
+    partial = target.with_suffix(".partial")
+    if encoding.lower().startswith("utf-16"):  # CR is two bytes there: translate the text
+        with (
+            path.open(encoding=encoding, newline=None) as src,
+            partial.open("w", encoding=encoding, newline="\n") as dst,
+        ):
+            for text in iter(lambda: src.read(1 << 20), ""):
+                dst.write(text)
+    else:  # UTF-8 and latin-1: a CR byte is always a CR, whatever the bytes around it (bad ones are kept)
+        with path.open("rb") as src, partial.open("wb") as dst:
+            carry = b""
             for block in iter(lambda: src.read(1 << 20), b""):
-                dst.write(decoder.decode(block))
-            dst.write(decoder.decode(b"", final=True))
-        partial.replace(target)
+                block = carry + block
+                carry = b"\r" if block.endswith(b"\r") else b""  # its LF may start the next block
+                block = block[: len(block) - len(carry)]
+                dst.write(block.replace(b"\r\n", b"\n").replace(b"\r", b"\n"))
+            dst.write(carry.replace(b"\r", b"\n"))
+    partial.replace(target)
     return target
+
+
+def _paths(lake: Lake, chunk: Chunk) -> list[str]:
+    return [str(_readable_path(lake, o, o["object_id"] in chunk.uniform_line_ends)) for o in chunk.objects]
 
 
 def _sql_list(values: list[str]) -> str:
@@ -124,7 +164,7 @@ def scan_sql(lake: Lake, chunk: Chunk) -> str:
     dialect = chunk.dialect
     width = len(dialect["header"])
     columns = "{" + ", ".join(f"'c{i}': 'VARCHAR'" for i in range(width)) + "}"
-    files = [str(_readable_path(lake, o)) for o in chunk.objects]
+    files = _paths(lake, chunk)
     native = dialect["encoding"].lower()
     encoding = native if native in NATIVE_ENCODINGS and not native.startswith("utf-8") else "utf-8"
     delimiter = dialect["delimiter"].replace("'", "''")
@@ -145,7 +185,7 @@ def reset_rejects(con: duckdb.DuckDBPyConnection) -> None:
 def collect_rejects(con: duckdb.DuckDBPyConnection, lake: Lake, group: Chunk) -> None:
     """Add to temp table ``rejects`` one row per unsplittable record of the last scan
     (fi, line, error_types, csv_line)."""
-    files = [str(_readable_path(lake, o)) for o in group.objects]
+    files = _paths(lake, group)
     con.execute(
         """CREATE TEMP TABLE IF NOT EXISTS rejects
            (fi BIGINT, line BIGINT, error_types VARCHAR[], csv_line VARCHAR)"""
@@ -160,3 +200,18 @@ def collect_rejects(con: duckdb.DuckDBPyConnection, lake: Lake, group: Chunk) ->
         GROUP BY ALL
         """
     )
+
+
+def unsplittable_objects(con: duckdb.DuckDBPyConnection, lake: Lake, group: Chunk) -> frozenset[str]:
+    """The objects of ``group`` that DuckDB's strict reader cannot scan at all (see the module
+    docstring), each probed on its own: whether a file is read from a copy with uniform line
+    ends depends on that file only, not on the files it shares a chunk with."""
+    found = set()
+    for i, obj in enumerate(group.objects):
+        single = Chunk([obj], group.first_fi + i, group.uniform_line_ends)
+        try:
+            con.execute(f"SELECT count(*) FROM ({scan_sql(lake, single)})").fetchall()
+        except duckdb.InvalidInputException:
+            found.add(obj["object_id"])
+    reset_rejects(con)
+    return frozenset(found)

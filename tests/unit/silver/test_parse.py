@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from saleslake.silver.parse import DIALECT_KEYS, plan_chunks
+from saleslake.lake import Lake
+from saleslake.silver.parse import DIALECT_KEYS, _readable_path, plan_chunks
 
 
 def obj(seq: int, delimiter: str, size: int = 10) -> dict:
@@ -37,3 +38,16 @@ def test_positions_count_from_each_files_first_row():
     fi = np.array([3, 3, 3, 4, 7, 7], dtype=np.uint64)
     assert _positions(fi).tolist() == [1, 2, 3, 1, 1, 2]
     assert _positions(np.array([], dtype=np.uint64)).tolist() == []
+
+
+def test_uniform_line_ends_copy_across_read_blocks(tmp_path):
+    # CR LF split by the copy's 1 MiB read blocks stays one line end; a lone CR becomes one;
+    # bytes that are not UTF-8 are kept for the reader to reject
+    lake = Lake(tmp_path / "lake")
+    body = b"x" * ((1 << 20) - 1) + b"\r\n" + b"a\rb\r\r\nc\xe9\r"
+    (lake.home / "bronze").mkdir(parents=True)
+    (lake.home / "bronze" / "o.csv").write_bytes(body)
+    obj = {"object_id": "o", "bronze_uri": "bronze/o.csv", "encoding": "utf-8"}
+    copy = _readable_path(lake, obj, uniform_line_ends=True)
+    assert copy.read_bytes() == b"x" * ((1 << 20) - 1) + b"\n" + b"a\nb\n\nc\xe9\n"
+    assert _readable_path(lake, obj) == lake.home / "bronze" / "o.csv"

@@ -173,6 +173,33 @@ def test_malformed_records_are_quarantined_with_their_line(tmp_path, lake, setti
     assert rows[1][0] == "malformed_row:too_many_columns" and rows[1][1].endswith("extra,fields")
 
 
+def test_mixed_line_ends_are_read_not_a_crash(tmp_path, lake, settings):
+    # found by tests/integration/test_csv_fuzz.py: DuckDB's strict reader stops the whole
+    # scan ("state machine reached an invalid state") on a file whose records end in LF and
+    # CRLF, or in a lone CR: a traceback from `run`, and the file blocked every later run
+    one, two, three = line(row_id="1"), line(row_id="2"), line(row_id="3")
+    lf_then_crlf = write_csv(tmp_path / "eu" / "a.csv", HEADER + "\n" + one + "\n" + two + "\n" + three + "\r\n")
+    crlf_then_lf = write_csv(tmp_path / "us" / "b.csv", HEADER + "\r\n" + one + "\n" + two + "\r\n" + three + "\r\n")
+    lone_cr = write_csv(tmp_path / "ca" / "c.csv", HEADER + "\n" + one + "\r" + two + "\r\r\n" + three + ",x\n")
+    # beside them, a well-formed file with CR LF inside a quoted field: read as it is
+    quoted = write_csv(tmp_path / "uk" / "d.csv", HEADER + "\n" + line(row_id="1", name="two\r\nlines") + "\n")
+    counts = land_and_process(lake, settings, lf_then_crlf, crlf_then_lf, lone_cr, quoted)
+    assert (counts.rows_read, counts.rows_valid, counts.rows_quarantined) == (10, 9, 1)
+    assert sql(lake, "SELECT source_system, count(*) FROM silver.sales_lines GROUP BY ALL ORDER BY ALL") == [
+        ("csv:ca", 2),
+        ("csv:eu", 3),
+        ("csv:uk", 1),
+        ("csv:us", 3),
+    ]
+    assert sql(lake, "SELECT product_name FROM silver.sales_lines WHERE source_system = 'csv:uk'") == [
+        ("two\r\nlines",)
+    ]
+    # the lone CR ends a record; CR CR LF ends one and leaves an empty line
+    assert sql(lake, "SELECT source_system, source_position, reasons FROM silver.quarantine") == [
+        ("csv:ca", "line:5", ["malformed_row:too_many_columns"])
+    ]
+
+
 def test_duplicates_and_corrections_latest_landed_wins(tmp_path, lake, settings):
     day1 = write_csv(tmp_path / "eu" / "d1.csv", HEADER + "\n" + line(row_id="1") + "\n" + line(row_id="2") + "\n")
     counts = land_and_process(lake, settings, day1)
