@@ -130,7 +130,7 @@ def _with_lf_line_ends(lake: Lake, object_id: str, path: Path, encoding: str) ->
         ):
             for text in iter(lambda: src.read(1 << 20), ""):
                 dst.write(text)
-    else:  # UTF-8 and latin-1: a CR byte is always a CR, whatever the bytes around it (bad ones are kept)
+    else:  # UTF-8: a CR byte is always a CR, whatever the bytes around it (bad ones are kept)
         with path.open("rb") as src, partial.open("wb") as dst:
             carry = b""
             for block in iter(lambda: src.read(1 << 20), b""):

@@ -9,6 +9,7 @@ from helpers import HEADER, line, sql, write_csv
 from saleslake import api
 from saleslake.bronze import land_csv
 from saleslake.silver.process import process_csv
+from saleslake.sources.csv import CsvOverrides
 
 
 def land_and_process(lake, settings, *paths: Path, **kw):
@@ -197,6 +198,20 @@ def test_mixed_line_ends_are_read_not_a_crash(tmp_path, lake, settings):
     # the lone CR ends a record; CR CR LF ends one and leaves an empty line
     assert sql(lake, "SELECT source_system, source_position, reasons FROM silver.quarantine") == [
         ("csv:ca", "line:5", ["malformed_row:too_many_columns"])
+    ]
+
+
+def test_a_latin1_file_with_bytes_0x80_to_0x9f_is_read(tmp_path, lake, settings):
+    # found by tests/integration/test_csv_fuzz.py: landed with --encoding latin-1 (what a user
+    # tries when told "not valid UTF-8"), a cp1252 dash (0x96) made DuckDB's own latin-1
+    # reader fail the whole scan ("File is not latin-1 encoded"): run crashed, every time
+    text = HEADER + "\n" + line(row_id="1", name="Tray \x96 large") + "\n" + line(row_id="2", name="café") + "\n"
+    f = write_csv(tmp_path / "eu" / "d.csv", text, encoding="latin-1")
+    counts = land_and_process(lake, settings, f, overrides=CsvOverrides(encoding="latin-1"))
+    assert (counts.rows_read, counts.rows_valid) == (2, 2)
+    assert sql(lake, "SELECT product_name FROM silver.sales_lines ORDER BY line_id") == [
+        ("Tray \x96 large",),
+        ("café",),
     ]
 
 
