@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import replace
 
 import duckdb
 import numpy as np
@@ -20,19 +19,11 @@ from deltalake import CommitProperties, Transaction, write_deltalake
 from saleslake.bronze import manifest_rows
 from saleslake.config import Settings
 from saleslake.contract import QUARANTINE_SCHEMA, SALES_LINES_SCHEMA
-from saleslake.errors import InputFileError
 from saleslake.lake import Lake, ensure_delta, txn_version
 from saleslake.runs import StageCounts, silver_commit_lock
 from saleslake.silver.dedup import classify, row_hash_sql, write_upserts
 from saleslake.silver.enrich import enrichment_columns, tax_rate_sql
-from saleslake.silver.parse import (
-    Chunk,
-    collect_rejects,
-    plan_chunks,
-    reset_rejects,
-    scan_sql,
-    unsplittable_objects,
-)
+from saleslake.silver.parse import Chunk, collect_rejects, plan_chunks, reset_rejects, scan_sql
 from saleslake.silver.validate import checked_sql, raw_map_sql
 
 APP_ID = "saleslake.silver.csv"
@@ -155,25 +146,6 @@ def _file_columns(chunk: Chunk) -> dict[str, str]:
 
 
 def _check_group(con: duckdb.DuckDBPyConnection, lake: Lake, settings: Settings, group: Chunk) -> pa.Table:
-    try:
-        return _scan_group(con, lake, settings, group)
-    except duckdb.InvalidInputException as exc:
-        # a file the strict reader gives up on (mixed line ends): read it with uniform ones
-        unsplittable = unsplittable_objects(con, lake, group)
-        if not unsplittable:
-            raise
-        try:
-            return _scan_group(con, lake, settings, replace(group, uniform_line_ends=unsplittable))
-        except duckdb.InvalidInputException:
-            first = next(o for o in group.objects if o["object_id"] in unsplittable)
-            raise InputFileError(
-                first["original_path"],
-                f"the CSV reader cannot split this file into records ({str(exc).splitlines()[0]})",
-                f"check its quoting and line ends, then land a corrected export (bronze object {first['bronze_uri']})",
-            ) from None
-
-
-def _scan_group(con: duckdb.DuckDBPyConnection, lake: Lake, settings: Settings, group: Chunk) -> pa.Table:
     dialect = group.dialect
     checked = checked_sql(
         group.columns, dialect["decimal"], dialect["date_format"], scan_sql(lake, group), _file_columns(group)

@@ -33,9 +33,10 @@ DEEP_SAMPLE_ROWS = 100_000
 DELIMITERS = (",", ";", "\t", "|")
 REQUIRED_COLUMNS = tuple(v for v in CSV_FIELDS.values() if v not in OPTIONAL_CSV_COLUMNS)
 # DuckDB reads these natively; anything else is transcoded to UTF-8 before parsing. Not
-# latin-1: DuckDB's own rejects bytes 0x80-0x9F and stops the whole scan ("File is not
-# latin-1 encoded"), while they are common in files called latin-1 (cp1252 dashes, quotes).
-NATIVE_ENCODINGS = {"utf-8", "utf-8-sig", "utf-16"}
+# latin-1 nor utf-16: DuckDB's own decoders stop the whole scan on one byte they refuse
+# ("File is not latin-1 encoded" for 0x80-0x9F, common in files called latin-1: cp1252
+# dashes and quotes; a lone surrogate in UTF-16).
+NATIVE_ENCODINGS = {"utf-8", "utf-8-sig"}
 
 _DMY = re.compile(r"^\s*(\d{1,2})([-/.])(\d{1,2})\2(\d{2}|\d{4})\s*$")
 _ISO = re.compile(r"^\s*\d{4}-\d{2}-\d{2}\s*$")

@@ -40,14 +40,25 @@ def test_positions_count_from_each_files_first_row():
     assert _positions(np.array([], dtype=np.uint64)).tolist() == []
 
 
-def test_uniform_line_ends_copy_across_read_blocks(tmp_path):
+def test_a_file_with_mixed_line_ends_is_read_from_an_lf_copy(tmp_path):
     # CR LF split by the copy's 1 MiB read blocks stays one line end; a lone CR becomes one;
     # bytes that are not UTF-8 are kept for the reader to reject
     lake = Lake(tmp_path / "lake")
-    body = b"x" * ((1 << 20) - 1) + b"\r\n" + b"a\rb\r\r\nc\xe9\r"
     (lake.home / "bronze").mkdir(parents=True)
-    (lake.home / "bronze" / "o.csv").write_bytes(body)
-    obj = {"object_id": "o", "bronze_uri": "bronze/o.csv", "encoding": "utf-8"}
-    copy = _readable_path(lake, obj, uniform_line_ends=True)
-    assert copy.read_bytes() == b"x" * ((1 << 20) - 1) + b"\n" + b"a\nb\n\nc\xe9\n"
-    assert _readable_path(lake, obj) == lake.home / "bronze" / "o.csv"
+    block = (1 << 20) - 1
+    files = {
+        "mixed": b"x" * block + b"\r\n" + b"a\rb\r\r\nc\xe9\r",
+        "lf": b"a\nb\n",
+        "crlf": b"x" * block + b"\r\n" + b"a\r\n",  # a CR LF across the check's read blocks
+        "cr": b"a\rb\r",
+        "crlf_then_lf": b"a\r\nb\n",
+    }
+    paths = {}
+    for name, content in files.items():
+        (lake.home / "bronze" / f"{name}.csv").write_bytes(content)
+        obj = {"object_id": name, "bronze_uri": f"bronze/{name}.csv", "encoding": "utf-8"}
+        paths[name] = _readable_path(lake, obj)
+    assert paths["mixed"].read_bytes() == b"x" * block + b"\n" + b"a\nb\n\nc\xe9\n"
+    assert paths["crlf_then_lf"].read_bytes() == b"a\nb\n"
+    for uniform in ("lf", "crlf", "cr"):
+        assert paths[uniform] == lake.home / "bronze" / f"{uniform}.csv"

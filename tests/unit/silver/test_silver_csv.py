@@ -174,21 +174,26 @@ def test_malformed_records_are_quarantined_with_their_line(tmp_path, lake, setti
     assert rows[1][0] == "malformed_row:too_many_columns" and rows[1][1].endswith("extra,fields")
 
 
-def test_mixed_line_ends_are_read_not_a_crash(tmp_path, lake, settings):
-    # found by tests/integration/test_csv_fuzz.py: DuckDB's strict reader stops the whole
-    # scan ("state machine reached an invalid state") on a file whose records end in LF and
-    # CRLF, or in a lone CR: a traceback from `run`, and the file blocked every later run
+def test_mixed_line_ends_are_read_as_lf(tmp_path, lake, settings):
+    # found while building tests/integration/test_csv_fuzz.py: DuckDB's reader detects one
+    # line end per file; on a file whose records end in LF and CR LF, or in a lone CR, it
+    # stopped the whole scan ("state machine reached an invalid state": a traceback from
+    # `run`, and the file blocked every later run), or, after a closing quote, joined two
+    # records into one malformed row
     one, two, three = line(row_id="1"), line(row_id="2"), line(row_id="3")
     lf_then_crlf = write_csv(tmp_path / "eu" / "a.csv", HEADER + "\n" + one + "\n" + two + "\n" + three + "\r\n")
     crlf_then_lf = write_csv(tmp_path / "us" / "b.csv", HEADER + "\r\n" + one + "\n" + two + "\r\n" + three + "\r\n")
     lone_cr = write_csv(tmp_path / "ca" / "c.csv", HEADER + "\n" + one + "\r" + two + "\r\r\n" + three + ",x\n")
-    # beside them, a well-formed file with CR LF inside a quoted field: read as it is
-    quoted = write_csv(tmp_path / "uk" / "d.csv", HEADER + "\n" + line(row_id="1", name="two\r\nlines") + "\n")
-    counts = land_and_process(lake, settings, lf_then_crlf, crlf_then_lf, lone_cr, quoted)
-    assert (counts.rows_read, counts.rows_valid, counts.rows_quarantined) == (10, 9, 1)
+    quoted_end = line(row_id="1").replace(",High", ',"High"')
+    after_quote = write_csv(tmp_path / "mx" / "d.csv", HEADER + "\n" + quoted_end + "\r" + two + "\n")
+    # a CR LF file with CR LF inside a quoted field: uniform, read as it is
+    crlf = write_csv(tmp_path / "uk" / "e.csv", HEADER + "\r\n" + line(row_id="1", name="two\r\nlines") + "\r\n")
+    counts = land_and_process(lake, settings, lf_then_crlf, crlf_then_lf, lone_cr, after_quote, crlf)
+    assert (counts.rows_read, counts.rows_valid, counts.rows_quarantined) == (12, 11, 1)
     assert sql(lake, "SELECT source_system, count(*) FROM silver.sales_lines GROUP BY ALL ORDER BY ALL") == [
         ("csv:ca", 2),
         ("csv:eu", 3),
+        ("csv:mx", 2),
         ("csv:uk", 1),
         ("csv:us", 3),
     ]
@@ -213,6 +218,19 @@ def test_a_latin1_file_with_bytes_0x80_to_0x9f_is_read(tmp_path, lake, settings)
         ("Tray \x96 large",),
         ("café",),
     ]
+
+
+def test_a_utf16_file_with_a_lone_surrogate_is_read(tmp_path, lake, settings):
+    # DuckDB's own UTF-16 reader failed the whole scan on it ("File is not utf-16 encoded"):
+    # run crashed on such a file every time; transcoded in Python, it becomes U+FFFD
+    head = ("\ufeff" + HEADER + "\n" + line(row_id="1", name="Tray") + "\n").encode("utf-16-le")
+    bad = (line(row_id="2", name="Tr@ay") + "\n").encode("utf-16-le").replace("@".encode("utf-16-le"), b"\x00\xd8")
+    f = tmp_path / "eu" / "d.csv"
+    f.parent.mkdir()
+    f.write_bytes(head + bad)
+    counts = land_and_process(lake, settings, f, overrides=CsvOverrides(encoding="utf-16"))
+    assert (counts.rows_read, counts.rows_valid) == (2, 2)
+    assert sql(lake, "SELECT product_name FROM silver.sales_lines ORDER BY line_id") == [("Tray",), ("Tr\ufffday",)]
 
 
 def test_duplicates_and_corrections_latest_landed_wins(tmp_path, lake, settings):
