@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from saleslake.silver.parse import DIALECT_KEYS, plan_chunks
+from saleslake.lake import Lake
+from saleslake.silver.parse import DIALECT_KEYS, _readable_path, plan_chunks
 
 
 def obj(seq: int, delimiter: str, size: int = 10) -> dict:
@@ -67,3 +68,27 @@ def test_files_holding_a_long_record_are_scanned_sequentially_in_runs_of_their_o
         ([5], 4, False),  # another dialect: another read_csv
     ]
     assert runs[1].long_records == ((1, LongRecord(2, 5000)), (2, LongRecord(2, 5000)))
+
+
+def test_a_file_with_mixed_line_ends_is_read_from_an_lf_copy(tmp_path):
+    # CR LF split by the copy's 1 MiB read blocks stays one line end; a lone CR becomes one;
+    # bytes that are not UTF-8 are kept for the reader to reject
+    lake = Lake(tmp_path / "lake")
+    (lake.home / "bronze").mkdir(parents=True)
+    block = (1 << 20) - 1
+    files = {
+        "mixed": b"x" * block + b"\r\n" + b"a\rb\r\r\nc\xe9\r",
+        "lf": b"a\nb\n",
+        "crlf": b"x" * block + b"\r\n" + b"a\r\n",  # a CR LF across the check's read blocks
+        "cr": b"a\rb\r",
+        "crlf_then_lf": b"a\r\nb\n",
+    }
+    paths = {}
+    for name, content in files.items():
+        (lake.home / "bronze" / f"{name}.csv").write_bytes(content)
+        obj = {"object_id": name, "bronze_uri": f"bronze/{name}.csv", "encoding": "utf-8"}
+        paths[name] = _readable_path(lake, obj)
+    assert paths["mixed"].read_bytes() == b"x" * block + b"\n" + b"a\nb\n\nc\xe9\n"
+    assert paths["crlf_then_lf"].read_bytes() == b"a\nb\n"
+    for uniform in ("lf", "crlf", "cr"):
+        assert paths[uniform] == lake.home / "bronze" / f"{uniform}.csv"

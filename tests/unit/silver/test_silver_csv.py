@@ -13,6 +13,7 @@ from saleslake import api
 from saleslake.bronze import land_csv
 from saleslake.errors import InputFileError
 from saleslake.silver.process import process_csv
+from saleslake.sources.csv import CsvOverrides
 
 
 def land_and_process(lake, settings, *paths: Path, **kw):
@@ -129,6 +130,34 @@ def test_decimal_comma_values(tmp_path, lake, settings):
     assert sql(lake, "SELECT reasons FROM silver.quarantine") == [(["invalid_number:sales"],)]
 
 
+def test_a_quantity_with_a_fraction_is_invalid_not_rounded(tmp_path, lake, settings):
+    # found by tests/integration/test_csv_fuzz.py: TRY_CAST('0.5' AS BIGINT) is 1, '2.5' is 3
+    rows = [line(row_id=str(i), quantity=q) for i, q in enumerate(["2.5", "0.5", "-0.4", "2.0", "3"], start=1)]
+    point = write_csv(tmp_path / "eu" / "d.csv", HEADER + "\n" + "\n".join(rows) + "\n")
+
+    def semicolon_row(row_id: str, quantity: str) -> str:  # decimal comma: '#' marks it until the split
+        text = line(row_id=row_id, quantity=quantity, name="Widget", sales="100#50", discount="0#1", profit="10#5")
+        return text.replace("12.5", "12#5").replace(",", ";").replace("#", ",")
+
+    comma = write_csv(
+        tmp_path / "fr" / "d.csv",
+        HEADER.replace(",", ";") + "\n" + semicolon_row("1", "2#5") + "\n" + semicolon_row("2", "4") + "\n",
+    )
+    counts = land_and_process(lake, settings, point, comma)
+    assert (counts.rows_read, counts.rows_valid, counts.rows_quarantined) == (7, 3, 4)
+    assert sorted(sql(lake, "SELECT source_system, line_id, reasons FROM silver.quarantine")) == [
+        ("csv:eu", "1", ["invalid_number:quantity"]),
+        ("csv:eu", "2", ["invalid_number:quantity"]),
+        ("csv:eu", "3", ["invalid_number:quantity"]),
+        ("csv:fr", "1", ["invalid_number:quantity"]),
+    ]
+    assert sql(lake, "SELECT source_system, line_id, quantity FROM silver.sales_lines ORDER BY ALL") == [
+        ("csv:eu", "4", 2),
+        ("csv:eu", "5", 3),
+        ("csv:fr", "2", 4),
+    ]
+
+
 def test_malformed_records_are_quarantined_with_their_line(tmp_path, lake, settings):
     text = (
         HEADER
@@ -147,6 +176,65 @@ def test_malformed_records_are_quarantined_with_their_line(tmp_path, lake, setti
     rows = sorted(sql(lake, "SELECT reasons[1], raw_line FROM silver.quarantine"))
     assert rows[0][0] == "malformed_row:missing_columns" and rows[0][1] == "4,O-9,15-01-2021,17-0"
     assert rows[1][0] == "malformed_row:too_many_columns" and rows[1][1].endswith("extra,fields")
+
+
+def test_mixed_line_ends_are_read_as_lf(tmp_path, lake, settings):
+    # found while building tests/integration/test_csv_fuzz.py: DuckDB's reader detects one
+    # line end per file; on a file whose records end in LF and CR LF, or in a lone CR, it
+    # stopped the whole scan ("state machine reached an invalid state": a traceback from
+    # `run`, and the file blocked every later run), or, after a closing quote, joined two
+    # records into one malformed row
+    one, two, three = line(row_id="1"), line(row_id="2"), line(row_id="3")
+    lf_then_crlf = write_csv(tmp_path / "eu" / "a.csv", HEADER + "\n" + one + "\n" + two + "\n" + three + "\r\n")
+    crlf_then_lf = write_csv(tmp_path / "us" / "b.csv", HEADER + "\r\n" + one + "\n" + two + "\r\n" + three + "\r\n")
+    lone_cr = write_csv(tmp_path / "ca" / "c.csv", HEADER + "\n" + one + "\r" + two + "\r\r\n" + three + ",x\n")
+    quoted_end = line(row_id="1").replace(",High", ',"High"')
+    after_quote = write_csv(tmp_path / "mx" / "d.csv", HEADER + "\n" + quoted_end + "\r" + two + "\n")
+    # a CR LF file with CR LF inside a quoted field: uniform, read as it is
+    crlf = write_csv(tmp_path / "uk" / "e.csv", HEADER + "\r\n" + line(row_id="1", name="two\r\nlines") + "\r\n")
+    counts = land_and_process(lake, settings, lf_then_crlf, crlf_then_lf, lone_cr, after_quote, crlf)
+    assert (counts.rows_read, counts.rows_valid, counts.rows_quarantined) == (12, 11, 1)
+    assert sql(lake, "SELECT source_system, count(*) FROM silver.sales_lines GROUP BY ALL ORDER BY ALL") == [
+        ("csv:ca", 2),
+        ("csv:eu", 3),
+        ("csv:mx", 2),
+        ("csv:uk", 1),
+        ("csv:us", 3),
+    ]
+    assert sql(lake, "SELECT product_name FROM silver.sales_lines WHERE source_system = 'csv:uk'") == [
+        ("two\r\nlines",)
+    ]
+    # the lone CR ends a record; CR CR LF ends one and leaves an empty line
+    assert sql(lake, "SELECT source_system, source_position, reasons FROM silver.quarantine") == [
+        ("csv:ca", "line:5", ["malformed_row:too_many_columns"])
+    ]
+
+
+def test_a_latin1_file_with_bytes_0x80_to_0x9f_is_read(tmp_path, lake, settings):
+    # found by tests/integration/test_csv_fuzz.py: landed with --encoding latin-1 (what a user
+    # tries when told "not valid UTF-8"), a cp1252 dash (0x96) made DuckDB's own latin-1
+    # reader fail the whole scan ("File is not latin-1 encoded"): run crashed, every time
+    text = HEADER + "\n" + line(row_id="1", name="Tray \x96 large") + "\n" + line(row_id="2", name="café") + "\n"
+    f = write_csv(tmp_path / "eu" / "d.csv", text, encoding="latin-1")
+    counts = land_and_process(lake, settings, f, overrides=CsvOverrides(encoding="latin-1"))
+    assert (counts.rows_read, counts.rows_valid) == (2, 2)
+    assert sql(lake, "SELECT product_name FROM silver.sales_lines ORDER BY line_id") == [
+        ("Tray \x96 large",),
+        ("café",),
+    ]
+
+
+def test_a_utf16_file_with_a_lone_surrogate_is_read(tmp_path, lake, settings):
+    # DuckDB's own UTF-16 reader failed the whole scan on it ("File is not utf-16 encoded"):
+    # run crashed on such a file every time; transcoded in Python, it becomes U+FFFD
+    head = ("\ufeff" + HEADER + "\n" + line(row_id="1", name="Tray") + "\n").encode("utf-16-le")
+    bad = (line(row_id="2", name="Tr@ay") + "\n").encode("utf-16-le").replace("@".encode("utf-16-le"), b"\x00\xd8")
+    f = tmp_path / "eu" / "d.csv"
+    f.parent.mkdir()
+    f.write_bytes(head + bad)
+    counts = land_and_process(lake, settings, f, overrides=CsvOverrides(encoding="utf-16"))
+    assert (counts.rows_read, counts.rows_valid) == (2, 2)
+    assert sql(lake, "SELECT product_name FROM silver.sales_lines ORDER BY line_id") == [("Tray",), ("Tr\ufffday",)]
 
 
 def test_duplicates_and_corrections_latest_landed_wins(tmp_path, lake, settings):
