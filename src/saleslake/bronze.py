@@ -27,6 +27,7 @@ import duckdb
 import pyarrow as pa
 from deltalake import write_deltalake
 
+from saleslake.crashpoints import crash_point
 from saleslake.errors import InputFileError
 from saleslake.lake import Lake, open_delta, snapshot_view_sql
 from saleslake.runs import utcnow
@@ -178,6 +179,7 @@ def _store(path: Path, known: set[str], folder: Path) -> _Stored:
         _write_whole(target, content)
     else:
         _copy_verified(path, target, sha)
+    crash_point("bronze.object_written")
     return _Stored(path, sha, created=created)
 
 
@@ -351,6 +353,8 @@ def land_csv(
     if rows:
         lake.manifest.mkdir(parents=True, exist_ok=True)
         # One commit for the whole ingest: either every file of it is in the manifest or none.
+        crash_point("bronze.manifest.before_commit")
         write_deltalake(str(lake.manifest), pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), mode="append")
+        crash_point("bronze.manifest.after_commit")
     result.landed = rows
     return result

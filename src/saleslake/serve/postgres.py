@@ -59,6 +59,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from deltalake import DeltaTable
 
+from saleslake.crashpoints import crash_point
 from saleslake.errors import TransientError, UserError
 from saleslake.gold.publish import releases
 from saleslake.lake import Lake, snapshot_view_sql
@@ -443,6 +444,7 @@ def _publish_once(
                 staged[name] = columns
             result.timings[f"stage_{name}"] = round(time.perf_counter() - step, 3)
         conn.commit()
+        crash_point("publish_postgres.after_staging")
         step = time.perf_counter()
 
         # 2. swap: one transaction makes the new gold visible at once. A lock timeout (a
@@ -486,12 +488,14 @@ def _publish_once(
                             result.seconds,
                         ],
                     ).fetchone()
+                    crash_point("publish_postgres.before_commit")
                 break
             except psycopg.errors.LockNotAvailable as exc:
                 if swap_attempt == pg.publish_attempts:
                     raise SwapLocked(str(exc)) from None
                 time.sleep(min(0.5 * 2 ** (swap_attempt - 1), 8.0))
                 step = time.perf_counter()
+        crash_point("publish_postgres.after_commit")
         for name in staged:  # after the swap: unlinking the stage's files holds no target lock
             stage = FACT_STAGE.format(s=s) if name == FACT else quote_ident(f"stage_{name}")
             conn.execute(f"DROP TABLE IF EXISTS {stage}")

@@ -19,6 +19,7 @@ from deltalake import CommitProperties, Transaction, write_deltalake
 from saleslake.bronze import manifest_rows
 from saleslake.config import Settings
 from saleslake.contract import QUARANTINE_SCHEMA, SALES_LINES_SCHEMA
+from saleslake.crashpoints import crash_point
 from saleslake.lake import Lake, ensure_delta, txn_version
 from saleslake.runs import StageCounts, silver_commit_lock
 from saleslake.silver.dedup import classify, row_hash_sql, write_upserts
@@ -200,11 +201,15 @@ def process_chunk(
     ).fetchall()[0][0]
     with silver_commit_lock(lake):
         if chunk.last_seq > quarantine_seq:
+            crash_point("silver.quarantine.before_commit")
             _write_quarantine(con, lake, chunk, quarantine_seq)
+            crash_point("silver.quarantine.after_commit")
         target = ensure_delta(lake.sales_lines, SALES_LINES_SCHEMA, ["order_month"])
         counts = classify(con, target, lines_seq, existing_filter="s.source_system LIKE 'csv:%'")
         if chunk.last_seq > lines_seq:
+            crash_point("silver.sales_lines.before_commit")
             write_upserts(con, target, [Transaction(APP_ID, chunk.last_seq)])
+            crash_point("silver.sales_lines.after_commit")
     con.execute("DROP VIEW IF EXISTS upserts; DROP VIEW IF EXISTS replaced; DROP VIEW IF EXISTS valid")
     _drop_checked(con)
     for name in ("rejects", "versions", "multi", "existing", "files"):
