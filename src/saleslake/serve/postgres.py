@@ -400,6 +400,9 @@ def _publish_once(
             and last[3] == result.schema_version
             and not result.migrations_applied
         ):
+            # a publish killed between its swap's commit and its cleanup left the staged fact behind
+            conn.execute(f"DROP TABLE IF EXISTS {FACT_STAGE.format(s=s)}")
+            conn.commit()
             result.skipped = True
             result.tables = {name: TableLoad(skipped=True) for name in TABLES}
             result.seconds = time.perf_counter() - started
