@@ -65,13 +65,14 @@ def timed(name: str, fn):
     return wrapper
 
 
-def split_write(con, target, positions):
+def split_write(con, target, positions, dropped=None):
     # materialise the rows first, so the query and the Delta write are timed apart
     started = time.perf_counter()
     con.execute("CREATE OR REPLACE TEMP TABLE profiled_upserts AS SELECT * FROM upserts")
     SPENT["write: sales_lines, the upserts query"] += time.perf_counter() - started
     con.execute("CREATE OR REPLACE TEMP VIEW upserts AS SELECT * FROM profiled_upserts")
-    return timed("write: sales_lines, Arrow cast + Delta append/rewrite", dedup.write_upserts)(con, target, positions)
+    write = timed("write: sales_lines, Arrow cast + Delta append/rewrite", dedup.write_upserts)
+    return write(con, target, positions, dropped)
 
 
 def report(what: str, total: float) -> None:

@@ -16,6 +16,8 @@ lane() { printf '\n== %s\n' "$1"; }
 lane "lint (ruff check, ruff format --check)"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+lane "types (mypy)"
+.venv/bin/mypy
 lane "unit tests"
 .venv/bin/python -m pytest -m unit -q
 bash scripts/setup_browser.sh  # Debian chromium for the dashboard browser test

@@ -60,6 +60,19 @@ def line(
     )
 
 
+def long_first_row_export(path: Path) -> Path:
+    """The issue's 50-line export whose first row's product name has 40,000 characters."""
+    rows = [line(row_id="1", name="Chair " + "x" * 39_994)] + [line(row_id=str(i)) for i in range(2, 50)]
+    return write_csv(path, HEADER + "\n" + "\n".join(rows) + "\n")
+
+
+def wide_export(path: Path, extra_columns: int = 100_000, rows: int = 3) -> Path:
+    """A header of 100,000 extra columns (~1.6 MB) after the 24 known ones, then data rows."""
+    header = HEADER + "," + ",".join(f"Extra {i}" for i in range(extra_columns))
+    body = "\n".join(line(row_id=str(i)) + "," * extra_columns for i in range(1, rows + 1))
+    return write_csv(path, header + "\n" + body + "\n")
+
+
 def free_ports(count: int) -> list[int]:
     """Distinct ports the kernel hands out on 127.0.0.1 (all held open until chosen)."""
     import socket

@@ -42,18 +42,18 @@ def send_alert(alert: Alert, settings: Settings) -> list[Delivery]:
     level = logging.WARNING if alert.severity == "warning" else logging.ERROR
     log.log(level, "ALERT %s: %s", alert.title, alert.text)
     done = [Delivery("log", True)]
-    if settings.alerts.webhook():
-        done.append(_send_webhook(alert, settings))
+    url = settings.alerts.webhook()
+    if url:
+        done.append(_send_webhook(alert, url, settings))
     if settings.alerts.smtp_host and settings.alerts.mail_to:
-        done.append(_send_email(alert, settings))
+        done.append(_send_email(alert, settings.alerts.smtp_host, settings))
     for d in done:
         if not d.ok:
             log.error("alert channel %s failed: %s", d.channel, d.error)
     return done
 
 
-def _send_webhook(alert: Alert, settings: Settings) -> Delivery:
-    url = settings.alerts.webhook()
+def _send_webhook(alert: Alert, url: str, settings: Settings) -> Delivery:
     body = json.dumps(asdict(alert), default=str).encode()
     request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
     try:
@@ -68,7 +68,7 @@ def _send_webhook(alert: Alert, settings: Settings) -> Delivery:
         return Delivery("webhook", False, f"not reachable ({reason})")
 
 
-def _send_email(alert: Alert, settings: Settings) -> Delivery:
+def _send_email(alert: Alert, smtp_host: str, settings: Settings) -> Delivery:
     a = settings.alerts
     message = EmailMessage()
     message["Subject"] = f"[saleslake {alert.severity}] {alert.title}"
@@ -77,7 +77,7 @@ def _send_email(alert: Alert, settings: Settings) -> Delivery:
     details = json.dumps(alert.details, indent=2, default=str) if alert.details else ""
     message.set_content(f"{alert.text}\n\n{details}".strip() + "\n")
     try:
-        with smtplib.SMTP(a.smtp_host, a.smtp_port, timeout=30) as smtp:
+        with smtplib.SMTP(smtp_host, a.smtp_port, timeout=30) as smtp:
             if a.smtp_starttls:
                 smtp.starttls()
             password = read_secret("SALESLAKE_SMTP_PASSWORD")

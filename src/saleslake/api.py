@@ -20,8 +20,8 @@ from typing import Literal
 
 import pyarrow as pa
 
-from saleslake.bronze import LandResult, land_csv
-from saleslake.config import Settings, load_settings
+from saleslake.bronze import LandResult, land_csv, reparse_csv
+from saleslake.config import Settings, dsn_without_password, load_settings
 from saleslake.crashpoints import crash_point
 from saleslake.errors import (  # noqa: F401 - re-exported: the CLI and the DAGs match on these
     ConfigError,
@@ -49,6 +49,16 @@ def _resolve(s: Settings | None) -> tuple[Settings, Lake]:
     return s, Lake(s.home)
 
 
+def _dsn_option(dsn: str | None, s: Settings, role: str) -> str | None:
+    """A ``--dsn`` given to a command, refused when it holds a password (visible in ``ps``),
+    as the ``postgres.dsn`` setting is."""
+    try:
+        return dsn_without_password(dsn, s.postgres.password_env(role))
+    except ValueError as exc:
+        why = " (any user can read a command line with ps)" if "password" in str(exc) else ""
+        raise UserError(f"--dsn: {exc}{why}") from None
+
+
 # -- ingest -------------------------------------------------------------------------------
 
 
@@ -63,19 +73,31 @@ def ingest_csv(
     settings: Settings | None = None,
     wait_seconds: float = 0.0,
     progress: Callable[[int, int], None] | None = None,
+    reparse: bool = False,
 ) -> LandResult:
     """Land CSV files or folders in bronze. Files that cannot be exports come back in
-    ``result.errors`` (one line each); every other file lands."""
+    ``result.errors`` (one line each); every other file lands.
+
+    ``reparse``: the files landed before, with the wrong options, are parsed again with
+    these (see :func:`saleslake.bronze.reparse_csv`): the next ``run`` replaces their
+    silver and quarantine rows, once; their source and currency stay unless given."""
     s, lake = _resolve(settings)
     if decimal not in (None, ".", ","):
         raise UserError(f"--decimal must be '.' or ',', not {decimal!r}")
+    if delimiter is not None and len(delimiter) != 1:
+        raise UserError(
+            f"--delimiter must be one character such as ',' ';' '|' or a tab ($'\\t' in bash), not {delimiter!r}"
+        )
     overrides = CsvOverrides(delimiter=delimiter, decimal=decimal, date_format=date_format, encoding=encoding)
     run_id = new_run_id()
     with lake_lock(lake, run_id, "ingest csv", wait_seconds):
         started = utcnow()
-        result = land_csv(
-            lake, [Path(p) for p in paths], source, overrides, currency or s.csv.default_currency, progress
-        )
+        if reparse:
+            result = reparse_csv(lake, [Path(p) for p in paths], source, overrides, currency)
+        else:
+            result = land_csv(
+                lake, [Path(p) for p in paths], source, overrides, currency or s.csv.default_currency, progress
+            )
         Ledger(lake, run_id, "ingest csv").record(
             StageRecord(
                 stage="bronze",
@@ -87,7 +109,8 @@ def ingest_csv(
                     "landed": len(result.landed),
                     "already_landed": len(result.already_landed),
                     "header_only": len(result.header_only),
-                    "bytes": sum(r["size_bytes"] for r in result.landed),
+                    "reparsed": len(result.reparsed),
+                    "bytes": sum(r["size_bytes"] for r in result.landed + result.reparsed),
                 },
             )
         )
@@ -106,14 +129,24 @@ class RunResult:
     message: str = ""
 
 
-def _gate_share(lake: Lake, this_run: StageCounts) -> tuple[float, int, int]:
-    """Quarantine share over all silver work not yet published to gold (incl. this run)."""
+def _gate_share(lake: Lake, this_run: StageCounts, this_details: dict | None = None) -> tuple[float, int, int]:
+    """Quarantine share over all silver work not yet published to gold (incl. this run).
+
+    The rows of an earlier parse that a reparse replaced leave the share when the run that
+    counted them is in the window (its ``csv_seqs`` range holds the batch that wrote them):
+    a file quarantined whole for a wrong --decimal, then reparsed, must not keep gold from
+    being published. Their counts are in the reparse's manifest row, so a run killed while
+    it replaced them changes nothing here."""
+    from saleslake.bronze import replaced_parses
+    from saleslake.silver.process import processed_seq
+
     rows = ledger_rows(lake)
     last_gold = max(
         (r["recorded_at"] for r in rows if r["stage"] == "gold" and r["status"] == "succeeded"), default=None
     )
     read = this_run.rows_read
     quarantined = this_run.rows_quarantined
+    ranges = [this_details["csv_seqs"]] if this_details and this_details.get("csv_seqs") else []
     for r in rows:
         if (
             r["stage"] == "silver"
@@ -122,6 +155,12 @@ def _gate_share(lake: Lake, this_run: StageCounts) -> tuple[float, int, int]:
         ):
             read += r["rows_read"] or 0
             quarantined += r["rows_quarantined"] or 0
+            ranges += [json.loads(r["details"] or "{}").get("csv_seqs")] if r["details"] else []
+    for parse in replaced_parses(lake, processed_seq(lake)):
+        if any(low <= parse["batch_seq"] <= high for low, high in filter(None, ranges)):
+            read -= parse["rows"]
+            quarantined -= parse["quarantined"]
+    read, quarantined = max(read, 0), max(quarantined, 0)
     return (quarantined / read if read else 0.0), quarantined, read
 
 
@@ -198,7 +237,9 @@ def _run_stages(lake, s, ledger, result, until, threshold, progress, force_gold,
         progress("silver", 0, pending_bytes)
     silver = process_csv(lake, s, (lambda n: progress("silver", n, None)) if progress else None)
     result.stages["silver"] = silver
-    share, quarantined, read = _gate_share(lake, silver)
+    # the landings this stage parsed: the quality gate's window (see _gate_share)
+    csv_details = {"csv_seqs": [objects[0]["landed_seq"], objects[-1]["landed_seq"]]} if objects else {}
+    share, quarantined, read = _gate_share(lake, silver, csv_details)
     # The gate guards gold publication; a run that stops at silver only reports the share.
     gate_failed = share > threshold and until == "gold"
     ledger.record(
@@ -208,7 +249,7 @@ def _run_stages(lake, s, ledger, result, until, threshold, progress, force_gold,
             started,
             utcnow(),
             counts=silver,
-            details={"quarantine_share": round(share, 6), "silver_version": _silver_version(lake)},
+            details={"quarantine_share": round(share, 6), "silver_version": _silver_version(lake), **csv_details},
         )
     )
     crash_point("run.after_silver")
@@ -305,6 +346,7 @@ def publish_postgres(dsn: str | None = None, schema: str | None = None, settings
     from saleslake.serve.postgres import publish_postgres as publish
 
     s, lake = _resolve(settings)
+    dsn = _dsn_option(dsn, s, "warehouse")
     run_id = new_run_id()
     ledger = Ledger(lake, run_id, "publish postgres")
     started = utcnow()
@@ -423,12 +465,14 @@ def status(limit: int = 20, settings: Settings | None = None) -> list[dict]:
     return ordered[:limit]
 
 
-def query(sql: str, settings: Settings | None = None) -> pa.Table:
-    """Read-only SQL over ``gold.*``, ``silver.*`` and ``system.*`` (committed snapshots)."""
+def query(sql: str, settings: Settings | None = None, allow_files: Sequence[str | Path] = ()) -> pa.Table:
+    """Read-only SQL over ``gold.*``, ``silver.*`` and ``system.*`` (committed snapshots).
+    ``allow_files``: folders whose files the SQL may read, besides ``query.allow_files``."""
     from saleslake.serve.query import run_query
 
-    _, lake = _resolve(settings)
-    return run_query(lake, sql)
+    s, lake = _resolve(settings)
+    folders = [*s.query.allow_files, *(Path(p) for p in allow_files)]
+    return run_query(lake, sql, folders)
 
 
 def quarantine(reason: str | None = None, limit: int = 50, settings: Settings | None = None) -> pa.Table:
@@ -473,6 +517,7 @@ def generate_oltp(
     from saleslake.sample.oltp import generate_oltp as generate
 
     s, _ = _resolve(settings)
+    dsn = _dsn_option(dsn, s, "owner")
     return generate(s.postgres, dsn=dsn, orders=orders, mutate=mutate, seed=seed, replace=replace, progress=progress)
 
 
@@ -488,6 +533,8 @@ class PostgresIngestResult:
     extract_seconds: float
     seconds: float
     attempts: int
+    # reference states quarantined per table (an implausible updated_at: CONTRACT §4)
+    reference_quarantined: dict[str, int] = field(default_factory=dict)
 
     @property
     def rows(self) -> int:
@@ -516,6 +563,7 @@ def ingest_postgres(
     from saleslake.sources import postgres as source
 
     s, lake = _resolve(settings)
+    dsn = _dsn_option(dsn, s, "reader")
     chosen = source.resolve_tables(tables)
     run_id = new_run_id()
     clock = _time.perf_counter()
@@ -568,6 +616,7 @@ def ingest_postgres(
                     details={
                         "removed": counts.removed,
                         "reference": counts.reference,
+                        "reference_quarantined": counts.reference_quarantined,
                         "extract_seq": extract.seq,
                         "silver_version": _silver_version(lake),
                     },
@@ -588,6 +637,7 @@ def ingest_postgres(
         silver=silver,
         removed=counts.removed,
         reference=counts.reference or {},
+        reference_quarantined=counts.reference_quarantined or {},
         extract_seconds=extract.seconds,
         seconds=_time.perf_counter() - clock,
         attempts=extract.attempts,
@@ -721,8 +771,10 @@ def stream(
 ):
     """Consume the point-of-sale topic into bronze and silver, exactly once (CONTRACT §6).
 
-    Runs until ``stop`` (a ``threading.Event``) is set, or with ``until_idle`` until every
-    assigned partition is consumed to its end, or after ``max_seconds`` (a bounded
+    Runs until ``stop`` (a ``threading.Event``) is set, or with ``until_idle`` until the
+    lake holds every record of every partition of the topic (whichever member of the group
+    holds them; raises :class:`saleslake.sources.backlog.PartitionsNotDrainedError` after
+    ``stream.idle_wait_seconds`` without progress), or after ``max_seconds`` (a bounded
     micro-batch run, as the Airflow stream DAG does). Returns a
     :class:`saleslake.stream.StreamResult`.
     """

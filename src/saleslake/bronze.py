@@ -6,6 +6,13 @@ manifest row per file is appended to ``system/bronze_manifest`` in a single Delt
 per ingest. A file whose checksum is already in the manifest is not landed again. The
 manifest assigns each object a ``landed_seq``: silver processes objects in that order
 and records the highest one it processed in the same Delta commit as the rows.
+
+A file landed with the wrong dialect options is corrected by a *reparse*
+(:func:`reparse_csv`, ``ingest csv FILE --reparse``): the same bytes land again with a new
+manifest row whose ``replaces_seq`` names the original landing. Silver parses it at its
+own ``landed_seq`` (after its position, so exactly once) but gives its rows the original's
+landing sequence (so a later landed correction of a line still wins), and replaces every
+row of the earlier parse (see :mod:`saleslake.silver.process`).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
@@ -53,6 +61,15 @@ MANIFEST_SCHEMA = pa.schema(
         ("columns", pa.string()),  # JSON: canonical name -> position in the header
         ("extra_columns", pa.list_(pa.string())),
         ("currency", pa.string()),
+        # a reparse: the landed_seq of the file's original landing, whose rows it replaces
+        # (null for a first landing; absent from manifests written before reparses existed)
+        ("replaces_seq", pa.int64()),
+        # the rows of the earlier parse silver held when the reparse landed: the last
+        # landing sequence of the batch that wrote them, how many, how many quarantined
+        # (the quality gate takes them out of its share, see saleslake.api)
+        ("replaces_batch_seq", pa.int64()),
+        ("replaces_rows", pa.int64()),
+        ("replaces_quarantined", pa.int64()),
     ]
 )
 
@@ -63,6 +80,7 @@ class LandResult:
     already_landed: list[str] = field(default_factory=list)
     header_only: list[str] = field(default_factory=list)
     errors: list[InputFileError] = field(default_factory=list)
+    reparsed: list[dict] = field(default_factory=list)  # manifest rows of reparses (reparse_csv)
 
 
 # Hashing and file I/O release the GIL; sniffing does not: a couple of threads is enough.
@@ -96,6 +114,50 @@ def manifest_rows(lake: Lake, where: str = "true") -> list[dict]:
         )
     finally:
         con.close()
+
+
+def _has_replaces(table) -> bool:
+    return "replaces_seq" in pa.schema(table.schema()).names
+
+
+def pending_csv_objects(lake: Lake, after_seq: int) -> list[dict]:
+    """The CSV objects landed after ``after_seq`` that silver still has to parse, in
+    landing order, each with ``version_seq``: the landing sequence its rows carry (its own,
+    or for a reparse the original landing's). An object that a later reparse of the same
+    file supersedes is left out: only the latest parse of a file counts."""
+    table = open_delta(lake.manifest)
+    if table is None:
+        return []
+    replaces = "replaces_seq" if _has_replaces(table) else "CAST(NULL AS BIGINT)"
+    con = duckdb.connect()
+    try:
+        return (
+            con.sql(
+                f"""
+                SELECT * FROM (
+                    SELECT *, coalesce({replaces}, landed_seq) AS version_seq,
+                           max(landed_seq) OVER (PARTITION BY coalesce({replaces}, landed_seq)) AS latest_seq
+                    FROM ({snapshot_view_sql(table)}) m WHERE kind = 'csv'
+                )
+                WHERE landed_seq > {int(after_seq)} AND landed_seq = latest_seq
+                ORDER BY landed_seq
+                """
+            )
+            .to_arrow_table()
+            .drop_columns(["latest_seq"])
+            .to_pylist()
+        )
+    finally:
+        con.close()
+
+
+def _append_manifest(lake: Lake, rows: list[dict]) -> None:
+    """One commit for the rows of one ingest: either every file of it is in the manifest or
+    none (a manifest from before ``replaces_seq`` gains the column)."""
+    lake.manifest.mkdir(parents=True, exist_ok=True)
+    write_deltalake(
+        str(lake.manifest), pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), mode="append", schema_mode="merge"
+    )
 
 
 def _known_state(lake: Lake) -> tuple[set[str], int, dict[str, str]]:
@@ -133,7 +195,11 @@ def _write_whole(target: Path, content: bytes) -> None:
     if target.exists():
         return
     partial = _partial_name(target)
-    partial.write_bytes(content)
+    try:
+        partial.write_bytes(content)
+    except BaseException:  # a full disk: leave no half file behind, and give its room back
+        partial.unlink(missing_ok=True)
+        raise
     os.replace(partial, target)
 
 
@@ -143,10 +209,14 @@ def _copy_verified(source: Path, target: Path, sha: str) -> None:
         return
     partial = _partial_name(target)
     digest = hashlib.sha256()
-    with source.open("rb") as src, partial.open("wb") as dst:
-        for block in iter(lambda: src.read(1 << 20), b""):
-            digest.update(block)
-            dst.write(block)
+    try:
+        with source.open("rb") as src, partial.open("wb") as dst:
+            for block in iter(lambda: src.read(1 << 20), b""):
+                digest.update(block)
+                dst.write(block)
+    except BaseException:  # a full disk: leave no half file behind, and give its room back
+        partial.unlink(missing_ok=True)
+        raise
     if digest.hexdigest() != sha:
         partial.unlink()
         raise InputFileError(
@@ -249,6 +319,46 @@ def _safely(fn: Callable, *args):
         return exc
 
 
+def _manifest_row(
+    lake: Lake, sniffed: CsvFile, source: str, sha: str, target: Path, landed_at: datetime, currency: str
+) -> dict:
+    """A file's manifest row, but its ``landed_seq`` and ``size_bytes``."""
+    return {
+        "object_id": sha,
+        "landed_seq": None,
+        "kind": "csv",
+        "source": source,
+        "source_system": f"csv:{source}",
+        "original_name": sniffed.path.name,
+        "original_path": str(sniffed.path.absolute()),
+        "size_bytes": None,
+        "bronze_uri": str(target.relative_to(lake.home)),
+        "landed_at": landed_at,
+        "encoding": sniffed.encoding,
+        "delimiter": sniffed.delimiter,
+        "decimal": sniffed.decimal,
+        "date_format": sniffed.date_format,
+        "header": list(sniffed.header),
+        "columns": json.dumps(sniffed.columns, sort_keys=True),
+        "extra_columns": list(sniffed.extra_columns),
+        "currency": currency,
+    }
+
+
+def _date_formats(
+    candidates: list[tuple[CsvFile, str, str]], overrides: CsvOverrides, known_formats: dict[str, str]
+) -> list[CsvFile]:
+    """The sniffed files of ``candidates`` (file, source, sha) with their source's date
+    format; raises InputFileError when a source's cannot be decided."""
+    undecided = undecided_sources([c[0] for c in candidates], [c[1] for c in candidates], known_formats)
+    if undecided:  # look deeper into those sources' files before asking the user
+        candidates = [
+            (sniff(c.path, overrides, deep=True) or c if src in undecided else c, src, sha)
+            for c, src, sha in candidates
+        ]
+    return resolve_date_formats([c[0] for c in candidates], [c[1] for c in candidates], known_formats)
+
+
 def land_csv(
     lake: Lake,
     paths: list[Path],
@@ -311,50 +421,193 @@ def land_csv(
     landing = {s.sha for s, _ in staged}
     _unland(folder, [w for w in written if w.sha not in landing])
     candidates = [(sniffed, source or default_source(s.path), s.sha) for s, sniffed in staged]
-    undecided = undecided_sources([c[0] for c in candidates], [c[1] for c in candidates], known_formats)
-    if undecided:  # look deeper into those sources' files before asking the user
-        candidates = [
-            (sniff(c.path, overrides, deep=True) or c if src in undecided else c, src, sha)
-            for c, src, sha in candidates
-        ]
     try:
-        resolved = resolve_date_formats([c[0] for c in candidates], [c[1] for c in candidates], known_formats)
+        resolved = _date_formats(candidates, overrides, known_formats)
     except InputFileError as exc:
         _unland(folder, [s for s, _ in staged])
         result.errors.append(exc)
         return result
-    targets = [folder / f"{sha}.csv" for _, _, sha in candidates]
     rows = []
     seq = top_seq
-    for sniffed, target, (_, src, sha) in zip(resolved, targets, candidates):
+    for sniffed, (_, src, sha) in zip(resolved, candidates):
         seq += 1
+        target = folder / f"{sha}.csv"
         rows.append(
-            {
-                "object_id": sha,
-                "landed_seq": seq,
-                "kind": "csv",
-                "source": src,
-                "source_system": f"csv:{src}",
-                "original_name": sniffed.path.name,
-                "original_path": str(sniffed.path.absolute()),
-                "size_bytes": target.stat().st_size,
-                "bronze_uri": str(target.relative_to(lake.home)),
-                "landed_at": landed_at,
-                "encoding": sniffed.encoding,
-                "delimiter": sniffed.delimiter,
-                "decimal": sniffed.decimal,
-                "date_format": sniffed.date_format,
-                "header": list(sniffed.header),
-                "columns": json.dumps(sniffed.columns, sort_keys=True),
-                "extra_columns": list(sniffed.extra_columns),
-                "currency": currency,
-            }
+            _manifest_row(lake, sniffed, src, sha, target, landed_at, currency)
+            | {"landed_seq": seq, "size_bytes": target.stat().st_size}
         )
     if rows:
-        lake.manifest.mkdir(parents=True, exist_ok=True)
-        # One commit for the whole ingest: either every file of it is in the manifest or none.
         crash_point("bronze.manifest.before_commit")
-        write_deltalake(str(lake.manifest), pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), mode="append")
+        _append_manifest(lake, rows)
         crash_point("bronze.manifest.after_commit")
     result.landed = rows
+    return result
+
+
+#: What a reparse may change: a manifest row's dialect, source and currency.
+REPARSED_FIELDS = ("source", "encoding", "delimiter", "decimal", "date_format", "header", "columns", "currency")
+
+
+def _effective_landings(lake: Lake, object_ids: set[str]) -> dict[str, dict]:
+    """Per object id: its latest manifest row (the parse silver holds or will hold), with
+    ``version_seq``, the landing sequence of its original landing."""
+    if not object_ids:
+        return {}
+    table = open_delta(lake.manifest)
+    if table is None:
+        return {}
+    replaces = "replaces_seq" if _has_replaces(table) else "CAST(NULL AS BIGINT)"
+    ids = ", ".join("'" + i + "'" for i in sorted(object_ids) if all(c in "0123456789abcdef" for c in i))
+    con = duckdb.connect()
+    try:
+        rows = (
+            con.sql(
+                f"""
+                SELECT *, coalesce({replaces}, landed_seq) AS version_seq
+                FROM ({snapshot_view_sql(table)}) m
+                WHERE kind = 'csv' AND object_id IN ({ids or "NULL"})
+                QUALIFY row_number() OVER (PARTITION BY object_id ORDER BY landed_seq DESC) = 1
+                """
+            )
+            .to_arrow_table()
+            .to_pylist()
+        )
+    finally:
+        con.close()
+    return {r["object_id"]: r for r in rows}
+
+
+def _parse_counts(lake: Lake, versions: list[int]) -> dict[int, dict]:
+    """Per original landing in ``versions``: the manifest's ``replaces_*`` counts of the
+    rows silver and its quarantine hold from it (a file's rows come from one batch)."""
+    if not versions:
+        return {}
+    parts = []
+    for path, quarantined in ((lake.sales_lines, "false"), (lake.quarantine, "true")):
+        table = open_delta(path)
+        if table is not None:
+            parts.append(
+                f"SELECT landed_seq, batch_id, {quarantined} AS quarantined FROM ({snapshot_view_sql(table)}) s "
+                f"WHERE s.source_system LIKE 'csv:%' AND s.landed_seq IN ({', '.join(map(str, versions))})"
+            )
+    if not parts:
+        return {}
+    con = duckdb.connect()
+    try:
+        counts = con.sql(
+            f"""SELECT landed_seq, max(CAST(split_part(batch_id, '-', -1) AS BIGINT)), count(*),
+                       count(*) FILTER (WHERE quarantined)
+                FROM ({" UNION ALL ".join(parts)}) GROUP BY landed_seq"""
+        ).fetchall()
+    finally:
+        con.close()
+    return {
+        seq: {"replaces_batch_seq": batch, "replaces_rows": rows, "replaces_quarantined": bad}
+        for seq, batch, rows, bad in counts
+    }
+
+
+def replaced_parses(lake: Lake, processed_seq: int) -> list[dict]:
+    """The earlier parses that processed reparses (landed_seq <= ``processed_seq``) took out
+    of silver: ``batch_seq`` (the last landing sequence of the batch that had written them),
+    ``rows`` and ``quarantined``; one entry per parse, however many reparses named it."""
+    table = open_delta(lake.manifest)
+    if table is None or "replaces_batch_seq" not in pa.schema(table.schema()).names:
+        return []
+    con = duckdb.connect()
+    try:
+        rows = con.sql(
+            f"""SELECT DISTINCT replaces_seq, replaces_batch_seq, replaces_rows, replaces_quarantined
+                FROM ({snapshot_view_sql(table)}) m
+                WHERE replaces_batch_seq IS NOT NULL AND landed_seq <= {int(processed_seq)}"""
+        ).fetchall()
+    finally:
+        con.close()
+    return [{"batch_seq": batch, "rows": n, "quarantined": bad} for _, batch, n, bad in rows]
+
+
+def reparse_csv(
+    lake: Lake,
+    paths: list[Path],
+    source: str | None = None,
+    overrides: CsvOverrides = CsvOverrides(),
+    currency: str | None = None,
+) -> LandResult:
+    """Parse files that already landed again with other dialect options (the caller holds
+    the lake lock). Each file is recognised by its sha256 in the manifest; its dialect is
+    detected afresh with ``overrides`` (its source and currency stay unless given). A file
+    whose result equals the parse it already has is ``already_landed`` (rerunning a
+    reparse changes nothing); one never landed is an error. Each reparse lands the bytes
+    again under today's ingest date and gets a manifest row (``replaces_seq``: the original
+    landing), all in one commit; the next ``run`` replaces the file's silver and
+    quarantine rows with the new parse (see :mod:`saleslake.silver.process`).
+    """
+    result = LandResult()
+    _, top_seq, known_formats = _known_state(lake)
+    landed_at = utcnow()
+    folder = lake.bronze / "csv" / f"ingest_date={landed_at:%Y-%m-%d}"
+    files: list[tuple[Path, str]] = []
+    for path in expand_paths(paths):
+        try:
+            files.append((path, sha256_of(path)))
+        except OSError as exc:
+            result.errors.append(InputFileError(str(path), f"cannot be read: {exc.strerror}"))
+    landings = _effective_landings(lake, {sha for _, sha in files})
+    candidates: list[tuple[CsvFile, str, str]] = []
+    seen: set[str] = set()
+    for path, sha in files:
+        landing = landings.get(sha)
+        if landing is None:
+            result.errors.append(
+                InputFileError(
+                    str(path), "was never landed, so there is nothing to parse again", "land it without --reparse"
+                )
+            )
+            continue
+        if sha in seen:
+            result.already_landed.append(str(path))
+            continue
+        seen.add(sha)
+        sniffed = _safely(sniff, path, overrides)
+        if isinstance(sniffed, InputFileError):
+            result.errors.append(sniffed)
+        elif sniffed is None:
+            result.header_only.append(str(path))
+        else:
+            candidates.append((sniffed, source or landing["source"], sha))
+    try:
+        resolved = _date_formats(candidates, overrides, known_formats) if candidates else []
+    except InputFileError as exc:
+        result.errors.append(exc)
+        return result
+    rows = []
+    for sniffed, (_, src, sha) in zip(resolved, candidates):
+        landing = landings[sha]
+        row = _manifest_row(lake, sniffed, src, sha, folder / f"{sha}.csv", landed_at, currency or landing["currency"])
+        if all(str(row[k]) == str(landing[k]) for k in REPARSED_FIELDS):
+            result.already_landed.append(str(sniffed.path))
+            continue
+        row["replaces_seq"] = landing["version_seq"]
+        rows.append(row)
+    replaced = _parse_counts(lake, [r["replaces_seq"] for r in rows])
+    for row in rows:
+        row.update(replaced.get(row["replaces_seq"], {}))
+    created = []
+    for row in rows:
+        target = lake.home / row["bronze_uri"]
+        if not target.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            _copy_verified(Path(row["original_path"]), target, row["object_id"])
+            created.append(target)
+        top_seq += 1
+        row["landed_seq"] = top_seq
+        row["size_bytes"] = target.stat().st_size
+    if rows:
+        try:
+            _append_manifest(lake, rows)
+        except BaseException:
+            for target in created:  # not landed after all: an object nothing names
+                target.unlink(missing_ok=True)
+            raise
+    result.reparsed = rows
     return result

@@ -1,7 +1,8 @@
 """The ``saleslake`` command line: a thin layer over :mod:`saleslake.api`.
 
-Exit codes (CONTRACT §1): 0 success, 1 user error (one line, no traceback), 2 usage,
-3 pipeline failure (quality gate, failed gold tests), 4 transient failure.
+Exit codes (CONTRACT §1): 0 success, 1 user error (one line, no traceback; a full disk
+too), 2 usage, 3 pipeline failure (quality gate, failed gold tests; an unexpected error,
+whose traceback goes to a file, see :func:`guarded`), 4 transient failure.
 """
 
 from __future__ import annotations
@@ -15,16 +16,17 @@ from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, NoReturn
 
 import pyarrow as pa
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from typer.exceptions import TyperException
 
 from saleslake import api
-from saleslake.errors import SaleslakeError
+from saleslake.errors import SaleslakeError, UserError, storage_exhausted
 
 app = typer.Typer(
     help="saleslake: a sales data lakehouse in a box (CSV, PostgreSQL, Kafka → Delta bronze/silver/gold → star schema).",
@@ -58,21 +60,85 @@ class Format(str, Enum):
     json = "json"
 
 
+#: Set (to anything but 0) to see the traceback of an unexpected error on stderr.
+DEBUG_ENV = "SALESLAKE_DEBUG"
+#: An unexpected error (a bug): exit code of a pipeline failure.
+UNEXPECTED_EXIT = 3
+
+
 def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn saleslake errors into one line on stderr and the contract's exit code."""
+    """Turn every failure into one line on stderr and the contract's exit code: saleslake
+    errors with their own code; a write that found no room (disk full, quota, ``ulimit
+    -f``) as a user error (1: the user must make room; a retry alone would fail again);
+    anything else is a bug: one line naming the file that holds its traceback (exit 3),
+    or the traceback itself with ``SALESLAKE_DEBUG=1``."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except SaleslakeError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(exc.exit_code) from None
+            # a stage's own report of a full disk (dbt: "gold models failed: ... No space left on device")
+            full = None if isinstance(exc, UserError) else storage_exhausted(exc)
+            if full is not None:
+                _fail(full.message(_written_folder(kwargs)), 1)
+            _fail(str(exc), exc.exit_code)
         except KeyboardInterrupt:
             err.print("interrupted")
             raise typer.Exit(130) from None
+        except (typer.Exit, typer.Abort, TyperException):  # exit codes and usage errors (2) of their own
+            raise
+        except Exception as exc:
+            full = storage_exhausted(exc)
+            if full is not None:
+                _fail(full.message(_written_folder(kwargs)), 1)
+            if os.environ.get(DEBUG_ENV, "0") not in ("", "0"):
+                raise
+            _fail(_unexpected(fn.__name__, exc, _lake_home(kwargs.get("home"))), UNEXPECTED_EXIT)
 
     return wrapper
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code) from None
+
+
+def _written_folder(options: dict[str, Any]) -> Path | None:
+    """Where a command writes, for a full-disk message that has no file name: the output
+    folder of ``generate csv``, else the lake."""
+    out_dir = options.get("out_dir")
+    return Path(out_dir).absolute() if out_dir else _lake_home(options.get("home"))
+
+
+def _lake_home(home: Path | None) -> Path | None:
+    try:
+        return api.settings(home=home).home.absolute()
+    except Exception:
+        return home
+
+
+def _unexpected(command: str, exc: Exception, home: Path | None) -> str:
+    """The line for an unexpected error; its traceback goes to a file (under the lake's
+    ``logs/`` when the lake exists, else the temporary folder), or, when no file can be
+    written, to stderr after the line: never lost."""
+    import tempfile
+    import traceback
+
+    summary = f"unexpected {type(exc).__name__} in '{command}': {(str(exc).strip().splitlines() or [''])[0]}"
+    text = "".join(traceback.format_exception(exc))
+    stamp = datetime.now().strftime("%Y%m%dT%H%M%S")
+    folders = ([home / "logs"] if home is not None and home.is_dir() else []) + [Path(tempfile.gettempdir())]
+    for folder in folders:
+        try:
+            folder.mkdir(exist_ok=True)
+            log = folder / f"saleslake-error-{stamp}-{os.getpid()}.log"
+            log.write_text(f"saleslake {command} failed at {datetime.now().isoformat()}\n{text}")
+        except OSError:
+            continue
+        return f"{summary} (a bug: the traceback is in {log}; {DEBUG_ENV}=1 prints it here)"
+    err.print(text, highlight=False, markup=False)
+    return f"{summary} (a bug: traceback above)"
 
 
 def _settings(home: Path | None, **overrides: Any):
@@ -97,7 +163,7 @@ def print_table(table: pa.Table, fmt: Format, title: str | None = None) -> None:
         import pyarrow.csv as pacsv
 
         sink = pa.BufferOutputStream()
-        pacsv.write_csv(table, sink)
+        pacsv.write_csv(_csv_ready(table), sink)
         sys.stdout.write(sink.getvalue().to_pybytes().decode())
         return
     view = Table(title=title, show_lines=False)
@@ -106,6 +172,25 @@ def print_table(table: pa.Table, fmt: Format, title: str | None = None) -> None:
     for row in table.to_pylist():
         view.add_row(*("" if v is None else str(v) for v in row.values()))
     out.print(view)
+
+
+def _csv_ready(table: pa.Table) -> pa.Table:
+    """``table`` with the columns a CSV cell cannot hold as such (lists such as
+    quarantine ``reasons``, structs, maps, unions, intervals) as JSON text, as --format json
+    shows them."""
+    for index, column in enumerate(table.columns):
+        kind = column.type
+        if pa.types.is_interval(kind):  # as DuckDB writes them: '1 day 02:00:00'
+            import duckdb
+
+            cells = duckdb.from_arrow(pa.table({"v": column})).select("CAST(v AS VARCHAR)").to_arrow_table()[0]
+        elif pa.types.is_nested(kind) or pa.types.is_union(kind):
+            texts = [None if v is None else json.dumps(v, default=_json_default) for v in column.to_pylist()]
+            cells = pa.chunked_array([pa.array(texts, pa.string())])
+        else:
+            continue
+        table = table.set_column(index, table.field(index).with_type(pa.string()), cells)
+    return table
 
 
 def _progress() -> Progress:
@@ -271,7 +356,8 @@ def ingest_postgres(
     out.print(
         f"silver: {c.rows_valid:,} lines valid, {c.rows_quarantined:,} quarantined, {c.rows_duplicate:,} unchanged, "
         f"{result.removed:,} removed (cancelled or deleted); reference changes: "
-        + (", ".join(f"{v:,} {k}" for k, v in result.reference.items()) or "none"),
+        + (", ".join(f"{v:,} {k}" for k, v in result.reference.items()) or "none")
+        + "".join(f"; {v:,} {k} quarantined" for k, v in result.reference_quarantined.items()),
         highlight=False,
         soft_wrap=True,
     )
@@ -288,9 +374,21 @@ def ingest_csv(
     encoding: Annotated[str | None, typer.Option(help="Text encoding such as cp1252 (default UTF-8).")] = None,
     currency: Annotated[str | None, typer.Option(help="ISO 4217 currency of the amounts.")] = None,
     wait: Annotated[float, typer.Option(help="Seconds to wait for another run's lock.")] = 0.0,
+    reparse: Annotated[
+        bool,
+        typer.Option(
+            "--reparse",
+            help="Parse files that already landed again with these options (e.g. a wrong --decimal): "
+            "the next run replaces their silver and quarantine rows, once.",
+        ),
+    ] = False,
     home: Home = None,
 ) -> None:
-    """Land files in bronze (content-addressed: landing the same file twice is a no-op)."""
+    """Land files in bronze (content-addressed: landing the same file twice is a no-op).
+
+    A file landed with wrong options is corrected with --reparse and the right ones, e.g.
+    `saleslake ingest csv exports/fr/day.csv --decimal , --reparse`, then `saleslake run`.
+    """
     with _progress() as bar:
         task = bar.add_task("checking and landing files", total=None)
 
@@ -298,7 +396,7 @@ def ingest_csv(
             bar.update(task, advance=done, total=total)
 
         result = api.ingest_csv(
-            paths, source, delimiter, decimal, date_format, encoding, currency, _settings(home), wait, progress
+            paths, source, delimiter, decimal, date_format, encoding, currency, _settings(home), wait, progress, reparse
         )
     for problem in result.errors:
         err.print(f"[bold red]error:[/] {problem}", highlight=False, soft_wrap=True)
@@ -316,7 +414,13 @@ def ingest_csv(
             soft_wrap=True,
         )
     total = sum(r["size_bytes"] for r in result.landed)
-    out.print(f"landed {len(result.landed)} file(s) ({total:,} bytes); {len(result.already_landed)} already landed")
+    if reparse:
+        out.print(
+            f"{len(result.reparsed)} file(s) to parse again at the next run; "
+            f"{len(result.already_landed)} already parsed with these options"
+        )
+    else:
+        out.print(f"landed {len(result.landed)} file(s) ({total:,} bytes); {len(result.already_landed)} already landed")
     if result.errors:
         raise typer.Exit(1)
 
@@ -431,10 +535,19 @@ def quarantine(
 def query(
     sql: Annotated[str, typer.Argument(help="One read-only SQL statement over gold.*, silver.*, system.*.")],
     fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
+    allow_files: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--allow-files",
+            metavar="DIR",
+            help="Let the SQL read files under DIR (read_csv, read_parquet, ...; repeatable; also query.allow_files). "
+            "Off by default; DIR may not hold the lake.",
+        ),
+    ] = None,
     home: Home = None,
 ) -> None:
-    """Read-only SQL over the last committed snapshots."""
-    print_table(api.query(sql, _settings(home)), fmt)
+    """Read-only SQL over the last committed snapshots (no file, network or setting access)."""
+    print_table(api.query(sql, _settings(home), allow_files or ()), fmt)
 
 
 class Service(str, Enum):
@@ -458,11 +571,13 @@ ControllerPort = Annotated[
 
 
 def _services(
-    action: str, names: list[Service] | None, home: Path | None, port: int | None, controller: int | None
+    action: Literal["start", "stop", "status"],
+    names: list[Service] | None,
+    home: Path | None,
+    port: int | None,
+    controller: int | None,
 ) -> None:
     import shlex
-
-    from saleslake.errors import UserError
 
     chosen = list(dict.fromkeys(n.value for n in names)) if names else [s.value for s in Service]
     if port is not None and len(chosen) != 1:
@@ -614,7 +729,12 @@ def stream(
         float | None, typer.Option(help="Seconds a micro-batch waits for messages (default 1).")
     ] = None,
     until_idle: Annotated[
-        bool, typer.Option("--until-idle", help="Stop once every partition is consumed to its end.")
+        bool,
+        typer.Option(
+            "--until-idle",
+            help="Stop once the lake holds every record of every partition (error after "
+            "stream.idle_wait_seconds without progress).",
+        ),
     ] = False,
     refresh_gold_every: Annotated[
         float | None, typer.Option(help="Rebuild gold every S seconds while streaming.")

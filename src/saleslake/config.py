@@ -6,11 +6,12 @@ with ``__``). Secrets are never fields with defaults; they come from the environ
 from __future__ import annotations
 
 import os
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -22,8 +23,25 @@ from saleslake.errors import ConfigError
 
 
 class QualitySettings(BaseModel):
+    """Quality gate and plausibility bounds (CONTRACT §4). Every source quarantines a
+    date outside [min_date, max_date] as ``invalid_date:<field>`` and a quantity above
+    ``max_quantity`` as ``quantity_out_of_range`` (see :mod:`saleslake.silver.bounds`)."""
+
     max_quarantine_share: float = Field(0.20, ge=0.0, le=1.0)
     outlier_threshold: Decimal = Decimal("10000")
+    min_date: date = date(1900, 1, 1)
+    # before 9999-12-31, the open end of SCD2 validity: a version starting there is empty
+    max_date: date = Field(date(2100, 12, 31), lt=date(9999, 12, 31), validate_default=True)
+    # a day's quantities of one region and category are summed in a BIGINT in gold
+    max_quantity: int = Field(1_000_000_000, ge=1, le=1_000_000_000_000)
+
+    @field_validator("max_date")
+    @classmethod
+    def _after_min_date(cls, v: date, info: ValidationInfo) -> date:
+        low = info.data.get("min_date")
+        if low is not None and v < low:
+            raise ValueError(f"must not be before min_date ({low})")
+        return v
 
 
 class TaxSettings(BaseModel):
@@ -71,6 +89,11 @@ class CsvSettings(BaseModel):
     default_currency: str = "USD"
     # Files are parsed in chunks of about this many bytes so memory stays bounded.
     chunk_bytes: int = Field(128 * 1024 * 1024, gt=0)
+    # A record (CSV line, or lines joined by a quoted field) longer than this many bytes
+    # is quarantined as malformed_row:oversized_record, its raw line cut to 10,000
+    # characters and its length kept in raw['raw_line_bytes']. DuckDB's maximum line size;
+    # its read buffers are 16 times as large from 2 MB up.
+    max_record_bytes: int = Field(2_000_000, ge=1024)
 
 
 class KafkaSettings(BaseModel):
@@ -132,17 +155,7 @@ class PostgresSettings(BaseModel):
     @field_validator("dsn", "warehouse_dsn")
     @classmethod
     def _no_password_in_dsn(cls, v: str | None) -> str | None:
-        if v is None or not v.strip():
-            return None
-        from psycopg.conninfo import conninfo_to_dict
-
-        try:
-            params = conninfo_to_dict(v)
-        except Exception:
-            raise ValueError("not a valid PostgreSQL connection string (libpq URL or key=value)") from None
-        if params.get("password"):
-            raise ValueError("must not contain a password: set SALESLAKE_POSTGRES_..._PASSWORD_FILE instead")
-        return v
+        return dsn_without_password(v)
 
     def password_env(self, role: str = "owner") -> str:
         """The variable holding ``role``'s password (``owner``, ``reader``, ``warehouse``)."""
@@ -173,6 +186,25 @@ class PostgresSettings(BaseModel):
 
         extra = {"sslmode": self.sslmode} if self.sslmode else {}
         return make_conninfo(host=self.host, port=self.port, dbname=database, user=user, **extra)
+
+
+def dsn_without_password(dsn: str | None, password_env: str = "SALESLAKE_POSTGRES_..._PASSWORD") -> str | None:
+    """``dsn`` when it is a PostgreSQL connection string (libpq URL or key=value) without a
+    password, None when empty; ValueError otherwise. A password in a DSN ends up in
+    settings files, shell history and, given on the command line, in ``ps``: it belongs in
+    the file named by ``<password_env>_FILE``. The settings (``postgres.dsn``,
+    ``postgres.warehouse_dsn``) and every ``--dsn`` option are checked by this."""
+    if dsn is None or not dsn.strip():
+        return None
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        params = conninfo_to_dict(dsn)
+    except Exception:
+        raise ValueError("not a valid PostgreSQL connection string (libpq URL or key=value)") from None
+    if params.get("password"):
+        raise ValueError(f"must not contain a password: set {password_env}_FILE instead")
+    return dsn
 
 
 class OltpTableSettings(BaseModel):
@@ -215,6 +247,14 @@ class OltpSettings(BaseModel):
     tables: dict[str, OltpTableSettings] = Field(default_factory=_default_oltp_tables)
 
 
+class QuerySettings(BaseModel):
+    """``saleslake query``: read-only SQL over the lake (saleslake.serve.query)."""
+
+    # folders whose files SQL may read (read_csv, read_parquet, ...); none by default.
+    # DuckDB cannot grant reading without writing, so a folder may not hold the lake.
+    allow_files: list[Path] = Field(default_factory=list)
+
+
 class StreamSettings(BaseModel):
     # a micro-batch ends at max_batch messages or after max_wait_seconds, whichever first
     max_batch: int = Field(50_000, ge=1)
@@ -223,6 +263,10 @@ class StreamSettings(BaseModel):
     max_message_bytes: int = Field(262_144, gt=0)
     # tries (with backoff, about 5 s each) to reach the broker at start before giving up
     connect_attempts: int = Field(6, ge=1)
+    # --until-idle: stop with an error naming the partitions still behind (and the group
+    # member holding them) after this long without progress; keep it well above the
+    # group's session.timeout.ms, the time a killed member keeps its partitions
+    idle_wait_seconds: float = Field(120.0, gt=0)
     # refresh gold this often while streaming (None: never; `run` publishes it)
     refresh_gold_every_seconds: float | None = Field(None, gt=0)
     # ISO 4217 codes accepted in events; another code quarantines the event
@@ -320,6 +364,7 @@ class Settings(BaseSettings):
     bronze: BronzeSettings = Field(default_factory=BronzeSettings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     stream: StreamSettings = Field(default_factory=StreamSettings)
+    query: QuerySettings = Field(default_factory=QuerySettings)
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
     oltp: OltpSettings = Field(default_factory=OltpSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)

@@ -1,4 +1,4 @@
-"""The data contract (../shared/CONTRACT.md) in code: canonical CSV fields, aliases,
+"""The data contract (docs/contract.md) in code: canonical CSV fields, aliases,
 the silver schema and the reason codes. Everything else imports names from here.
 """
 
@@ -53,6 +53,11 @@ REASON_NON_POSITIVE_QUANTITY = "non_positive_quantity"
 REASON_NON_POSITIVE_SALES = "non_positive_sales"
 REASON_DISCOUNT_RANGE = "discount_out_of_range"
 REASON_SHIP_BEFORE_ORDER = "ship_before_order"
+# Beyond CONTRACT §4 (see silver.bounds): a quantity above quality.max_quantity, a region
+# or category too long for a warehouse key, text with a NUL character.
+REASON_QUANTITY_RANGE = "quantity_out_of_range"
+REASON_TEXT_TOO_LONG = "text_too_long:{field}"
+REASON_INVALID_TEXT = "invalid_text:{field}"
 REASON_MALFORMED_ROW = "malformed_row"
 
 _NORMALISE = re.compile(r"[\s_\-]+")

@@ -25,6 +25,7 @@ from importlib import metadata
 from pathlib import Path
 
 from saleslake.config import Settings
+from saleslake.dbapi import one_row
 from saleslake.errors import SaleslakeError
 from saleslake.lake import Lake, open_delta
 
@@ -229,7 +230,7 @@ def _postgres(settings: Settings, role: str, name: str, required: bool) -> Check
     why = "" if required else " (not used by this configuration)"
     try:
         with connect(pg, role, read_only=True, statement_timeout=5) as conn:
-            version = conn.execute("SHOW server_version").fetchone()[0]
+            version = one_row(conn.execute("SHOW server_version"))[0]
     except SaleslakeError as exc:
         hint = (
             "start the local server (saleslake services start postgres) or set postgres.host/port/dsn; "

@@ -7,6 +7,13 @@ that a retry can fix derive from :class:`TransientError`. Anything else is a bug
 
 from __future__ import annotations
 
+import errno
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
 
 class SaleslakeError(Exception):
     """Base of every error raised on purpose by saleslake."""
@@ -59,3 +66,72 @@ class PipelineError(SaleslakeError):
     """A stage failed for a reason that is neither the user's input nor transient."""
 
     exit_code = 3
+
+
+# -- a write that found no room ------------------------------------------------------------
+
+#: errno of a write refused for lack of room: what happened, and what the user does about it.
+STORAGE_ERRNOS: dict[int, tuple[str, str]] = {
+    errno.ENOSPC: ("no space left on device", "free disk space there (or use a folder on another file system)"),
+    errno.EDQUOT: ("disk quota exceeded", "free space within your quota (or use a folder on another file system)"),
+    errno.EFBIG: ("a file outgrew the process's file-size limit (ulimit -f)", "raise the limit (ulimit -f)"),
+}
+# DuckDB and delta-rs report them as text: "...: No space left on device (os error 28)"
+_STRERRORS = {os.strerror(code).lower(): code for code in STORAGE_ERRNOS}
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+_QUOTED_PATH = re.compile(r"[\"'](/[^\"']+)[\"']")
+
+
+@dataclass(frozen=True)
+class StorageExhausted:
+    """A write that failed for lack of room (disk full, quota, file-size limit)."""
+
+    code: int
+    path: str | None
+
+    def message(self, home: Path | None = None) -> str:
+        """One line: what, where, what to do. Committed data is never lost to it (every
+        stage commits atomically, so a rerun resumes where the last commit left off)."""
+        what, fix = STORAGE_ERRNOS[self.code]
+        where = f" writing {self.path}" if self.path else f" writing under {home}" if home else ""
+        free = "" if self.code == errno.EFBIG else _free_space(Path(self.path).parent if self.path else home)
+        return f"{what}{where}{free}: {fix}, then run the command again (what was committed is intact)"
+
+
+def storage_exhausted(exc: BaseException) -> StorageExhausted | None:
+    """The lack of room behind ``exc`` (itself, or an exception it was raised from or while
+    handling), or None: an ``OSError`` with errno ENOSPC, EDQUOT or EFBIG, or a DuckDB or
+    Delta error whose text carries one."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        found = _storage_errno(current)
+        if found:
+            return found
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _storage_errno(exc: BaseException) -> StorageExhausted | None:
+    if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS:
+        return StorageExhausted(exc.errno, str(exc.filename) if exc.filename else None)
+    text = str(exc)
+    codes = [int(c) for c in _OS_ERROR.findall(text) if int(c) in STORAGE_ERRNOS]
+    codes += [code for name, code in _STRERRORS.items() if name in text.lower()]
+    if not codes:
+        return None
+    path = _QUOTED_PATH.search(text)
+    return StorageExhausted(codes[0], path.group(1) if path else None)
+
+
+def _free_space(folder: Path | None) -> str:
+    """`` (12.3 MB free there)`` for the file system holding ``folder``, or nothing (also
+    when it is not a local folder, e.g. a path on a database server)."""
+    if folder is None:
+        return ""
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return ""
+    return f" ({free / 1e6:,.1f} MB free there)"

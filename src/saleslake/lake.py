@@ -19,6 +19,7 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
@@ -26,6 +27,8 @@ from urllib.parse import unquote
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pds
+import pyarrow.fs as pafs
 from deltalake import ColumnProperties, CommitProperties, DeltaTable, WriterProperties, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 from deltalake.transaction import AddAction, RemoveAction
@@ -311,7 +314,7 @@ def snapshot_view_sql(table: DeltaTable, files: list[str] | None = None, filenam
     )
 
 
-def register_snapshots(con: duckdb.DuckDBPyConnection, tables: dict[str, Path | DeltaTable]) -> None:
+def register_snapshots(con: duckdb.DuckDBPyConnection, tables: Mapping[str, Path | DeltaTable]) -> None:
     """Create one view per ``schema.table`` over its committed Delta snapshot.
 
     Tables that were never created are skipped. On a file-backed connection the views
@@ -326,3 +329,31 @@ def register_snapshots(con: duckdb.DuckDBPyConnection, tables: dict[str, Path | 
         schema_name, table_name = name.split(".", 1)
         con.execute(f'CREATE SCHEMA IF NOT EXISTS "{catalog}"."{schema_name}"')
         con.execute(f'CREATE OR REPLACE VIEW "{catalog}"."{schema_name}"."{table_name}" AS {snapshot_view_sql(table)}')
+
+
+def snapshot_dataset(table: DeltaTable) -> pds.Dataset:
+    """The table's current committed snapshot as an Arrow dataset (one fragment per data
+    file, partition values and statistics attached), read by Arrow's own local file
+    system: DuckDB scans it without any file access of its own (see
+    :func:`register_datasets`). Same columns, order and types as :func:`snapshot_view_sql`."""
+    local = pafs.SubTreeFileSystem(str(_local_root(table)), pafs.LocalFileSystem())
+    return table.to_pyarrow_dataset(filesystem=local)
+
+
+def register_datasets(con: duckdb.DuckDBPyConnection, tables: Mapping[str, Path | DeltaTable]) -> None:
+    """Create one view per ``schema.table`` over its committed Delta snapshot, as an Arrow
+    dataset: the view needs no file access in DuckDB, so it works on a connection whose
+    external access is off (``saleslake.serve.query.reader_connection``). The view keeps its
+    dataset alive, and cursors of ``con`` see it. Tables never created are skipped.
+    """
+    catalog = con.execute("SELECT current_database()").fetchall()[0][0]
+    for name, source in tables.items():
+        table = source if isinstance(source, DeltaTable) else open_delta(source)
+        if table is None:
+            continue
+        schema_name, table_name = name.split(".", 1)
+        con.execute(f'CREATE SCHEMA IF NOT EXISTS "{catalog}"."{schema_name}"')
+        # create_view names its view in the current schema (a dotted name would be literal)
+        con.execute(f'USE "{catalog}"."{schema_name}"')
+        con.from_arrow(snapshot_dataset(table)).create_view(table_name, replace=True)
+    con.execute(f'USE "{catalog}"."main"')

@@ -88,7 +88,7 @@ def connect(
     # a DSN naming another configured role takes that role's password variable
     by_user = {pg.user: "owner", pg.reader_user: "reader", pg.warehouse_user: "warehouse"}
     role = by_user.get(str(given.get("user") or ""), role)
-    password = given.get("password") or pg.password(role)
+    password = str(given.get("password") or "") or pg.password(role)
     env = pg.password_env(role)
     statement = pg.statement_timeout_seconds if statement_timeout is None else statement_timeout
     lock = pg.lock_timeout_seconds if lock_timeout is None else lock_timeout

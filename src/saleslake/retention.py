@@ -41,9 +41,11 @@ def _processed_seq(lake: Lake) -> int:
 def _purge_csv(lake: Lake, cutoff: datetime, result: RetentionResult) -> None:
     processed = _processed_seq(lake)
     when = cutoff.astimezone(UTC).isoformat()
+    # a reparse landed the same day names the same object: it stays until that is processed
+    waiting = {obj["bronze_uri"] for obj in manifest_rows(lake, f"kind = 'csv' AND landed_seq > {processed}")}
     for obj in manifest_rows(lake, f"kind = 'csv' AND landed_seq <= {processed} AND landed_at < TIMESTAMPTZ '{when}'"):
         path = lake.home / obj["bronze_uri"]
-        if path.exists():
+        if path.exists() and obj["bronze_uri"] not in waiting:
             result.bytes_freed += path.stat().st_size
             path.unlink()
             result.files_deleted += 1

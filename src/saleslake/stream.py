@@ -46,6 +46,7 @@ from saleslake.runs import Ledger, StageCounts, StageRecord, lake_lock, new_run_
 from saleslake.silver import events
 from saleslake.silver.dedup import classify, write_upserts
 from saleslake.silver.process import connect
+from saleslake.sources.backlog import Backlog, BacklogReader, not_drained
 from saleslake.sources.kafka import RECORDS_SCHEMA, PosConsumer
 
 BRONZE_EVENTS_SCHEMA = pa.schema([*RECORDS_SCHEMA, ("ingest_date", pa.string())])
@@ -63,10 +64,10 @@ def app_id(topic: str, partition: int) -> str:
 class StreamOptions:
     max_batch: int | None = None  # default: settings.stream.max_batch
     max_wait: float | None = None  # default: settings.stream.max_wait_seconds
-    until_idle: bool = False  # stop once every assigned partition is consumed to its end
+    until_idle: bool = False  # stop once the lake holds every record of every partition of the topic
     refresh_gold_every: float | None = None  # default: settings.stream.refresh_gold_every_seconds
     max_batches: int | None = None  # stop after this many non-empty batches (tests, benchmarks)
-    idle_timeout: float = 60.0  # until_idle: give up waiting for an assignment after this
+    idle_wait: float | None = None  # until_idle: error after this long without progress (stream.idle_wait_seconds)
     max_seconds: float | None = None  # stop after this long (bounded runs under a scheduler)
 
 
@@ -77,7 +78,7 @@ class StreamResult:
     records: int = 0
     counts: StageCounts = field(default_factory=StageCounts)
     positions: dict[int, int] = field(default_factory=dict)  # partition -> last offset in silver
-    lag: dict[int, int] = field(default_factory=dict)
+    lag: dict[int, int] = field(default_factory=dict)  # every partition: offsets holding records not in the lake
     gold_refreshes: int = 0
     seconds: float = 0.0
     stopped_by: str = ""
@@ -415,13 +416,14 @@ def run_stream(
     ledger.record(StageRecord("run", "running", started, details={"topic": settings.kafka.topic}))
     worker = StreamWorker(lake, settings, result.run_id)
     refresher = GoldRefresher(lake, settings, ledger, refresh_every, stop) if refresh_every else None
-    consumer = None
+    consumer = backlog = None
     status, error = "succeeded", None
     try:
         consumer = PosConsumer(settings, positions_of=worker.positions.start_positions)
+        backlog = BacklogReader(settings, held_of=worker.positions.start_positions)
         if refresher:
             refresher.start()
-        _loop(consumer, worker, options, stop, max_batch, max_wait, result, ledger, settings, on_batch)
+        _loop(consumer, backlog, worker, options, stop, max_batch, max_wait, result, ledger, settings, on_batch)
     except BaseException as exc:
         status = "failed"
         error = (str(exc) if isinstance(exc, SaleslakeError) else f"{type(exc).__name__}: {exc}").splitlines()[0]
@@ -434,6 +436,8 @@ def run_stream(
             result.gold_refreshes = refresher.refreshes
         if consumer is not None:
             consumer.close()
+        if backlog is not None:
+            backlog.close()
         worker.close()
         result.seconds = time.perf_counter() - clock
         _write_heartbeat(lake, result, settings, "stopped" if status == "succeeded" else "failed")
@@ -457,6 +461,7 @@ def run_stream(
 
 def _loop(
     consumer: PosConsumer,
+    backlog_reader: BacklogReader,
     worker: StreamWorker,
     options: StreamOptions,
     stop: threading.Event,
@@ -467,10 +472,12 @@ def _loop(
     settings: Settings,
     on_batch: Callable[[StreamResult], None] | None,
 ) -> None:
-    waiting_since = time.monotonic()
-    deadline = None if options.max_seconds is None else waiting_since + options.max_seconds
+    started = last_progress = time.monotonic()
+    deadline = None if options.max_seconds is None else started + options.max_seconds
+    idle_wait = options.idle_wait or settings.stream.idle_wait_seconds
     last_beat = 0.0
-    last_reference = time.monotonic()
+    last_reference = started
+    backlog = Backlog()
     while not stop.is_set():
         records = consumer.poll_batch(max_batch, max_wait)
         if records.num_rows:
@@ -481,13 +488,16 @@ def _loop(
             batch_max = _batch_max(records)
             result.positions.update(batch_max)
             consumer.commit_informational(batch_max)
-            waiting_since = time.monotonic()
+            last_progress = time.monotonic()
         now = time.monotonic()
         if now - last_beat >= 5.0 or not records.num_rows:
-            marks = consumer.watermarks()
-            held = worker.positions.read(sorted(marks))["lines"] if marks else {}
-            result.positions.update(held)
-            result.lag = {p: max(high - 1 - held.get(p, -1), 0) for p, high in marks.items()}
+            # every partition of the topic, not only those this member holds: another
+            # member (or a dead one, until its session times out) may hold the rest
+            previous, backlog = backlog, backlog_reader.read()
+            if backlog.held != previous.held:  # this member or another one committed
+                last_progress = now
+            result.positions.update(backlog.held)
+            result.lag = {**{p: result.lag.get(p, 0) for p in backlog.unknown}, **backlog.lag}
             _write_heartbeat(worker.lake, result, settings, "running")
             last_beat = now
         if now - last_reference >= 60.0:
@@ -502,10 +512,9 @@ def _loop(
             result.stopped_by = "max_seconds"
             return
         if options.until_idle and not records.num_rows:
-            if consumer.assigned and not any(result.lag.get(p, 0) for p in consumer.assigned):
+            if backlog.drained:
                 result.stopped_by = "idle"
                 return
-            if not consumer.assigned and now - waiting_since > options.idle_timeout:
-                result.stopped_by = "idle"
-                return
+            if now - last_progress > idle_wait:
+                raise not_drained(settings, backlog, now - last_progress)
     result.stopped_by = "signal"

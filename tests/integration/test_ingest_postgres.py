@@ -409,3 +409,61 @@ def test_velocity_and_quantity_norm_on_operational_lines(postgres_settings) -> N
     flagged = {r["order_id"]: r["fraud_reasons"] for r in rows if r["is_suspected_fraud"]}
     assert flagged == {"900005": ["velocity"], "900006": ["velocity"], "900100": ["quantity_above_norm"]}
     assert len(rows) == 8
+
+
+def test_implausible_dates_and_amounts_are_quarantined_not_blocking_gold(postgres_settings) -> None:
+    """Issue 14.3 for the operational source: dates outside quality.min_date … max_date
+    (an order's, a reference state's updated_at, which starts its SCD2 version) and
+    amounts beyond their types are quarantined; gold builds and reconciles."""
+    s = postgres_settings
+    api.generate_oltp(orders=300, seed=23, settings=s)
+    live = "o.status <> 'cancelled' AND o.deleted_at IS NULL AND l.deleted_at IS NULL"
+    with owner(s) as conn:
+        # before the first extract: a state older than any watermark is only read then
+        conn.execute(
+            "UPDATE customers SET updated_at = timestamptz '1800-01-01 00:00:00+00' WHERE customer_id = 'CU-0000002'"
+        )
+        conn.execute("ALTER TABLE order_lines DROP CONSTRAINT order_lines_quantity_check")
+        far, huge = conn.execute(
+            f"SELECT min(l.order_id), max(l.order_line_id) FROM order_lines l JOIN orders o USING (order_id) WHERE {live}"
+        ).fetchone()
+        conn.execute(
+            "UPDATE orders SET order_ts = timestamptz '9999-12-31 12:00:00+00', ship_date = NULL, status = 'placed', "
+            "updated_at = now() WHERE order_id = %s",
+            (far,),
+        )
+        conn.execute(
+            "UPDATE order_lines SET quantity = 1000000, unit_price = 9999999999.99, updated_at = now() "
+            "WHERE order_line_id = %s",
+            (huge,),
+        )
+        far_lines = {
+            str(r[0])
+            for r in conn.execute(
+                "SELECT order_line_id FROM order_lines WHERE order_id = %s AND deleted_at IS NULL", (far,)
+            ).fetchall()
+        }
+        product = conn.execute("SELECT min(product_id) FROM products").fetchone()[0]
+        conn.execute(
+            "UPDATE products SET category = repeat('x', 1001), updated_at = now() WHERE product_id = %s", (product,)
+        )
+    result = api.ingest_postgres(settings=s)
+    assert result.reference_quarantined == {"customers": 1, "products": 1}
+    reasons = {
+        (r["source_position"].split("@")[0], tuple(sorted(r["reasons"])))
+        for r in api.quarantine(limit=100, settings=s).to_pylist()
+    }
+    assert ("postgres:customers/CU-0000002", ("invalid_date:updated_at",)) in reasons
+    assert (f"postgres:products/{product}", ("text_too_long:category",)) in reasons
+    assert (f"postgres:order_lines/{huge}", ("invalid_number:profit", "invalid_number:sales")) in reasons
+    assert {(f"postgres:order_lines/{i}", ("invalid_date:order_date",)) for i in far_lines} <= reasons
+    assert result.silver.rows_quarantined == len(far_lines) + 1 and result.silver.balanced
+    in_silver = silver_state(s)[2]
+    assert not (far_lines | {str(huge)}) & in_silver
+    run = api.run(settings=s)
+    assert run.status == "succeeded" and run.message == "gold published"
+    f = api.query("SELECT count(*) AS n, sum(sales) AS s FROM gold.fact_sales", settings=s).to_pylist()[0]
+    silver = api.query("SELECT count(*) AS n, sum(sales) AS s FROM silver.sales_lines", settings=s).to_pylist()[0]
+    assert f == silver
+    years = api.query("SELECT max(year) AS hi FROM gold.dim_date", settings=s).to_pylist()[0]["hi"]
+    assert years <= 2100

@@ -11,7 +11,15 @@ import time
 from decimal import Decimal
 
 import pytest
-from stream_helpers import assert_exactly, finish_stream, start_stream, stream_env
+from stream_helpers import (
+    assert_exactly,
+    finish_stream,
+    group_assignment,
+    start_group_member,
+    start_stream,
+    stream_env,
+    wait_until,
+)
 
 from helpers import sql
 from saleslake import api
@@ -132,6 +140,95 @@ def test_rebalance_between_two_consumers_of_one_group(stream_settings, lake):
     assert len(per_process) == 2 and all(n > 0 for n in per_process), per_process
     finish_stream(stream_settings)
     assert_exactly(stream_settings, summary)
+
+
+def test_until_idle_waits_for_the_partitions_a_killed_member_held(stream_settings, lake):
+    """A member holds some partitions when it is killed -9; the broker hands them over
+    only when its session times out (30 s here, explicit). The `--until-idle` run that
+    shared the group with it must wait for them, not stop once its own share is drained
+    (it did: 11,576 of 24,834 lines, "idle", "lag 0")."""
+    summary = api.produce(8_000, seed=19, settings=stream_settings)  # 4 partitions
+    partitions = set(range(stream_settings.kafka.partitions))
+    holder = start_group_member(stream_settings, session_timeout_ms=30_000)
+    final = None
+    try:
+        wait_until(lambda: group_assignment(stream_settings) == {"test-holder": partitions}, "the holder's assignment")
+        final = start_stream(stream_settings, "--until-idle")
+
+        def shared() -> bool:  # the group gave each member a share (or the final run ended early)
+            members = group_assignment(stream_settings)
+            return final.poll() is not None or (len(members) == 2 and all(members.values()))
+
+        wait_until(shared, "the final run's share")
+        holder.kill()  # kill -9: it never leaves the group, its session has to time out
+        holder.wait()
+        out, errors = final.communicate(timeout=900)
+    finally:
+        for proc in (holder, final):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert final.returncode == 0, errors
+    assert "(idle)" in out and "lag 0;" in out
+    assert_exactly(stream_settings, summary)
+
+
+def test_until_idle_names_the_partitions_a_live_member_keeps(stream_settings, lake):
+    """A live member that holds partitions and reads nothing: `--until-idle` does not hang,
+    and does not claim success; after stream.idle_wait_seconds without progress it stops
+    with one line naming each partition behind and its holder, and status shows that lag."""
+    summary = api.produce(4_000, seed=20, settings=stream_settings)
+    partitions = set(range(stream_settings.kafka.partitions))
+    holder = start_group_member(stream_settings, session_timeout_ms=6_000)
+    try:
+        wait_until(lambda: group_assignment(stream_settings) == {"test-holder": partitions}, "the holder's assignment")
+        done = subprocess.run(
+            [sys.executable, "-m", "saleslake.cli", "stream", "--until-idle"],
+            env={**stream_env(stream_settings), "SALESLAKE_STREAM__IDLE_WAIT_SECONDS": "60"},
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+    finally:
+        holder.kill()
+        holder.wait()
+    assert done.returncode == 4, done.stdout
+    (line,) = done.stderr.strip().splitlines()
+    lag = api.stream_lag(settings=stream_settings)
+    behind = sorted(p for p, n in lag.items() if n)
+    assert 0 < len(behind) < len(partitions), lag  # its own share is in the lake, the holder's is not
+    assert "not drained after" in line
+    for p in behind:
+        assert f"{p} ({lag[p]:,} offsets behind" in line and "held by test-holder" in line, line
+    run = next(r for r in api.status(settings=stream_settings) if r["command"] == "stream")
+    assert run["status"] == "failed"
+    assert {int(p): n for p, n in run["stream"]["lag"].items()} == lag
+    assert run["stream"]["total_lag"] == sum(lag.values()) > 0
+
+    finish_stream(stream_settings)  # the holder is gone: everything arrives, once
+    assert_exactly(stream_settings, summary)
+
+
+def test_until_idle_ends_when_only_transaction_markers_remain(stream_settings, lake):
+    """Aborted records and the abort marker of a transactional producer end every
+    partition: offsets a read_committed consumer never receives. `--until-idle` must still
+    find the topic drained (it spun forever) and the lag must be 0 (it was 2 a partition)."""
+    from confluent_kafka import Producer
+
+    summary = api.produce(2_000, seed=21, settings=stream_settings)
+    topic = stream_settings.kafka.topic
+    producer = Producer({"bootstrap.servers": stream_settings.kafka.bootstrap_servers, "transactional.id": topic})
+    producer.init_transactions(60)
+    producer.begin_transaction()
+    for p in range(stream_settings.kafka.partitions):
+        producer.produce(topic, value=b"never committed", partition=p)
+    producer.flush(60)
+    producer.abort_transaction(60)
+
+    done = finish_stream(stream_settings)
+    assert "(idle)" in done.stdout and "lag 0;" in done.stdout
+    assert_exactly(stream_settings, summary)
+    assert api.stream_lag(settings=stream_settings) == dict.fromkeys(range(stream_settings.kafka.partitions), 0)
 
 
 def test_missing_topic_is_a_clear_user_error(stream_settings):

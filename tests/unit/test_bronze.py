@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from helpers import HEADER, line, sql, write_csv
+from helpers import HEADER, line, long_first_row_export, sql, wide_export, write_csv
 from saleslake.bronze import land_csv, manifest_rows
 
 
@@ -148,3 +148,30 @@ def test_sniffing_in_a_child_process_gives_the_same_landing(tmp_path, lake, monk
 
     assert described(in_child) == described(in_process)
     assert len(in_child.landed) == 2 and "empty" in str(in_child.errors[0])
+
+
+def test_a_long_first_row_or_a_wide_header_lands(tmp_path, lake, monkeypatch):
+    """Neither fits in the sniffer's first 32 KB; both were skipped as header only."""
+    import saleslake.bronze as bronze
+
+    long_row = long_first_row_export(tmp_path / "emea" / "long.csv")
+    wide = wide_export(tmp_path / "emea" / "wide.csv")
+    result = land_csv(lake, [long_row, wide])
+    assert result.header_only == [] and result.errors == []
+    landed = {r["original_name"]: r for r in result.landed}
+    assert set(landed) == {"long.csv", "wide.csv"} and len(landed["wide.csv"]["header"]) == 100_024
+    # the same from the child process that sniffs large folders
+    monkeypatch.setattr(bronze, "SNIFF_PROCESS_FILES", 1)
+    again = [
+        long_first_row_export(tmp_path / "apac" / "long.csv"),
+        write_csv(tmp_path / "apac" / "long2.csv", long_row.read_text() + line(row_id="50") + "\n"),
+    ]
+    result = land_csv(lake, again, source="apac")
+    assert result.header_only == [] and len(result.landed) == 1 and len(result.already_landed) == 1
+
+
+def test_a_file_whose_records_are_all_longer_than_the_sample_asks_for_the_date_format(tmp_path, lake):
+    f = write_csv(tmp_path / "x" / "a.csv", HEADER + "\n" + line(name="x" * 5_000_000) + "\n")
+    result = land_csv(lake, [f])
+    assert result.landed == [] and result.header_only == []
+    assert "no row to tell the date order from" in str(result.errors[0]) and "--date-format" in str(result.errors[0])

@@ -48,6 +48,7 @@ from deltalake import DeltaTable
 from saleslake.config import Settings
 from saleslake.contract import SALES_LINES_SCHEMA
 from saleslake.crashpoints import crash_point, dbt_callbacks
+from saleslake.dbapi import one_row
 from saleslake.errors import PipelineError
 from saleslake.lake import Lake, duckdb_type_sql, open_delta, register_snapshots
 
@@ -419,6 +420,6 @@ def gold_row_counts(lake: Lake) -> dict[str, int]:
     """Row count of every gold table in the warehouse."""
     con = duckdb.connect(str(lake.warehouse), read_only=True)
     try:
-        return {name: con.execute(f'SELECT count(*) FROM gold."{name}"').fetchone()[0] for name in GOLD_TABLES}
+        return {name: one_row(con.execute(f'SELECT count(*) FROM gold."{name}"'))[0] for name in GOLD_TABLES}
     finally:
         con.close()

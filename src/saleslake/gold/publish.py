@@ -109,7 +109,7 @@ def publish_delta(lake: Lake, run_id: str, settings: Settings | None = None) -> 
     """
     started = time.perf_counter()
     lake.gold.mkdir(parents=True, exist_ok=True)
-    config: dict[str, object] = {}
+    config: dict[str, str | bool | int | float | list[str]] = {}
     if settings is not None:
         if settings.duckdb_memory_limit:
             config["memory_limit"] = settings.duckdb_memory_limit

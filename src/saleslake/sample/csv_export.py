@@ -1314,8 +1314,15 @@ class _Master:
     # ---- reference tables ---------------------------------------------------------
 
     def _build_geography(self) -> None:
-        names, states, postals, countries, weights, city_region = [], [], [], [], [], []
-        country_names, country_codes, country_markets = [], [], []
+        names: list[str] = []
+        states: list[str] = []
+        postals: list[str] = []
+        countries: list[int] = []
+        weights: list[float] = []
+        city_region: list[int] = []
+        country_names: list[str] = []
+        country_codes: list[str] = []
+        country_markets: list[str] = []
         self.city_lo = np.zeros(self.R, dtype=np.int64)
         self.city_hi = np.zeros(self.R, dtype=np.int64)
         for r, spec in enumerate(self.specs):
@@ -1686,7 +1693,7 @@ class _Generator(_Master):
         self.n_bad += len(bad)
         self.sales_sum += int(fs[fv].sum())
         self.n_outliers += int((fs[fv] > OUTLIER_THRESHOLD * 10_000).sum())
-        if len(corr_idx_a):
+        if pool is not None and len(corr_idx_a):
             old = pool["sales"][corr_idx_a]
             new = resent["sales"][len(dup_idx_a) :]
             self.sales_sum += int(new.sum() - old.sum())

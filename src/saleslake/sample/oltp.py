@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from saleslake.dbapi import one_row
 from saleslake.errors import PipelineError, TransientError, UserError
 from saleslake.sample import csv_export as cx
 
@@ -474,7 +475,7 @@ def _state(conn: psycopg.Connection) -> dict[str, Any]:
     present = [
         t
         for t in (*TABLES, LOG_TABLE)
-        if conn.execute("SELECT to_regclass(%s)", (f"public.{t}",)).fetchone()[0] is not None
+        if one_row(conn.execute("SELECT to_regclass(%s)", (f"public.{t}",)))[0] is not None
     ]
     fill, rounds = None, 0
     if LOG_TABLE in present:
@@ -483,13 +484,13 @@ def _state(conn: psycopg.Connection) -> dict[str, Any]:
         ).fetchone()
         if row and all(t in present for t in TABLES):
             fill = {"seed": row[0], "orders": row[1]}
-        rounds = conn.execute(f"SELECT count(*) FROM {LOG_TABLE} WHERE kind = 'mutate'").fetchone()[0]
+        rounds = one_row(conn.execute(f"SELECT count(*) FROM {LOG_TABLE} WHERE kind = 'mutate'"))[0]
     conn.commit()
     return {"tables": [t for t in present if t != LOG_TABLE], "fill": fill, "rounds": int(rounds)}
 
 
 def _counts(conn: psycopg.Connection) -> dict[str, int]:
-    out = {t: int(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]) for t in TABLES}
+    out = {t: int(one_row(conn.execute(f"SELECT count(*) FROM {t}"))[0]) for t in TABLES}
     conn.commit()
     return out
 
@@ -553,7 +554,7 @@ def _copy(conn: psycopg.Connection, table: str, rows: Iterable[Sequence[Any]]) -
     return n
 
 
-def _p(weights: Sequence[float]) -> np.ndarray:
+def _p(weights: Sequence[float] | np.ndarray) -> np.ndarray:
     a = np.asarray(weights, dtype=float)
     return a / a.sum()
 
@@ -906,7 +907,7 @@ def _mutate(
     def begin() -> datetime:
         conn.execute("SET LOCAL lock_timeout = '10s'")
         _lock(conn)
-        return conn.execute("SELECT now()").fetchone()[0]
+        return one_row(conn.execute("SELECT now()"))[0]
 
     # customers: moves and segment changes -----------------------------------------------
     with conn.transaction():
@@ -1125,10 +1126,10 @@ def _new_orders(conn: psycopg.Connection, rng: np.random.Generator, fill_orders:
         r[0]
         for r in conn.execute("SELECT product_id FROM products WHERE deleted_at IS NULL ORDER BY product_id").fetchall()
     ]
-    first_order = int(conn.execute("SELECT coalesce(max(order_id), 0) + 1 FROM orders").fetchone()[0])
-    first_line = int(conn.execute("SELECT coalesce(max(order_line_id), 0) + 1 FROM order_lines").fetchone()[0])
+    first_order = int(one_row(conn.execute("SELECT coalesce(max(order_id), 0) + 1 FROM orders"))[0])
+    first_line = int(one_row(conn.execute("SELECT coalesce(max(order_line_id), 0) + 1 FROM order_lines"))[0])
     cust = [customers[i] for i in rng.integers(len(customers), size=n).tolist()]
-    region_of = dict(
+    region_of: dict[str, str] = dict(
         conn.execute("SELECT customer_id, region FROM customers WHERE customer_id = ANY(%s)", (cust,)).fetchall()
     )
     by_region: dict[str, list[str]] = {}

@@ -48,6 +48,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -261,7 +262,8 @@ def _place_stores(rng: np.random.Generator, m: MasterData, n: int) -> tuple[np.n
     first = first[:n]
     rest = rng.choice(len(w), size=n - len(first), p=w / w.sum()) if n > len(first) else np.zeros(0, dtype=np.int64)
     city = np.sort(np.concatenate([np.array(first, dtype=np.int64), rest]), kind="stable")
-    names, seen = [], {}
+    names: list[str] = []
+    seen: dict[int, int] = {}
     for c in city:
         k = seen.get(int(c), 0)
         seen[int(c)] = k + 1
@@ -272,7 +274,7 @@ def _place_stores(rng: np.random.Generator, m: MasterData, n: int) -> tuple[np.n
     return city, names
 
 
-def _members(rng: np.random.Generator, m: MasterData) -> dict[str, object]:
+def _members(rng: np.random.Generator, m: MasterData) -> dict[str, Any]:
     """Loyalty members: the CSV customers (so POS and CSV share customers) plus new members
     with ids of the same form (two initials, five digits, numbers not taken)."""
     n_csv = len(m.customer_id)
@@ -456,9 +458,9 @@ class PosSummary:
         self.velocity_transactions += int((fraud == 3).sum())
         for j, rule in enumerate(FRAUD_KINDS[:2]):
             _bump(self.valid_lines_by_rule, rule, int(block.rule_lines[:k, j].sum()))
-        for i, kind, tid in block.fraud_ids:
-            if i < k:
-                self.fraud_transaction_ids.setdefault(FRAUD_KINDS[kind], []).append(tid)
+        for at, kind_no, tid in block.fraud_ids:
+            if at < k:
+                self.fraud_transaction_ids.setdefault(FRAUD_KINDS[kind_no], []).append(tid)
         if block.times_ms is not None:
             first, last = block.times_ms[:k].min(), block.times_ms[:k].max()
             if self.first_event_time is None or _iso(first) < self.first_event_time:
@@ -643,6 +645,7 @@ class PosSimulator:
         self.clock_secs = np.arange(1441) * 60.0
         hour_w = _HOUR_PROFILE[np.floor((np.arange(24)[:, None] + w.store_utc_offset[None, :]) % 24).astype(np.int64)]
         self.store_cum_by_hour = np.cumsum(hour_w * self.store_weight[None, :], axis=1)  # (24, stores)
+        assert self.start_ms is not None  # only called with a start time
         self._u = self._lam(self.start_ms / 1000.0)
 
     def _lam(self, seconds: float) -> float:
@@ -965,9 +968,9 @@ class PosSimulator:
         replaced: list[bytes] = []
         replaced_splice: list[int] = []
         for i in broken:
-            value, splice = self._malform(rng, _KIND_NAMES[malformed[i]], text[int(i)].as_py().encode(), wall, head)
+            value, at = self._malform(rng, _KIND_NAMES[malformed[i]], text[int(i)].as_py().encode(), wall, head)
             replaced.append(value)
-            replaced_splice.append(splice)
+            replaced_splice.append(at)
         if len(broken):
             index = np.arange(E)
             index[broken] = E + np.arange(len(broken))

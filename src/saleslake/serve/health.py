@@ -119,30 +119,38 @@ def _stream(health: Health, lake: Lake, settings: Settings) -> None:
         )
 
 
-def stream_lag(lake: Lake, settings: Settings, timeout: float = 5.0) -> dict[int, int]:
-    """Messages per partition on the broker that silver does not hold yet.
+def stream_lag(lake: Lake, settings: Settings) -> dict[int, int]:
+    """Offsets per partition on the broker that hold records the lake does not have yet,
+    for every partition of the topic (as ``stream`` computes it, see
+    :mod:`saleslake.sources.backlog`).
 
     Raises TopicMissingError / BrokerUnavailableError (one try) when the topic or the
     broker is not there."""
-    from confluent_kafka import Consumer, KafkaException, TopicPartition
-
-    from saleslake.sources.kafka import consumer_config, wait_for_topic
-    from saleslake.stream import app_id
+    from saleslake.sources.backlog import BacklogReader
 
     topic = settings.kafka.topic
-    consumer = Consumer({**consumer_config(settings), "group.id": f"{settings.kafka.group_id}.monitor", "log_level": 0})
+    reader = BacklogReader(settings, held_of=_lake_positions(lake, topic))
     try:
-        partitions = wait_for_topic(consumer, settings, attempts=1)
-        lines = open_delta(lake.sales_lines)
-        lag: dict[int, int] = {}
-        for p in range(partitions):
-            try:
-                _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout, cached=False)
-            except KafkaException as exc:
-                raise RuntimeError(f"cannot read the end of {topic}[{p}]: {exc}") from None
-            version = lines.transaction_version(app_id(topic, p)) if lines is not None else None
-            held = -1 if version is None else int(version)
-            lag[p] = max(high - 1 - held, 0)
-        return lag
+        backlog = reader.read()
     finally:
-        consumer.close()
+        reader.close()
+    if backlog.unknown:
+        raise RuntimeError(f"cannot read the end of {topic}[{backlog.unknown[0]}] from the broker")
+    return backlog.lag
+
+
+def _lake_positions(lake: Lake, topic: str):
+    """Read-only: per partition, the lowest offset the three stream tables hold (-1:
+    none), where a restarted stream resumes."""
+    from saleslake.stream import app_id
+
+    tables = [open_delta(path) for path in (lake.bronze_events, lake.quarantine, lake.sales_lines)]
+
+    def held_of(partitions: list[int]) -> dict[int, int]:
+        held = {}
+        for p in partitions:
+            versions = [t.transaction_version(app_id(topic, p)) if t is not None else None for t in tables]
+            held[p] = min(-1 if v is None else int(v) for v in versions)
+        return held
+
+    return held_of

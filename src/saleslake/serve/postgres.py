@@ -60,6 +60,7 @@ import pyarrow.csv as pacsv
 from deltalake import DeltaTable
 
 from saleslake.crashpoints import crash_point
+from saleslake.dbapi import one_row
 from saleslake.errors import TransientError, UserError
 from saleslake.gold.publish import releases
 from saleslake.lake import Lake, snapshot_view_sql
@@ -246,9 +247,9 @@ def schema_version(conn: psycopg.Connection, schema: str) -> int:
     row = conn.execute("SELECT to_regclass(%s)", [f"{quote_ident(schema)}.saleslake_schema_version"]).fetchone()
     if row is None or row[0] is None:
         return 0
-    (version,) = conn.execute(
-        f"SELECT coalesce(max(version), 0) FROM {quote_ident(schema)}.saleslake_schema_version"
-    ).fetchone()
+    (version,) = one_row(
+        conn.execute(f"SELECT coalesce(max(version), 0) FROM {quote_ident(schema)}.saleslake_schema_version")
+    )
     return int(version)
 
 
@@ -390,9 +391,9 @@ def _publish_once(
         last = conn.execute(
             f"SELECT release_id, lake, table_versions, schema_version FROM {s}.saleslake_publish_log "
             "ORDER BY publish_id DESC LIMIT 1"
-        ).fetchone()
+        ).fetchone() or (None, None, None, None)  # never published: no lake is the same
         conn.commit()
-        same_lake = last is not None and last[1] == str(lake.home)
+        same_lake = last[1] == str(lake.home)
         published: dict[str, int] = {k: int(v) for k, v in (last[2] or {}).items()} if same_lake else {}
         if (
             same_lake
@@ -478,19 +479,21 @@ def _publish_once(
                         for n, t in result.tables.items()
                     }
                     result.seconds = time.perf_counter() - started
-                    (result.publish_id,) = conn.execute(
-                        f"INSERT INTO {s}.saleslake_publish_log (release_id, run_id, lake, schema_version, "
-                        "table_versions, rows_written, seconds) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING publish_id",
-                        [
-                            release["release_id"],
-                            run_id or release.get("run_id"),
-                            str(lake.home),
-                            result.schema_version,
-                            json.dumps(versions),
-                            json.dumps(written),
-                            result.seconds,
-                        ],
-                    ).fetchone()
+                    (result.publish_id,) = one_row(
+                        conn.execute(
+                            f"INSERT INTO {s}.saleslake_publish_log (release_id, run_id, lake, schema_version, "
+                            "table_versions, rows_written, seconds) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING publish_id",
+                            [
+                                release["release_id"],
+                                run_id or release.get("run_id"),
+                                str(lake.home),
+                                result.schema_version,
+                                json.dumps(versions),
+                                json.dumps(written),
+                                result.seconds,
+                            ],
+                        )
+                    )
                     crash_point("publish_postgres.before_commit")
                 break
             except psycopg.errors.LockNotAvailable as exc:
@@ -528,9 +531,9 @@ def _drop_leftovers(pg: Any, target: str, schema: str) -> None:
     try:
         with _session(pg, target) as other:
             other.autocommit = True
-            (mine,) = other.execute(
-                "SELECT pg_try_advisory_lock(hashtext(%s))", [f"saleslake.publish.{schema}"]
-            ).fetchone()
+            (mine,) = one_row(
+                other.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [f"saleslake.publish.{schema}"])
+            )
             if mine:
                 other.execute(f"DROP TABLE IF EXISTS {s}.{FACT_NEXT}")
                 other.execute(f"DROP TABLE IF EXISTS {FACT_STAGE.format(s=s)}")
@@ -690,32 +693,34 @@ def _bulk_mode(conn: psycopg.Connection, fact: str, columns: list[str]) -> str:
     ``upsert`` when another table's foreign key references the fact (its primary key can be
     neither dropped nor replaced). ``in_place`` otherwise."""
     compression = "OR a.attcompression <> ''" if conn.info.server_version >= 140000 else ""  # 14+
-    (referenced, blocked) = conn.execute(
-        "WITH t(oid) AS (SELECT %s::regclass::oid) SELECT "
-        "EXISTS (SELECT 1 FROM pg_constraint c, t WHERE c.confrelid = t.oid AND c.conrelid <> t.oid), "
-        "EXISTS (SELECT 1 FROM pg_depend d, t WHERE d.refobjid = t.oid AND d.classid = 'pg_rewrite'::regclass) "
-        "OR EXISTS (SELECT 1 FROM pg_attribute a, t WHERE a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped "
-        f"  AND (a.attname <> ALL(%s) OR a.attacl IS NOT NULL OR a.attstattarget >= 0 {compression}"
-        "       OR a.attgenerated <> '' OR a.attidentity <> '')) "
-        "OR EXISTS (SELECT 1 FROM pg_class k, t WHERE k.oid = t.oid AND (k.relkind <> 'r' OR k.reloptions IS NOT NULL "
-        "  OR k.reltablespace <> 0 OR k.relowner <> (SELECT oid FROM pg_roles WHERE rolname = current_user))) "
-        "OR EXISTS (SELECT 1 FROM pg_inherits i, t WHERE t.oid IN (i.inhrelid, i.inhparent)) "
-        "OR EXISTS (SELECT 1 FROM pg_statistic_ext e, t WHERE e.stxrelid = t.oid) "
-        "OR EXISTS (SELECT 1 FROM pg_constraint c, t WHERE c.conrelid = t.oid "
-        "  AND (c.contype = 'x' OR (c.contype IN ('p', 'u') AND c.condeferrable))) "
-        "OR EXISTS (SELECT 1 FROM pg_trigger g, t WHERE g.tgrelid = t.oid AND NOT g.tgisinternal) "
-        "OR EXISTS (SELECT 1 FROM pg_description x, t WHERE x.objoid = t.oid AND x.objsubid > 0) "
-        "OR EXISTS (SELECT 1 FROM pg_policy p, t WHERE p.polrelid = t.oid) "
-        "OR EXISTS (SELECT 1 FROM pg_publication_rel r, t WHERE r.prrelid = t.oid) "
-        "OR EXISTS (SELECT 1 FROM pg_publication p WHERE p.puballtables) "
-        + (
-            "OR EXISTS (SELECT 1 FROM pg_publication_namespace n, pg_class k, t WHERE k.oid = t.oid "
-            "  AND n.pnnspid = k.relnamespace)"
-            if conn.info.server_version >= 150000
-            else ""
-        ),  # PostgreSQL 15+
-        [fact, [*columns, HASH_COLUMN]],
-    ).fetchone()
+    (referenced, blocked) = one_row(
+        conn.execute(
+            "WITH t(oid) AS (SELECT %s::regclass::oid) SELECT "
+            "EXISTS (SELECT 1 FROM pg_constraint c, t WHERE c.confrelid = t.oid AND c.conrelid <> t.oid), "
+            "EXISTS (SELECT 1 FROM pg_depend d, t WHERE d.refobjid = t.oid AND d.classid = 'pg_rewrite'::regclass) "
+            "OR EXISTS (SELECT 1 FROM pg_attribute a, t WHERE a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped "
+            f"  AND (a.attname <> ALL(%s) OR a.attacl IS NOT NULL OR a.attstattarget >= 0 {compression}"
+            "       OR a.attgenerated <> '' OR a.attidentity <> '')) "
+            "OR EXISTS (SELECT 1 FROM pg_class k, t WHERE k.oid = t.oid AND (k.relkind <> 'r' OR k.reloptions IS NOT NULL "
+            "  OR k.reltablespace <> 0 OR k.relowner <> (SELECT oid FROM pg_roles WHERE rolname = current_user))) "
+            "OR EXISTS (SELECT 1 FROM pg_inherits i, t WHERE t.oid IN (i.inhrelid, i.inhparent)) "
+            "OR EXISTS (SELECT 1 FROM pg_statistic_ext e, t WHERE e.stxrelid = t.oid) "
+            "OR EXISTS (SELECT 1 FROM pg_constraint c, t WHERE c.conrelid = t.oid "
+            "  AND (c.contype = 'x' OR (c.contype IN ('p', 'u') AND c.condeferrable))) "
+            "OR EXISTS (SELECT 1 FROM pg_trigger g, t WHERE g.tgrelid = t.oid AND NOT g.tgisinternal) "
+            "OR EXISTS (SELECT 1 FROM pg_description x, t WHERE x.objoid = t.oid AND x.objsubid > 0) "
+            "OR EXISTS (SELECT 1 FROM pg_policy p, t WHERE p.polrelid = t.oid) "
+            "OR EXISTS (SELECT 1 FROM pg_publication_rel r, t WHERE r.prrelid = t.oid) "
+            "OR EXISTS (SELECT 1 FROM pg_publication p WHERE p.puballtables) "
+            + (
+                "OR EXISTS (SELECT 1 FROM pg_publication_namespace n, pg_class k, t WHERE k.oid = t.oid "
+                "  AND n.pnnspid = k.relnamespace)"
+                if conn.info.server_version >= 150000
+                else ""
+            ),  # PostgreSQL 15+
+            [fact, [*columns, HASH_COLUMN]],
+        )
+    )
     conn.commit()
     return "upsert" if referenced else "in_place" if blocked else "next"
 
@@ -777,7 +782,7 @@ def _detach_fact(conn: psycopg.Connection, s: str, staged: FactStage) -> list[tu
             conn.execute(f"ALTER TABLE {table} DROP CONSTRAINT {quote_ident(name)}")
         return foreign
     grants = _grants(conn, table)
-    (comment,) = conn.execute("SELECT obj_description(%s::regclass, 'pg_class')", [table]).fetchone()
+    (comment,) = one_row(conn.execute("SELECT obj_description(%s::regclass, 'pg_class')", [table]))
     conn.execute(f"DROP TABLE {table}")
     conn.execute(f"ALTER TABLE {s}.{FACT_NEXT} RENAME TO fact_sales")
     if comment is not None:

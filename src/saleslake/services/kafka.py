@@ -362,6 +362,7 @@ def start_kafka(service: KafkaService) -> dict[str, str]:
         _clear_state(service)
 
         java = find_java()
+        assert service.controller_port is not None  # __post_init__ resolved it
         for what, port in (("broker", service.port), ("controller", service.controller_port)):
             _check_port_free(port, what)
         lib = fetch_jars(service.cache_dir)
@@ -661,7 +662,7 @@ def _launch(service: KafkaService, java: str, lib: Path) -> int:
     # A shell starts java in the background and exits at once: java is not our child, so
     # it never lingers as a zombie of this (possibly long-lived) Python process.
     script = 'out=$1; shift; "$@" >"$out" 2>&1 </dev/null & echo $!'
-    proc = subprocess.run(
+    shell = subprocess.run(
         ["/bin/sh", "-c", script, "sh", str(service.stdout_file), *cmd],
         cwd=service.home,
         stdin=subprocess.DEVNULL,
@@ -672,9 +673,11 @@ def _launch(service: KafkaService, java: str, lib: Path) -> int:
         check=False,
     )
     try:
-        return int(proc.stdout.strip())
+        return int(shell.stdout.strip())
     except ValueError:
-        raise KafkaStartError(f"could not start java for the Kafka broker: {proc.stderr.strip() or 'no pid'}") from None
+        raise KafkaStartError(
+            f"could not start java for the Kafka broker: {shell.stderr.strip() or 'no pid'}"
+        ) from None
 
 
 def _wait_ready(service: KafkaService, pid: int, log_offset: int | None = None) -> None:
@@ -715,7 +718,7 @@ def _broker_answers(service: KafkaService, timeout: float = 5.0) -> bool:
     if brokers.get(NODE_ID) != (HOST, service.port):
         return False
     try:
-        from confluent_kafka.admin import AdminClient  # type: ignore[import-not-found]
+        from confluent_kafka.admin import AdminClient
     except ImportError:
         return True
     try:

@@ -80,12 +80,15 @@ def classify(
     applied_seq: int,
     existing_filter: str = "true",
     target_files: list[str] | None = None,
+    position: str = "landed_seq",
 ) -> DedupCounts:
     """From temp table ``valid`` build the ``upserts`` view (rows to write) and count outcomes.
 
     Only keys seen more than once in the chunk or already in silver need their versions
-    ordered; every other row is simply new. ``applied_seq``: rows from objects at or below
-    it are already in silver (a rerun after a crash); they are counted, not written again.
+    ordered; every other row is simply new. ``applied_seq``: rows whose ``position``
+    column is at or below it are already in silver (a rerun after a crash); they are
+    counted, not written again (``position`` differs from the version order ``landed_seq``
+    only for a CSV reparse, see :mod:`saleslake.silver.process`).
     ``existing_filter``: a predicate on silver rows that every earlier version of an
     incoming key satisfies (e.g. its source and months), so the lookup prunes files.
     ``target_files``: the only files of silver that can hold an earlier version (None: all).
@@ -106,9 +109,9 @@ def classify(
         """
     )
     con.execute(
-        """
+        f"""
         CREATE OR REPLACE TEMP TABLE versions AS
-        SELECT v.line_key, v.fi, v.pos, v.landed_seq, v.row_hash,
+        SELECT v.line_key, v.fi, v.pos, v.landed_seq, v.{position} AS position_seq, v.row_hash,
                coalesce(lag(v.row_hash) OVER w, e.row_hash) AS previous_hash,
                e.landed_seq AS existing_seq, e.row_hash AS existing_hash,
                -- a newer, different version of a line silver holds: written in its place
@@ -134,7 +137,7 @@ def classify(
         -- one pass over valid: a row without a version entry has a key seen once, so it is new
         SELECT v.* EXCLUDE (fi, pos)
         FROM valid v LEFT JOIN versions x ON v.line_key = x.line_key AND v.fi = x.fi AND v.pos = x.pos
-        WHERE v.landed_seq > {applied_seq}
+        WHERE v.{position} > {applied_seq}
           AND (x.line_key IS NULL
                OR (x.newest = 1
                    AND (x.existing_seq IS NULL OR x.replaces_silver)))
@@ -144,29 +147,29 @@ def classify(
     con.execute(
         f"""
         CREATE OR REPLACE TEMP VIEW replaced AS
-        SELECT line_key FROM versions WHERE newest = 1 AND landed_seq > {applied_seq} AND replaces_silver
+        SELECT line_key FROM versions WHERE newest = 1 AND position_seq > {applied_seq} AND replaces_silver
         """
     )
     return DedupCounts(valid=valid - duplicate, duplicate=duplicate, corrected=corrected)
 
 
-def write_upserts(con: duckdb.DuckDBPyConnection, target: DeltaTable, positions: list[Transaction]) -> str:
+def write_upserts(
+    con: duckdb.DuckDBPyConnection, target: DeltaTable, positions: list[Transaction], dropped: str | None = None
+) -> str:
     """Write view ``upserts`` to silver with the source ``positions`` in the same commit;
-    returns ``"append"`` or ``"rewrite"`` (some files were rewritten without replaced rows)."""
+    returns ``"append"`` or ``"rewrite"`` (some files were rewritten without replaced rows).
+    ``dropped``: a relation of (line_key, filename) of silver rows to remove in the same
+    commit whether or not a row replaces them (an earlier parse of a reparsed file)."""
     commit = CommitProperties(app_transactions=positions)
-    files = [
-        r[0]
-        for r in con.sql(
-            "SELECT DISTINCT e.filename FROM existing e JOIN replaced r USING (line_key) ORDER BY 1"
-        ).fetchall()
-    ]
+    gone = "SELECT line_key FROM replaced" + (f" UNION ALL SELECT line_key FROM {dropped}" if dropped else "")
+    holding = "SELECT e.filename FROM existing e JOIN replaced r USING (line_key)" + (
+        f" UNION SELECT filename FROM {dropped}" if dropped else ""
+    )
+    files = [r[0] for r in con.sql(f"SELECT DISTINCT filename FROM ({holding}) ORDER BY 1").fetchall()]
     columns = ", ".join(f'"{name}"' for name in SALES_LINES_SCHEMA.names)
     query = f"SELECT {columns} FROM upserts"
     if files:
-        survivors = (
-            f"SELECT {columns} FROM ({snapshot_view_sql(target, files)}) "
-            "WHERE line_key NOT IN (SELECT line_key FROM replaced)"
-        )
+        survivors = f"SELECT {columns} FROM ({snapshot_view_sql(target, files)}) WHERE line_key NOT IN ({gone})"
         query = f"{query} UNION ALL {survivors}"
     # The reader streams from the connection: no other query may run until it is drained.
     batches = con.sql(query).to_arrow_reader(BATCH_ROWS)

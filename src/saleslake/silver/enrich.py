@@ -37,10 +37,12 @@ def unit_price_sql() -> str:
     """sales / quantity rounded half-up to 4 places in exact integer arithmetic.
 
     DuckDB divides decimals in floating point; money must never pass through a float, so
-    the division is done on sales in ten-thousandths as an integer.
+    the division is done on sales in ten-thousandths as an integer. In 128 bits: sales at
+    the DECIMAL(18,4) limit times 10,000, or a quantity near the BIGINT limit times 2,
+    overflowed 64 (it runs on rejected rows too, so any parsed value must pass).
     """
-    scaled = "CAST(sales * 10000 AS HUGEINT)"
-    rounded = f"(({scaled} * 2 + quantity) // (2 * quantity))"
+    scaled = "CAST(CAST(sales AS DECIMAL(38,4)) * 10000 AS HUGEINT)"
+    rounded = f"(({scaled} * 2 + quantity) // (2 * CAST(quantity AS HUGEINT)))"
     return (
         f"CASE WHEN quantity > 0 AND sales >= 0 THEN "
         f"CAST(CAST({rounded} AS DECIMAL(38,0)) * CAST(0.0001 AS DECIMAL(5,4)) AS DECIMAL(18,4)) END"
@@ -50,7 +52,9 @@ def unit_price_sql() -> str:
 def enrichment_columns(settings: Settings) -> str:
     """SELECT-list fragment over a relation with the typed canonical columns."""
     fraud = settings.fraud
-    net = "(sales * (1 - coalesce(discount, 0)))"
+    # in 38 digits: DuckDB multiplies two decimals that fit 64 bits in 64 bits, and sales
+    # above ~92 billion times a discount factor overflowed there
+    net = "(CAST(sales AS DECIMAL(38,4)) * (1 - coalesce(discount, 0)))"
     rules = [
         f"CASE WHEN sales > {_literal(fraud.amount_threshold)} THEN 'amount_above_threshold' END",
         f"CASE WHEN discount >= {_literal(fraud.high_discount)} AND sales > {_literal(fraud.high_discount_amount)} "
@@ -78,7 +82,9 @@ def enrichment_columns(settings: Settings) -> str:
     return f"""
         {unit_price_sql()} AS unit_price,
         tax_rate,
-        CAST(round({net} * tax_rate, 2) AS DECIMAL(18,4)) AS tax_amount,
+        -- TRY_: a rejected row's discount (below 0) can make the net exceed DECIMAL(18,4);
+        -- a valid one's net is at most its sales
+        TRY_CAST(round({net} * tax_rate, 2) AS DECIMAL(18,4)) AS tax_amount,
         list_filter([{", ".join(rules)}], lambda r: r IS NOT NULL) AS fraud_reasons,
         sales > {_literal(settings.quality.outlier_threshold)} AS is_outlier,
         CAST(greatest(0, 100 - ({penalty_sql})) AS INTEGER) AS dq_score

@@ -5,11 +5,14 @@ batch's Kafka records, and temp tables ``ref_stores`` / ``ref_products`` (refere
 states with their ``valid_until``, see :mod:`saleslake.stream`). :func:`prepare_batch` builds
 
 - ``events``: one row per message, parsed JSON and its message-level ``reasons``
-  (``oversized_message``, ``invalid_json``, ``schema_violation:<field>``): such a message
-  is quarantined whole, with its raw bytes;
+  (``oversized_message``, ``invalid_json``, ``schema_violation:<field>``, and
+  ``invalid_date:event_time`` for a UTC date outside the plausible window of
+  :mod:`saleslake.silver.bounds`): such a message is quarantined whole, with its raw bytes;
 - ``event_lines``: one row per line of a well-formed message, typed, with its line-level
   ``reasons`` (CONTRACT §4: ``non_positive_quantity``, ``non_positive_sales``,
-  ``discount_out_of_range``): such a line is quarantined, its siblings are valid;
+  ``discount_out_of_range``; ``quantity_out_of_range`` and ``invalid_number:sales`` for a
+  quantity × unit price beyond DECIMAL(18,4)): such a line is quarantined, its siblings
+  are valid;
 - ``quarantine_rows``: both kinds in the quarantine schema;
 - ``valid_all``: the valid lines in the silver schema, enriched (tax, fraud, dq), plus the
   ``fi``/``pos`` ordering columns :func:`saleslake.silver.dedup.classify` expects.
@@ -26,6 +29,7 @@ import json
 import duckdb
 
 from saleslake.config import Settings
+from saleslake.silver.bounds import case_reasons, date_checks, quantity_check
 from saleslake.silver.dedup import row_hash_sql
 from saleslake.silver.enrich import enrichment_columns, tax_rate_sql
 
@@ -67,11 +71,17 @@ def _string(v: str) -> str:
 
 
 def _string_check(v: str, name: str, nullable: bool = False) -> str:
-    """Reason when the leaf is not a non-empty string (absent or null allowed if nullable)."""
-    bad = f"NOT starts_with({v}, '\"') OR {v} = '\"\"'"
+    """Reason when the leaf is not a non-empty string (absent or null allowed if nullable),
+    or holds a NUL character (``\\u0000``: no warehouse text column can hold it)."""
+    bad = f"NOT starts_with({v}, '\"') OR {v} = '\"\"' OR contains({v} ->> '$', chr(0))"
     if not nullable:
         bad = f"{v} IS NULL OR {bad}"
     return f"CASE WHEN {bad} THEN 'schema_violation:{name}' END"
+
+
+def _event_date(v: str) -> str:
+    """The UTC date of an event time (the order date of its lines)."""
+    return f"CAST(timezone('UTC', TRY_CAST({_string(v)} AS TIMESTAMPTZ)) AS DATE)"
 
 
 def _message_checks(settings: Settings) -> list[str]:
@@ -85,6 +95,8 @@ def _message_checks(settings: Settings) -> list[str]:
         f"CASE WHEN {_string('e.event_time')} IS NULL "
         rf"OR NOT regexp_matches({_string('e.event_time')}, '^\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:?\d\d)$') "
         f"OR TRY_CAST({_string('e.event_time')} AS TIMESTAMPTZ) IS NULL THEN 'schema_violation:event_time' END",
+        # the lines' order and ship date: the event's UTC date, within the plausible window
+        *case_reasons(date_checks({"event_time": _event_date("e.event_time")}, settings.quality)),
         _string_check("e.store_id", "store_id"),
         _string_check("e.terminal_id", "terminal_id"),
         _string_check("e.customer_id", "customer_id", nullable=True),
@@ -190,25 +202,26 @@ def _parse_messages(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
     )
 
 
-def _type_lines(con: duckdb.DuckDBPyConnection) -> None:
+def _type_lines(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
     """``event_lines``: the lines of well-formed messages, typed, with line-level reasons.
 
     (TRY_CAST: the values were checked, but the planner may evaluate a cast before the
-    filter that excludes malformed messages.)"""
+    filter that excludes malformed messages. ``sales`` = quantity × unit price, NULL when
+    it does not fit DECIMAL(18,4): ``invalid_number:sales``.)"""
+    line_checks = [
+        "CASE WHEN quantity <= 0 THEN 'non_positive_quantity' END",
+        "CASE WHEN unit_price <= 0 THEN 'non_positive_sales' END",
+        "CASE WHEN discount < 0 OR discount > 1 THEN 'discount_out_of_range' END",
+        *case_reasons([quantity_check("quantity", settings.quality)]),
+        "CASE WHEN sales IS NULL AND quantity IS NOT NULL AND unit_price IS NOT NULL THEN 'invalid_number:sales' END",
+    ]
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE event_lines AS
-        SELECT *,
-               {
-            _reasons(
-                [
-                    "CASE WHEN quantity <= 0 THEN 'non_positive_quantity' END",
-                    "CASE WHEN unit_price <= 0 THEN 'non_positive_sales' END",
-                    "CASE WHEN discount < 0 OR discount > 1 THEN 'discount_out_of_range' END",
-                ]
-            )
-        } AS reasons
+        SELECT *, {_reasons(line_checks)} AS reasons
         FROM (
+            SELECT *, TRY_CAST(quantity * unit_price AS DECIMAL(18,4)) AS sales
+            FROM (
             SELECT e.*, r.idx, r.lj,
                    TRY_CAST(r.l.line_no AS BIGINT) AS line_no,
                    {_string("r.l.product_id")} AS product_id,
@@ -227,6 +240,7 @@ def _type_lines(con: duckdb.DuckDBPyConnection) -> None:
                        {_string("e.card_fingerprint")} AS card_fingerprint
                 FROM events WHERE len(reasons) = 0
             ) e JOIN raw_lines r USING ("partition", "offset")
+            )
         )
         """
     )
@@ -281,7 +295,7 @@ def _canonical_lines(con: duckdb.DuckDBPyConnection) -> None:
                CASE WHEN l.customer_id IS NULL THEN 'Walk-in' END AS segment,
                s.city, s.state, s.country, s.postal_code, s.market, s.region, l.store_id,
                l.product_id, p.product_name, p.category, p.sub_category,
-               l.quantity, CAST(l.quantity * l.unit_price AS DECIMAL(18,4)) AS sales, l.discount,
+               l.quantity, l.sales, l.discount,
                CAST(NULL AS DECIMAL(18,4)) AS profit, CAST(NULL AS DECIMAL(18,4)) AS shipping_cost,
                l.currency, l.payment_method, l.card_fingerprint,
                l.topic, l."partition", l."offset", l."timestamp", l.line_no
@@ -356,7 +370,7 @@ def _valid(con: duckdb.DuckDBPyConnection, settings: Settings, batch_id: str) ->
 def prepare_batch(con: duckdb.DuckDBPyConnection, settings: Settings, batch_id: str) -> None:
     """Build ``events``, ``event_lines``, ``quarantine_rows`` and ``valid_all`` from ``records``."""
     _parse_messages(con, settings)
-    _type_lines(con)
+    _type_lines(con, settings)
     _quarantine(con, settings, batch_id)
     _canonical_lines(con)
     _valid(con, settings, batch_id)

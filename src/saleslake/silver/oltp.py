@@ -33,7 +33,9 @@ from saleslake import reference
 from saleslake.config import Settings
 from saleslake.contract import QUARANTINE_SCHEMA, SALES_LINES_SCHEMA
 from saleslake.crashpoints import crash_point
+from saleslake.dbapi import one_row
 from saleslake.lake import Lake, ensure_delta, snapshot_view_sql, writer_properties
+from saleslake.silver.bounds import KEY_TEXT_FIELDS, case_reasons, date_checks, key_text_checks, quantity_check
 from saleslake.silver.dedup import BATCH_ROWS, classify, row_hash_sql
 from saleslake.silver.enrich import enrichment_columns, tax_rate_sql
 from saleslake.sources.postgres import APP_ID, ExtractResult
@@ -51,6 +53,7 @@ class OltpCounts:
     removed: int = 0  # lines deleted from silver (cancelled or deleted orders and lines)
     removed_seen: int = 0  # cancelled or deleted line states read (whether in silver or not)
     reference: dict | None = None
+    reference_quarantined: dict | None = None  # reference states quarantined, per table
 
 
 def _files(paths) -> str:
@@ -67,9 +70,15 @@ def _parquet(con: duckdb.DuckDBPyConnection, name: str, paths: list) -> bool:
     return True
 
 
-def register_reference(lake: Lake, con: duckdb.DuckDBPyConnection, extract: ExtractResult) -> dict[str, int]:
-    """Changed customers, products and stores → reference tables (idempotent)."""
-    out = {}
+def register_reference(
+    lake: Lake, con: duckdb.DuckDBPyConnection, settings: Settings, extract: ExtractResult
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Changed customers, products and stores → reference tables (idempotent). A state
+    gold could not hold is quarantined instead (:mod:`saleslake.silver.bounds`): an
+    ``updated_at`` (its SCD2 validity start) outside the plausible window is
+    ``invalid_date:updated_at``, a product category too long for a warehouse key
+    ``text_too_long:category``. Returns the states registered and quarantined per table."""
+    registered, quarantined, bad = {}, {}, []
     specs = {
         "customers": (
             reference.CUSTOMERS,
@@ -85,17 +94,79 @@ def register_reference(lake: Lake, con: duckdb.DuckDBPyConnection, extract: Extr
         t = extract.tables.get(table)
         if t is None or not t.rows:
             continue
-        rows = con.sql(
-            f"SELECT {columns}, timezone('UTC', updated_at) AS updated_at, '{SOURCE}' AS source_system "
-            f"FROM read_parquet({_files([t.path])})"
-        ).to_arrow_table()
+        checks = date_checks({"updated_at": "CAST(updated_at AS DATE)"}, settings.quality)
+        if table == "products":  # its category is the daily aggregate's (dim_product's)
+            checks += key_text_checks({"category": "category"})
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE ref_states AS
+                SELECT *, list_filter([{", ".join(case_reasons(checks))}], lambda r: r IS NOT NULL) AS reasons
+                FROM (SELECT {columns}, timezone('UTC', updated_at) AS updated_at, '{SOURCE}' AS source_system
+                      FROM read_parquet({_files([t.path])}))"""
+        )
+        rows = con.sql("SELECT * EXCLUDE (reasons) FROM ref_states WHERE len(reasons) = 0").to_arrow_table()
         rows = rows.set_column(
             rows.schema.get_field_index("updated_at"),
             "updated_at",
             rows["updated_at"].cast(pa.timestamp("us", tz="UTC")),
         )
-        out[table] = reference.register(lake, ref, rows)
-    return out
+        registered[table] = reference.register(lake, ref, rows)
+        rejected = _reference_quarantine_rows(con, lake, extract, table, ref.key, columns)
+        if rejected.num_rows:
+            quarantined[table] = rejected.num_rows
+            bad.append(rejected)
+    if bad:
+        _append_quarantine(lake, pa.concat_tables(bad))
+    return registered, quarantined
+
+
+def _reference_quarantine_rows(
+    con: duckdb.DuckDBPyConnection, lake: Lake, extract: ExtractResult, table: str, key: str, columns: str
+) -> pa.Table:
+    """Quarantine rows of the states of temp table ``ref_states`` with reasons."""
+    names = [c.strip() for c in columns.split(",")] + ["updated_at"]
+    raw = (
+        "MAP([" + ", ".join(f"'{n}'" for n in names) + "], [" + ", ".join(f"CAST({n} AS VARCHAR)" for n in names) + "])"
+    )
+    bronze_uri = str(extract.tables[table].path.relative_to(lake.home))
+    stamp = "CAST(epoch_us(updated_at) AS VARCHAR)"
+    return (
+        con.sql(
+            f"""
+            SELECT md5('{SOURCE}' || chr(31) || '{table}' || chr(31) || CAST({key} AS VARCHAR) || chr(31) || {stamp})
+                       AS quarantine_key,
+                   '{SOURCE}' AS source_system, reasons, {raw} AS raw,
+                   CAST(NULL AS VARCHAR) AS raw_line, CAST(NULL AS VARCHAR) AS order_id,
+                   CAST(NULL AS VARCHAR) AS line_id, '{bronze_uri}' AS bronze_uri,
+                   'postgres:{table}/' || CAST({key} AS VARCHAR) || '@' || {stamp} AS source_position,
+                   CAST({extract.seq} AS BIGINT) AS landed_seq, '{SOURCE}:{extract.extract_id}' AS batch_id,
+                   TIMESTAMPTZ '{extract.extracted_at.isoformat()}' AS ingested_at, CAST(NULL AS BLOB) AS raw_bytes
+            FROM ref_states WHERE len(reasons) > 0
+            """
+        )
+        .to_arrow_table()
+        .cast(QUARANTINE_SCHEMA)
+    )
+
+
+def _append_quarantine(lake: Lake, rows: pa.Table) -> pa.Table:
+    """Append the quarantine rows not already there (a rerun of the same extract)."""
+    target = ensure_delta(lake.quarantine, QUARANTINE_SCHEMA)
+    con = duckdb.connect()
+    try:
+        con.register("incoming", rows)
+        new = (
+            con.sql(
+                f"""SELECT * FROM incoming WHERE quarantine_key NOT IN (
+                    SELECT quarantine_key FROM ({snapshot_view_sql(target)}) WHERE source_system = '{SOURCE}')"""
+            )
+            .to_arrow_table()
+            .cast(QUARANTINE_SCHEMA)
+        )
+    finally:
+        con.close()
+    if new.num_rows:
+        write_deltalake(target, new, mode="append")
+    return new
 
 
 def _load_reference(lake: Lake, con: duckdb.DuckDBPyConnection) -> None:
@@ -112,24 +183,30 @@ def _load_reference(lake: Lake, con: duckdb.DuckDBPyConnection) -> None:
         )
 
 
-def _reasons() -> str:
+def _reasons(settings: Settings) -> str:
+    """CONTRACT §4 reasons of a line state, the bounds every source applies included
+    (``sales`` and ``profit`` are NULL when quantity × price does not fit DECIMAL(18,4))."""
     checks = [
         *(
-            f"CASE WHEN {c} IS NULL THEN 'missing_required:{f}' END"
-            for f, c in (
-                ("order_id", "order_id"),
-                ("line_id", "line_id"),
-                ("order_date", "order_date"),
-                ("customer_id", "customer_id"),
-                ("product_id", "product_id"),
-                ("quantity", "quantity"),
-                ("sales", "sales"),
-            )
+            f"CASE WHEN {c} IS NULL THEN 'missing_required:{c}' END"
+            for c in ("order_id", "line_id", "order_date", "customer_id", "product_id", "quantity")
         ),
+        "CASE WHEN quantity IS NULL OR src_unit_price IS NULL THEN 'missing_required:sales' END",
         "CASE WHEN quantity <= 0 THEN 'non_positive_quantity' END",
         "CASE WHEN sales <= 0 THEN 'non_positive_sales' END",
         "CASE WHEN discount < 0 OR discount > 1 THEN 'discount_out_of_range' END",
         "CASE WHEN ship_date < order_date THEN 'ship_before_order' END",
+        *case_reasons(
+            [
+                *date_checks({"order_date": "order_date", "ship_date": "ship_date"}, settings.quality),
+                quantity_check("quantity", settings.quality),
+                *key_text_checks({name: name for name in KEY_TEXT_FIELDS}),
+            ]
+        ),
+        "CASE WHEN sales IS NULL AND quantity IS NOT NULL AND src_unit_price IS NOT NULL "
+        "THEN 'invalid_number:sales' END",
+        "CASE WHEN profit IS NULL AND quantity IS NOT NULL AND src_unit_price IS NOT NULL AND discount IS NOT NULL "
+        "AND src_unit_cost IS NOT NULL THEN 'invalid_number:profit' END",
     ]
     return f"list_filter([{', '.join(checks)}], lambda r: r IS NOT NULL)"
 
@@ -159,9 +236,15 @@ def prepare_lines(con: duckdb.DuckDBPyConnection, lake: Lake, settings: Settings
                        o.ship_postal_code AS postal_code, o.ship_market AS market, o.ship_region AS region,
                        o.store_id, l.product_id, CAST(l.quantity AS BIGINT) AS quantity,
                        CAST(l.unit_price AS DECIMAL(18,4)) AS src_unit_price,
-                       CAST(l.quantity * l.unit_price AS DECIMAL(18,4)) AS sales,
+                       CAST(l.unit_cost AS DECIMAL(18,4)) AS src_unit_cost,
+                       -- in 38 digits, then TRY_: a product beyond DECIMAL(18,4) is invalid_number,
+                       -- not an extract that fails on every retry
+                       TRY_CAST(CAST(l.quantity AS DECIMAL(38,0)) * l.unit_price AS DECIMAL(18,4)) AS sales,
                        CAST(l.discount AS DECIMAL(9,4)) AS discount,
-                       CAST(l.quantity * (l.unit_price * (1 - l.discount) - l.unit_cost) AS DECIMAL(18,4)) AS profit,
+                       TRY_CAST(
+                           CAST(l.quantity AS DECIMAL(38,0)) * (l.unit_price * (1 - l.discount) - l.unit_cost)
+                           AS DECIMAL(18,4)
+                       ) AS profit,
                        CAST(l.shipping_cost AS DECIMAL(18,4)) AS shipping_cost,
                        coalesce(o.currency, 'USD') AS currency,
                        (o.order_id IS NOT NULL AND (o.status = 'cancelled' OR o.deleted_at IS NOT NULL))
@@ -170,7 +253,7 @@ def prepare_lines(con: duckdb.DuckDBPyConnection, lake: Lake, settings: Settings
                        l.order_line_id AS pos
                 FROM l LEFT JOIN o ON l.order_id = o.order_id
              )
-        SELECT *, {_reasons()} AS reasons FROM (
+        SELECT *, {_reasons(settings)} AS reasons FROM (
         SELECT md5('{SOURCE}' || chr(31) || j.order_id || chr(31) || j.line_id) AS line_key, '{SOURCE}' AS source_system,
                j.* EXCLUDE (customer_id, product_id),
                j.customer_id, coalesce(c.customer_name, fc.customer_name) AS customer_name,
@@ -203,7 +286,8 @@ def prepare_lines(con: duckdb.DuckDBPyConnection, lake: Lake, settings: Settings
         FROM (
             SELECT * EXCLUDE (fraud_reasons), list_concat(fraud_reasons, history_reasons) AS fraud_reasons
             FROM (
-                SELECT b.* EXCLUDE (src_unit_price, removed, changed_at, reasons, pos, tax_rate), b.changed_at, b.pos,
+                SELECT b.* EXCLUDE (src_unit_price, src_unit_cost, removed, changed_at, reasons, pos, tax_rate),
+                       b.changed_at, b.pos,
                        {enrichment_columns(settings)}, coalesce(h.reasons, []) AS history_reasons
                 FROM (SELECT *, {tax_rate_sql(settings)} AS tax_rate FROM oltp_lines
                       WHERE NOT removed AND len(reasons) = 0) b
@@ -312,10 +396,12 @@ def commit_lines(con: duckdb.DuckDBPyConnection, lake: Lake, extract: ExtractRes
     _quarantine(con, lake, extract)
     crash_point("oltp.quarantine.after_commit")
     dedup = classify(con, target, -1, existing_filter=f"s.source_system = '{SOURCE}'")
-    removed_seen, bad = con.execute(
-        "SELECT count(*) FILTER (WHERE removed), count(*) FILTER (WHERE NOT removed AND len(reasons) > 0) "
-        "FROM oltp_lines"
-    ).fetchone()
+    removed_seen, bad = one_row(
+        con.execute(
+            "SELECT count(*) FILTER (WHERE removed), count(*) FILTER (WHERE NOT removed AND len(reasons) > 0) "
+            "FROM oltp_lines"
+        )
+    )
     # lines to take out of silver: removed or now invalid, where silver holds them
     con.execute(
         f"""
@@ -325,7 +411,7 @@ def commit_lines(con: duckdb.DuckDBPyConnection, lake: Lake, extract: ExtractRes
           AND s.line_key IN (SELECT line_key FROM oltp_lines WHERE removed OR len(reasons) > 0)
         """
     )
-    (n_gone,) = con.execute("SELECT count(*) FROM gone").fetchone()
+    (n_gone,) = one_row(con.execute("SELECT count(*) FROM gone"))
     months = sorted(
         {r[0] for r in con.execute("SELECT order_month FROM existing UNION SELECT order_month FROM gone").fetchall()}
     )
@@ -403,11 +489,12 @@ def apply_extract(lake: Lake, settings: Settings, extract: ExtractResult) -> Olt
     con = connect(settings, lake)
     try:
         con.execute("SET TimeZone = 'UTC'")
-        refs = register_reference(lake, con, extract)
+        refs, refs_quarantined = register_reference(lake, con, settings, extract)
         crash_point("oltp.reference.after_commit")
         has_lines = prepare_lines(con, lake, settings, extract)
         counts = commit_lines(con, lake, extract, has_lines)
         counts.reference = refs
+        counts.reference_quarantined = refs_quarantined
         return counts
     finally:
         con.close()

@@ -2,8 +2,10 @@
 
 Every field is read as text (typing and validation happen in SQL afterwards, so a bad
 value becomes a reason code, never a parse failure). Records the reader cannot split
-into fields (unterminated quote, too many or too few fields) are captured by DuckDB's
-reject store and quarantined as ``malformed_row``.
+into fields (unterminated quote, too many or too few fields) or that are longer than
+``csv.max_record_bytes`` are captured by DuckDB's reject store and quarantined as
+``malformed_row:<kind>`` (see :mod:`saleslake.silver.long_records` for why files holding
+such a long record are scanned sequentially).
 """
 
 from __future__ import annotations
@@ -17,10 +19,18 @@ from pathlib import Path
 import duckdb
 
 from saleslake.lake import Lake
-from saleslake.sources.csv import NATIVE_ENCODINGS
+from saleslake.silver.long_records import LongRecord, long_records
 
 # Manifest fields that must be equal for files to be parsed in one read_csv call.
 DIALECT_KEYS = ("encoding", "delimiter", "decimal", "date_format", "header", "columns")
+# Encodings DuckDB reads in place; they are ASCII-compatible (line ends and quotes are
+# single bytes, which long_records relies on). Files in any other encoding (UTF-16
+# included) are transcoded to UTF-8 in the lake's tmp/ first.
+IN_PLACE_ENCODINGS = {"utf-8", "utf-8-sig", "latin-1"}
+# A malformed record's raw_line keeps at most this many characters (DuckDB's reject
+# store keeps about as many); an oversized record's length is kept beside it.
+RAW_LINE_CHARS = 10_000
+OVERSIZED = "malformed_row:oversized_record"
 
 
 @dataclass
@@ -31,6 +41,13 @@ class Chunk:
 
     objects: list[dict]
     first_fi: int = 0
+    #: (fi, record) of each record over the size limit in these files (see scan_groups)
+    long_records: tuple[tuple[int, LongRecord], ...] = ()
+
+    @property
+    def sequential(self) -> bool:
+        """Whether to scan the files one record after another (they hold a long record)."""
+        return bool(self.long_records)
 
     @property
     def dialect(self) -> dict:
@@ -63,6 +80,25 @@ class Chunk:
         return groups
 
 
+def scan_groups(lake: Lake, chunk: Chunk, max_record_bytes: int) -> list[Chunk]:
+    """The chunk's dialect groups, each cut into runs of files scanned the same way: in
+    parallel, or sequentially when a file holds a record longer than ``max_record_bytes``
+    (DuckDB's parallel scan loses or shreds those; see long_records). Files no longer
+    than the limit are not read here."""
+    runs: list[Chunk] = []
+    for group in chunk.dialect_groups():
+        for index, obj in enumerate(group.objects):
+            fi = group.first_fi + index
+            longs = tuple((fi, r) for r in long_records(_readable_path(lake, obj), max_record_bytes))
+            last = runs[-1] if runs else None
+            if last and index > 0 and last.sequential == bool(longs):
+                last.objects.append(obj)
+                last.long_records += longs
+            else:
+                runs.append(Chunk([obj], fi, longs))
+    return runs
+
+
 def _dialect_key(obj: dict) -> tuple:
     return tuple(str(obj[k]) for k in DIALECT_KEYS)
 
@@ -92,10 +128,11 @@ def _readable_path(lake: Lake, obj: dict) -> Path:
     """The bronze file, transcoded to UTF-8 in tmp/ when DuckDB cannot read its encoding."""
     path = lake.home / obj["bronze_uri"]
     encoding = obj["encoding"]
-    if encoding.lower() in NATIVE_ENCODINGS:
+    if encoding.lower() in IN_PLACE_ENCODINGS:
         return path
     lake.tmp.mkdir(parents=True, exist_ok=True)
-    target = lake.tmp / f"{obj['object_id']}.utf8.csv"
+    # per encoding: a reparse may read the same object with another one
+    target = lake.tmp / f"{obj['object_id']}.{encoding.lower()}.utf8.csv"
     if not target.exists():
         partial = target.with_suffix(".partial")
         decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
@@ -111,9 +148,11 @@ def _sql_list(values: list[str]) -> str:
     return "[" + ", ".join("'" + v.replace("'", "''") + "'" for v in values) + "]"
 
 
-def scan_sql(lake: Lake, chunk: Chunk) -> str:
-    """The records of one dialect group as text: (fi, c0..cN), in file order; ``fi`` is
-    the file's index in the chunk.
+def scan_sql(lake: Lake, chunk: Chunk, max_record_bytes: int) -> str:
+    """The records of one dialect group as text: (fi, cK for each column silver uses), in
+    file order; ``fi`` is the file's index in the chunk. Records longer than
+    ``max_record_bytes`` are rejected (the sequential scan of a ``chunk.sequential`` group
+    sees every one of them).
 
     Collected with ``preserve_insertion_order`` on (through projections only), the rows
     come in the files' record order (DuckDB keeps the order of parallel scans), which
@@ -124,16 +163,18 @@ def scan_sql(lake: Lake, chunk: Chunk) -> str:
     dialect = chunk.dialect
     width = len(dialect["header"])
     columns = "{" + ", ".join(f"'c{i}': 'VARCHAR'" for i in range(width)) + "}"
+    # only the columns silver reads: a header may have thousands of extra columns
+    used = ", ".join(f"c{i}" for i in sorted(set(chunk.columns.values())))
     files = [str(_readable_path(lake, o)) for o in chunk.objects]
     native = dialect["encoding"].lower()
-    encoding = native if native in NATIVE_ENCODINGS and not native.startswith("utf-8") else "utf-8"
+    encoding = native if native in IN_PLACE_ENCODINGS and not native.startswith("utf-8") else "utf-8"
     delimiter = dialect["delimiter"].replace("'", "''")
     return f"""
-        SELECT file_index + {chunk.first_fi} AS fi, {", ".join(f"c{i}" for i in range(width))}
+        SELECT file_index + {chunk.first_fi} AS fi, {used}
         FROM read_csv({_sql_list(files)}, columns = {columns}, header = true, auto_detect = false,
                       delim = '{delimiter}', quote = '"', escape = '"', encoding = '{encoding}',
                       store_rejects = true, rejects_table = 'reject_errors', rejects_scan = 'reject_scans',
-                      parallel = true)
+                      max_line_size = {int(max_record_bytes)}, parallel = {str(not chunk.sequential).lower()})
     """
 
 
@@ -143,20 +184,36 @@ def reset_rejects(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def collect_rejects(con: duckdb.DuckDBPyConnection, lake: Lake, group: Chunk) -> None:
-    """Add to temp table ``rejects`` one row per unsplittable record of the last scan
-    (fi, line, error_types, csv_line)."""
+    """Add to temp table ``rejects`` one row per rejected record of the last scan: (fi,
+    line, reasons, raw, raw_line). A record over the size limit has the one reason
+    ``malformed_row:oversized_record`` (DuckDB's other kinds for it are artefacts of its
+    size: a 100 MB line is also "too many columns") and its length in bytes as
+    ``raw['raw_line_bytes']``: measured by long_records when the record starts where one
+    found starts, else as DuckDB reports it."""
     files = [str(_readable_path(lake, o)) for o in group.objects]
     con.execute(
         """CREATE TEMP TABLE IF NOT EXISTS rejects
-           (fi BIGINT, line BIGINT, error_types VARCHAR[], csv_line VARCHAR)"""
+           (fi BIGINT, line BIGINT, reasons VARCHAR[], raw MAP(VARCHAR, VARCHAR), raw_line VARCHAR)"""
     )
+    measured = ", ".join(f"({fi}, {r.offset}, {r.length})" for fi, r in group.long_records) or "(NULL, NULL, NULL)"
     con.execute(
         f"""
         INSERT INTO rejects
-        SELECT list_position({_sql_list(files)}, s.file_path) - 1 + {group.first_fi} AS fi, e.line AS line,
-               list_sort(list_distinct(list(lower(replace(e.error_type, ' ', '_'))))) AS error_types,
-               any_value(trim(e.csv_line, chr(10) || chr(13))) AS csv_line
-        FROM reject_errors e JOIN reject_scans s USING (scan_id, file_id)
-        GROUP BY ALL
+        WITH records AS (
+            SELECT list_position({_sql_list(files)}, s.file_path) - 1 + {group.first_fi} AS fi, e.line AS line,
+                   list_sort(list_distinct(list(lower(replace(e.error_type, ' ', '_'))))) AS kinds,
+                   any_value(trim(e.csv_line, chr(10) || chr(13))) AS csv_line,
+                   min(e.line_byte_position) AS start,
+                   max(TRY_CAST(regexp_extract(e.error_message, 'Actual Size: *([0-9]+)', 1) AS BIGINT)) AS reported
+            FROM reject_errors e JOIN reject_scans s USING (scan_id, file_id)
+            GROUP BY ALL
+        ), measured(fi, start, length) AS (VALUES {measured})
+        SELECT r.fi, r.line,
+               CASE WHEN list_contains(r.kinds, 'line_size_over_maximum') THEN ['{OVERSIZED}']
+                    ELSE list_transform(r.kinds, lambda k: 'malformed_row:' || k) END,
+               CASE WHEN list_contains(r.kinds, 'line_size_over_maximum')
+                    THEN MAP {{'raw_line_bytes': CAST(coalesce(m.length, r.reported) AS VARCHAR)}} END,
+               left(r.csv_line, {RAW_LINE_CHARS})
+        FROM records r LEFT JOIN measured m ON m.fi = r.fi AND m.start = r.start
         """
     )

@@ -4,6 +4,14 @@ Exactly once: every write to ``sales_lines`` and ``quarantine`` carries, in the 
 Delta commit, the highest ``landed_seq`` it covers (a Delta application transaction).
 A rerun after a crash resumes after the last committed position of each table, so no
 row is lost or written twice.
+
+A reparse (:func:`saleslake.bronze.reparse_csv`) is processed at its own ``landed_seq``
+(its *position*), but its rows carry the original landing's (its ``version_seq``), so a
+correction landed later still wins over them. The commit of each table that processes it
+also removes every row of the file's earlier parse (rows with that ``landed_seq``: the
+sequence identifies one file among CSV rows), so keys only the earlier parse had do not
+linger; each removal rides on the same commit as the table's position, so a crash and a
+rerun neither repeat nor lose it.
 """
 
 from __future__ import annotations
@@ -14,17 +22,18 @@ from collections.abc import Callable
 import duckdb
 import numpy as np
 import pyarrow as pa
-from deltalake import CommitProperties, Transaction, write_deltalake
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
-from saleslake.bronze import manifest_rows
+from saleslake.bronze import pending_csv_objects
 from saleslake.config import Settings
 from saleslake.contract import QUARANTINE_SCHEMA, SALES_LINES_SCHEMA
 from saleslake.crashpoints import crash_point
-from saleslake.lake import Lake, ensure_delta, txn_version
+from saleslake.errors import InputFileError
+from saleslake.lake import Lake, ensure_delta, replace_files, snapshot_view_sql, txn_version
 from saleslake.runs import StageCounts, silver_commit_lock
 from saleslake.silver.dedup import classify, row_hash_sql, write_upserts
 from saleslake.silver.enrich import enrichment_columns, tax_rate_sql
-from saleslake.silver.parse import Chunk, collect_rejects, plan_chunks, reset_rejects, scan_sql
+from saleslake.silver.parse import Chunk, collect_rejects, plan_chunks, reset_rejects, scan_groups, scan_sql
 from saleslake.silver.validate import checked_sql, raw_map_sql
 
 APP_ID = "saleslake.silver.csv"
@@ -34,7 +43,7 @@ def connect(settings: Settings, lake: Lake) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with bounded memory that spills to the lake's tmp/."""
     lake.tmp.mkdir(parents=True, exist_ok=True)
     # preserve_insertion_order: record positions rely on it (see parse.scan_sql).
-    config = {
+    config: dict[str, str | bool | int | float | list[str]] = {
         "memory_limit": settings.duckdb_memory_limit,
         "temp_directory": str(lake.tmp / "duckdb"),
         "preserve_insertion_order": True,
@@ -49,7 +58,9 @@ def _register_files(con: duckdb.DuckDBPyConnection, chunk: Chunk) -> None:
         {
             "fi": pa.array(range(len(chunk.objects)), pa.int64()),
             "object_id": [o["object_id"] for o in chunk.objects],
-            "landed_seq": pa.array([o["landed_seq"] for o in chunk.objects], pa.int64()),
+            # the version order its rows carry, and the position (manifest order) of the object
+            "landed_seq": pa.array([o["version_seq"] for o in chunk.objects], pa.int64()),
+            "position_seq": pa.array([o["landed_seq"] for o in chunk.objects], pa.int64()),
             "landed_at": pa.array([o["landed_at"] for o in chunk.objects], pa.timestamp("us", tz="UTC")),
             "bronze_uri": [o["bronze_uri"] for o in chunk.objects],
             "source_system": [o["source_system"] for o in chunk.objects],
@@ -66,7 +77,8 @@ def _batch_id(chunk: Chunk) -> str:
 
 
 def _write_quarantine(con: duckdb.DuckDBPyConnection, lake: Lake, chunk: Chunk, applied_seq: int) -> int:
-    """Append the chunk's rejected rows (those not yet applied) with the position."""
+    """Append the chunk's rejected rows (those not yet applied) with the position, removing
+    in the same commit the rows of earlier parses of the reparsed files."""
     batch = _batch_id(chunk)
     rel = con.sql(
         f"""
@@ -76,27 +88,72 @@ def _write_quarantine(con: duckdb.DuckDBPyConnection, lake: Lake, chunk: Chunk, 
                'record:' || c.pos AS source_position, f.landed_seq, '{batch}' AS batch_id,
                f.landed_at AS ingested_at, CAST(NULL AS BLOB) AS raw_bytes
         FROM checked c JOIN files f USING (fi)
-        WHERE len(c.reasons) > 0 AND f.landed_seq > {applied_seq}
+        WHERE len(c.reasons) > 0 AND f.position_seq > {applied_seq}
         UNION ALL
-        SELECT md5(f.object_id || ':line:' || r.line), f.source_system,
-               list_transform(r.error_types, lambda t: 'malformed_row:' || t),
-               CAST(NULL AS MAP(VARCHAR, VARCHAR)), r.csv_line, NULL, NULL, f.bronze_uri,
+        SELECT md5(f.object_id || ':line:' || r.line), f.source_system, r.reasons, r.raw, r.raw_line,
+               NULL, NULL, f.bronze_uri,
                'line:' || r.line, f.landed_seq, '{batch}', f.landed_at, NULL
         FROM rejects r JOIN files f USING (fi)
-        WHERE f.landed_seq > {applied_seq}
+        WHERE f.position_seq > {applied_seq}
         """
     )
     table = rel.to_arrow_table().cast(QUARANTINE_SCHEMA)
     commit = CommitProperties(app_transactions=[Transaction(APP_ID, chunk.last_seq)])
-    write_deltalake(str(lake.quarantine), table, mode="append", commit_properties=commit)
+    target = ensure_delta(lake.quarantine, QUARANTINE_SCHEMA)
+    versions = _reparsed_versions(chunk, applied_seq)
+    files = _superseded_rows(con, target, "quarantine_key", versions) if versions else []
+    if not files:
+        write_deltalake(str(lake.quarantine), table, mode="append", commit_properties=commit)
+        return table.num_rows
+    con.register("new_quarantine", table)
+    names = ", ".join(f'"{n}"' for n in QUARANTINE_SCHEMA.names)
+    rows = (
+        con.sql(
+            f"""SELECT {names} FROM new_quarantine
+                UNION ALL SELECT {names} FROM ({snapshot_view_sql(target, files)}) s WHERE NOT ({_of(versions)})"""
+        )
+        .to_arrow_table()
+        .cast(QUARANTINE_SCHEMA)
+    )
+    con.unregister("new_quarantine")
+    replace_files(target, pa.RecordBatchReader.from_batches(QUARANTINE_SCHEMA, rows.to_batches()), files, [], commit)
     return table.num_rows
+
+
+def _of(versions: list[int]) -> str:
+    """SQL predicate on rows ``s`` of a silver table: CSV rows from the landings ``versions``."""
+    return f"s.source_system LIKE 'csv:%' AND s.landed_seq IN ({', '.join(map(str, versions))})"
+
+
+def _reparsed_versions(chunk: Chunk, applied_seq: int) -> list[int]:
+    """The original landings of the chunk's reparses not yet applied to a table at
+    ``applied_seq``: the table's rows carrying them are an earlier parse of the file."""
+    return sorted(
+        {
+            o["version_seq"]
+            for o in chunk.objects
+            if o["version_seq"] != o["landed_seq"] and o["landed_seq"] > applied_seq
+        }
+    )
+
+
+def _superseded_rows(con: duckdb.DuckDBPyConnection, target: DeltaTable, key: str, versions: list[int]) -> list[str]:
+    """Temp table ``superseded`` (key, filename): the CSV rows of ``target`` from the
+    landings ``versions``; returns the files holding them."""
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE superseded AS
+            SELECT s.{key}, s.filename
+            FROM ({snapshot_view_sql(target, filename=True)}) s WHERE {_of(versions)}"""
+    )
+    return [r[0] for r in con.sql("SELECT DISTINCT filename FROM superseded ORDER BY 1").fetchall()]
 
 
 def _check_rows(con: duckdb.DuckDBPyConnection, lake: Lake, settings: Settings, chunk: Chunk) -> None:
     """One pass over the files: relation ``checked`` with every record typed, enriched and
     given its reasons (raw text kept only for rejected ones) and its position in its file,
-    then the ``valid`` view in the silver schema. Each dialect group is scanned and typed
-    on its own; their rows are concatenated.
+    then the ``valid`` view in the silver schema. Each dialect group (cut where files
+    holding an oversized record must be scanned sequentially: parse.scan_groups) is
+    scanned and typed on its own; their rows are concatenated.
 
     ``checked`` is collected straight from the CSV scans, by projections only, with
     ``preserve_insertion_order`` on: its rows come in the files' record order, so a
@@ -107,7 +164,8 @@ def _check_rows(con: duckdb.DuckDBPyConnection, lake: Lake, settings: Settings, 
     """
     _drop_checked(con)
     con.execute("DROP TABLE IF EXISTS rejects")
-    tables = [_check_group(con, lake, settings, group) for group in chunk.dialect_groups()]
+    groups = scan_groups(lake, chunk, settings.csv.max_record_bytes)
+    tables = [_check_group(con, lake, settings, group) for group in groups]
     tables = [t.append_column("pos", pa.array(_positions(t["fi"].to_numpy()))) for t in tables]
     con.register("checked", pa.concat_tables(tables))
 
@@ -138,7 +196,8 @@ def _file_columns(chunk: Chunk) -> dict[str, str]:
 
     objects = chunk.objects
     return {
-        "landed_seq": pick([str(int(o["landed_seq"])) for o in objects], "BIGINT"),
+        "landed_seq": pick([str(int(o["version_seq"])) for o in objects], "BIGINT"),
+        "position_seq": pick([str(int(o["landed_seq"])) for o in objects], "BIGINT"),
         "landed_at": pick([text(str(o["landed_at"])) for o in objects], "TIMESTAMPTZ"),
         "bronze_uri": pick([text(o["bronze_uri"]) for o in objects], "VARCHAR"),
         "source_system": pick([text(o["source_system"]) for o in objects], "VARCHAR"),
@@ -148,11 +207,36 @@ def _file_columns(chunk: Chunk) -> dict[str, str]:
 
 def _check_group(con: duckdb.DuckDBPyConnection, lake: Lake, settings: Settings, group: Chunk) -> pa.Table:
     dialect = group.dialect
+    scan = scan_sql(lake, group, settings.csv.max_record_bytes)
     checked = checked_sql(
-        group.columns, dialect["decimal"], dialect["date_format"], scan_sql(lake, group), _file_columns(group)
+        group.columns, dialect["decimal"], dialect["date_format"], scan, _file_columns(group), settings.quality
     )
     reset_rejects(con)
-    table = con.sql(
+    try:
+        table = _typed(con, settings, group, checked)
+    except duckdb.OutOfMemoryException:
+        if not group.sequential:
+            raise
+        raise _too_long_for_memory(settings, group) from None
+    collect_rejects(con, lake, group)
+    return table
+
+
+def _too_long_for_memory(settings: Settings, group: Chunk) -> InputFileError:
+    """The sequential scan holds a whole record in memory: one longer than DuckDB's
+    memory limit allows stops the run (it is neither dropped nor guessed at)."""
+    fi, longest = max(group.long_records, key=lambda item: item[1].length)
+    obj = group.objects[fi - group.first_fi]
+    return InputFileError(
+        obj["original_path"],
+        f"a record of {longest.length:,} bytes (at byte {longest.offset:,}; landed as {obj['bronze_uri']}) "
+        f"does not fit in duckdb_memory_limit {settings.duckdb_memory_limit}",
+        "raise SALESLAKE_DUCKDB_MEMORY_LIMIT and run again",
+    )
+
+
+def _typed(con: duckdb.DuckDBPyConnection, settings: Settings, group: Chunk, checked: str) -> pa.Table:
+    return con.sql(
         f"""
         SELECT md5(source_system || chr(31) || order_id || chr(31) || line_id) AS line_key,
                source_system, order_id, line_id, order_date,
@@ -164,7 +248,7 @@ def _check_group(con: duckdb.DuckDBPyConnection, lake: Lake, settings: Settings,
                is_outlier, dq_score, {row_hash_sql(absent=("order_ts", "store_id", "payment_method", "card_fingerprint"))} AS row_hash, bronze_uri, landed_seq,
                landed_at AS ingested_at, strftime(order_date, '%Y-%m') AS order_month,
                CAST(NULL AS VARCHAR) AS payment_method, CAST(NULL AS VARCHAR) AS card_fingerprint,
-               fi, reasons, order_id__txt, line_id__txt,
+               fi, position_seq, reasons, order_id__txt, line_id__txt,
                CASE WHEN len(reasons) > 0 THEN {raw_map_sql(group.columns)} END AS raw_values
         FROM (
             SELECT *, {enrichment_columns(settings)}
@@ -172,8 +256,6 @@ def _check_group(con: duckdb.DuckDBPyConnection, lake: Lake, settings: Settings,
         )
         """
     ).to_arrow_table()
-    collect_rejects(con, lake, group)
-    return table
 
 
 def _valid_view(con: duckdb.DuckDBPyConnection, chunk: Chunk) -> None:
@@ -190,9 +272,31 @@ def _valid_view(con: duckdb.DuckDBPyConnection, chunk: Chunk) -> None:
     )
 
 
+def _write_lines(con: duckdb.DuckDBPyConnection, lake: Lake, chunk: Chunk, lines_seq: int):
+    """Dedup the chunk's valid rows against silver and write them with the position; the
+    rows of earlier parses of its reparsed files leave in the same commit and are no
+    version an incoming row is compared with."""
+    target = ensure_delta(lake.sales_lines, SALES_LINES_SCHEMA, ["order_month"])
+    versions = _reparsed_versions(chunk, lines_seq) if chunk.last_seq > lines_seq else []
+    existing = "s.source_system LIKE 'csv:%'" + (f" AND NOT ({_of(versions)})" if versions else "")
+    counts = classify(con, target, lines_seq, existing_filter=existing, position="position_seq")
+    if chunk.last_seq > lines_seq:
+        dropped = "superseded" if versions and _superseded_rows(con, target, "line_key", versions) else None
+        crash_point("silver.sales_lines.before_commit")
+        write_upserts(con, target, [Transaction(APP_ID, chunk.last_seq)], dropped)
+        crash_point("silver.sales_lines.after_commit")
+    return counts
+
+
 def process_chunk(
-    con: duckdb.DuckDBPyConnection, lake: Lake, settings: Settings, chunk: Chunk, lines_seq: int, quarantine_seq: int
+    con: duckdb.DuckDBPyConnection,
+    lake: Lake,
+    settings: Settings,
+    chunk: Chunk,
+    lines_seq: int,
+    quarantine_seq: int,
 ) -> StageCounts:
+    """Parse, check and write one chunk (with a reparse: see the module's doc)."""
     _register_files(con, chunk)
     _check_rows(con, lake, settings, chunk)
     _valid_view(con, chunk)
@@ -204,15 +308,10 @@ def process_chunk(
             crash_point("silver.quarantine.before_commit")
             _write_quarantine(con, lake, chunk, quarantine_seq)
             crash_point("silver.quarantine.after_commit")
-        target = ensure_delta(lake.sales_lines, SALES_LINES_SCHEMA, ["order_month"])
-        counts = classify(con, target, lines_seq, existing_filter="s.source_system LIKE 'csv:%'")
-        if chunk.last_seq > lines_seq:
-            crash_point("silver.sales_lines.before_commit")
-            write_upserts(con, target, [Transaction(APP_ID, chunk.last_seq)])
-            crash_point("silver.sales_lines.after_commit")
+        counts = _write_lines(con, lake, chunk, lines_seq)
     con.execute("DROP VIEW IF EXISTS upserts; DROP VIEW IF EXISTS replaced; DROP VIEW IF EXISTS valid")
     _drop_checked(con)
-    for name in ("rejects", "versions", "multi", "existing", "files"):
+    for name in ("rejects", "versions", "multi", "existing", "files", "superseded"):
         con.execute(f"DROP TABLE IF EXISTS {name}")
     return StageCounts(
         rows_read=counts.valid + counts.duplicate + rejected,
@@ -223,13 +322,18 @@ def process_chunk(
     )
 
 
+def processed_seq(lake: Lake) -> int:
+    """The landing sequence up to which both silver tables hold every CSV object."""
+    return min(txn_version(lake.sales_lines, APP_ID), txn_version(lake.quarantine, APP_ID))
+
+
 def pending_objects(lake: Lake) -> tuple[list[dict], int, int]:
     """Landed CSV objects not yet in both silver tables, and each table's position."""
     ensure_delta(lake.sales_lines, SALES_LINES_SCHEMA, ["order_month"])
     ensure_delta(lake.quarantine, QUARANTINE_SCHEMA)
     lines_seq = txn_version(lake.sales_lines, APP_ID)
     quarantine_seq = txn_version(lake.quarantine, APP_ID)
-    objects = manifest_rows(lake, f"kind = 'csv' AND landed_seq > {min(lines_seq, quarantine_seq)}")
+    objects = pending_csv_objects(lake, min(lines_seq, quarantine_seq))
     return objects, lines_seq, quarantine_seq
 
 

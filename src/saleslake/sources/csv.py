@@ -1,9 +1,11 @@
 """Discover regional CSV exports and decide their dialect.
 
-Detection reads only the head of each file: the header (to map columns), and a sample
-of rows (delimiter, decimal mark, date order). The date order is decided per *source*,
-pooling evidence from every file of that source, because a daily export often has only
-days <= 12 and cannot decide alone; when nothing decides it, we refuse to guess.
+Detection reads only the head of each file: the whole header (to map columns), and a
+sample of rows (delimiter, decimal mark, date order). Whether a file is header-only is
+decided with certainty: from the head when data follows the header there, else from the
+rest of the file. The date order is decided per *source*, pooling evidence from every
+file of that source, because a daily export often has only days <= 12 and cannot decide
+alone; when nothing decides it, we refuse to guess.
 """
 
 from __future__ import annotations
@@ -30,11 +32,19 @@ SNIFF_BYTES = 32 * 1024
 SAMPLE_ROWS = 60
 DEEP_SNIFF_BYTES = 4 * 1024 * 1024
 DEEP_SAMPLE_ROWS = 100_000
+# The header is read whole, however long (100,000 columns take ~2 MB); a first line longer
+# than this is not a header.
+MAX_HEADER_BYTES = 16 * 1024 * 1024
+# Headers up to this length are cached (a folder of daily exports repeats one header).
+CACHED_HEADER_CHARS = 64 * 1024
+# The csv module refuses fields over 128 KiB by default: a header split on the wrong
+# delimiter is one field, and a sampled row may hold a long product name. The text it
+# parses is already in memory, bounded by these sizes.
+csv.field_size_limit(max(csv.field_size_limit(), MAX_HEADER_BYTES + DEEP_SNIFF_BYTES))
 DELIMITERS = (",", ";", "\t", "|")
 REQUIRED_COLUMNS = tuple(v for v in CSV_FIELDS.values() if v not in OPTIONAL_CSV_COLUMNS)
-# DuckDB reads these natively; anything else is transcoded to UTF-8 before parsing.
-NATIVE_ENCODINGS = {"utf-8", "utf-8-sig", "utf-16", "latin-1"}
 
+_LINE_END = re.compile(r"[\r\n]")
 _DMY = re.compile(r"^\s*(\d{1,2})([-/.])(\d{1,2})\2(\d{2}|\d{4})\s*$")
 _ISO = re.compile(r"^\s*\d{4}-\d{2}-\d{2}\s*$")
 _DECIMAL_COMMA = re.compile(r"^\s*-?\d+,\d+\s*$")
@@ -130,6 +140,98 @@ def _decode_head(path: Path, raw: bytes, encoding: str | None) -> tuple[str, str
     return text, "utf-8"
 
 
+@dataclass(frozen=True)
+class _Head:
+    """The start of a file as text: its whole first line and what follows it."""
+
+    text: str
+    encoding: str
+    whole_file: bool
+    bytes_read: int
+
+
+def _line_end(text: str) -> int:
+    found = _LINE_END.search(text)
+    return found.start() if found else -1
+
+
+def _read_head(path: Path, encoding: str | None, body_bytes: int) -> _Head:
+    """The whole first line of ``path`` and about ``body_bytes`` after it; more, up to
+    DEEP_SNIFF_BYTES after it, while no complete line follows the first (a first record
+    may be longer than a quick look: a 40,000-character product name)."""
+    wanted, raw = body_bytes, b""
+    with path.open("rb") as handle:
+        while True:
+            raw += handle.read(wanted - len(raw))
+            text, used = _decode_head(path, raw, encoding)
+            if len(raw) < wanted:
+                return _Head(text, used, whole_file=True, bytes_read=len(raw))
+            header_end = _line_end(text)
+            if header_end < 0:
+                if len(raw) >= MAX_HEADER_BYTES:
+                    raise InputFileError(
+                        str(path),
+                        f"the first line is longer than {MAX_HEADER_BYTES:,} bytes: not a CSV header",
+                        "check that the right file was exported",
+                        line=1,
+                    )
+                wanted = min(2 * wanted, MAX_HEADER_BYTES)
+            elif len(raw) < header_end + body_bytes:
+                wanted = header_end + body_bytes
+            elif _line_end(text[header_end:].lstrip("\r\n")) >= 0 or len(raw) >= header_end + DEEP_SNIFF_BYTES:
+                return _Head(text, used, whole_file=False, bytes_read=len(raw))
+            else:
+                wanted = min(2 * wanted, header_end + DEEP_SNIFF_BYTES)
+
+
+def _header_only(path: Path, head: _Head) -> bool:
+    """Whether nothing but line ends follows the first line: decided from the head when
+    it shows data after the header or is the whole file, else by reading the rest of the
+    file (in blocks, until the first character that is not a line end)."""
+    header_end = _line_end(head.text)
+    if header_end >= 0 and head.text[header_end:].strip("\r\n"):
+        return False
+    if head.whole_file:
+        return True
+    decoder = codecs.getincrementaldecoder(head.encoding)(errors="replace")
+    in_header = True
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            text = decoder.decode(block)
+            if in_header:
+                header_end = _line_end(text)
+                if header_end < 0:
+                    continue
+                text, in_header = text[header_end:], False
+            if text.strip("\r\n"):
+                return False
+    return in_header or not decoder.decode(b"", final=True).strip("\r\n")
+
+
+def _lines_after_the_look(path: Path, head: _Head, body_bytes: int) -> list[str]:
+    """When the first record is longer than the look: the complete lines of about
+    ``body_bytes`` after the line the look ends in (skipped in blocks). Only for encodings
+    whose line end is the single byte 0x0A, which is then a character boundary."""
+    encoding = "utf-8" if head.encoding == "utf-8-sig" else head.encoding
+    if "\n".encode(encoding, errors="ignore") != b"\n":
+        return []
+    with path.open("rb") as handle:
+        handle.seek(head.bytes_read)
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            end = block.find(b"\n")
+            if end >= 0:
+                rest = block[end + 1 :]
+                rest += handle.read(max(0, body_bytes - len(rest)))
+                lines = rest.decode(encoding, errors="replace").splitlines()
+                return lines if len(rest) < body_bytes else lines[:-1]
+    return []
+
+
+def _rows(lines: list[str], delimiter: str) -> list[list[str]]:
+    body = "\n".join(lines)
+    return [r for r in csv.reader(io.StringIO(body), delimiter=delimiter, quotechar='"') if r]
+
+
 def _split_header(line: str, delimiter: str) -> list[str]:
     return next(csv.reader([line], delimiter=delimiter, quotechar='"'), [])
 
@@ -150,8 +252,9 @@ def _best_split(header_line: str, candidates: tuple[str, ...]) -> tuple[int, str
 
 
 def _pick_delimiter(path: Path, header_line: str, forced: str | None) -> tuple[str, list[str]]:
-    known, delimiter, names = _best_split(header_line, (forced,) if forced else DELIMITERS)
-    names = list(names)
+    best_split = _best_split if len(header_line) <= CACHED_HEADER_CHARS else _best_split.__wrapped__
+    known, delimiter, split = best_split(header_line, (forced,) if forced else DELIMITERS)
+    names = list(split)
     if known == 0:
         shown = header_line[:80].strip()
         if forced:
@@ -229,26 +332,29 @@ def decide_date_format(evidence: DateEvidence) -> str | None:
 
 
 def sniff(path: Path, overrides: CsvOverrides = CsvOverrides(), deep: bool = False) -> CsvFile | None:
-    """Read the head of ``path`` and describe its dialect; None for a header-only file.
+    """Read the head of ``path`` and describe its dialect; None for a header-only file
+    (nothing but line ends after the header, however far they go).
 
     Raises InputFileError with one line (file, line, problem, fix) for a file that
     cannot be a regional export: empty, binary, undecodable, unknown columns.
     """
     limit, sample_rows = (DEEP_SNIFF_BYTES, DEEP_SAMPLE_ROWS) if deep else (SNIFF_BYTES, SAMPLE_ROWS)
-    with path.open("rb") as handle:
-        raw = handle.read(limit)
-    text, encoding = _decode_head(path, raw, overrides.encoding)
-    lines = text.splitlines()
+    head = _read_head(path, overrides.encoding, limit)
+    encoding = head.encoding
+    lines = head.text.splitlines()
     if not lines or not lines[0].strip():
         raise InputFileError(str(path), "the first line is empty, expected a header", line=1)
     delimiter, names = _pick_delimiter(path, lines[0], overrides.delimiter)
     columns, extras = _map_columns(path, names)
     # When the head was cut, its last line may be partial: leave it out.
-    last = len(lines) if len(raw) < limit else len(lines) - 1
-    body = "\n".join(lines[1 : min(last, sample_rows + 1)])
-    rows = [r for r in csv.reader(io.StringIO(body), delimiter=delimiter, quotechar='"') if r]
+    last = len(lines) if head.whole_file else len(lines) - 1
+    rows = _rows(lines[1 : min(last, sample_rows + 1)], delimiter)
     if not rows:
-        return None
+        if _header_only(path, head):
+            return None
+        # a first record longer than the look (quarantined later if over the size limit):
+        # the sample comes from the lines after it
+        rows = _rows(_lines_after_the_look(path, head, limit)[:sample_rows], delimiter)
 
     def column_values(name: str) -> list[str]:
         position = columns.get(name)
@@ -332,12 +438,16 @@ def resolve_date_formats(files: list[CsvFile], sources: list[str], known: dict[s
             continue
         fmt = decided.get(source)
         if fmt is None:
-            raise InputFileError(
-                str(f.path),
+            problem = (
                 f"cannot tell whether dates like {_example_date(f)} are day-first or month-first "
-                f"(no day above 12 in source {source!r})",
-                "pass --date-format %d/%m/%Y or --date-format %m/%d/%Y",
+                f"(no day above 12 in source {source!r})"
             )
+            if not f.data_rows_seen:
+                problem = (
+                    "no row to tell the date order from: "
+                    f"its records are longer than the {DEEP_SNIFF_BYTES:,} bytes sampled"
+                )
+            raise InputFileError(str(f.path), problem, "pass --date-format %d/%m/%Y or --date-format %m/%d/%Y")
         resolved.append(replace(f, date_format=fmt))
     return resolved
 

@@ -17,6 +17,7 @@ Usage::
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Callable
 
@@ -64,6 +65,8 @@ def consumer_config(settings: Settings) -> dict:
     return {
         **client,
         "group.id": settings.kafka.group_id,
+        # names the process in the group's description (who holds which partition)
+        "client.id": f"saleslake-{os.getpid()}",
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         # Only where no position exists in the lake yet; otherwise we seek.
@@ -182,19 +185,6 @@ class PosConsumer:
         if error.fatal():
             raise TransientError(f"Kafka consumer failed: {error.str()}")
         return False
-
-    def watermarks(self) -> dict[int, int]:
-        """High watermark (next offset to be written) of each assigned partition."""
-        marks = {}
-        for partition in sorted(self.assigned):
-            try:
-                _, high = self._consumer.get_watermark_offsets(
-                    TopicPartition(self.topic, partition), timeout=2.0, cached=False
-                )
-            except KafkaException:
-                continue
-            marks[partition] = high
-        return marks
 
     def commit_informational(self, positions: dict[int, int]) -> None:
         """Tell the group how far the lake is (for lag in other tools); never relied upon."""

@@ -49,6 +49,7 @@ from deltalake import write_deltalake
 
 from saleslake.config import OltpSettings, Settings
 from saleslake.crashpoints import crash_point
+from saleslake.dbapi import one_row
 from saleslake.errors import SaleslakeError, TransientError, UserError
 from saleslake.lake import Lake, open_delta
 
@@ -221,7 +222,7 @@ def read_positions(lake: Lake) -> Positions:
     con = duckdb.connect()
     try:
         rows = con.sql(f"SELECT * FROM ({snapshot_view_sql(table)}) WHERE extract_seq = {committed}").to_arrow_table()
-        (top,) = con.execute(f"SELECT coalesce(max(extract_seq), -1) FROM ({snapshot_view_sql(table)})").fetchone()
+        (top,) = one_row(con.execute(f"SELECT coalesce(max(extract_seq), -1) FROM ({snapshot_view_sql(table)})"))
     finally:
         con.close()
     if committed >= 0 and rows.num_rows == 0:
@@ -377,11 +378,11 @@ def copy_to_parquet(
 @dataclass
 class TableExtract:
     table: str
+    path: Path
+    position: TablePosition
     rows: int = 0
     context_rows: int = 0
-    path: Path | None = None
     context_path: Path | None = None
-    position: TablePosition | None = None
 
 
 @dataclass
@@ -483,7 +484,7 @@ def _read_all(
             query += f" WHERE {column} >= TIMESTAMPTZ '{since}+00'"
         path = base / table / f"ingest_date={day}" / f"{result.extract_id}.parquet"
         rows = copy_to_parquet(conn, query, table, path, oltp.batch_bytes, keep=tracker.keep, seen=tracker.seen)
-        result.tables[table] = TableExtract(table, rows, 0, path, None, tracker.finish())
+        result.tables[table] = TableExtract(table, path, tracker.finish(), rows=rows)
         crash_point("oltp.extract.table_written")
     # An order and its lines are one sales unit: read the unchanged companions of changes.
     if all(t in result.tables for t in SALES_TABLES):

@@ -5,7 +5,7 @@ real Delta tables."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pyarrow as pa
@@ -163,6 +163,7 @@ MALFORMED = [
     (event(3, event_time="2026-11-20 10:00:00"), ["schema_violation:event_time"]),
     (event(4, lines=[]), ["schema_violation:lines"]),
     (event(5, customer_id=42), ["schema_violation:customer_id"]),
+    (event(10, customer_id="CG-\x00"), ["schema_violation:customer_id"]),  # NUL: no warehouse can hold it
     (
         event(6, lines=[{"line_no": 1, "product_id": "P-1", "quantity": 1, "unit_price": 10.5, "discount": "0"}]),
         ["schema_violation:lines.unit_price"],
@@ -345,3 +346,43 @@ def test_bronze_events_past_retention_go_once_silver_holds_them(worker, lake):
     # a replay of the same offsets is still recognised as done: positions live in silver
     worker.process(records([event(i) for i in range(5)]))
     assert sql(lake, "SELECT count(*) FROM bronze.pos_events") == [(0,)]
+
+
+def test_event_times_outside_the_plausible_window_quarantine_the_message(worker, lake):
+    """Issue 14.3 for the point-of-sale source: the lines' order date is the event's UTC
+    date, held to the same window as every source's dates (quality.min_date … max_date)."""
+    values = [
+        event(1, event_time="9999-12-31T23:59:59Z"),
+        event(2, event_time="0000-01-01T00:00:00Z"),
+        event(3, event_time="2100-12-31T23:30:00-02:00"),  # 2101-01-01 in UTC
+        event(4, event_time="1900-01-01T00:00:00Z"),  # the first plausible day: valid
+    ]
+    counts = worker.process(records(values))
+    assert (counts.rows_read, counts.rows_valid, counts.rows_quarantined) == (5, 2, 3)
+    assert dict(sql(lake, "SELECT landed_seq, reasons FROM silver.quarantine")) == {
+        0: ["invalid_date:event_time"],
+        1: ["invalid_date:event_time"],
+        2: ["invalid_date:event_time"],
+    }
+    assert sql(lake, "SELECT DISTINCT order_date FROM silver.sales_lines") == [(date(1900, 1, 1),)]
+
+
+def test_line_amounts_beyond_their_types_quarantine_the_line(worker, lake):
+    """A quantity × unit price beyond DECIMAL(18,4) stopped the stream on every retry."""
+    bad = event(
+        1,
+        lines=[
+            {"line_no": 1, "product_id": "P-1", "quantity": 10, "unit_price": "99999999999999", "discount": "0"},
+            {"line_no": 2, "product_id": "P-1", "quantity": 2000000000, "unit_price": "1.00", "discount": "0"},
+            {"line_no": 3, "product_id": "P-2", "quantity": 1, "unit_price": "99999999999999.9999", "discount": "1"},
+        ],
+    )
+    counts = worker.process(records([bad]))
+    assert (counts.rows_read, counts.rows_valid, counts.rows_quarantined) == (3, 1, 2)
+    assert sql(lake, "SELECT line_id, reasons FROM silver.quarantine ORDER BY line_id") == [
+        ("1", ["invalid_number:sales"]),
+        ("2", ["quantity_out_of_range"]),
+    ]
+    assert sql(lake, "SELECT line_id, sales, tax_amount FROM silver.sales_lines") == [
+        ("3", Decimal("99999999999999.9999"), Decimal("0.0000"))
+    ]

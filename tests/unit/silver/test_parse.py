@@ -37,3 +37,33 @@ def test_positions_count_from_each_files_first_row():
     fi = np.array([3, 3, 3, 4, 7, 7], dtype=np.uint64)
     assert _positions(fi).tolist() == [1, 2, 3, 1, 1, 2]
     assert _positions(np.array([], dtype=np.uint64)).tolist() == []
+
+
+def test_files_holding_a_long_record_are_scanned_sequentially_in_runs_of_their_own(tmp_path):
+    from saleslake.lake import Lake
+    from saleslake.silver.long_records import LongRecord
+    from saleslake.silver.parse import Chunk, scan_groups
+
+    lake = Lake(tmp_path)
+    objects = []
+    for seq, (delimiter, text) in enumerate(
+        [
+            (",", "h\na\n"),
+            (",", "h\n" + "x" * 5000 + "\n"),
+            (",", "h\n" + "y" * 5000 + "\n"),
+            (",", "h\nb\n"),
+            (";", "h\nc\n"),
+        ]
+    ):
+        (tmp_path / f"{seq}.csv").write_text(text)
+        o = obj(seq + 1, delimiter)
+        o.update(bronze_uri=f"{seq}.csv", encoding="utf-8")
+        objects.append(o)
+    runs = scan_groups(lake, Chunk(objects), max_record_bytes=4096)
+    assert [([o["landed_seq"] for o in r.objects], r.first_fi, r.sequential) for r in runs] == [
+        ([1], 0, False),
+        ([2, 3], 1, True),
+        ([4], 3, False),
+        ([5], 4, False),  # another dialect: another read_csv
+    ]
+    assert runs[1].long_records == ((1, LongRecord(2, 5000)), (2, LongRecord(2, 5000)))

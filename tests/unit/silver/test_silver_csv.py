@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
-from helpers import HEADER, line, sql, write_csv
+import pytest
+
+from helpers import HEADER, line, long_first_row_export, sql, write_csv
 from saleslake import api
 from saleslake.bronze import land_csv
+from saleslake.errors import InputFileError
 from saleslake.silver.process import process_csv
 
 
@@ -225,3 +229,147 @@ def test_positions_follow_each_files_record_order_across_a_parallel_scan(tmp_pat
         "WHERE split_part(line_id, '-', 2) <> split_part(source_position, ':', 2)",
     )
     assert wrong == [(0,)]
+
+
+def test_a_first_row_longer_than_the_sniffers_look_reaches_silver(tmp_path, lake, settings):
+    counts = land_and_process(lake, settings, long_first_row_export(tmp_path / "eu" / "d.csv"))
+    assert (counts.rows_read, counts.rows_valid, counts.rows_quarantined, counts.rows_duplicate) == (49, 49, 0, 0)
+    assert sql(lake, "SELECT max(length(product_name)) FROM silver.sales_lines") == [(40_000,)]
+
+
+def test_records_over_the_size_limit_are_quarantined_never_dropped(tmp_path, lake, settings):
+    """A 35 MB record vanished (DuckDB's parallel scan drops a record longer than its
+    32 MB buffer), a quoted one was reported with another record's line, a 20 MB one over
+    200,000 lines became 258,066 rejects."""
+    records = [line(row_id=str(i), order_id=f"O-{i}") for i in range(1, 51)]
+    records[0] = line(row_id="1", order_id="O-1", segment="S" * 35_000_000)  # unquoted, before any sample row
+    records[24] = line(row_id="25", order_id="O-25", name="N" * 35_000_000)  # quoted
+    records[39] = line(row_id="40", order_id="O-40", name=("m" * 99 + "\n") * 200_000)  # quoted line ends
+    f = write_csv(tmp_path / "eu" / "d.csv", HEADER + "\n" + "\n".join(records) + "\n")
+    counts = land_and_process(lake, settings, f)
+    assert (counts.rows_read, counts.rows_valid, counts.rows_quarantined, counts.rows_duplicate) == (50, 47, 3, 0)
+    got = sql(
+        lake,
+        "SELECT source_position, reasons, raw['raw_line_bytes'], length(raw_line), left(raw_line, 200) "
+        "FROM silver.quarantine ORDER BY source_position",
+    )
+    assert got == [
+        (f"line:{n + 1}", ["malformed_row:oversized_record"], str(len(records[n - 1])), 10_000, records[n - 1][:200])
+        for n in (1, 25, 40)
+    ]
+    valid = sql(lake, "SELECT list_sort(list(CAST(line_id AS INT))) FROM silver.sales_lines")[0][0]
+    assert valid == [n for n in range(1, 51) if n not in (1, 25, 40)]
+
+
+def test_the_record_size_limit_is_a_setting(tmp_path, lake, monkeypatch):
+    monkeypatch.setenv("SALESLAKE_CSV__MAX_RECORD_BYTES", "4096")
+    settings = api.settings(home=lake.home)
+    records = [
+        line(row_id="1", name="a" * 3_000),
+        line(row_id="2", name="b" * 10_000),  # one line over the limit
+        line(row_id="3", name=("c" * 9 + "\n") * 1_000),  # short lines, one record over the limit
+        line(row_id="4"),
+    ]
+    # past the limit in size, so the file is searched for long records
+    f = write_csv(tmp_path / "eu" / "d.csv", HEADER + "\n" + "\n".join(records) + "\n")
+    counts = land_and_process(lake, settings, f)
+    assert (counts.rows_read, counts.rows_valid, counts.rows_quarantined) == (4, 2, 2)
+    assert sql(lake, "SELECT source_position, reasons, raw['raw_line_bytes'] FROM silver.quarantine ORDER BY 1") == [
+        ("line:3", ["malformed_row:oversized_record"], str(len(records[1]))),
+        ("line:4", ["malformed_row:oversized_record"], str(len(records[2]))),
+    ]
+
+
+def test_a_record_too_long_for_duckdbs_memory_stops_the_run_with_one_line(tmp_path, lake, settings):
+    records = [line(row_id=str(i)) for i in range(1, 6)]
+    records[2] = line(row_id="3", name="N" * 35_000_000)
+    f = write_csv(tmp_path / "eu" / "d.csv", HEADER + "\n" + "\n".join(records) + "\n")
+    assert not land_csv(lake, [f]).errors
+    tight = settings.model_copy(update={"duckdb_memory_limit": "20MB"})
+    with pytest.raises(InputFileError) as info:
+        process_csv(lake, tight)
+    message = str(info.value)
+    assert "a record of 35,000,149 bytes" in message and "SALESLAKE_DUCKDB_MEMORY_LIMIT" in message
+    assert str(f) in message and "\n" not in message
+    assert sql(lake, "SELECT count(*) FROM silver.quarantine") == [(0,)]  # nothing committed
+    counts = process_csv(lake, settings)  # with the default limit the record is quarantined
+    assert (counts.rows_read, counts.rows_valid, counts.rows_quarantined) == (5, 4, 1)
+
+
+def test_dates_outside_the_plausible_window_are_invalid(tmp_path, lake, settings):
+    """Issue 14.3: 31-12-9999 passed silver and failed gold on every later run; 01-01-0000
+    was taken as 1 BC. Dates outside quality.min_date … max_date are invalid_date."""
+    rows = [
+        line(row_id="1", order_date="31-12-9999", ship_date="31-12-9999"),
+        line(row_id="2", order_date="01-01-0000", ship_date="02-01-0000"),
+        line(row_id="3", order_date="31-12-1899", ship_date="01-01-1900"),
+        line(row_id="4", order_date="31-12-2100", ship_date="01-01-2101"),
+        line(row_id="5", order_date="01-01-1900", ship_date="31-12-2100"),  # both bounds: valid
+        line(row_id="6"),
+    ]
+    f = write_csv(tmp_path / "eu" / "d1.csv", HEADER + "\n" + "\n".join(rows) + "\n")
+    counts = land_and_process(lake, settings, f)
+    assert (counts.rows_read, counts.rows_valid, counts.rows_quarantined) == (6, 2, 4)
+    assert counts.balanced
+    got = dict(sql(lake, "SELECT line_id, list_sort(reasons) FROM silver.quarantine"))
+    assert got == {
+        "1": ["invalid_date:order_date", "invalid_date:ship_date"],
+        "2": ["invalid_date:order_date", "invalid_date:ship_date"],
+        "3": ["invalid_date:order_date"],
+        "4": ["invalid_date:ship_date"],
+    }
+    assert sql(
+        lake, "SELECT line_id, min(order_date), max(ship_date) FROM silver.sales_lines GROUP BY 1 ORDER BY 1"
+    ) == [
+        ("5", date(1900, 1, 1), date(2100, 12, 31)),
+        ("6", date(2021, 1, 15), date(2021, 1, 17)),
+    ]
+
+
+def test_the_date_window_follows_config(tmp_path, monkeypatch, lake):
+    monkeypatch.setenv("SALESLAKE_QUALITY__MIN_DATE", "2021-01-16")
+    settings = api.settings(home=lake.home)
+    rows = [line(row_id="1"), line(row_id="2", order_date="16-01-2021")]
+    land_and_process(lake, settings, write_csv(tmp_path / "eu" / "d.csv", HEADER + "\n" + "\n".join(rows) + "\n"))
+    assert sql(lake, "SELECT line_id, reasons FROM silver.quarantine") == [("1", ["invalid_date:order_date"])]
+    assert sql(lake, "SELECT line_id FROM silver.sales_lines") == [("2",)]
+
+
+def test_values_at_the_limits_of_their_types(tmp_path, lake, settings):
+    """Values at the limits of their types neither crash silver (an overflow in the unit
+    price or the tax) nor pass when gold or the warehouse could not hold them."""
+    rows = [
+        line(row_id="1", sales="99999999999999.9999", discount="1", quantity="1"),
+        line(row_id="2", sales="99999999999999.9999", discount="0.5", quantity="1000000000"),
+        line(row_id="3", quantity="1000000001"),  # above quality.max_quantity
+        line(row_id="4", quantity="9223372036854775807"),
+        line(row_id="5", sales="99999999999999.9999", discount="-99999.9999"),
+        line(row_id="6", sales="100000000000000"),  # beyond DECIMAL(18,4)
+    ]
+    settings = settings.model_copy(update={"tax": settings.tax.model_copy(update={"flat_rate": Decimal("0.5")})})
+    f = write_csv(tmp_path / "eu" / "d.csv", HEADER + "\n" + "\n".join(rows) + "\n")
+    counts = land_and_process(lake, settings, f)
+    assert (counts.rows_read, counts.rows_valid, counts.rows_quarantined) == (6, 2, 4)
+    assert dict(sql(lake, "SELECT line_id, list_sort(reasons) FROM silver.quarantine")) == {
+        "3": ["quantity_out_of_range"],
+        "4": ["quantity_out_of_range"],
+        "5": ["discount_out_of_range"],
+        "6": ["invalid_number:sales"],
+    }
+    assert sql(lake, "SELECT line_id, unit_price, tax_amount FROM silver.sales_lines ORDER BY 1") == [
+        ("1", Decimal("99999999999999.9999"), Decimal("0.0000")),
+        ("2", Decimal("100000.0000"), Decimal("25000000000000.0000")),
+    ]
+
+
+def test_text_with_a_nul_character_is_invalid(tmp_path, lake, settings):
+    """PostgreSQL text cannot hold a NUL: such a line failed every warehouse publish. (A NUL
+    in a file's first 4 kB makes it binary, not an export: the line comes later.)"""
+    rows = [line(row_id=str(i), order_id=f"O-{i}") for i in range(1, 60)]
+    rows.append(line(row_id="60", name="nul\x00", customer="C-\x00"))
+    f = write_csv(tmp_path / "eu" / "d.csv", HEADER + "\n" + "\n".join(rows) + "\n")
+    counts = land_and_process(lake, settings, f)
+    assert (counts.rows_read, counts.rows_valid, counts.rows_quarantined) == (60, 59, 1)
+    assert sql(lake, "SELECT line_id, list_sort(reasons) FROM silver.quarantine") == [
+        ("60", ["invalid_text:customer_id", "invalid_text:product_name"])
+    ]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import HEADER, line, write_csv
+from helpers import HEADER, line, long_first_row_export, wide_export, write_csv
 from saleslake.contract import canonical_column
 from saleslake.errors import InputFileError
 from saleslake.sources.csv import (
@@ -184,3 +184,40 @@ def test_other_encoding_with_override(tmp_path: Path):
 def test_evidence_merge_is_monotonic():
     merged = DateEvidence(separator="-", year_digits=4).merge(DateEvidence(day_first_seen=True))
     assert merged.separator == "-" and merged.day_first_seen
+
+
+def test_a_first_row_longer_than_the_quick_look_is_data_not_header_only(tmp_path: Path):
+    sniffed = sniff(long_first_row_export(tmp_path / "a.csv"))
+    assert sniffed is not None, "skipped as header only"
+    assert sniffed.data_rows_seen == 49 and sniffed.dates.day_first_seen
+
+
+def test_a_header_of_100000_columns_is_read_whole(tmp_path: Path):
+    sniffed = sniff(wide_export(tmp_path / "a.csv"))
+    assert sniffed is not None, "skipped as header only"
+    assert len(sniffed.header) == 100_024 and sniffed.header[-1] == "Extra 99999"
+    assert len(sniffed.extra_columns) == 100_000 and sniffed.columns["order_priority"] == 23
+    assert sniffed.data_rows_seen == 3
+
+
+def test_header_only_is_decided_from_the_whole_file(tmp_path: Path):
+    blank = "\r\n" * 3_000_000  # 6 MB of line ends: past every look at the head
+    assert sniff(write_csv(tmp_path / "a.csv", HEADER + blank)) is None
+    assert sniff(write_csv(tmp_path / "b.csv", HEADER)) is None
+    data_far_below = sniff(write_csv(tmp_path / "c.csv", HEADER + blank + line() + "\n"))
+    assert data_far_below is not None and data_far_below.header == tuple(HEADER.split(","))
+
+
+def test_a_first_record_longer_than_the_deep_look_samples_the_rows_after_it(tmp_path: Path):
+    rows = [line(row_id="1", name="x" * 5_000_000), line(row_id="2", order_date="20-01-2021", ship_date="21-01-2021")]
+    sniffed = sniff(write_csv(tmp_path / "a.csv", HEADER + "\n" + "\n".join(rows) + "\n"))
+    assert sniffed is not None and sniffed.data_rows_seen == 1
+    assert decide_date_format(sniffed.dates) == "%d-%m-%Y"
+
+
+def test_a_first_line_too_long_for_a_header_is_one_clear_line(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr("saleslake.sources.csv.MAX_HEADER_BYTES", 1 << 20)
+    f = write_csv(tmp_path / "a.csv", HEADER + ",x" * 600_000 + "\n" + line() + "\n")
+    with pytest.raises(InputFileError, match="the first line is longer than 1,048,576 bytes") as info:
+        sniff(f)
+    assert "\n" not in str(info.value)

@@ -41,14 +41,14 @@ CHART_ROWS = 15  # bars per breakdown chart; the table beside it lists every mem
 
 @st.cache_data(ttl=TOKEN_TTL, show_spinner=False)
 def snapshot_token(home: str) -> str | None:
-    return data.snapshot_token(Lake(home))
+    return data.snapshot_token(Lake(Path(home)))
 
 
 @st.cache_resource(max_entries=2, show_spinner=False)
 def reader(home: str, token: str):
     """One DuckDB reader per gold release, shared by every session (each query runs on a
     cursor of its own, which is thread-safe)."""
-    return data.open_reader(Lake(home))
+    return data.open_reader(Lake(Path(home)))
 
 
 def _cursor(home: str, token: str):
@@ -62,7 +62,7 @@ def filter_options(home: str, token: str) -> dict:
         return {
             **data.filter_options(con),
             "currencies": data.currencies(con),
-            "release": data.release_info(Lake(home)),
+            "release": data.release_info(Lake(Path(home))),
         }
     finally:
         con.close()

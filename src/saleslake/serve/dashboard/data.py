@@ -64,7 +64,8 @@ class Filters:
         """A SQL condition over ``f`` (fact), ``g`` (geography), ``p`` (product) and its
         parameters. Dates compare as yyyymmdd keys, so DuckDB can skip Parquet row
         groups by their statistics."""
-        clauses, params = ["true"], []
+        clauses: list[str] = ["true"]
+        params: list[object] = []
         if self.start is not None:
             clauses.append("f.order_date_key >= ?")
             params.append(date_key(self.start))

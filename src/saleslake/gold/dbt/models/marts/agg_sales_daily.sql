@@ -17,8 +17,10 @@
 -- depends_on: {{ ref('int_fact_recompute') }}
 select
     f.order_date_key                                           as date_key,
-    g.region                                                   as region,
-    p.category                                                 as category,
+    -- never NULL (a line's geography without a region, a product without a category):
+    -- the grain is the warehouse's primary key; 'Unknown' as for the unknown members
+    coalesce(g.region, 'Unknown')                              as region,
+    coalesce(p.category, 'Unknown')                            as category,
     count(distinct (f.source_system, f.order_id))              as orders,
     count(*)                                                   as lines,
     cast(sum(f.quantity) as bigint)                            as quantity,

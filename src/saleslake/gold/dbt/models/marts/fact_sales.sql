@@ -84,7 +84,9 @@ resolved as (
 measures as (
     select
         *,
-        cast(round(sales * discount, 4) as decimal(18, 4)) as discount_amount
+        -- in 38 digits: DuckDB multiplies two 64-bit decimals in 64 bits, which sales
+        -- above ~92 billion overflowed; the product (at most sales) fits DECIMAL(18,4)
+        cast(round(cast(sales as decimal(38, 4)) * discount, 4) as decimal(18, 4)) as discount_amount
     from resolved
 )
 

@@ -1,0 +1,66 @@
+"""The command line's last resort: a bug is one line naming the file that holds its
+traceback (exit 3), or the traceback itself with SALESLAKE_DEBUG=1; a full disk is one
+line (exit 1); CSV output writes list columns as JSON."""
+
+from __future__ import annotations
+
+import csv
+import errno
+import json
+
+import pyarrow as pa
+import pytest
+from typer.testing import CliRunner
+
+from saleslake import api, cli
+
+
+def _boom(*_args, **_kwargs):
+    raise RuntimeError("boom: an unexpected state\nsecond line")
+
+
+def test_a_bug_is_one_line_with_its_traceback_in_a_file(settings, monkeypatch: pytest.MonkeyPatch):
+    settings.home.mkdir(parents=True)
+    monkeypatch.setattr(api, "status", _boom)
+    outcome = CliRunner().invoke(cli.app, ["status", "--home", str(settings.home)])
+    assert outcome.exit_code == 3
+    lines = [t for t in outcome.stderr.splitlines() if t.strip()]
+    assert len(lines) == 1 and "unexpected RuntimeError in 'status': boom: an unexpected state" in lines[0], lines
+    [log] = (settings.home / "logs").glob("saleslake-error-*.log")
+    assert str(log) in lines[0]
+    text = log.read_text()
+    assert "Traceback (most recent call last)" in text and "_boom" in text and "second line" in text
+
+
+def test_saleslake_debug_shows_the_traceback(settings, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(api, "status", _boom)
+    monkeypatch.setenv("SALESLAKE_DEBUG", "1")
+    outcome = CliRunner().invoke(cli.app, ["status", "--home", str(settings.home)])
+    assert isinstance(outcome.exception, RuntimeError) and outcome.exit_code == 1
+
+
+def test_a_full_disk_is_one_line_and_a_user_error(settings, monkeypatch: pytest.MonkeyPatch):
+    def full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(api, "status", full)
+    outcome = CliRunner().invoke(cli.app, ["status", "--home", str(settings.home)])
+    assert outcome.exit_code == 1
+    lines = [t for t in outcome.stderr.splitlines() if t.strip()]
+    assert len(lines) == 1 and "no space left on device" in lines[0] and "free disk space" in lines[0], lines
+
+
+def test_csv_output_writes_nested_columns_as_json(capsys: pytest.CaptureFixture[str]):
+    table = pa.table(
+        {
+            "reasons": pa.array([["invalid_date:order_date", "negative_quantity"], None], pa.list_(pa.string())),
+            "detail": pa.array([{"a": 1}, {"a": None}]),
+            "n": [1, 2],
+        }
+    )
+    cli.print_table(table, cli.Format.csv)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == '"reasons","detail","n"'
+    first, second = list(csv.reader(lines[1:]))
+    assert json.loads(first[0]) == ["invalid_date:order_date", "negative_quantity"] and first[2] == "1"
+    assert second[0] == "" and json.loads(second[1]) == {"a": None}
