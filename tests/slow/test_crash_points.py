@@ -465,3 +465,4 @@ def test_random_kills_along_the_batch_scenario_then_reruns_equal_clean_run(refer
         assert again.returncode == 0, f"seed {RANDOM_SEED}, kills {kills}: {again.stderr[-3000:]}"
         assert reference.fingerprint() == reference.prints[k], f"seed {RANDOM_SEED}, after step {k}, kills {kills}"
     assert kills, f"seed {RANDOM_SEED}: no kill happened"
+    print(f"seed {RANDOM_SEED}: killed at {', '.join(kills)}")  # step:point:pass (shown with -s)
