@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from saleslake.bronze import LandResult, land_csv, reparse_csv
 from saleslake.config import Settings, dsn_without_password, load_settings
+from saleslake.crashpoints import crash_point
 from saleslake.errors import (  # noqa: F401 - re-exported: the CLI and the DAGs match on these
     ConfigError,
     LockBusyError,
@@ -251,6 +252,7 @@ def _run_stages(lake, s, ledger, result, until, threshold, progress, force_gold,
             details={"quarantine_share": round(share, 6), "silver_version": _silver_version(lake), **csv_details},
         )
     )
+    crash_point("run.after_silver")
     _retention_stage(lake, s, ledger)
     if gate_failed:
         raise QualityGateError(
@@ -274,6 +276,7 @@ def _run_stages(lake, s, ledger, result, until, threshold, progress, force_gold,
     if progress:
         progress("gold", 0, None)
     gold = build_gold(lake, s, ledger.run_id, full_refresh=force_gold)
+    crash_point("run.before_gold_record")
     facts = gold.tables.get("fact_sales", 0)  # one fact per valid silver line (reconciled by dbt tests)
     ledger.record(
         StageRecord(
@@ -349,6 +352,7 @@ def publish_postgres(dsn: str | None = None, schema: str | None = None, settings
     started = utcnow()
     try:
         done = publish(s, dsn=dsn, schema=schema, run_id=run_id)
+        crash_point("publish_postgres.before_ledger")
     except SaleslakeError as exc:
         if lake.runs.parent.is_dir():
             ledger.record(StageRecord("publish_postgres", "failed", started, utcnow(), error=str(exc).splitlines()[0]))
@@ -570,6 +574,7 @@ def ingest_postgres(
         try:
             positions = source.read_positions(lake)
             extract = source.extract(lake, s, positions, chosen, dsn)
+            crash_point("oltp.extract.done")
             ledger.record(
                 StageRecord(
                     "bronze",
@@ -591,7 +596,9 @@ def ingest_postgres(
                 if source.committed_seq(lake) != positions.committed_seq:
                     raise UserError("another operational extract committed meanwhile; run ingest postgres again")
                 source.write_positions(lake, source.position_rows(extract, positions))
+                crash_point("oltp.positions.after_commit")
                 counts = apply_extract(lake, s, extract)
+            crash_point("oltp.sales_lines.after_commit")
             silver = StageCounts(
                 counts.rows_read,
                 counts.rows_valid,

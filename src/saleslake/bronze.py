@@ -35,6 +35,7 @@ import duckdb
 import pyarrow as pa
 from deltalake import write_deltalake
 
+from saleslake.crashpoints import crash_point
 from saleslake.errors import InputFileError
 from saleslake.lake import Lake, open_delta, snapshot_view_sql
 from saleslake.runs import utcnow
@@ -248,6 +249,7 @@ def _store(path: Path, known: set[str], folder: Path) -> _Stored:
         _write_whole(target, content)
     else:
         _copy_verified(path, target, sha)
+    crash_point("bronze.object_written")
     return _Stored(path, sha, created=created)
 
 
@@ -435,7 +437,9 @@ def land_csv(
             | {"landed_seq": seq, "size_bytes": target.stat().st_size}
         )
     if rows:
+        crash_point("bronze.manifest.before_commit")
         _append_manifest(lake, rows)
+        crash_point("bronze.manifest.after_commit")
     result.landed = rows
     return result
 

@@ -33,6 +33,8 @@ from deltalake import ColumnProperties, CommitProperties, DeltaTable, WriterProp
 from deltalake.exceptions import TableNotFoundError
 from deltalake.transaction import AddAction, RemoveAction
 
+from saleslake.crashpoints import crash_point
+
 
 @dataclass(frozen=True)
 class Lake:
@@ -234,6 +236,7 @@ def replace_files(
                 )
             )
         removes = _remove_actions(table, remove)
+        crash_point("lake.replace_files.before_commit")
         table.create_write_transaction(
             [*adds, *removes],
             mode="append",

@@ -39,6 +39,7 @@ from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from saleslake import reference
 from saleslake.config import Settings
 from saleslake.contract import QUARANTINE_SCHEMA, SALES_LINES_SCHEMA
+from saleslake.crashpoints import crash_point
 from saleslake.errors import LockBusyError, SaleslakeError
 from saleslake.lake import Lake, ensure_delta, files_overlapping, snapshot_view_sql
 from saleslake.runs import Ledger, StageCounts, StageRecord, lake_lock, new_run_id, silver_commit_lock, utcnow
@@ -204,8 +205,11 @@ class StreamWorker:
         batch_max = _batch_max(records)
         with silver_commit_lock(self.lake):
             held = self.positions.read(sorted(batch_max))
+            crash_point("stream.bronze.before_commit")
             self._write_bronze(records, batch_max, held["bronze"])
+            crash_point("stream.bronze.after_commit")
             counts = self._write_silver(records, batch_max, held, batch_id)
+            crash_point("stream.sales_lines.after_commit")
         events.remember_batch(self.con, self.settings)
         return counts
 
@@ -259,6 +263,7 @@ class StreamWorker:
                 mode="append",
                 commit_properties=CommitProperties(app_transactions=q_txns),
             )
+        crash_point("stream.quarantine.after_commit")
 
         con.execute(
             """CREATE OR REPLACE TEMP VIEW valid AS

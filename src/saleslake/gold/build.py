@@ -47,6 +47,7 @@ from deltalake import DeltaTable
 
 from saleslake.config import Settings
 from saleslake.contract import SALES_LINES_SCHEMA
+from saleslake.crashpoints import crash_point, dbt_callbacks
 from saleslake.dbapi import one_row
 from saleslake.errors import PipelineError
 from saleslake.lake import Lake, duckdb_type_sql, open_delta, register_snapshots
@@ -114,7 +115,9 @@ def build_gold(
     prepared = time.perf_counter()
     # An environment variable, not --vars: dbt re-parses the whole project when vars
     # change (~1.5 s), but only the two files that read an env var when it changes.
+    crash_point("gold.build.before_dbt")
     run_dbt(lake, settings, command, env={"SALESLAKE_SILVER_DIFF": silver_diff})
+    crash_point("gold.build.after_dbt")
     if full:
         con = duckdb.connect(str(lake.warehouse))
         try:
@@ -357,7 +360,7 @@ def run_dbt(lake: Lake, settings: Settings, command: list[str], env: dict[str, s
             "--no-version-check",
         ]
         try:
-            outcome = dbtRunner().invoke(args)
+            outcome = dbtRunner(callbacks=dbt_callbacks()).invoke(args)
         except Exception as exc:  # dbt raises only on bugs; keep the message to one line
             raise PipelineError(f"gold build failed: {_one_line(exc)}") from exc
         finally:

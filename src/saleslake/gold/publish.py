@@ -48,6 +48,7 @@ import duckdb
 import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
 
+from saleslake.crashpoints import crash_point
 from saleslake.lake import Lake, open_delta, snapshot_view_sql, writer_properties
 
 from . import state
@@ -131,7 +132,10 @@ def publish_delta(lake: Lake, run_id: str, settings: Settings | None = None) -> 
                     result.fact_mode = "overwrite"
                 _overwrite(con, name, path)
             result.versions[name] = int(DeltaTable(str(path)).version())
+            crash_point("gold.publish.after_table")
+        crash_point("gold.publish.before_release")
         record_release(lake, run_id, result.versions)
+        crash_point("gold.publish.after_release")
         state.clear_pending(con)
     finally:
         con.close()
@@ -238,6 +242,7 @@ def _merge_fact(con: duckdb.DuckDBPyConnection, path: Path, result: Publication)
             .when_not_matched_insert_all(predicate="NOT s._deleted", except_cols=["_deleted"])
             .execute()
         )
+        crash_point("gold.publish.fact_merged")
         table = DeltaTable(str(path))
         _compact(table, months)
     con.execute("DROP TABLE fact_changes")

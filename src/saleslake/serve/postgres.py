@@ -59,6 +59,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from deltalake import DeltaTable
 
+from saleslake.crashpoints import crash_point
 from saleslake.dbapi import one_row
 from saleslake.errors import TransientError, UserError
 from saleslake.gold.publish import releases
@@ -400,6 +401,9 @@ def _publish_once(
             and last[3] == result.schema_version
             and not result.migrations_applied
         ):
+            # a publish killed between its swap's commit and its cleanup left the staged fact behind
+            conn.execute(f"DROP TABLE IF EXISTS {FACT_STAGE.format(s=s)}")
+            conn.commit()
             result.skipped = True
             result.tables = {name: TableLoad(skipped=True) for name in TABLES}
             result.seconds = time.perf_counter() - started
@@ -444,6 +448,7 @@ def _publish_once(
                 staged[name] = columns
             result.timings[f"stage_{name}"] = round(time.perf_counter() - step, 3)
         conn.commit()
+        crash_point("publish_postgres.after_staging")
         step = time.perf_counter()
 
         # 2. swap: one transaction makes the new gold visible at once. A lock timeout (a
@@ -489,12 +494,14 @@ def _publish_once(
                             ],
                         )
                     )
+                    crash_point("publish_postgres.before_commit")
                 break
             except psycopg.errors.LockNotAvailable as exc:
                 if swap_attempt == pg.publish_attempts:
                     raise SwapLocked(str(exc)) from None
                 time.sleep(min(0.5 * 2 ** (swap_attempt - 1), 8.0))
                 step = time.perf_counter()
+        crash_point("publish_postgres.after_commit")
         for name in staged:  # after the swap: unlinking the stage's files holds no target lock
             stage = FACT_STAGE.format(s=s) if name == FACT else quote_ident(f"stage_{name}")
             conn.execute(f"DROP TABLE IF EXISTS {stage}")

@@ -32,6 +32,7 @@ from deltalake import CommitProperties, Transaction, write_deltalake
 from saleslake import reference
 from saleslake.config import Settings
 from saleslake.contract import QUARANTINE_SCHEMA, SALES_LINES_SCHEMA
+from saleslake.crashpoints import crash_point
 from saleslake.dbapi import one_row
 from saleslake.lake import Lake, ensure_delta, snapshot_view_sql, writer_properties
 from saleslake.silver.bounds import KEY_TEXT_FIELDS, case_reasons, date_checks, key_text_checks, quantity_check
@@ -393,6 +394,7 @@ def commit_lines(con: duckdb.DuckDBPyConnection, lake: Lake, extract: ExtractRes
         )
         return counts
     _quarantine(con, lake, extract)
+    crash_point("oltp.quarantine.after_commit")
     dedup = classify(con, target, -1, existing_filter=f"s.source_system = '{SOURCE}'")
     removed_seen, bad = one_row(
         con.execute(
@@ -488,6 +490,7 @@ def apply_extract(lake: Lake, settings: Settings, extract: ExtractResult) -> Olt
     try:
         con.execute("SET TimeZone = 'UTC'")
         refs, refs_quarantined = register_reference(lake, con, settings, extract)
+        crash_point("oltp.reference.after_commit")
         has_lines = prepare_lines(con, lake, settings, extract)
         counts = commit_lines(con, lake, extract, has_lines)
         counts.reference = refs

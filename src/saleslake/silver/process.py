@@ -27,6 +27,7 @@ from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from saleslake.bronze import pending_csv_objects
 from saleslake.config import Settings
 from saleslake.contract import QUARANTINE_SCHEMA, SALES_LINES_SCHEMA
+from saleslake.crashpoints import crash_point
 from saleslake.errors import InputFileError
 from saleslake.lake import Lake, ensure_delta, replace_files, snapshot_view_sql, txn_version
 from saleslake.runs import StageCounts, silver_commit_lock
@@ -281,7 +282,9 @@ def _write_lines(con: duckdb.DuckDBPyConnection, lake: Lake, chunk: Chunk, lines
     counts = classify(con, target, lines_seq, existing_filter=existing, position="position_seq")
     if chunk.last_seq > lines_seq:
         dropped = "superseded" if versions and _superseded_rows(con, target, "line_key", versions) else None
+        crash_point("silver.sales_lines.before_commit")
         write_upserts(con, target, [Transaction(APP_ID, chunk.last_seq)], dropped)
+        crash_point("silver.sales_lines.after_commit")
     return counts
 
 
@@ -302,7 +305,9 @@ def process_chunk(
     ).fetchall()[0][0]
     with silver_commit_lock(lake):
         if chunk.last_seq > quarantine_seq:
+            crash_point("silver.quarantine.before_commit")
             _write_quarantine(con, lake, chunk, quarantine_seq)
+            crash_point("silver.quarantine.after_commit")
         counts = _write_lines(con, lake, chunk, lines_seq)
     con.execute("DROP VIEW IF EXISTS upserts; DROP VIEW IF EXISTS replaced; DROP VIEW IF EXISTS valid")
     _drop_checked(con)

@@ -48,6 +48,7 @@ import pyarrow.parquet as pq
 from deltalake import write_deltalake
 
 from saleslake.config import OltpSettings, Settings
+from saleslake.crashpoints import crash_point
 from saleslake.dbapi import one_row
 from saleslake.errors import SaleslakeError, TransientError, UserError
 from saleslake.lake import Lake, open_delta
@@ -484,6 +485,7 @@ def _read_all(
         path = base / table / f"ingest_date={day}" / f"{result.extract_id}.parquet"
         rows = copy_to_parquet(conn, query, table, path, oltp.batch_bytes, keep=tracker.keep, seen=tracker.seen)
         result.tables[table] = TableExtract(table, path, tracker.finish(), rows=rows)
+        crash_point("oltp.extract.table_written")
     # An order and its lines are one sales unit: read the unchanged companions of changes.
     if all(t in result.tables for t in SALES_TABLES):
         first = positions.tables["orders"].watermark_ts is None and positions.tables["order_lines"].watermark_ts is None
