@@ -74,11 +74,24 @@ def key_text_checks(texts: dict[str, str]) -> list[tuple[str, str]]:
     ]
 
 
+#: Fields that go into a line's key, ``md5(source || chr(31) || order_id || chr(31) ||
+#: line_id)``: the separator inside one of them could make two lines share a key.
+KEY_ID_FIELDS = ("order_id", "line_id", "transaction_id")
+
+
+def bad_text(expr: str, name: str) -> str:
+    """SQL condition: the text ``expr`` of field ``name`` holds a NUL character (PostgreSQL
+    text cannot: every publish of it to the warehouse failed) or, in a key field, the key
+    separator chr(31)."""
+    if name in KEY_ID_FIELDS:
+        return f"(contains({expr}, chr(0)) OR contains({expr}, chr(31)))"
+    return f"contains({expr}, chr(0))"
+
+
 def text_checks(texts: dict[str, str]) -> list[tuple[str, str]]:
     """``(condition, reason)`` per field: ``texts`` maps a field to its text expression,
-    ``invalid_text:<field>`` when it holds a NUL character (PostgreSQL text cannot: every
-    publish of it to the warehouse failed)."""
-    return [(f"contains({expr}, chr(0))", REASON_INVALID_TEXT.format(field=name)) for name, expr in texts.items()]
+    ``invalid_text:<field>`` when :func:`bad_text`."""
+    return [(bad_text(expr, name), REASON_INVALID_TEXT.format(field=name)) for name, expr in texts.items()]
 
 
 def case_reasons(checks: list[tuple[str, str]]) -> list[str]:

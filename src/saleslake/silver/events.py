@@ -29,7 +29,7 @@ import json
 import duckdb
 
 from saleslake.config import Settings
-from saleslake.silver.bounds import case_reasons, date_checks, quantity_check
+from saleslake.silver.bounds import bad_text, case_reasons, date_checks, quantity_check
 from saleslake.silver.dedup import row_hash_sql
 from saleslake.silver.enrich import enrichment_columns, tax_rate_sql
 
@@ -72,8 +72,9 @@ def _string(v: str) -> str:
 
 def _string_check(v: str, name: str, nullable: bool = False) -> str:
     """Reason when the leaf is not a non-empty string (absent or null allowed if nullable),
-    or holds a NUL character (``\\u0000``: no warehouse text column can hold it)."""
-    bad = f"NOT starts_with({v}, '\"') OR {v} = '\"\"' OR contains({v} ->> '$', chr(0))"
+    or holds a character no warehouse text or line key can (see bounds.bad_text)."""
+    text = f"({v} ->> '$')"
+    bad = f"NOT starts_with({v}, '\"') OR {v} = '\"\"' OR {bad_text(text, name)}"
     if not nullable:
         bad = f"{v} IS NULL OR {bad}"
     return f"CASE WHEN {bad} THEN 'schema_violation:{name}' END"

@@ -164,6 +164,7 @@ MALFORMED = [
     (event(4, lines=[]), ["schema_violation:lines"]),
     (event(5, customer_id=42), ["schema_violation:customer_id"]),
     (event(10, customer_id="CG-\x00"), ["schema_violation:customer_id"]),  # NUL: no warehouse can hold it
+    (event(11, transaction_id="T-\x1f1"), ["schema_violation:transaction_id"]),  # the line key's separator
     (
         event(6, lines=[{"line_no": 1, "product_id": "P-1", "quantity": 1, "unit_price": 10.5, "discount": "0"}]),
         ["schema_violation:lines.unit_price"],

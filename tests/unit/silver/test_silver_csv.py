@@ -461,3 +461,19 @@ def test_text_with_a_nul_character_is_invalid(tmp_path, lake, settings):
     assert sql(lake, "SELECT line_id, list_sort(reasons) FROM silver.quarantine") == [
         ("60", ["invalid_text:customer_id", "invalid_text:product_name"])
     ]
+
+
+def test_an_id_holding_the_key_separator_is_invalid_not_a_collision(tmp_path, lake, settings):
+    """A line's key is md5(source || chr(31) || order_id || chr(31) || line_id): with the
+    separator inside an id, ('A\x1fB', '1') and ('A', 'B\x1f1') would share a key and one
+    would silently replace the other as a "correction"."""
+    rows = [line(row_id=str(i), order_id=f"O-{i}") for i in range(1, 60)]
+    rows.append(line(row_id="1", order_id="A\x1fB"))
+    rows.append(line(row_id="B\x1f1", order_id="A"))
+    f = write_csv(tmp_path / "eu" / "d.csv", HEADER + "\n" + "\n".join(rows) + "\n")
+    counts = land_and_process(lake, settings, f)
+    assert (counts.rows_read, counts.rows_valid, counts.rows_quarantined, counts.rows_duplicate) == (61, 59, 2, 0)
+    assert sorted(sql(lake, "SELECT list_sort(reasons) FROM silver.quarantine")) == [
+        (["invalid_text:line_id"],),
+        (["invalid_text:order_id"],),
+    ]
