@@ -104,6 +104,12 @@ def _fail(message: str, code: int) -> NoReturn:
     raise typer.Exit(code) from None
 
 
+def _some(names: tuple[str, ...], shown: int = 5) -> str:
+    """The first ``shown`` names, then how many more (a header may hold 100,000 columns)."""
+    more = f" and {len(names) - shown:,} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
 def _written_folder(options: dict[str, Any]) -> Path | None:
     """Where a command writes, for a full-disk message that has no file name: the output
     folder of ``generate csv``, else the lake."""
@@ -409,7 +415,7 @@ def ingest_csv(
     for columns, names in extras.items():
         where = names[0] if len(names) == 1 else f"{len(names)} files (e.g. {names[0]})"
         err.print(
-            f"[yellow]note:[/] {where}: extra column(s) {', '.join(columns)} kept in bronze, not used in silver",
+            f"[yellow]note:[/] {where}: extra column(s) {_some(columns)} kept in bronze, not used in silver",
             highlight=False,
             soft_wrap=True,
         )
