@@ -173,21 +173,42 @@ def print_table(table: pa.Table, fmt: Format, title: str | None = None) -> None:
         pacsv.write_csv(_csv_ready(table), sink)
         sys.stdout.write(sink.getvalue().to_pybytes().decode())
         return
-    numeric = {
-        f.name
-        for f in table.schema
-        if pa.types.is_integer(f.type) or pa.types.is_decimal(f.type) or pa.types.is_floating(f.type)
-    }
+    rows = [["" if v is None else str(v) for v in row.values()] for row in table.to_pylist()]
+    if _natural_width(table.column_names, rows) > out.width:
+        _print_records(table.column_names, rows, title)
+        return
     view = Table(title=title, show_lines=False)
-    for name in table.column_names:
-        if name in numeric:  # a number is never cut nor broken: text columns fold instead
-            width = max([len(name)] + [len(str(v)) for v in table.column(name).to_pylist()])
-            view.add_column(name, justify="right", no_wrap=True, min_width=width)
+    for field in table.schema:
+        if _is_number(field.type):  # a number is never cut nor broken
+            view.add_column(field.name, justify="right", no_wrap=True)
         else:
-            view.add_column(name, overflow="fold")
-    for row in table.to_pylist():
-        view.add_row(*("" if v is None else str(v) for v in row.values()))
+            view.add_column(field.name, overflow="fold")
+    for cells in rows:
+        view.add_row(*cells)
     out.print(view)
+
+
+def _is_number(kind: pa.DataType) -> bool:
+    return pa.types.is_integer(kind) or pa.types.is_decimal(kind) or pa.types.is_floating(kind)
+
+
+def _natural_width(names: list[str], rows: list[list[str]]) -> int:
+    """The width of the table with every cell on one line (3 per column for the box)."""
+    widest = [max([len(name)] + [len(r[i]) for r in rows]) for i, name in enumerate(names)]
+    return sum(widest) + 3 * len(names) + 1
+
+
+def _print_records(names: list[str], rows: list[list[str]], title: str | None) -> None:
+    """Rows too wide for the terminal, one block each (psql's expanded display): a name
+    per line and its value folded beside it, so nothing is cut."""
+    for number, cells in enumerate(rows, 1):
+        out.print(f"[bold]── {title or 'row'} {number} ──[/]", highlight=False)
+        block = Table.grid(padding=(0, 2))
+        block.add_column(no_wrap=True)
+        block.add_column(overflow="fold")
+        for name, cell in zip(names, cells, strict=True):
+            block.add_row(name, cell)
+        out.print(block)
 
 
 def _csv_ready(table: pa.Table) -> pa.Table:
