@@ -42,7 +42,7 @@ sys.path.insert(0, str(HERE.parent / "src"))
 import psycopg  # noqa: E402
 
 from saleslake import api  # noqa: E402
-from saleslake.services.postgres import (  # noqa: E402
+from saleslake.devservices.postgres import (  # noqa: E402
     PASSWORD_ENV,
     PostgresService,
     create_database,

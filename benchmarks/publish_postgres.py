@@ -43,7 +43,7 @@ def free_port() -> int:
 
 def build_lake(rows: int, work: Path):
     from saleslake import api
-    from saleslake.gold.publish import latest_release
+    from saleslake.gold.release import latest_release
     from saleslake.lake import Lake
 
     home = work / "lake"
@@ -69,16 +69,16 @@ def main() -> None:
     from deltalake import DeltaTable
 
     from saleslake import api
-    from saleslake.gold.publish import latest_release
-    from saleslake.lake import Lake
-    from saleslake.serve import postgres as publisher
-    from saleslake.services.postgres import (
+    from saleslake.devservices.postgres import (
         PASSWORD_ENV,
         PostgresService,
         create_database,
         destroy_postgres,
         start_postgres,
     )
+    from saleslake.gold.release import latest_release
+    from saleslake.lake import Lake
+    from saleslake.serve import postgres as publisher
 
     work = args.work / f"publish-{args.rows}"
     work.mkdir(parents=True, exist_ok=True)

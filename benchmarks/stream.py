@@ -42,8 +42,8 @@ from confluent_kafka import Consumer  # noqa: E402
 from deltalake import DeltaTable  # noqa: E402
 
 from saleslake import api  # noqa: E402
+from saleslake.devservices.kafka import KafkaService, start_kafka, stop_kafka  # noqa: E402
 from saleslake.lake import Lake  # noqa: E402
-from saleslake.services.kafka import KafkaService, start_kafka, stop_kafka  # noqa: E402
 
 WORK = HERE / "work" / "stream"
 

@@ -55,7 +55,7 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory):
     Yields the KafkaService; ``service.bootstrap_servers`` is what clients connect to.
     Tests that stop or restart it must start it again before they end.
     """
-    from saleslake.services.kafka import KafkaService, start_kafka, stop_kafka
+    from saleslake.devservices.kafka import KafkaService, start_kafka, stop_kafka
 
     port, controller = free_ports(2)
     service = KafkaService(home=tmp_path_factory.mktemp("kafka-broker"), port=port, controller_port=controller)
@@ -91,10 +91,10 @@ def postgres_service(tmp_path_factory: pytest.TempPathFactory):
     password; role ``owner`` → database shop as saleslake, ``reader`` → shop as the
     read-only saleslake_reader, ``warehouse`` → database warehouse), ``service.password(role)``
     and ``service.password_file(role)``; ``create_database(service, name, role)`` (from
-    saleslake.services.postgres) makes a fresh database with the same grants. Tests that
+    saleslake.devservices.postgres) makes a fresh database with the same grants. Tests that
     stop it must start it again before they end. Deleted (cluster and state) at the end.
     """
-    from saleslake.services.postgres import PostgresService, destroy_postgres, start_postgres
+    from saleslake.devservices.postgres import PostgresService, destroy_postgres, start_postgres
 
     (port,) = free_ports(1)
     service = PostgresService(home=tmp_path_factory.mktemp("postgres-service"), port=port)
@@ -113,7 +113,7 @@ def postgres_settings(settings, postgres_service, monkeypatch: pytest.MonkeyPatc
     variables set."""
     import uuid
 
-    from saleslake.services.postgres import PASSWORD_ENV, create_database
+    from saleslake.devservices.postgres import PASSWORD_ENV, create_database
 
     suffix = uuid.uuid4().hex[:8]
     shop, warehouse = f"shop_{suffix}", f"warehouse_{suffix}"

@@ -1,4 +1,6 @@
-"""The public Python API. The CLI and the Airflow DAGs call these functions and nothing else.
+"""The public Python API: what the CLI, the Airflow DAGs and your own code call. Nothing
+else of the package is public; these functions take a :class:`Settings` (default: the
+resolved ``saleslake.toml`` and environment) and return plain results.
 
 Example::
 
@@ -7,23 +9,24 @@ Example::
     api.ingest_csv(["exports/"], settings=settings)
     result = api.run(settings=settings)
     api.query("SELECT sum(sales) FROM gold.fact_sales", settings=settings)
+
+Errors: :class:`UserError` (bad input or configuration; exit code 1 in the CLI),
+:class:`QualityGateError` (3), :class:`TransientError` (4: retry), :class:`SaleslakeError`
+(their base).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
 import pyarrow as pa
 
-from saleslake.bronze import LandResult, land_csv, reparse_csv
+from saleslake.bronze import LandResult
 from saleslake.config import Settings, dsn_without_password, load_settings
-from saleslake.crashpoints import crash_point
-from saleslake.errors import (  # noqa: F401 - re-exported: the CLI and the DAGs match on these
+from saleslake.errors import (
     ConfigError,
     LockBusyError,
     QualityGateError,
@@ -31,16 +34,57 @@ from saleslake.errors import (  # noqa: F401 - re-exported: the CLI and the DAGs
     TransientError,
     UserError,
 )
-from saleslake.lake import Lake, open_delta
-from saleslake.runs import Ledger, StageCounts, StageRecord, lake_lock, ledger_rows, lock_is_free, new_run_id, utcnow
+from saleslake.lake import Lake
+from saleslake.pipeline import batch
+from saleslake.pipeline.batch import PostgresIngestResult, RunResult, Stage
+from saleslake.pipeline.demo import DemoResult
+from saleslake.pipeline.runner import Progress
 from saleslake.sources.csv import CsvOverrides
 
-Stage = Literal["bronze", "silver", "gold"]
-Progress = Callable[[str, int, int | None], None]  # (task, advance, total)
+__all__ = [
+    "SERVICES",
+    "ConfigError",
+    "DemoResult",
+    "LandResult",
+    "LockBusyError",
+    "PostgresIngestResult",
+    "Progress",
+    "QualityGateError",
+    "RunResult",
+    "SaleslakeError",
+    "Settings",
+    "Stage",
+    "TransientError",
+    "UserError",
+    "alert",
+    "dashboard",
+    "demo",
+    "doctor",
+    "freshness",
+    "generate_csv",
+    "generate_oltp",
+    "health",
+    "ingest_csv",
+    "ingest_postgres",
+    "produce",
+    "publish_postgres",
+    "quality_gate",
+    "quarantine",
+    "query",
+    "rebuild_gold",
+    "run",
+    "services",
+    "settings",
+    "status",
+    "stream",
+    "stream_lag",
+]
 
 
 def settings(home: str | Path | None = None, **overrides) -> Settings:
-    """Resolve settings (defaults < saleslake.toml < SALESLAKE_* env < arguments)."""
+    """Resolve settings (defaults < saleslake.toml < SALESLAKE_* env < arguments).
+
+    ``api.settings(home="lakehouse", tax={"flat_rate": "0.08"})``"""
     return load_settings(home=home, **overrides)
 
 
@@ -59,7 +103,7 @@ def _dsn_option(dsn: str | None, s: Settings, role: str) -> str | None:
         raise UserError(f"--dsn: {exc}{why}") from None
 
 
-# -- ingest -------------------------------------------------------------------------------
+# -- batch --------------------------------------------------------------------------------
 
 
 def ingest_csv(
@@ -78,6 +122,8 @@ def ingest_csv(
     """Land CSV files or folders in bronze. Files that cannot be exports come back in
     ``result.errors`` (one line each); every other file lands.
 
+    ``api.ingest_csv(["exports/emea/"], source="emea", decimal=",")``
+
     ``reparse``: the files landed before, with the wrong options, are parsed again with
     these (see :func:`saleslake.bronze.reparse_csv`): the next ``run`` replaces their
     silver and quarantine rows, once; their source and currency stay unless given."""
@@ -89,92 +135,9 @@ def ingest_csv(
             f"--delimiter must be one character such as ',' ';' '|' or a tab ($'\\t' in bash), not {delimiter!r}"
         )
     overrides = CsvOverrides(delimiter=delimiter, decimal=decimal, date_format=date_format, encoding=encoding)
-    run_id = new_run_id()
-    with lake_lock(lake, run_id, "ingest csv", wait_seconds):
-        started = utcnow()
-        if reparse:
-            result = reparse_csv(lake, [Path(p) for p in paths], source, overrides, currency)
-        else:
-            result = land_csv(
-                lake, [Path(p) for p in paths], source, overrides, currency or s.csv.default_currency, progress
-            )
-        Ledger(lake, run_id, "ingest csv").record(
-            StageRecord(
-                stage="bronze",
-                status="failed" if result.errors else "succeeded",
-                started_at=started,
-                finished_at=utcnow(),
-                error=str(result.errors[0]) if result.errors else None,
-                details={
-                    "landed": len(result.landed),
-                    "already_landed": len(result.already_landed),
-                    "header_only": len(result.header_only),
-                    "reparsed": len(result.reparsed),
-                    "bytes": sum(r["size_bytes"] for r in result.landed + result.reparsed),
-                },
-            )
-        )
-    return result
-
-
-# -- run ----------------------------------------------------------------------------------
-
-
-@dataclass
-class RunResult:
-    run_id: str
-    status: str
-    stages: dict[str, StageCounts] = field(default_factory=dict)
-    gold: dict | None = None
-    message: str = ""
-
-
-def _gate_share(lake: Lake, this_run: StageCounts, this_details: dict | None = None) -> tuple[float, int, int]:
-    """Quarantine share over all silver work not yet published to gold (incl. this run).
-
-    The rows of an earlier parse that a reparse replaced leave the share when the run that
-    counted them is in the window (its ``csv_seqs`` range holds the batch that wrote them):
-    a file quarantined whole for a wrong --decimal, then reparsed, must not keep gold from
-    being published. Their counts are in the reparse's manifest row, so a run killed while
-    it replaced them changes nothing here."""
-    from saleslake.bronze import replaced_parses
-    from saleslake.silver.process import processed_seq
-
-    rows = ledger_rows(lake)
-    last_gold = max(
-        (r["recorded_at"] for r in rows if r["stage"] == "gold" and r["status"] == "succeeded"), default=None
+    return batch.ingest_csv(
+        lake, s, [Path(p) for p in paths], source, overrides, currency, wait_seconds, progress, reparse
     )
-    read = this_run.rows_read
-    quarantined = this_run.rows_quarantined
-    ranges = [this_details["csv_seqs"]] if this_details and this_details.get("csv_seqs") else []
-    for r in rows:
-        if (
-            r["stage"] == "silver"
-            and r["status"] in ("succeeded", "quality_gate")
-            and (last_gold is None or r["recorded_at"] > last_gold)
-        ):
-            read += r["rows_read"] or 0
-            quarantined += r["rows_quarantined"] or 0
-            ranges += [json.loads(r["details"] or "{}").get("csv_seqs")] if r["details"] else []
-    for parse in replaced_parses(lake, processed_seq(lake)):
-        if any(low <= parse["batch_seq"] <= high for low, high in filter(None, ranges)):
-            read -= parse["rows"]
-            quarantined -= parse["quarantined"]
-    read, quarantined = max(read, 0), max(quarantined, 0)
-    return (quarantined / read if read else 0.0), quarantined, read
-
-
-def _silver_version(lake: Lake) -> int:
-    table = open_delta(lake.sales_lines)
-    return -1 if table is None else table.version()
-
-
-def _gold_is_current(lake: Lake) -> bool:
-    for r in ledger_rows(lake):
-        if r["stage"] == "gold" and r["status"] == "succeeded":
-            details = json.loads(r["details"] or "{}")
-            return details.get("silver_version") == _silver_version(lake) and (lake.gold / "fact_sales").is_dir()
-    return False
 
 
 def run(
@@ -188,204 +151,23 @@ def run(
 ) -> RunResult:
     """Process everything landed and not yet processed, through ``until``.
 
+    ``result = api.run(settings=settings); result.stages["silver"].rows_quarantined``
+
     ``publish``: publish gold to the PostgreSQL warehouse after building it (default:
     ``postgres.publish_after_gold``); the Airflow gold DAG passes False and publishes in a
-    task of its own."""
+    task of its own. Raises :class:`QualityGateError` when too many rows were quarantined."""
     s, lake = _resolve(settings)
     threshold = s.quality.max_quarantine_share if max_quarantine_share is None else max_quarantine_share
     if not 0.0 <= threshold <= 1.0:
         raise UserError(f"--max-quarantine-share must be between 0 and 1, not {threshold}")
-    run_id = new_run_id()
-    command = "rebuild gold" if force_gold else "run"
-    with lake_lock(lake, run_id, command, wait_seconds):
-        ledger = Ledger(lake, run_id, command)
-        started = utcnow()
-        ledger.record(StageRecord("run", "running", started))
-        result = RunResult(run_id=run_id, status="running")
-        try:
-            publish = s.postgres.publish_after_gold if publish is None else publish
-            _run_stages(lake, s, ledger, result, until, threshold, progress, force_gold, publish)
-        except BaseException as exc:
-            status = "quality_gate" if isinstance(exc, QualityGateError) else "failed"
-            message = str(exc) if isinstance(exc, SaleslakeError) else f"{type(exc).__name__}: {exc}"
-            ledger.record(
-                StageRecord("run", status, started, utcnow(), error=message.splitlines()[0] if message else status)
-            )
-            raise
-        result.status = "succeeded"
-        ledger.record(StageRecord("run", "succeeded", started, utcnow(), details={"message": result.message}))
-        return result
-
-
-def _run_stages(lake, s, ledger, result, until, threshold, progress, force_gold, publish) -> None:
-    from saleslake.silver.process import pending_objects, process_csv
-
-    started = utcnow()
-    objects, _, _ = pending_objects(lake)
-    pending_bytes = sum(o["size_bytes"] for o in objects)
-    ledger.record(
-        StageRecord(
-            "bronze", "succeeded", started, utcnow(), details={"pending_objects": len(objects), "bytes": pending_bytes}
-        )
-    )
-    if until == "bronze":
-        result.message = f"{len(objects)} landed object(s) waiting for silver"
-        return
-
-    started = utcnow()
-    if progress:
-        progress("silver", 0, pending_bytes)
-    silver = process_csv(lake, s, (lambda n: progress("silver", n, None)) if progress else None)
-    result.stages["silver"] = silver
-    # the landings this stage parsed: the quality gate's window (see _gate_share)
-    csv_details = {"csv_seqs": [objects[0]["landed_seq"], objects[-1]["landed_seq"]]} if objects else {}
-    share, quarantined, read = _gate_share(lake, silver, csv_details)
-    # The gate guards gold publication; a run that stops at silver only reports the share.
-    gate_failed = share > threshold and until == "gold"
-    ledger.record(
-        StageRecord(
-            "silver",
-            "quality_gate" if gate_failed else "succeeded",
-            started,
-            utcnow(),
-            counts=silver,
-            details={"quarantine_share": round(share, 6), "silver_version": _silver_version(lake), **csv_details},
-        )
-    )
-    crash_point("run.after_silver")
-    _retention_stage(lake, s, ledger)
-    if gate_failed:
-        raise QualityGateError(
-            f"quality gate: {quarantined} of {read} rows ({share:.1%}) were quarantined since gold was last "
-            f"published, above the threshold {threshold:.1%}; silver and quarantine are committed, gold was not "
-            "published (inspect with `saleslake quarantine`, then rerun with a higher --max-quarantine-share)"
-        )
-    if until == "silver":
-        result.message = "silver is up to date"
-        return
-
-    if not force_gold and _gold_is_current(lake):
-        result.message = "gold is up to date"
-        ledger.record(
-            StageRecord("gold", "skipped", utcnow(), utcnow(), details={"silver_version": _silver_version(lake)})
-        )
-        return
-    from saleslake.gold.build import build_gold
-
-    started = utcnow()
-    if progress:
-        progress("gold", 0, None)
-    gold = build_gold(lake, s, ledger.run_id, full_refresh=force_gold)
-    crash_point("run.before_gold_record")
-    facts = gold.tables.get("fact_sales", 0)  # one fact per valid silver line (reconciled by dbt tests)
-    ledger.record(
-        StageRecord(
-            "gold",
-            "succeeded",
-            started,
-            utcnow(),
-            counts=StageCounts(rows_read=facts, rows_valid=facts),
-            details={
-                "silver_version": _silver_version(lake),
-                "tables": gold.tables,
-                "versions": gold.versions,
-                "fact_changes": gold.fact_changes,
-                "timings": gold.timings,
-            },
-        )
-    )
-    result.gold = gold.tables
-    result.message = "gold published"
-    if publish:
-        _publish_postgres_stage(lake, s, ledger)
-
-
-def _publish_postgres_stage(lake, s, ledger) -> None:
-    """The automatic warehouse publish after gold (``postgres.publish_after_gold``)."""
-    from saleslake.serve.postgres import publish_postgres as publish
-
-    started = utcnow()
-    try:
-        done = publish(s, run_id=ledger.run_id)
-    except SaleslakeError as exc:
-        ledger.record(StageRecord("publish_postgres", "failed", started, utcnow(), error=str(exc).splitlines()[0]))
-        raise
-    ledger.record(
-        StageRecord(
-            "publish_postgres",
-            "succeeded",
-            started,
-            utcnow(),
-            counts=StageCounts(rows_read=done.rows_sent, rows_valid=done.rows_sent),
-            details=_publication_details(done),
-        )
-    )
-
-
-def _publication_details(done) -> dict:
-    return {
-        "release_id": done.release_id,
-        "dsn": done.dsn,
-        "schema": done.schema,
-        "skipped": done.skipped,
-        "schema_version": done.schema_version,
-        "migrations_applied": done.migrations_applied,
-        "attempts": done.attempts,
-        "swap_attempts": done.swap_attempts,
-        "seconds": round(done.seconds, 3),
-        "tables": {n: vars(t) for n, t in done.tables.items()},
-    }
-
-
-def publish_postgres(dsn: str | None = None, schema: str | None = None, settings: Settings | None = None):
-    """Publish the latest gold release into the PostgreSQL warehouse (star schema, see
-    :mod:`saleslake.serve.postgres`); returns its :class:`PostgresPublication`. ``dsn``
-    defaults to the warehouse database as the warehouse role (password from
-    ``SALESLAKE_POSTGRES_WAREHOUSE_PASSWORD[_FILE]``), ``schema`` to
-    ``postgres.warehouse_schema``. Recorded in the ledger as stage ``publish_postgres``."""
-    from saleslake.serve.postgres import publish_postgres as publish
-
-    s, lake = _resolve(settings)
-    dsn = _dsn_option(dsn, s, "warehouse")
-    run_id = new_run_id()
-    ledger = Ledger(lake, run_id, "publish postgres")
-    started = utcnow()
-    try:
-        done = publish(s, dsn=dsn, schema=schema, run_id=run_id)
-        crash_point("publish_postgres.before_ledger")
-    except SaleslakeError as exc:
-        if lake.runs.parent.is_dir():
-            ledger.record(StageRecord("publish_postgres", "failed", started, utcnow(), error=str(exc).splitlines()[0]))
-        raise
-    ledger.record(
-        StageRecord(
-            "publish_postgres",
-            "succeeded",
-            started,
-            utcnow(),
-            counts=StageCounts(rows_read=done.rows_sent, rows_valid=done.rows_sent),
-            details=_publication_details(done),
-        )
-    )
-    return done
-
-
-def _retention_stage(lake: Lake, s: Settings, ledger: Ledger) -> None:
-    """Delete bronze data past its retention that silver has processed (see saleslake.retention)."""
-    from dataclasses import asdict
-
-    from saleslake.retention import apply_retention
-
-    started = utcnow()
-    done = apply_retention(lake, s)
-    if done.files_deleted or done.events_deleted:
-        ledger.record(StageRecord("bronze_retention", "succeeded", started, utcnow(), details=asdict(done)))
+    publish = s.postgres.publish_after_gold if publish is None else publish
+    return batch.run(lake, s, until, threshold, wait_seconds, progress, force_gold, publish)
 
 
 def rebuild_gold(
     settings: Settings | None = None, wait_seconds: float = 0.0, progress: Progress | None = None
 ) -> RunResult:
-    """Rebuild gold from silver even when it is current."""
+    """Rebuild gold from silver even when it is current: ``api.rebuild_gold(settings=settings)``."""
     return run(
         "gold",
         settings=settings,
@@ -396,77 +178,82 @@ def rebuild_gold(
     )
 
 
+def publish_postgres(dsn: str | None = None, schema: str | None = None, settings: Settings | None = None):
+    """Publish the latest gold release into the PostgreSQL warehouse (star schema, see
+    :mod:`saleslake.serve.postgres`); returns its :class:`PostgresPublication`.
+
+    ``api.publish_postgres(schema="gold", settings=settings)``
+
+    ``dsn`` defaults to the warehouse database as the warehouse role (password from
+    ``SALESLAKE_POSTGRES_WAREHOUSE_PASSWORD[_FILE]``), ``schema`` to
+    ``postgres.warehouse_schema``. Recorded in the ledger as stage ``publish_postgres``."""
+    s, lake = _resolve(settings)
+    return batch.publish_postgres(lake, s, _dsn_option(dsn, s, "warehouse"), schema)
+
+
+def ingest_postgres(
+    dsn: str | None = None,
+    tables: Sequence[str] | None = None,
+    settings: Settings | None = None,
+    wait_seconds: float = 0.0,
+) -> PostgresIngestResult:
+    """Incremental extract of the operational database into bronze and silver, exactly once
+    (see saleslake.sources.postgres and saleslake.silver.oltp).
+
+    ``api.ingest_postgres(tables=["customers"], settings=settings)``
+
+    ``dsn`` defaults to the reader role's (``settings.postgres``); its password comes from
+    ``SALESLAKE_POSTGRES_READER_PASSWORD[_FILE]``. ``tables`` limits the logical tables
+    (orders and order_lines always go together)."""
+    from saleslake.sources.postgres import resolve_tables
+
+    s, lake = _resolve(settings)
+    dsn = _dsn_option(dsn, s, "reader")
+    return batch.ingest_postgres(lake, s, dsn, resolve_tables(tables), wait_seconds)
+
+
+def quality_gate(max_quarantine_share: float | None = None, settings: Settings | None = None) -> dict:
+    """Check the quarantine share of all silver work not yet in gold against the threshold
+    (default ``quality.max_quarantine_share``).
+
+    ``api.quality_gate(0.2)`` returns ``{"share", "rows_quarantined", "rows_read",
+    "threshold"}``; raises QualityGateError above the threshold."""
+    from saleslake.pipeline.gate import check_gate
+
+    s, lake = _resolve(settings)
+    return check_gate(lake, s.quality.max_quarantine_share if max_quarantine_share is None else max_quarantine_share)
+
+
+def demo(
+    rows: int = 100_000, settings: Settings | None = None, progress: Callable[[int], None] | None = None
+) -> DemoResult:
+    """Generate sample exports, land them, run every stage: ``api.demo(10_000).rows``."""
+    from saleslake.pipeline.demo import run_demo
+
+    s, _ = _resolve(settings)
+    if rows <= 0:
+        raise UserError("--rows must be positive")
+    return run_demo(s, rows, progress)
+
+
 # -- read side ------------------------------------------------------------------------------
 
 
 def status(limit: int = 20, settings: Settings | None = None) -> list[dict]:
-    """Recent runs, newest first, with row accounting per stage (CONTRACT §1)."""
-    _, lake = _resolve(settings)
-    rows = ledger_rows(lake)
-    runs: dict[str, dict] = {}
-    for r in rows:
-        entry = runs.setdefault(
-            r["run_id"],
-            {
-                "run_id": r["run_id"],
-                "command": r["command"],
-                "status": None,
-                "started_at": None,
-                "finished_at": None,
-                "error": None,
-                "stages": {},
-            },
-        )
-        if r["stage"] == "run" or (r["command"].startswith("ingest") and entry["status"] is None):
-            entry.update(status=r["status"], started_at=r["started_at"], finished_at=r["finished_at"], error=r["error"])
-        if r["stage"] != "run":
-            entry["stages"][r["stage"]] = {
-                "status": r["status"],
-                "rows_read": r["rows_read"],
-                "rows_valid": r["rows_valid"],
-                "rows_quarantined": r["rows_quarantined"],
-                "rows_duplicate": r["rows_duplicate"],
-                "rows_corrected": r["rows_corrected"],
-                "details": json.loads(r["details"]) if r["details"] else None,
-            }
-    order = {"bronze": 0, "silver": 1, "gold": 2}
-    for entry in runs.values():
-        entry["stages"] = dict(sorted(entry["stages"].items(), key=lambda kv: order.get(kv[0], 9)))
-    free = lock_is_free(lake)
-    from saleslake.stream import stream_heartbeats
+    """Recent runs, newest first, with row accounting per stage (CONTRACT §1).
 
-    beats = {b["run_id"]: b for b in stream_heartbeats(lake)}
-    ordered = sorted(runs.values(), key=lambda e: (e["started_at"] is not None, e["started_at"]), reverse=True)
-    for entry in ordered:
-        beat = beats.get(entry["run_id"])
-        if beat is not None:
-            entry["stream"] = {
-                k: beat[k]
-                for k in (
-                    "topic",
-                    "group_id",
-                    "updated_at",
-                    "batches",
-                    "records",
-                    "positions",
-                    "lag",
-                    "total_lag",
-                    "gold_refreshes",
-                    "alive",
-                )
-            }
-        # a stream does not hold the run lock: it is alive while its process is
-        alive = beat["alive"] if beat is not None else not free
-        if entry["status"] == "running" and not alive:
-            entry["status"] = "interrupted"
-        for key in ("started_at", "finished_at"):
-            if entry[key] is not None:
-                entry[key] = entry[key].isoformat()
-    return ordered[:limit]
+    ``[r["status"] for r in api.status(5)]``"""
+    from saleslake.serve.status import run_status
+
+    _, lake = _resolve(settings)
+    return run_status(lake, limit)
 
 
 def query(sql: str, settings: Settings | None = None, allow_files: Sequence[str | Path] = ()) -> pa.Table:
     """Read-only SQL over ``gold.*``, ``silver.*`` and ``system.*`` (committed snapshots).
+
+    ``api.query("SELECT count(*) FROM gold.fact_sales").to_pylist()``
+
     ``allow_files``: folders whose files the SQL may read, besides ``query.allow_files``."""
     from saleslake.serve.query import run_query
 
@@ -519,129 +306,6 @@ def generate_oltp(
     s, _ = _resolve(settings)
     dsn = _dsn_option(dsn, s, "owner")
     return generate(s.postgres, dsn=dsn, orders=orders, mutate=mutate, seed=seed, replace=replace, progress=progress)
-
-
-@dataclass
-class PostgresIngestResult:
-    run_id: str
-    extract_seq: int
-    tables: dict[str, int]  # changed rows taken per table
-    context_rows: dict[str, int]  # unchanged companions read (lines of changed orders, orders of changed lines)
-    silver: StageCounts
-    removed: int  # lines taken out of silver (cancelled or deleted)
-    reference: dict[str, int]
-    extract_seconds: float
-    seconds: float
-    attempts: int
-    # reference states quarantined per table (an implausible updated_at: CONTRACT §4)
-    reference_quarantined: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def rows(self) -> int:
-        return sum(self.tables.values()) + sum(self.context_rows.values())
-
-    @property
-    def rows_per_second(self) -> float:
-        return self.rows / self.extract_seconds if self.extract_seconds else 0.0
-
-
-def ingest_postgres(
-    dsn: str | None = None,
-    tables: Sequence[str] | None = None,
-    settings: Settings | None = None,
-    wait_seconds: float = 0.0,
-) -> PostgresIngestResult:
-    """Incremental extract of the operational database into bronze and silver, exactly once
-    (see saleslake.sources.postgres and saleslake.silver.oltp). ``dsn`` defaults to the
-    reader role's (``settings.postgres``); its password comes from
-    ``SALESLAKE_POSTGRES_READER_PASSWORD[_FILE]``. ``tables`` limits the logical tables
-    (orders and order_lines always go together)."""
-    import time as _time
-
-    from saleslake.runs import silver_commit_lock
-    from saleslake.silver.oltp import apply_extract
-    from saleslake.sources import postgres as source
-
-    s, lake = _resolve(settings)
-    dsn = _dsn_option(dsn, s, "reader")
-    chosen = source.resolve_tables(tables)
-    run_id = new_run_id()
-    clock = _time.perf_counter()
-    with lake_lock(lake, run_id, "ingest postgres", wait_seconds):
-        ledger = Ledger(lake, run_id, "ingest postgres")
-        started = utcnow()
-        ledger.record(StageRecord("run", "running", started, details={"tables": chosen}))
-        try:
-            positions = source.read_positions(lake)
-            extract = source.extract(lake, s, positions, chosen, dsn)
-            crash_point("oltp.extract.done")
-            ledger.record(
-                StageRecord(
-                    "bronze",
-                    "succeeded",
-                    started,
-                    utcnow(),
-                    counts=StageCounts(rows_read=extract.rows, rows_valid=extract.rows),
-                    details={
-                        "extract_seq": extract.seq,
-                        "extract_id": extract.extract_id,
-                        "seconds": round(extract.seconds, 3),
-                        "attempts": extract.attempts,
-                        "tables": {t: x.rows for t, x in extract.tables.items()},
-                    },
-                )
-            )
-            silver_started = utcnow()
-            with silver_commit_lock(lake):
-                if source.committed_seq(lake) != positions.committed_seq:
-                    raise UserError("another operational extract committed meanwhile; run ingest postgres again")
-                source.write_positions(lake, source.position_rows(extract, positions))
-                crash_point("oltp.positions.after_commit")
-                counts = apply_extract(lake, s, extract)
-            crash_point("oltp.sales_lines.after_commit")
-            silver = StageCounts(
-                counts.rows_read,
-                counts.rows_valid,
-                counts.rows_quarantined,
-                counts.rows_duplicate,
-                counts.rows_corrected,
-            )
-            ledger.record(
-                StageRecord(
-                    "silver",
-                    "succeeded",
-                    silver_started,
-                    utcnow(),
-                    counts=silver,
-                    details={
-                        "removed": counts.removed,
-                        "reference": counts.reference,
-                        "reference_quarantined": counts.reference_quarantined,
-                        "extract_seq": extract.seq,
-                        "silver_version": _silver_version(lake),
-                    },
-                )
-            )
-        except BaseException as exc:
-            message = str(exc) if isinstance(exc, SaleslakeError) else f"{type(exc).__name__}: {exc}"
-            ledger.record(
-                StageRecord("run", "failed", started, utcnow(), error=(message.splitlines() or ["failed"])[0])
-            )
-            raise
-        ledger.record(StageRecord("run", "succeeded", started, utcnow()))
-    return PostgresIngestResult(
-        run_id=run_id,
-        extract_seq=extract.seq,
-        tables={t: x.rows for t, x in extract.tables.items()},
-        context_rows={t: x.context_rows for t, x in extract.tables.items() if x.context_rows},
-        silver=silver,
-        removed=counts.removed,
-        reference=counts.reference or {},
-        reference_quarantined=counts.reference_quarantined or {},
-        extract_seconds=extract.seconds,
-        seconds=_time.perf_counter() - clock,
-        attempts=extract.attempts,
-    )
 
 
 # -- point of sale ---------------------------------------------------------------------------
@@ -728,7 +392,7 @@ def services(
         if name == "postgres":
             out[name] = _postgres_service(action, s, postgres_port)
             continue
-        from saleslake.services.kafka import KafkaService, kafka_status, start_kafka, stop_kafka
+        from saleslake.devservices.kafka import KafkaService, kafka_status, start_kafka, stop_kafka
 
         options = {k: v for k, v in (("port", kafka_port), ("controller_port", kafka_controller_port)) if v}
         service = KafkaService.for_lake(s.home, **options)
@@ -743,7 +407,7 @@ def services(
 
 
 def _postgres_service(action: str, s: Settings, port: int | None) -> dict:
-    from saleslake.services.postgres import PostgresService, postgres_status, start_postgres, stop_postgres
+    from saleslake.devservices.postgres import PostgresService, postgres_status, start_postgres, stop_postgres
 
     service = PostgresService.from_settings(s, port=port)
     if action == "start":
@@ -832,22 +496,6 @@ def doctor(settings: Settings | None = None, include_dbt: bool = True, home: str
         ]
     where = f"{source} + environment" if source else "defaults + environment (no saleslake.toml)"
     return [Check("config", True, where), *run_checks(s, include_dbt)]
-
-
-def quality_gate(max_quarantine_share: float | None = None, settings: Settings | None = None) -> dict:
-    """Check the quarantine share of all silver work not yet in gold against the threshold
-    (default ``quality.max_quarantine_share``). Returns ``{"share", "rows_quarantined",
-    "rows_read", "threshold"}``; raises QualityGateError above the threshold."""
-    s, lake = _resolve(settings)
-    threshold = s.quality.max_quarantine_share if max_quarantine_share is None else max_quarantine_share
-    share, quarantined, read = _gate_share(lake, StageCounts())
-    out = {"share": round(share, 6), "rows_quarantined": quarantined, "rows_read": read, "threshold": threshold}
-    if share > threshold:
-        raise QualityGateError(
-            f"quality gate: {quarantined} of {read} rows ({share:.1%}) were quarantined since gold was last "
-            f"published, above the threshold {threshold:.1%} (inspect with `saleslake quarantine`)"
-        )
-    return out
 
 
 def health(settings: Settings | None = None):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 import sys
 from collections.abc import Callable, Sequence
 from datetime import date, datetime
@@ -849,9 +850,76 @@ def demo(
     home: Home = None,
 ) -> None:
     """Generate sample exports, run every stage on embedded defaults, and show the result."""
-    from saleslake.serve.demo import run_demo
+    settings = _settings(home)
+    out.print(f"[bold]saleslake demo[/] — lake at {settings.home.absolute()}")
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    ) as bar:
+        task = bar.add_task("generating sample exports", total=rows)
+        result = api.demo(rows, settings, progress=lambda n: bar.update(task, advance=n))
+    _print_demo(result)
 
-    run_demo(_settings(home), rows, out, err)
+
+def _print_demo(demo: api.DemoResult) -> None:
+    generated, money = demo.generated, demo.revenue
+    out.print(
+        f"1. generated {generated['rows_written']:,} order lines in {generated['files']:,} regional daily "
+        f"exports under {demo.samples}"
+    )
+    out.print(f"2. landed {demo.landed:,} new file(s) in bronze ({demo.already_landed:,} already there)")
+    out.print(f"3. ran silver and gold: {demo.run_message}")
+    view = narrow_table("what is in the lake now", ["layer", "table"], ["rows"])
+    for key, count in demo.rows.items():
+        view.add_row(*key.split(" ", 1), f"{count:,}")
+    out.print(view)
+    out.print(
+        f"revenue {money['net']:,.2f} (net of discounts; gross sales {money['gross']:,.2f}), profit "
+        f"{money['profit']:,.2f}, tax {money['tax']:,.2f}; {money['fraud_lines']:,} suspected-fraud lines; average "
+        f"data-quality score {money['dq']}; {money['customer_versions']:,} customer versions beyond the first (SCD2)"
+    )
+    out.print(f"fact_sales reconciles with silver: {money['facts']:,} lines, sales {money['gross']:,.4f}")
+    out.print(f"done in {demo.seconds:.1f} s\n")
+    _print_next_steps(demo)
+
+
+def _print_next_steps(demo: api.DemoResult) -> None:
+    lake = demo.lake
+    home = f" --home {lake.home}" if lake.home != Path("lakehouse").absolute() else ""
+    cli = _command_name()
+    out.print("[bold]Try next:[/]")
+    for line in (
+        "status",
+        "quarantine --limit 5",
+        'query "SELECT region, round(sum(sales), 2) AS sales FROM gold.agg_sales_daily GROUP BY 1 ORDER BY 2 DESC"',
+        'query "SELECT customer_id, segment, valid_from, valid_to, version FROM gold.dim_customer WHERE customer_id '
+        'IN (SELECT customer_id FROM gold.dim_customer WHERE version = 2 LIMIT 1)"',
+    ):
+        out.print(f"  {cli} {line}{home}", highlight=False)
+    out.print(
+        f"  {cli} dashboard{home}    # revenue, trends, data quality and pipeline health on http://127.0.0.1:8501"
+    )
+    out.print(f"  {cli} doctor{home}       # preflight checks")
+    out.print(
+        f"  files: bronze {lake.bronze}, silver {lake.home / 'silver'}, gold Delta tables {lake.gold}, "
+        f"warehouse {lake.warehouse}"
+    )
+
+
+def _command_name() -> str:
+    """How the user reaches this program from their shell (``.venv/bin/saleslake`` or ``saleslake``)."""
+    exe = Path(sys.argv[0])
+    if exe.name == "saleslake" and not shutil.which("saleslake"):
+        try:
+            return str(exe.resolve().relative_to(Path.cwd()))
+        except ValueError:
+            return str(exe)
+    return "saleslake"
 
 
 @app.command()

@@ -126,7 +126,7 @@ def _packages() -> Check:
 
 
 def _java() -> Check:
-    from saleslake.services.kafka import find_java
+    from saleslake.devservices.kafka import find_java
 
     try:
         java = find_java()
@@ -221,7 +221,7 @@ def _kafka_required(lake: Lake) -> bool:
 
 
 def _postgres(settings: Settings, role: str, name: str, required: bool) -> Check:
-    from saleslake.pg import connect, redact
+    from saleslake.connections.postgres import connect, redact
 
     pg = settings.postgres.model_copy(
         update={"connect_timeout_seconds": min(settings.postgres.connect_timeout_seconds, 5)}

@@ -10,9 +10,9 @@ from typer.testing import CliRunner
 
 from saleslake import api
 from saleslake.cli import app
+from saleslake.devservices.postgres import create_database
 from saleslake.errors import UserError
 from saleslake.sample.oltp import SQL_INJECTION_TEXT, TABLES, OltpGeneratorError
-from saleslake.services.postgres import create_database
 
 KEYS = {
     "stores": "store_id",

@@ -333,7 +333,7 @@ def test_quarantine_tables_option_and_cli(postgres_settings) -> None:
 def test_server_restart_during_extract(postgres_settings, postgres_service, monkeypatch) -> None:
     """The real server restarts between two tables of an extract: the read is retried
     with backoff once it is back, from the same position; nothing lost or doubled."""
-    from saleslake.services.postgres import start_postgres, stop_postgres
+    from saleslake.devservices.postgres import start_postgres, stop_postgres
 
     s = postgres_settings
     api.generate_oltp(orders=400, seed=23, settings=s)

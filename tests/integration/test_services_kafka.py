@@ -17,8 +17,7 @@ import psutil
 import pytest
 
 from helpers import free_ports
-from saleslake.errors import TransientError, UserError
-from saleslake.services.kafka import (
+from saleslake.devservices.kafka import (
     KafkaService,
     KafkaStartError,
     PortInUseError,
@@ -28,6 +27,7 @@ from saleslake.services.kafka import (
     start_kafka,
     stop_kafka,
 )
+from saleslake.errors import TransientError, UserError
 
 
 def api_versions_v0(port: int) -> tuple[int, dict[int, tuple[int, int]]]:

@@ -23,9 +23,8 @@ from typer.testing import CliRunner
 
 from helpers import free_ports
 from saleslake.cli import app
-from saleslake.errors import TransientError, UserError
-from saleslake.services import postgres as pgsvc
-from saleslake.services.postgres import (
+from saleslake.devservices import postgres as pgsvc
+from saleslake.devservices.postgres import (
     PostgresInstallError,
     PostgresPortInUseError,
     PostgresRunningElsewhereError,
@@ -38,6 +37,7 @@ from saleslake.services.postgres import (
     start_postgres,
     stop_postgres,
 )
+from saleslake.errors import TransientError, UserError
 
 ROLES = ("owner", "reader", "warehouse")
 

@@ -23,8 +23,8 @@ from stream_helpers import (
 
 from helpers import sql
 from saleslake import api
+from saleslake.devservices.kafka import start_kafka, stop_kafka
 from saleslake.errors import TransientError
-from saleslake.services.kafka import start_kafka, stop_kafka
 from saleslake.sources.kafka import TopicMissingError
 
 

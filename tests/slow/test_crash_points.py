@@ -32,9 +32,9 @@ import pytest
 from deltalake import DeltaTable
 
 from saleslake.crashpoints import CRASH_AT_ENV, CRASH_LOG_ENV, POINTS
-from saleslake.gold.publish import gold_release_tables, releases
+from saleslake.devservices.postgres import PostgresService
+from saleslake.gold.release import gold_release_tables, releases
 from saleslake.lake import Lake, register_snapshots
-from saleslake.services.postgres import PostgresService
 
 # -- scenarios ------------------------------------------------------------------------------
 
@@ -191,7 +191,7 @@ class Warehouse:
         )  # fmt: skip
 
     def clone(self, source: str, target: str, role: str) -> None:
-        from saleslake.services.postgres import create_database
+        from saleslake.devservices.postgres import create_database
 
         with self.admin() as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{target}" WITH (FORCE)')
@@ -233,7 +233,7 @@ class Warehouse:
 
 
 def postgres_env(service, shop: str, warehouse: str) -> dict[str, str]:
-    from saleslake.services.postgres import PASSWORD_ENV
+    from saleslake.devservices.postgres import PASSWORD_ENV
 
     env = {
         "SALESLAKE_POSTGRES__PORT": str(service.port),
@@ -307,7 +307,7 @@ def correction_of(source: Path, target: Path) -> None:
 
 def build_batch(root: Path, request: pytest.FixtureRequest) -> Reference:
     from saleslake import api
-    from saleslake.services.postgres import create_database
+    from saleslake.devservices.postgres import create_database
 
     service = request.getfixturevalue("postgres_service")
     first, second = root / "exports-1", root / "exports-2"
@@ -364,7 +364,7 @@ def build_stream(root: Path, request: pytest.FixtureRequest) -> Reference:
 
 
 def build_oltp(root: Path, request: pytest.FixtureRequest) -> Reference:
-    from saleslake.services.postgres import create_database
+    from saleslake.devservices.postgres import create_database
 
     service = request.getfixturevalue("postgres_service")
     tag = uuid.uuid4().hex[:8]

@@ -46,6 +46,7 @@ import pyarrow as pa
 from deltalake import DeltaTable
 
 from saleslake.config import Settings
+from saleslake.connections.duckdb import session_settings
 from saleslake.contract import SALES_LINES_SCHEMA
 from saleslake.crashpoints import crash_point, dbt_callbacks
 from saleslake.dbapi import one_row
@@ -53,7 +54,8 @@ from saleslake.errors import PipelineError
 from saleslake.lake import Lake, duckdb_type_sql, open_delta, register_snapshots
 
 from . import state
-from .publish import FACT, GOLD_TABLES, publish_delta
+from .publish import FACT, publish_delta
+from .release import GOLD_TABLES
 
 #: The dbt project shipped as package data.
 DBT_PROJECT_DIR = Path(__file__).parent / "dbt"
@@ -280,15 +282,9 @@ def dbt_profile(lake: Lake, settings: Settings) -> dict:
     # Gold tables are sets: not preserving insertion order lets DuckDB write them in
     # parallel (fact_sales at 10M rows: 13 s -> 9 s on 2 cores).
     # Silver's Parquet files are immutable: cache their footers across the models.
-    duck_settings: dict[str, object] = {
-        "TimeZone": "UTC",
-        "preserve_insertion_order": False,
-        "parquet_metadata_cache": True,
-    }
-    if settings.duckdb_memory_limit:
-        duck_settings["memory_limit"] = settings.duckdb_memory_limit
-    if settings.duckdb_threads:
-        duck_settings["threads"] = settings.duckdb_threads
+    duck_settings = session_settings(
+        settings, lake, TimeZone="UTC", preserve_insertion_order=False, parquet_metadata_cache=True
+    )
     return {
         PROFILE_NAME: {
             "target": TARGET_NAME,

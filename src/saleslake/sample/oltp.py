@@ -397,7 +397,7 @@ def generate_oltp(
     tables this generator did not make, need ``replace=True`` (drops and recreates the five
     tables in the same transaction as the new fill). ``progress(n)`` gets loaded order lines.
     """
-    from saleslake.pg import connect, redact
+    from saleslake.connections.postgres import connect, redact
 
     if isinstance(orders, bool) or not isinstance(orders, (int, np.integer)) or orders < 1:
         raise OltpGeneratorError(f"--orders must be a positive integer, got {orders!r}")

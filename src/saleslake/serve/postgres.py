@@ -42,7 +42,7 @@
   A lock timeout in the swap (a reader's open transaction on a table the swap changes)
   retries the swap transaction alone, as the staged rows are already committed; if the
   lock outlasts every swap attempt the publish stops with one line saying so.
-  The password is never printed: errors go through :mod:`saleslake.pg`'s redaction.
+  The password is never printed: errors go through :mod:`saleslake.connections.postgres`'s redaction.
 """
 
 from __future__ import annotations
@@ -59,12 +59,14 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from deltalake import DeltaTable
 
+from saleslake.connections.duckdb import session
+from saleslake.connections.postgres import connect, redact, scrub
 from saleslake.crashpoints import crash_point
 from saleslake.dbapi import one_row
 from saleslake.errors import TransientError, UserError
-from saleslake.gold.publish import releases
+from saleslake.gold.release import releases
 from saleslake.lake import Lake, snapshot_view_sql
-from saleslake.pg import connect, redact, scrub
+from saleslake.retry import retry
 
 if TYPE_CHECKING:  # pragma: no cover
     import psycopg
@@ -342,29 +344,31 @@ def publish_postgres(
     where = redact(target)
     secret = pg.password("warehouse")
     attempts = pg.publish_attempts
-    for attempt in range(1, attempts + 1):
-        try:
-            result = _publish_once(settings, lake, release, target, schema, run_id)
-            result.attempts = attempt
-            return result
-        except SwapLocked as exc:  # the swap already retried: staging again would not help
-            raise TransientError(
-                f"publishing gold to PostgreSQL at {where} failed: a table of the warehouse stayed locked by another "
-                f"session through {pg.publish_attempts} swap attempt(s) ({scrub(str(exc), secret)}); "
-                "the warehouse still holds the previous gold"
-            ) from None
-        except TransientError as exc:
-            failure: Exception = exc
-        except psycopg.OperationalError as exc:  # connection lost, lock/statement timeout, deadlock
-            failure = exc
-        except psycopg.Error as exc:
-            raise UserError(f"publishing gold to PostgreSQL at {where} failed: {scrub(str(exc), secret)}") from None
-        if attempt < attempts:
-            time.sleep(min(0.5 * 2 ** (attempt - 1), 8.0))
-    raise TransientError(
-        f"publishing gold to PostgreSQL at {where} failed after {attempts} attempt(s): "
-        f"{scrub(str(failure), secret)}; the warehouse still holds the previous gold"
-    )
+
+    def once(attempt: int) -> PostgresPublication:
+        result = _publish_once(settings, lake, release, target, schema, run_id)
+        result.attempts = attempt
+        return result
+
+    def transient(exc: BaseException) -> bool:  # connection lost, lock/statement timeout, deadlock
+        # a SwapLocked swap already retried: staging again would not help
+        return isinstance(exc, (TransientError, psycopg.OperationalError)) and not isinstance(exc, SwapLocked)
+
+    try:
+        return retry(once, attempts, transient, backoff=0.5, cap=8.0)
+    except SwapLocked as exc:
+        raise TransientError(
+            f"publishing gold to PostgreSQL at {where} failed: a table of the warehouse stayed locked by another "
+            f"session through {pg.publish_attempts} swap attempt(s) ({scrub(str(exc), secret)}); "
+            "the warehouse still holds the previous gold"
+        ) from None
+    except (TransientError, psycopg.OperationalError) as exc:
+        raise TransientError(
+            f"publishing gold to PostgreSQL at {where} failed after {attempts} attempt(s): "
+            f"{scrub(str(exc), secret)}; the warehouse still holds the previous gold"
+        ) from None
+    except psycopg.Error as exc:
+        raise UserError(f"publishing gold to PostgreSQL at {where} failed: {scrub(str(exc), secret)}") from None
 
 
 def _publish_once(
@@ -409,12 +413,7 @@ def _publish_once(
             result.seconds = time.perf_counter() - started
             return result
 
-        config: dict[str, Any] = {}
-        if settings.duckdb_memory_limit:
-            config["memory_limit"] = settings.duckdb_memory_limit
-        if settings.duckdb_threads:
-            config["threads"] = settings.duckdb_threads
-        duck = duckdb.connect(config=config)
+        duck = session(settings, lake)
         for name in TABLES:
             table = DeltaTable(str(lake.gold / name), version=versions[name])
             duck.execute(f"CREATE VIEW {quote_ident(name)} AS {snapshot_view_sql(table)}")

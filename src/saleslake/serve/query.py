@@ -25,7 +25,7 @@ import duckdb
 import pyarrow as pa
 
 from saleslake.errors import UserError
-from saleslake.gold.publish import gold_release_tables
+from saleslake.gold.release import gold_release_tables
 from saleslake.lake import Lake, register_datasets
 
 #: Set when the connection opens; ``enable_external_access`` and ``lock_configuration``

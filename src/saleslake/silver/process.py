@@ -26,6 +26,7 @@ from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
 from saleslake.bronze import pending_csv_objects
 from saleslake.config import Settings
+from saleslake.connections.duckdb import session
 from saleslake.contract import QUARANTINE_SCHEMA, SALES_LINES_SCHEMA
 from saleslake.crashpoints import crash_point
 from saleslake.errors import InputFileError
@@ -41,16 +42,8 @@ APP_ID = "saleslake.silver.csv"
 
 def connect(settings: Settings, lake: Lake) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with bounded memory that spills to the lake's tmp/."""
-    lake.tmp.mkdir(parents=True, exist_ok=True)
     # preserve_insertion_order: record positions rely on it (see parse.scan_sql).
-    config: dict[str, str | bool | int | float | list[str]] = {
-        "memory_limit": settings.duckdb_memory_limit,
-        "temp_directory": str(lake.tmp / "duckdb"),
-        "preserve_insertion_order": True,
-    }
-    if settings.duckdb_threads:
-        config["threads"] = settings.duckdb_threads
-    return duckdb.connect(config=config)
+    return session(settings, lake, preserve_insertion_order=True)
 
 
 def _register_files(con: duckdb.DuckDBPyConnection, chunk: Chunk) -> None:

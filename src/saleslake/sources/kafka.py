@@ -26,6 +26,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from saleslake.config import Settings, read_secret
 from saleslake.errors import TransientError, UserError
+from saleslake.retry import retry
 
 #: One Kafka record as it arrived; ``value`` and ``key`` are the exact bytes.
 RECORDS_SCHEMA = pa.schema(
@@ -90,28 +91,29 @@ def wait_for_topic(consumer: Consumer, settings: Settings, attempts: int = 6) ->
     :class:`BrokerUnavailableError` when no broker answered after ``attempts`` tries.
     """
     topic, servers = settings.kafka.topic, settings.kafka.bootstrap_servers
-    delay = 1.0
-    for attempt in range(attempts):
-        try:
-            metadata = consumer.list_topics(topic, timeout=5.0)
-        except KafkaException:
-            metadata = None
-        if metadata is not None and metadata.brokers:
-            info = metadata.topics.get(topic)
-            if info is None or (info.error is not None and info.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART):
-                raise TopicMissingError(
-                    f"topic {topic!r} does not exist on {servers}; produce to it first "
-                    f"(saleslake produce --topic {topic}) or set kafka.topic"
-                )
-            if info.partitions:
-                return len(info.partitions)
-        if attempt < attempts - 1:
-            time.sleep(delay)
-            delay = min(delay * 2, 10.0)
-    raise BrokerUnavailableError(
+    unavailable = BrokerUnavailableError(
         f"no Kafka broker answered at {servers} after {attempts} tries; "
         "start one (saleslake services start kafka) or set kafka.bootstrap_servers"
     )
+
+    def partitions(_attempt: int) -> int:
+        try:
+            metadata = consumer.list_topics(topic, timeout=5.0)
+        except KafkaException:
+            raise unavailable from None
+        if not metadata.brokers:
+            raise unavailable
+        info = metadata.topics.get(topic)
+        if info is None or (info.error is not None and info.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART):
+            raise TopicMissingError(
+                f"topic {topic!r} does not exist on {servers}; produce to it first "
+                f"(saleslake produce --topic {topic}) or set kafka.topic"
+            )
+        if not info.partitions:
+            raise unavailable  # the topic's metadata is not complete yet
+        return len(info.partitions)
+
+    return retry(partitions, attempts, lambda exc: exc is unavailable, backoff=1.0, cap=10.0)
 
 
 class PosConsumer:

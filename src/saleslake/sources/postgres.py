@@ -52,6 +52,7 @@ from saleslake.crashpoints import crash_point
 from saleslake.dbapi import one_row
 from saleslake.errors import SaleslakeError, TransientError, UserError
 from saleslake.lake import Lake, open_delta
+from saleslake.retry import retry
 
 APP_ID = "saleslake.oltp"
 
@@ -549,7 +550,7 @@ def extract(
     lost connection. Positions are not written here (see :func:`write_positions`)."""
     import psycopg
 
-    from saleslake.pg import PostgresConnectError, connect, redact, scrub
+    from saleslake.connections.postgres import PostgresConnectError, connect, redact, scrub
 
     oltp = settings.oltp
     pg = settings.postgres
@@ -558,9 +559,8 @@ def extract(
     started = time.perf_counter()
     now = datetime.now(UTC)
     seq = positions.next_seq
-    attempt = 0
-    while True:
-        attempt += 1
+
+    def once(attempt: int) -> ExtractResult:
         result = ExtractResult(seq, f"{seq:08d}-{uuid.uuid4().hex[:8]}", now, attempts=attempt)
         try:
             conn = connect(pg, "reader", target, read_only=True, application_name="saleslake ingest postgres")
@@ -573,33 +573,38 @@ def extract(
                 conn.rollback()  # read only: nothing to commit
             finally:
                 conn.close()
-            result.seconds = time.perf_counter() - started
-            return result
-        except (psycopg.OperationalError, PostgresConnectError) as exc:
-            _remove_files(result)
-            if isinstance(exc, psycopg.errors.QueryCanceled):
-                raise TransientError(
-                    f"extract from {where} hit the statement timeout "
-                    f"({pg.statement_timeout_seconds:g} s): {scrub(str(exc), pg.password('reader'))}"
-                ) from None
-            if isinstance(exc, psycopg.errors.LockNotAvailable):
-                raise TransientError(
-                    f"extract from {where} waited longer than the lock timeout: another session "
-                    "holds a lock on a source table (DDL?); retry later"
-                ) from None
-            if attempt > oltp.retries:
-                raise TransientError(
-                    f"extract from {where} failed after {attempt} attempt(s): {scrub(str(exc), pg.password('reader'))}"
-                ) from None
-            sleep(min(oltp.retry_backoff_seconds * 2 ** (attempt - 1), 30.0))
-        except psycopg.errors.InsufficientPrivilege as exc:
-            _remove_files(result)
-            raise OltpSourceError(
-                f"the reader role may not read a source table in {where}: {scrub(str(exc), pg.password('reader'))}"
-            ) from None
         except BaseException:
-            _remove_files(result)
+            _remove_files(result)  # nothing of a failed attempt stays in bronze
             raise
+        result.seconds = time.perf_counter() - started
+        return result
+
+    def connection_lost(exc: BaseException) -> bool:
+        timeouts = (psycopg.errors.QueryCanceled, psycopg.errors.LockNotAvailable)
+        return isinstance(exc, (psycopg.OperationalError, PostgresConnectError)) and not isinstance(exc, timeouts)
+
+    secret = pg.password("reader")
+    attempts = oltp.retries + 1
+    try:
+        return retry(once, attempts, connection_lost, backoff=oltp.retry_backoff_seconds, cap=30.0, sleep=sleep)
+    except psycopg.errors.QueryCanceled as exc:
+        raise TransientError(
+            f"extract from {where} hit the statement timeout ({pg.statement_timeout_seconds:g} s): "
+            f"{scrub(str(exc), secret)}"
+        ) from None
+    except psycopg.errors.LockNotAvailable:
+        raise TransientError(
+            f"extract from {where} waited longer than the lock timeout: another session "
+            "holds a lock on a source table (DDL?); retry later"
+        ) from None
+    except (psycopg.OperationalError, PostgresConnectError) as exc:
+        raise TransientError(
+            f"extract from {where} failed after {attempts} attempt(s): {scrub(str(exc), secret)}"
+        ) from None
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise OltpSourceError(
+            f"the reader role may not read a source table in {where}: {scrub(str(exc), secret)}"
+        ) from None
 
 
 def _remove_files(result: ExtractResult) -> None:

@@ -19,7 +19,7 @@ from saleslake.contract import SALES_LINES_SCHEMA
 from saleslake.errors import PipelineError
 from saleslake.gold import publish as gold_publish
 from saleslake.gold.build import DBT_PROJECT_DIR, build_gold, run_dbt
-from saleslake.gold.publish import (
+from saleslake.gold.release import (
     GOLD_TABLES,
     gold_release_tables,
     latest_release,

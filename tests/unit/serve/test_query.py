@@ -20,7 +20,7 @@ from deltalake import write_deltalake
 
 from helpers import sql
 from saleslake.errors import UserError
-from saleslake.gold.publish import record_release
+from saleslake.gold.release import record_release
 from saleslake.lake import Lake
 from saleslake.serve import freshness
 from saleslake.serve.dashboard import data

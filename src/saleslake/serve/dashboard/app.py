@@ -18,11 +18,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import streamlit as st
 
-from saleslake import api
+from saleslake.config import load_settings
 from saleslake.errors import SaleslakeError
 from saleslake.lake import Lake
 from saleslake.serve.dashboard import data
 from saleslake.serve.dashboard.formatting import count, currency_symbol, money, money_column_format, percent
+from saleslake.serve.health import check_health
+from saleslake.serve.status import run_status
 
 TOKEN_TTL = 5  # seconds between checks for a new gold release (a few ms each)
 PIPELINE_TTL = 15  # runs, freshness and health change without a release
@@ -104,8 +106,9 @@ def pipeline_view(home: str) -> dict:
     """Runs and health (freshness per source, quarantine rate, stream lag). Health asks
     the Kafka broker for the stream's lag only when the lake has a stream; the short
     TTL keeps that off the path of most renders."""
-    settings = api.settings(home=home)
-    return {"runs": api.status(10, settings), "health": api.health(settings)}
+    settings = load_settings(home=home)
+    lake = Lake(settings.home)
+    return {"runs": run_status(lake, 10), "health": check_health(lake, settings)}
 
 
 # -- page parts -------------------------------------------------------------------------------
@@ -448,7 +451,7 @@ def empty_lake(home: str) -> None:
         f"saleslake demo --home {home}\n\nsaleslake ingest csv exports/ --home {home}\nsaleslake run --home {home}",
         language="bash",
     )
-    runs = api.status(10, api.settings(home=home)) if Path(home).is_dir() else []
+    runs = run_status(Lake(load_settings(home=home).home), 10) if Path(home).is_dir() else []
     if runs:
         st.subheader("Last runs")
         st.dataframe(_run_rows(runs), hide_index=True, key="runs")
@@ -477,7 +480,7 @@ def header(home: str, options: dict) -> None:
 def main() -> None:
     st.set_page_config(page_title="saleslake dashboard", page_icon="📊", layout="wide")
     try:
-        home = str(Path(api.settings().home).absolute())
+        home = str(Path(load_settings().home).absolute())
     except SaleslakeError as exc:  # a bad saleslake.toml or SALESLAKE_* value: one line, as the CLI says it
         st.error(str(exc))
         return

@@ -27,7 +27,7 @@ from decimal import Decimal
 import duckdb
 import pyarrow as pa
 
-from saleslake.gold.publish import releases
+from saleslake.gold.release import releases
 from saleslake.lake import Lake, open_delta
 from saleslake.serve.query import reader_connection
 

@@ -64,8 +64,8 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
+from saleslake.devservices.ports import file_lock, port_holder
 from saleslake.errors import TransientError, UserError
-from saleslake.services.ports import file_lock, port_holder
 
 if TYPE_CHECKING:  # pragma: no cover
     from saleslake.config import Settings

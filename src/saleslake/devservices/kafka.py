@@ -47,8 +47,8 @@ from typing import Any
 import psutil
 
 from saleslake import __version__ as saleslake_version
+from saleslake.devservices.ports import file_lock, port_holder
 from saleslake.errors import TransientError, UserError
-from saleslake.services.ports import file_lock, port_holder
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 9092
@@ -173,7 +173,7 @@ class KafkaService:
 
 
 def _pom_text() -> str:
-    return resources.files("saleslake.services").joinpath(POM_RESOURCE).read_text("utf-8")
+    return resources.files("saleslake.devservices").joinpath(POM_RESOURCE).read_text("utf-8")
 
 
 def _pom_property(name: str) -> str:

@@ -5,7 +5,7 @@ the environment (``SALESLAKE_POSTGRES_..._PASSWORD`` or its ``_FILE``, see
 :class:`saleslake.config.PostgresSettings`) and handed to libpq separately; every message
 shows the DSN through :func:`redact` and has the password scrubbed out::
 
-    from saleslake.pg import connect
+    from saleslake.connections.postgres import connect
     with connect(settings.postgres, "reader", read_only=True) as conn:
         conn.execute("SELECT count(*) FROM orders").fetchone()
 """
