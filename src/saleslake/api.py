@@ -263,7 +263,9 @@ def query(sql: str, settings: Settings | None = None, allow_files: Sequence[str 
 
 
 def quarantine(reason: str | None = None, limit: int = 50, settings: Settings | None = None) -> pa.Table:
-    """Quarantined rows, newest landed first, optionally only those with ``reason``."""
+    """Quarantined rows, newest landed first, optionally only those with ``reason``.
+
+    ``api.quarantine("invalid_date", limit=10).to_pylist()``"""
     from saleslake.serve.query import quarantine_rows
 
     _, lake = _resolve(settings)
@@ -278,7 +280,9 @@ def generate_csv(
     seed: int = 42,
     progress: Callable[[int], None] | None = None,
 ):
-    """Write realistic regional CSV exports (see saleslake.sample.csv_export)."""
+    """Write realistic regional CSV exports (see saleslake.sample.csv_export).
+
+    ``api.generate_csv("exports", rows=10_000, error_rate=0.02, seed=7)``"""
     from saleslake.sample.csv_export import generate_csv as generate
 
     if rows <= 0:
@@ -300,7 +304,9 @@ def generate_oltp(
     """Create and fill the operational shop database, or apply a round of changes to it
     (see saleslake.sample.oltp). ``dsn`` defaults to the ``shop`` database of the local
     service as the owner role; the password comes from ``SALESLAKE_POSTGRES_PASSWORD`` or
-    ``SALESLAKE_POSTGRES_PASSWORD_FILE``, never from arguments."""
+    ``SALESLAKE_POSTGRES_PASSWORD_FILE``, never from arguments.
+
+    ``api.generate_oltp(orders=5_000); api.generate_oltp(mutate=True)``"""
     from saleslake.sample.oltp import generate_oltp as generate
 
     s, _ = _resolve(settings)
@@ -327,6 +333,8 @@ def produce(
     """Send simulated point-of-sale events (CONTRACT §6) to Kafka; returns their
     :class:`~saleslake.sample.pos_events.PosSummary`, the exact counts a correct consumer
     must reproduce.
+
+    ``summary = api.produce(10_000, rate=500); summary.valid_lines``
 
     ``rate`` events per second or one every ``interval`` seconds (not both); neither: as
     fast as possible. ``seed`` fixes the sales (default: a fresh one, in ``summary.seed``;
@@ -379,6 +387,8 @@ def services(
     postgres_port: int | None = None,
 ) -> dict[str, dict]:
     """Start, stop or describe local development services (state under ``<home>/services``).
+
+    ``api.services("start", ["postgres"])["postgres"]["env"]``
 
     ``names`` default to all of :data:`SERVICES`. Returns, per service, its connection
     settings or status; PostgreSQL's never hold a password (DSNs without one, and under
@@ -435,6 +445,8 @@ def stream(
 ):
     """Consume the point-of-sale topic into bronze and silver, exactly once (CONTRACT §6).
 
+    ``api.stream(until_idle=True).records``
+
     Runs until ``stop`` (a ``threading.Event``) is set, or with ``until_idle`` until the
     lake holds every record of every partition of the topic (whichever member of the group
     holds them; raises :class:`saleslake.sources.backlog.PartitionsNotDrainedError` after
@@ -468,7 +480,9 @@ def stream(
 
 def freshness(settings: Settings | None = None) -> list[dict]:
     """Per source system: newest data in silver and in the published gold (see
-    :func:`saleslake.serve.freshness.freshness`)."""
+    :func:`saleslake.serve.freshness.freshness`).
+
+    ``{f["source_system"]: f["silver_age_seconds"] for f in api.freshness()}``"""
     from saleslake.serve.freshness import freshness as source_freshness
 
     _, lake = _resolve(settings)
@@ -481,7 +495,9 @@ def freshness(settings: Settings | None = None) -> list[dict]:
 def doctor(settings: Settings | None = None, include_dbt: bool = True, home: str | Path | None = None) -> list:
     """Preflight checks (see :mod:`saleslake.doctor`): configuration, lake home and disk,
     package versions, the dbt project, PostgreSQL and Kafka reachability. Never raises for
-    what it finds; a configuration error is the failed ``config`` check."""
+    what it finds; a configuration error is the failed ``config`` check.
+
+    ``[c for c in api.doctor() if not c.ok]``"""
     from saleslake.config import config_file_path
     from saleslake.doctor import Check, run_checks
 
@@ -500,7 +516,9 @@ def doctor(settings: Settings | None = None, include_dbt: bool = True, home: str
 
 def health(settings: Settings | None = None):
     """Freshness per source, recent quarantine rate and stream lag against the ``[monitor]``
-    thresholds; returns a :class:`saleslake.serve.health.Health` (``.ok``, ``.problems``)."""
+    thresholds; returns a :class:`saleslake.serve.health.Health` (``.ok``, ``.problems``).
+
+    ``api.health().problems``"""
     from saleslake.serve.health import check_health
 
     s, lake = _resolve(settings)
@@ -511,7 +529,9 @@ def alert(
     title: str, text: str = "", severity: str = "error", details: dict | None = None, settings: Settings | None = None
 ):
     """Log an alert and send it to the configured webhook / e-mail (see :mod:`saleslake.alerts`);
-    returns one :class:`saleslake.alerts.Delivery` per channel."""
+    returns one :class:`saleslake.alerts.Delivery` per channel.
+
+    ``api.alert("gold is stale", "no gold build since 06:00", severity="warning")``"""
     from saleslake.alerts import Alert, send_alert
 
     s = settings or load_settings()
@@ -531,6 +551,8 @@ def dashboard(
     """Serve the Streamlit dashboard (:mod:`saleslake.serve.dashboard`) on ``host:port``
     until it is stopped; returns the server's exit code (0 after Ctrl-C or SIGTERM).
 
+    ``api.dashboard(port=8501)``
+
     It reads the lake's committed snapshots (gold at its latest release), so it works
     while a run writes. Binds 127.0.0.1 by default; an address that is not loopback is
     refused unless ``allow_remote`` (the dashboard has no login). Usage statistics are
@@ -545,7 +567,9 @@ def stream_lag(settings: Settings | None = None) -> dict[int, int]:
     """Point-of-sale messages per partition on the broker that silver does not hold yet,
     from the broker's high watermarks and the lake's committed positions (right whether or
     not a consumer runs; the stream DAG's lag check). Raises when the broker or topic is
-    not there (see :func:`saleslake.serve.health.stream_lag`)."""
+    not there (see :func:`saleslake.serve.health.stream_lag`).
+
+    ``sum(api.stream_lag().values())``"""
     from saleslake.serve.health import stream_lag as lag
 
     s, lake = _resolve(settings)
