@@ -1,9 +1,11 @@
-"""The sample catalogs (package data): the generators' output is pinned byte for byte.
+"""The sample catalogs (package data, ``saleslake/sample/data/*.toml``) and the output
+they make, pinned byte for byte.
 
-The digests below were computed on main before the catalogs moved out of the code into
-``saleslake/sample/catalog/``; moving them must not change one byte of what the CSV
-exporter, the point-of-sale simulator or the OLTP shop generator produce for a seed. A deliberate change of a generator's output (not of where its data
-lives) replaces the digest it breaks, saying so in its commit.
+The digests were computed on main before the catalogs moved out of the code into package
+data: moving them must not change one byte of what the CSV exporter, the point-of-sale
+simulator or the OLTP shop generator produce for a seed. A deliberate change of a
+generator's output (not of where its data lives) replaces the digest it breaks, saying so
+in its commit.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
+from saleslake.sample import catalog, oltp
 from saleslake.sample import csv_export as cx
-from saleslake.sample import oltp
 from saleslake.sample import pos_events as pos
 
 CSV_DIGEST = "fe8c0e842513869f17ca959ee37634cb3a4020d5de5d7eb073c2d65f48f44b70"
@@ -81,3 +85,21 @@ def test_catalog_constants_are_unchanged() -> None:
         f"{mod.__name__}.{name}": _sha([getattr(mod, name)]) for mod, names in CATALOG_NAMES.items() for name in names
     }
     assert seen == CATALOG_DIGESTS
+
+
+def test_every_catalog_file_is_named_and_loads() -> None:
+    shipped = {p.stem for p in Path(catalog.__file__).with_name("data").glob("*")}
+    assert shipped == set(catalog.NAMES)
+    assert all(catalog.load(name) for name in catalog.NAMES)
+    with pytest.raises(ValueError, match="no sample catalog 'nope'"):
+        catalog.load("nope")
+
+
+def test_a_country_code_means_one_country_with_a_currency_and_an_offset() -> None:
+    seen: dict[str, tuple[str, str]] = {}
+    for spec in cx.REGIONS.values():
+        for country in spec.countries:
+            assert seen.setdefault(country.code, (country.name, country.market)) == (country.name, country.market)
+            assert country.cities
+    world = catalog.load("pos")
+    assert set(seen) == set(world["currency_by_country"]) == set(world["utc_offset"]["by_country"])
