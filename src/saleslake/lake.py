@@ -19,7 +19,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
@@ -320,15 +320,30 @@ def register_snapshots(con: duckdb.DuckDBPyConnection, tables: Mapping[str, Path
     Tables that were never created are skipped. On a file-backed connection the views
     persist (dbt reads silver through them).
     """
-    # Qualify with the catalog: DuckDB has a built-in catalog named "system".
-    catalog = con.execute("SELECT current_database()").fetchall()[0][0]
+    catalog = _catalog(con)
+    for schema_name, table_name, table in _view_targets(con, catalog, tables):
+        con.execute(f'CREATE OR REPLACE VIEW "{catalog}"."{schema_name}"."{table_name}" AS {snapshot_view_sql(table)}')
+
+
+def _catalog(con: duckdb.DuckDBPyConnection) -> str:
+    """The connection's own catalog: views are qualified with it, as DuckDB has a built-in
+    catalog named "system" (a lake schema's name too)."""
+    return con.execute("SELECT current_database()").fetchall()[0][0]
+
+
+def _view_targets(
+    con: duckdb.DuckDBPyConnection, catalog: str, tables: Mapping[str, Path | DeltaTable]
+) -> Iterator[tuple[str, str, DeltaTable]]:
+    """(schema, table name, Delta table) of each of ``tables`` that exists, its schema
+    created in ``catalog`` just before it is yielded: where the register functions put a
+    view. Tables never created are skipped."""
     for name, source in tables.items():
         table = source if isinstance(source, DeltaTable) else open_delta(source)
         if table is None:
             continue
         schema_name, table_name = name.split(".", 1)
         con.execute(f'CREATE SCHEMA IF NOT EXISTS "{catalog}"."{schema_name}"')
-        con.execute(f'CREATE OR REPLACE VIEW "{catalog}"."{schema_name}"."{table_name}" AS {snapshot_view_sql(table)}')
+        yield schema_name, table_name, table
 
 
 def snapshot_dataset(table: DeltaTable) -> pds.Dataset:
@@ -346,13 +361,8 @@ def register_datasets(con: duckdb.DuckDBPyConnection, tables: Mapping[str, Path 
     external access is off (``saleslake.serve.query.reader_connection``). The view keeps its
     dataset alive, and cursors of ``con`` see it. Tables never created are skipped.
     """
-    catalog = con.execute("SELECT current_database()").fetchall()[0][0]
-    for name, source in tables.items():
-        table = source if isinstance(source, DeltaTable) else open_delta(source)
-        if table is None:
-            continue
-        schema_name, table_name = name.split(".", 1)
-        con.execute(f'CREATE SCHEMA IF NOT EXISTS "{catalog}"."{schema_name}"')
+    catalog = _catalog(con)
+    for schema_name, table_name, table in _view_targets(con, catalog, tables):
         # create_view names its view in the current schema (a dotted name would be literal)
         con.execute(f'USE "{catalog}"."{schema_name}"')
         con.from_arrow(snapshot_dataset(table)).create_view(table_name, replace=True)
