@@ -36,57 +36,35 @@ from deltalake.transaction import AddAction, RemoveAction
 from saleslake.crashpoints import crash_point
 
 
+class _Below:
+    """A location under the lake's home, read as ``lake.<name>`` (a :class:`Path`): the
+    layout above, written as one line per location in :class:`Lake`."""
+
+    def __init__(self, *parts: str) -> None:
+        self.parts = parts
+
+    def __get__(self, lake: Lake, owner: type[Lake] | None = None) -> Path:
+        return lake.home.joinpath(*self.parts)
+
+
 @dataclass(frozen=True)
 class Lake:
     home: Path
 
+    bronze = _Below("bronze")
+    bronze_events = _Below("bronze", "events", "pos")  # Kafka records as received (Delta), see saleslake.stream
+    sales_lines = _Below("silver", "sales_lines")
+    quarantine = _Below("silver", "quarantine")
+    manifest = _Below("system", "bronze_manifest")
+    runs = _Below("system", "runs")
+    gold_releases = _Below("system", "gold_releases")
+    gold = _Below("gold")
+    warehouse = _Below("warehouse.duckdb")
+    lock_file = _Below(".lock")
+    tmp = _Below("tmp")
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "home", Path(self.home).absolute())
-
-    @property
-    def bronze(self) -> Path:
-        return self.home / "bronze"
-
-    @property
-    def bronze_events(self) -> Path:
-        """Kafka records as received (Delta), see saleslake.stream."""
-        return self.home / "bronze" / "events" / "pos"
-
-    @property
-    def sales_lines(self) -> Path:
-        return self.home / "silver" / "sales_lines"
-
-    @property
-    def quarantine(self) -> Path:
-        return self.home / "silver" / "quarantine"
-
-    @property
-    def manifest(self) -> Path:
-        return self.home / "system" / "bronze_manifest"
-
-    @property
-    def runs(self) -> Path:
-        return self.home / "system" / "runs"
-
-    @property
-    def gold_releases(self) -> Path:
-        return self.home / "system" / "gold_releases"
-
-    @property
-    def gold(self) -> Path:
-        return self.home / "gold"
-
-    @property
-    def warehouse(self) -> Path:
-        return self.home / "warehouse.duckdb"
-
-    @property
-    def lock_file(self) -> Path:
-        return self.home / ".lock"
-
-    @property
-    def tmp(self) -> Path:
-        return self.home / "tmp"
 
     def delta_tables(self) -> dict[str, Path]:
         """Every Delta table readers may query, by ``schema.table`` name."""
