@@ -35,6 +35,7 @@ import duckdb
 import pyarrow as pa
 from deltalake import write_deltalake
 
+from saleslake.contract import UTC_TIME, text_fields
 from saleslake.crashpoints import crash_point
 from saleslake.errors import InputFileError
 from saleslake.lake import Lake, open_delta, snapshot_view_sql
@@ -46,17 +47,12 @@ MANIFEST_SCHEMA = pa.schema(
         ("object_id", pa.string()),  # sha256 of the bytes
         ("landed_seq", pa.int64()),
         ("kind", pa.string()),  # csv
-        ("source", pa.string()),
-        ("source_system", pa.string()),
-        ("original_name", pa.string()),
-        ("original_path", pa.string()),
+        *text_fields("source", "source_system", "original_name", "original_path"),
         ("size_bytes", pa.int64()),
         ("bronze_uri", pa.string()),  # relative to home
-        ("landed_at", pa.timestamp("us", tz="UTC")),
-        ("encoding", pa.string()),
-        ("delimiter", pa.string()),
-        ("decimal", pa.string()),
-        ("date_format", pa.string()),
+        ("landed_at", UTC_TIME),
+        # the dialect the file was parsed with
+        *text_fields("encoding", "delimiter", "decimal", "date_format"),
         ("header", pa.list_(pa.string())),
         ("columns", pa.string()),  # JSON: canonical name -> position in the header
         ("extra_columns", pa.list_(pa.string())),
