@@ -27,7 +27,7 @@ import pyarrow as pa
 from deltalake import write_deltalake
 
 from saleslake.contract import MONEY, UTC_TIME, text_fields
-from saleslake.lake import Lake, ensure_delta, open_delta, snapshot_view_sql
+from saleslake.lake import Lake, ensure_delta, snapshot_view_sql
 
 #: Where a store or a customer is, in the order both tables keep it.
 LOCATION_FIELDS = text_fields("city", "state", "country", "postal_code", "region", "market")
@@ -84,25 +84,3 @@ def register(lake: Lake, ref: ReferenceTable, rows: pa.Table) -> int:
     if new.num_rows:
         write_deltalake(target, new, mode="append")
     return new.num_rows
-
-
-def current_sql(lake: Lake, ref: ReferenceTable) -> str | None:
-    """SELECT of each record's latest state, or None when the table does not exist."""
-    table = open_delta(ref.path(lake))
-    if table is None:
-        return None
-    return (
-        f"SELECT * FROM ({snapshot_view_sql(table)}) "
-        f"QUALIFY row_number() OVER (PARTITION BY {ref.key} ORDER BY updated_at DESC) = 1"
-    )
-
-
-def history_sql(lake: Lake, ref: ReferenceTable) -> str | None:
-    """SELECT of every state with its validity ``[updated_at, valid_to)``, or None."""
-    table = open_delta(ref.path(lake))
-    if table is None:
-        return None
-    return (
-        f"SELECT *, coalesce(lead(updated_at) OVER (PARTITION BY {ref.key} ORDER BY updated_at), "
-        f"TIMESTAMPTZ '9999-12-31 00:00:00+00') AS valid_to FROM ({snapshot_view_sql(table)})"
-    )
