@@ -48,6 +48,7 @@ import psutil
 
 from saleslake import __version__ as saleslake_version
 from saleslake.devservices.ports import file_lock, port_holder
+from saleslake.devservices.process import run_logged
 from saleslake.errors import TransientError, UserError
 
 HOST = "127.0.0.1"
@@ -239,50 +240,50 @@ def fetch_jars(cache_dir: Path | None = None, *, quiet: bool = True) -> Path:
     with file_lock(cache / ".lock"):
         if _jars_present(lib, marker, digest):  # another process finished while we waited
             return lib
-        pom_file = cache / "pom.xml"
-        pom_file.write_text(pom, "utf-8")
-        tmp = cache / f"lib.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        out_file = cache / "fetch.log"
-        cmd = [
-            mvn,
-            "-B",
-            *(["-q"] if quiet else []),
-            "-f",
-            str(pom_file),
-            f"org.apache.maven.plugins:maven-dependency-plugin:"
-            f"{_pom_property('dependency-plugin.version')}:copy-dependencies",
-            f"-DoutputDirectory={tmp}",
-        ]
-        try:
-            with out_file.open("w", encoding="utf-8") as out:
-                proc = subprocess.run(
-                    cmd,
-                    cwd=cache,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    timeout=1800,
-                    check=False,
-                )
-        except subprocess.TimeoutExpired:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise KafkaFetchError(
-                f"downloading the Kafka {kafka_version()} jars with Maven took over 30 minutes; output in {out_file}"
-            ) from None
-        if proc.returncode != 0 or not any(tmp.glob("kafka_2.13-*.jar")):
-            shutil.rmtree(tmp, ignore_errors=True)
-            reason = _first_maven_error(out_file) or f"mvn exited with status {proc.returncode}"
-            raise KafkaFetchError(
-                f"Maven could not download the Kafka {kafka_version()} jars: {reason} "
-                f"(full output in {out_file}; check network access to Maven Central or the "
-                f"mirror in ~/.m2/settings.xml)"
-            )
+        downloaded = _download_jars(mvn, cache, pom, quiet)
         marker.unlink(missing_ok=True)
         shutil.rmtree(lib, ignore_errors=True)
-        tmp.rename(lib)
+        downloaded.rename(lib)
         marker.write_text(digest + "\n", "utf-8")
     return lib
+
+
+def _download_jars(mvn: str, cache: Path, pom: str, quiet: bool) -> Path:
+    """Have Maven copy the pom's dependencies into a fresh folder under ``cache`` and
+    return it; the caller moves it into place, so an interrupted download never looks
+    complete. A failure removes the folder and raises one line pointing at Maven's output."""
+    pom_file = cache / "pom.xml"
+    pom_file.write_text(pom, "utf-8")
+    tmp = cache / f"lib.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    out_file = cache / "fetch.log"
+    cmd = [
+        mvn,
+        "-B",
+        *(["-q"] if quiet else []),
+        "-f",
+        str(pom_file),
+        f"org.apache.maven.plugins:maven-dependency-plugin:"
+        f"{_pom_property('dependency-plugin.version')}:copy-dependencies",
+        f"-DoutputDirectory={tmp}",
+    ]
+    try:
+        with out_file.open("w", encoding="utf-8") as out:
+            proc = run_logged(cmd, out, timeout=1800, cwd=cache)
+    except subprocess.TimeoutExpired:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise KafkaFetchError(
+            f"downloading the Kafka {kafka_version()} jars with Maven took over 30 minutes; output in {out_file}"
+        ) from None
+    if proc.returncode != 0 or not any(tmp.glob("kafka_2.13-*.jar")):
+        shutil.rmtree(tmp, ignore_errors=True)
+        reason = _first_maven_error(out_file) or f"mvn exited with status {proc.returncode}"
+        raise KafkaFetchError(
+            f"Maven could not download the Kafka {kafka_version()} jars: {reason} "
+            f"(full output in {out_file}; check network access to Maven Central or the "
+            f"mirror in ~/.m2/settings.xml)"
+        )
+    return tmp
 
 
 def _first_maven_error(out_file: Path) -> str:
@@ -625,14 +626,7 @@ def _format_storage(service: KafkaService, java: str, lib: Path) -> None:
     ]
     try:
         with out_file.open("w", encoding="utf-8") as out:
-            proc = subprocess.run(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                timeout=300,
-                check=False,
-            )
+            proc = run_logged(cmd, out, timeout=300)
     except subprocess.TimeoutExpired:
         raise KafkaStartError(
             f"formatting Kafka storage in {service.data_dir} took over 5 minutes; see {out_file}"
