@@ -14,6 +14,7 @@ import codecs
 import csv
 import functools
 import io
+import itertools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -208,23 +209,34 @@ def _header_only(path: Path, head: _Head) -> bool:
     return in_header or not decoder.decode(b"", final=True).strip("\r\n")
 
 
+_LINE_END_BYTE = re.compile(rb"[\r\n]")
+
+
 def _lines_after_the_look(path: Path, head: _Head, body_bytes: int) -> list[str]:
     """When the first record is longer than the look: the complete lines of about
     ``body_bytes`` after the line the look ends in (skipped in blocks). Only for encodings
-    whose line end is the single byte 0x0A, which is then a character boundary."""
+    whose line ends (LF, CR LF or a lone CR) are the single bytes 0x0A and 0x0D, which are
+    then character boundaries."""
     encoding = "utf-8" if head.encoding == "utf-8-sig" else head.encoding
-    if "\n".encode(encoding, errors="ignore") != b"\n":
+    if "\r\n".encode(encoding, errors="ignore") != b"\r\n":
         return []
     with path.open("rb") as handle:
         handle.seek(head.bytes_read)
         for block in iter(lambda: handle.read(1 << 20), b""):
-            end = block.find(b"\n")
-            if end >= 0:
-                rest = block[end + 1 :]
+            end = _LINE_END_BYTE.search(block)
+            if end:
+                rest = block[end.end() :]
                 rest += handle.read(max(0, body_bytes - len(rest)))
                 lines = rest.decode(encoding, errors="replace").splitlines()
                 return lines if len(rest) < body_bytes else lines[:-1]
     return []
+
+
+def _sample_lines(lines: list[str], count: int) -> list[str]:
+    """The first ``count`` lines that are not empty: the reader skips empty lines, so
+    however many follow the header they must not fill the sample (70 of them left it
+    empty, and the decimal mark and date order undecided)."""
+    return list(itertools.islice((text for text in lines if text), count))
 
 
 def _rows(lines: list[str], delimiter: str) -> list[list[str]]:
@@ -348,13 +360,13 @@ def sniff(path: Path, overrides: CsvOverrides = CsvOverrides(), deep: bool = Fal
     columns, extras = _map_columns(path, names)
     # When the head was cut, its last line may be partial: leave it out.
     last = len(lines) if head.whole_file else len(lines) - 1
-    rows = _rows(lines[1 : min(last, sample_rows + 1)], delimiter)
+    rows = _rows(_sample_lines(lines[1:last], sample_rows), delimiter)
     if not rows:
         if _header_only(path, head):
             return None
         # a first record longer than the look (quarantined later if over the size limit):
         # the sample comes from the lines after it
-        rows = _rows(_lines_after_the_look(path, head, limit)[:sample_rows], delimiter)
+        rows = _rows(_sample_lines(_lines_after_the_look(path, head, limit), sample_rows), delimiter)
 
     def column_values(name: str) -> list[str]:
         position = columns.get(name)

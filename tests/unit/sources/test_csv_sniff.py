@@ -221,3 +221,30 @@ def test_a_first_line_too_long_for_a_header_is_one_clear_line(tmp_path: Path, mo
     with pytest.raises(InputFileError, match="the first line is longer than 1,048,576 bytes") as info:
         sniff(f)
     assert "\n" not in str(info.value)
+
+
+def _semicolon_decimal_comma_row(row_id: str, name: str = "Desk") -> str:
+    fields = line(row_id=row_id, sales="100,50", discount="0,1", profit="-3,25", name=name).split(",")
+    # line() quotes the name and joins with commas: rebuild with semicolons, commas in numbers
+    return ";".join([*fields[:17], name, "100,50", "2", "0,1", "-3,25", "12,5", "High"])
+
+
+@pytest.mark.parametrize("end", ["\n", "\r\n", "\r"])
+def test_blank_lines_after_the_header_do_not_fill_the_sample(tmp_path: Path, end: str):
+    """More blank lines than the sample holds (60) between the header and the data, in a
+    small file: the sample is the records after them (the decimal comma and day-first
+    dates are seen), not the blank lines (which left it empty: decimal point assumed)."""
+    rows = [_semicolon_decimal_comma_row(str(i)) for i in range(1, 4)]
+    text = HEADER.replace(",", ";") + end * 71 + end.join(rows) + end
+    sniffed = sniff(write_csv(tmp_path / "a.csv", text))
+    assert sniffed is not None and sniffed.data_rows_seen == 3
+    assert (sniffed.delimiter, sniffed.decimal) == (";", ",")
+    assert decide_date_format(sniffed.dates) == "%d-%m-%Y"
+
+
+@pytest.mark.parametrize("end", ["\n", "\r\n", "\r"])
+def test_the_sample_after_a_record_longer_than_the_deep_look_reads_any_line_end(tmp_path: Path, end: str):
+    rows = [_semicolon_decimal_comma_row("1", name="x" * 5_000_000), _semicolon_decimal_comma_row("2")]
+    sniffed = sniff(write_csv(tmp_path / "a.csv", HEADER.replace(",", ";") + end + end.join(rows) + end))
+    assert sniffed is not None and sniffed.data_rows_seen == 1
+    assert sniffed.decimal == "," and decide_date_format(sniffed.dates) == "%d-%m-%Y"
