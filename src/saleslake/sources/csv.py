@@ -156,15 +156,16 @@ def _line_end(text: str) -> int:
     return found.start() if found else -1
 
 
-def _read_head(path: Path, encoding: str | None, body_bytes: int) -> _Head:
+def _read_head(path: Path, overrides: CsvOverrides, body_bytes: int) -> _Head:
     """The whole first line of ``path`` and about ``body_bytes`` after it; more, up to
-    DEEP_SNIFF_BYTES after it, while no complete line follows the first (a first record
-    may be longer than a quick look: a 40,000-character product name)."""
-    wanted, raw = body_bytes, b""
+    DEEP_SNIFF_BYTES after it, while no complete record follows the first line (a first
+    record may be longer than a quick look: a 40,000-character product name, after a line
+    break inside quotes or not)."""
+    wanted, raw, delimiter = body_bytes, b"", None
     with path.open("rb") as handle:
         while True:
             raw += handle.read(wanted - len(raw))
-            text, used = _decode_head(path, raw, encoding)
+            text, used = _decode_head(path, raw, overrides.encoding)
             if len(raw) < wanted:
                 return _Head(text, used, whole_file=True, bytes_read=len(raw))
             header_end = _line_end(text)
@@ -179,9 +180,12 @@ def _read_head(path: Path, encoding: str | None, body_bytes: int) -> _Head:
                 wanted = min(2 * wanted, MAX_HEADER_BYTES)
             elif len(raw) < header_end + body_bytes:
                 wanted = header_end + body_bytes
-            elif _line_end(text[header_end:].lstrip("\r\n")) >= 0 or len(raw) >= header_end + DEEP_SNIFF_BYTES:
+            elif len(raw) >= header_end + DEEP_SNIFF_BYTES:
                 return _Head(text, used, whole_file=False, bytes_read=len(raw))
             else:
+                delimiter = delimiter or _delimiter_of(text[:header_end], overrides.delimiter)
+                if _sample_rows(text[header_end:], delimiter, 1, whole=False):
+                    return _Head(text, used, whole_file=False, bytes_read=len(raw))
                 wanted = min(2 * wanted, header_end + DEEP_SNIFF_BYTES)
 
 
@@ -212,14 +216,14 @@ def _header_only(path: Path, head: _Head) -> bool:
 _LINE_END_BYTE = re.compile(rb"[\r\n]")
 
 
-def _lines_after_the_look(path: Path, head: _Head, body_bytes: int) -> list[str]:
-    """When the first record is longer than the look: the complete lines of about
-    ``body_bytes`` after the line the look ends in (skipped in blocks). Only for encodings
-    whose line ends (LF, CR LF or a lone CR) are the single bytes 0x0A and 0x0D, which are
-    then character boundaries."""
+def _text_after_the_look(path: Path, head: _Head, body_bytes: int) -> tuple[str, bool]:
+    """When the first record is longer than the look: about ``body_bytes`` of text after
+    the line end that follows the look (skipped in blocks), and whether it runs to the end
+    of the file. Only for encodings whose line ends (LF, CR LF or a lone CR) are the single
+    bytes 0x0A and 0x0D, which are then character boundaries."""
     encoding = "utf-8" if head.encoding == "utf-8-sig" else head.encoding
     if "\r\n".encode(encoding, errors="ignore") != b"\r\n":
-        return []
+        return "", True
     with path.open("rb") as handle:
         handle.seek(head.bytes_read)
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -227,21 +231,21 @@ def _lines_after_the_look(path: Path, head: _Head, body_bytes: int) -> list[str]
             if end:
                 rest = block[end.end() :]
                 rest += handle.read(max(0, body_bytes - len(rest)))
-                lines = rest.decode(encoding, errors="replace").splitlines()
-                return lines if len(rest) < body_bytes else lines[:-1]
-    return []
+                return rest.decode(encoding, errors="replace"), len(rest) < body_bytes
+    return "", True
 
 
-def _sample_lines(lines: list[str], count: int) -> list[str]:
-    """The first ``count`` lines that are not empty: the reader skips empty lines, so
-    however many follow the header they must not fill the sample (70 of them left it
-    empty, and the decimal mark and date order undecided)."""
-    return list(itertools.islice((text for text in lines if text), count))
-
-
-def _rows(lines: list[str], delimiter: str) -> list[list[str]]:
-    body = "\n".join(lines)
-    return [r for r in csv.reader(io.StringIO(body), delimiter=delimiter, quotechar='"') if r]
+def _sample_rows(body: str, delimiter: str, count: int, whole: bool) -> list[list[str]]:
+    """The first ``count`` records of ``body`` (text that starts at a line end), read as
+    the reader will: a line end inside quotes is part of its field, and empty lines are
+    no records (however many follow the header, they must not fill the sample: 70 of them
+    left it empty, the decimal mark and the date order undecided). Unless ``body`` is
+    ``whole``, its last record may be cut: it is left out."""
+    reader = csv.reader(io.StringIO(body, newline=None), delimiter=delimiter, quotechar='"')
+    rows = list(itertools.islice((row for row in reader if row), count + 1))
+    if not whole and len(rows) <= count:
+        rows = rows[:-1]
+    return rows[:count]
 
 
 def _split_header(line: str, delimiter: str) -> list[str]:
@@ -263,9 +267,17 @@ def _best_split(header_line: str, candidates: tuple[str, ...]) -> tuple[int, str
     return best
 
 
-def _pick_delimiter(path: Path, header_line: str, forced: str | None) -> tuple[str, list[str]]:
+def _split_best(header_line: str, forced: str | None) -> tuple[int, str, tuple[str, ...]]:
     best_split = _best_split if len(header_line) <= CACHED_HEADER_CHARS else _best_split.__wrapped__
-    known, delimiter, split = best_split(header_line, (forced,) if forced else DELIMITERS)
+    return best_split(header_line, (forced,) if forced else DELIMITERS)
+
+
+def _delimiter_of(header_line: str, forced: str | None) -> str:
+    return _split_best(header_line, forced)[1]
+
+
+def _pick_delimiter(path: Path, header_line: str, forced: str | None) -> tuple[str, list[str]]:
+    known, delimiter, split = _split_best(header_line, forced)
     names = list(split)
     if known == 0:
         shown = header_line[:80].strip()
@@ -351,22 +363,23 @@ def sniff(path: Path, overrides: CsvOverrides = CsvOverrides(), deep: bool = Fal
     cannot be a regional export: empty, binary, undecodable, unknown columns.
     """
     limit, sample_rows = (DEEP_SNIFF_BYTES, DEEP_SAMPLE_ROWS) if deep else (SNIFF_BYTES, SAMPLE_ROWS)
-    head = _read_head(path, overrides.encoding, limit)
+    head = _read_head(path, overrides, limit)
     encoding = head.encoding
-    lines = head.text.splitlines()
-    if not lines or not lines[0].strip():
+    header_end = _line_end(head.text)
+    first_line = head.text if header_end < 0 else head.text[:header_end]
+    if not first_line.strip():
         raise InputFileError(str(path), "the first line is empty, expected a header", line=1)
-    delimiter, names = _pick_delimiter(path, lines[0], overrides.delimiter)
+    delimiter, names = _pick_delimiter(path, first_line, overrides.delimiter)
     columns, extras = _map_columns(path, names)
-    # When the head was cut, its last line may be partial: leave it out.
-    last = len(lines) if head.whole_file else len(lines) - 1
-    rows = _rows(_sample_lines(lines[1:last], sample_rows), delimiter)
+    body = "" if header_end < 0 else head.text[header_end:]
+    rows = _sample_rows(body, delimiter, sample_rows, head.whole_file)
     if not rows:
         if _header_only(path, head):
             return None
         # a first record longer than the look (quarantined later if over the size limit):
-        # the sample comes from the lines after it
-        rows = _rows(_sample_lines(_lines_after_the_look(path, head, limit), sample_rows), delimiter)
+        # the sample comes from the records after it
+        after, whole = _text_after_the_look(path, head, limit)
+        rows = _sample_rows(after, delimiter, sample_rows, whole)
 
     def column_values(name: str) -> list[str]:
         position = columns.get(name)

@@ -226,7 +226,8 @@ def test_a_first_line_too_long_for_a_header_is_one_clear_line(tmp_path: Path, mo
 def _semicolon_decimal_comma_row(row_id: str, name: str = "Desk") -> str:
     fields = line(row_id=row_id, sales="100,50", discount="0,1", profit="-3,25", name=name).split(",")
     # line() quotes the name and joins with commas: rebuild with semicolons, commas in numbers
-    return ";".join([*fields[:17], name, "100,50", "2", "0,1", "-3,25", "12,5", "High"])
+    quoted = '"' + name.replace('"', '""') + '"'
+    return ";".join([*fields[:17], quoted, "100,50", "2", "0,1", "-3,25", "12,5", "High"])
 
 
 @pytest.mark.parametrize("end", ["\n", "\r\n", "\r"])
@@ -248,3 +249,18 @@ def test_the_sample_after_a_record_longer_than_the_deep_look_reads_any_line_end(
     sniffed = sniff(write_csv(tmp_path / "a.csv", HEADER.replace(",", ";") + end + end.join(rows) + end))
     assert sniffed is not None and sniffed.data_rows_seen == 1
     assert sniffed.decimal == "," and decide_date_format(sniffed.dates) == "%d-%m-%Y"
+
+
+@pytest.mark.parametrize("end", ["\n", "\r\n", "\r"])
+def test_a_quoted_line_break_is_no_record_end_for_the_sample(tmp_path: Path, end: str):
+    """A first record with a line break inside quotes, then a field that runs past the
+    quick look: the look goes on to the end of the record (it stopped at the quoted line
+    break, and the sample held only the record's first line: no amount, decimal point
+    assumed for a decimal-comma export)."""
+    rows = [_semicolon_decimal_comma_row("1", name="Desk" + end + "x" * 40_000), _semicolon_decimal_comma_row("2")]
+    sniffed = sniff(write_csv(tmp_path / "a.csv", HEADER.replace(",", ";") + end + end.join(rows) + end))
+    assert sniffed is not None and sniffed.data_rows_seen == 2
+    assert sniffed.decimal == "," and decide_date_format(sniffed.dates) == "%d-%m-%Y"
+    cut = write_csv(tmp_path / "b.csv", HEADER.replace(",", ";") + end + rows[0] + end + rows[1][:30])
+    sniffed = sniff(cut)  # the whole file: its last record is cut, the one before is whole
+    assert sniffed is not None and sniffed.decimal == ","
