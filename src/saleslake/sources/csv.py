@@ -111,34 +111,60 @@ def expand_paths(paths: Iterable[Path]) -> list[Path]:
     return found
 
 
+def _utf8_error(raw: bytes) -> UnicodeDecodeError | None:
+    """Why ``raw`` (a head: it may end in the middle of a character, which is no error)
+    is not UTF-8, or None."""
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(raw, final=False)
+    except UnicodeDecodeError as exc:
+        return exc
+    return None
+
+
 def _decode_head(path: Path, raw: bytes, encoding: str | None) -> tuple[str, str]:
-    """The head of the file as text, and the encoding to parse it with."""
+    """The head of the file as text, and the encoding to parse it with.
+
+    The head decides the encoding, with or without a UTF-8 byte-order mark: UTF-8 when it
+    is valid UTF-8, else the file is refused (``--encoding``); bytes that are not UTF-8
+    past the head are the reader's to reject, one record each. A BOM before text that is
+    not UTF-8 is a marker, not part of the header: ``--encoding`` reads the rest; on a file
+    that is UTF-8 indeed, ``--encoding`` is refused (it would garble every other
+    character)."""
     if not raw:
         raise InputFileError(str(path), "the file is empty", "export it again or remove it")
+    bom = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
     if encoding:
         try:
-            codecs.lookup(encoding)
+            name = codecs.lookup(encoding).name
         except LookupError:
             raise InputFileError(
                 str(path), f"unknown encoding {encoding!r}", "pass a Python codec name such as latin-1 or cp1252"
             ) from None
+        if bom and name not in ("utf-8", "utf-8-sig"):
+            if _utf8_error(raw[bom:]) is None:
+                raise InputFileError(
+                    str(path),
+                    f"starts with a UTF-8 byte-order mark and is UTF-8, not {encoding}",
+                    "drop --encoding for this file (its encoding is detected)",
+                    line=1,
+                )
+            raw = raw[bom:]
         return raw.decode(encoding, errors="replace"), encoding
     if b"\x00" in raw[:4096]:
         raise InputFileError(str(path), "binary data, not a CSV text file", "check that the right file was exported")
-    if raw.startswith(codecs.BOM_UTF8):
-        return raw[len(codecs.BOM_UTF8) :].decode("utf-8", errors="replace"), "utf-8-sig"
-    try:
-        # The head may end in the middle of a multi-byte character: ignore only that.
-        text = codecs.getincrementaldecoder("utf-8")().decode(raw, final=False)
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
+    error = _utf8_error(raw[bom:])
+    if error is not None:
+        offset = bom + error.start
         raise InputFileError(
             str(path),
-            f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})",
+            f"not valid UTF-8 (byte 0x{raw[offset]:02x} at offset {offset})"
+            + (" although it starts with a UTF-8 byte-order mark" if bom else ""),
             "pass --encoding, e.g. --encoding cp1252",
-            line=line,
-        ) from None
-    return text, "utf-8"
+            line=raw[:offset].count(b"\n") + 1,
+        )
+    # The head may end in the middle of a multi-byte character: leave only that out.
+    text = codecs.getincrementaldecoder("utf-8")().decode(raw[bom:], final=False)
+    return text, "utf-8-sig" if bom else "utf-8"
 
 
 @dataclass(frozen=True)

@@ -264,3 +264,28 @@ def test_a_quoted_line_break_is_no_record_end_for_the_sample(tmp_path: Path, end
     cut = write_csv(tmp_path / "b.csv", HEADER.replace(",", ";") + end + rows[0] + end + rows[1][:30])
     sniffed = sniff(cut)  # the whole file: its last record is cut, the one before is whole
     assert sniffed is not None and sniffed.decimal == ","
+
+
+def test_bytes_that_are_not_utf8_in_the_head_refuse_the_file_with_or_without_a_bom(tmp_path: Path):
+    """One rule (README): the head decides the encoding. Bytes that are not UTF-8 in it
+    refuse the file, asking for --encoding, whether or not it starts with a byte-order
+    mark (a BOM file used to land, each such record quarantined as invalid_encoding)."""
+    text = HEADER + "\n" + line(name="Renée") + "\n"
+    for bom in (False, True):
+        f = write_csv(tmp_path / f"bom{bom}.csv", text, encoding="cp1252", bom=bom)
+        with pytest.raises(InputFileError, match=r"not valid UTF-8 \(byte 0xe9 at offset \d+\).*--encoding") as info:
+            sniff(f)
+        assert "\n" not in str(info.value)
+        sniffed = sniff(f, CsvOverrides(encoding="cp1252"))  # what the line asks for: it lands
+        assert sniffed.encoding == "cp1252" and sniffed.header == tuple(HEADER.split(","))
+
+
+def test_a_utf8_file_with_a_bom_given_another_encoding_names_the_cause(tmp_path: Path):
+    """The BOM read as cp1252 ("ï»¿") used to spoil the first column's name: "missing
+    required column(s): Row ID", which points at the wrong cause."""
+    f = write_csv(tmp_path / "a.csv", HEADER + "\n" + line(name="Renée") + "\n", bom=True)
+    with pytest.raises(InputFileError) as info:
+        sniff(f, CsvOverrides(encoding="cp1252"))
+    message = str(info.value)
+    assert "UTF-8 byte-order mark" in message and "drop --encoding" in message and "\n" not in message
+    assert sniff(f).encoding == "utf-8-sig"
