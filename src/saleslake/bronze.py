@@ -27,7 +27,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -352,8 +352,14 @@ def _date_formats(
     format; raises InputFileError when a source's cannot be decided."""
     undecided = undecided_sources([c[0] for c in candidates], [c[1] for c in candidates], known_formats)
     if undecided:  # look deeper into those sources' files before asking the user
+        # in the encoding the quick look decided: a byte past the head is its record's
+        # problem (the reader quarantines it), not the file's (README "Encoding")
         candidates = [
-            (sniff(c.path, overrides, deep=True) or c if src in undecided else c, src, sha)
+            (
+                sniff(c.path, replace(overrides, encoding=c.encoding), deep=True) or c if src in undecided else c,
+                src,
+                sha,
+            )
             for c, src, sha in candidates
         ]
     return resolve_date_formats([c[0] for c in candidates], [c[1] for c in candidates], known_formats)
