@@ -151,6 +151,34 @@ def pending_csv_objects(lake: Lake, after_seq: int) -> list[dict]:
         con.close()
 
 
+def landed_csv_objects(lake: Lake, up_to_seq: int, source_systems: list[str]) -> list[dict]:
+    """The CSV objects of ``source_systems`` as silver holds them after processing every
+    landing up to ``up_to_seq``: each object's latest parse by then (a reparse's or its
+    own), with ``version_seq`` as in :func:`pending_csv_objects`."""
+    table = open_delta(lake.manifest)
+    if table is None or not source_systems:
+        return []
+    replaces = "replaces_seq" if _has_replaces(table) else "CAST(NULL AS BIGINT)"
+    systems = ", ".join("'" + s.replace("'", "''") + "'" for s in source_systems)
+    con = duckdb.connect()
+    try:
+        return (
+            con.sql(
+                f"""
+                SELECT *, coalesce({replaces}, landed_seq) AS version_seq
+                FROM ({snapshot_view_sql(table)}) m
+                WHERE kind = 'csv' AND landed_seq <= {int(up_to_seq)} AND source_system IN ({systems})
+                QUALIFY row_number() OVER (PARTITION BY coalesce({replaces}, landed_seq) ORDER BY landed_seq DESC) = 1
+                ORDER BY landed_seq
+                """
+            )
+            .to_arrow_table()
+            .to_pylist()
+        )
+    finally:
+        con.close()
+
+
 def _append_manifest(lake: Lake, rows: list[dict]) -> None:
     """One commit for the rows of one ingest: either every file of it is in the manifest or
     none (a manifest from before ``replaces_seq`` gains the column)."""
