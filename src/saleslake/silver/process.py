@@ -34,7 +34,6 @@ from saleslake.runs import StageCounts, silver_commit_lock
 from saleslake.silver.dedup import classify, row_hash_sql, write_upserts
 from saleslake.silver.enrich import enrichment_columns, tax_rate_sql
 from saleslake.silver.parse import (
-    DIALECT_KEYS,
     Chunk,
     collect_rejects,
     plan_chunks,
@@ -324,19 +323,25 @@ def _restore_earlier_versions(con: duckdb.DuckDBPyConnection, lake: Lake, settin
     ]
     restored = None
     if objects:
-        earlier = Chunk(sorted(objects, key=lambda o: tuple(str(o[k]) for k in DIALECT_KEYS)))
         scan = connect(settings, lake)
         try:
-            scan.register("checked", _checked_table(scan, lake, settings, earlier))
             scan.register("affected", affected.to_arrow_table())
+            versions = []
+            for earlier in plan_chunks(objects, settings.csv.chunk_bytes):  # bounded memory, as a run
+                scan.register("checked", _checked_table(scan, lake, settings, earlier))
+                versions.append(
+                    scan.sql(
+                        f"""SELECT c.* EXCLUDE (fi, pos, reasons, order_id__txt, line_id__txt, raw_values),
+                                   'record:' || c.pos AS source_position, '{_batch_id(chunk)}' AS batch_id, c.pos
+                            FROM checked c SEMI JOIN affected a USING (line_key)
+                            WHERE len(c.reasons) = 0"""
+                    ).to_arrow_table()
+                )
+                scan.unregister("checked")
+            scan.register("versions", pa.concat_tables(versions))
             restored = scan.sql(
-                f"""
-                SELECT c.* EXCLUDE (fi, pos, reasons, order_id__txt, line_id__txt, raw_values),
-                       'record:' || c.pos AS source_position, '{_batch_id(chunk)}' AS batch_id
-                FROM checked c SEMI JOIN affected a USING (line_key)
-                WHERE len(c.reasons) = 0
-                QUALIFY row_number() OVER (PARTITION BY c.line_key ORDER BY c.landed_seq DESC, c.pos DESC) = 1
-                """
+                """SELECT * EXCLUDE (pos) FROM versions
+                   QUALIFY row_number() OVER (PARTITION BY line_key ORDER BY landed_seq DESC, pos DESC) = 1"""
             ).to_arrow_table()
         finally:
             scan.close()
