@@ -121,33 +121,44 @@ def _utf8_error(raw: bytes) -> UnicodeDecodeError | None:
     return None
 
 
+def _is_utf8_codec(path: Path, encoding: str) -> bool:
+    try:
+        return codecs.lookup(encoding).name in ("utf-8", "utf-8-sig")
+    except LookupError:
+        raise InputFileError(
+            str(path), f"unknown encoding {encoding!r}", "pass a Python codec name such as latin-1 or cp1252"
+        ) from None
+
+
+def _refuse_a_utf8_bom_read_otherwise(path: Path, head: bytes, encoding: str | None) -> None:
+    """``--encoding`` other than UTF-8 on a file that starts with a UTF-8 BOM and whose
+    head is UTF-8 indeed: refused, it would garble every character beyond ASCII (and the
+    BOM read as cp1252, "ï»¿", spoiled the first column's name: "missing required column(s):
+    Row ID" pointed at the wrong cause). A BOM before text that is not UTF-8 (a cp1252
+    file behind a UTF-8 BOM) is skipped: that option is the only way to read such a file."""
+    if not encoding or not head.startswith(codecs.BOM_UTF8) or _is_utf8_codec(path, encoding):
+        return
+    if _utf8_error(head[len(codecs.BOM_UTF8) :]) is None:
+        raise InputFileError(
+            str(path),
+            f"starts with a UTF-8 byte-order mark and is UTF-8, not {encoding}",
+            "drop --encoding for this file (its encoding is detected)",
+            line=1,
+        )
+
+
 def _decode_head(path: Path, raw: bytes, encoding: str | None) -> tuple[str, str]:
     """The head of the file as text, and the encoding to parse it with.
 
     The head decides the encoding, with or without a UTF-8 byte-order mark: UTF-8 when it
     is valid UTF-8, else the file is refused (``--encoding``); bytes that are not UTF-8
-    past the head are the reader's to reject, one record each. A BOM before text that is
-    not UTF-8 is a marker, not part of the header: ``--encoding`` reads the rest; on a file
-    that is UTF-8 indeed, ``--encoding`` is refused (it would garble every other
-    character)."""
+    past the head are the reader's to reject, one record each. With ``--encoding``, a BOM
+    is a marker, not part of the header (see :func:`_refuse_a_utf8_bom_read_otherwise`)."""
     if not raw:
         raise InputFileError(str(path), "the file is empty", "export it again or remove it")
     bom = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
     if encoding:
-        try:
-            name = codecs.lookup(encoding).name
-        except LookupError:
-            raise InputFileError(
-                str(path), f"unknown encoding {encoding!r}", "pass a Python codec name such as latin-1 or cp1252"
-            ) from None
-        if bom and name not in ("utf-8", "utf-8-sig"):
-            if _utf8_error(raw[bom:]) is None:
-                raise InputFileError(
-                    str(path),
-                    f"starts with a UTF-8 byte-order mark and is UTF-8, not {encoding}",
-                    "drop --encoding for this file (its encoding is detected)",
-                    line=1,
-                )
+        if not _is_utf8_codec(path, encoding) and bom:  # (an unknown encoding is refused here)
             raw = raw[bom:]
         return raw.decode(encoding, errors="replace"), encoding
     if b"\x00" in raw[:4096]:
@@ -187,13 +198,14 @@ def _read_head(path: Path, overrides: CsvOverrides, body_bytes: int) -> _Head:
     DEEP_SNIFF_BYTES after it, while no complete record follows the first line (a first
     record may be longer than a quick look: a 40,000-character product name, after a line
     break inside quotes or not)."""
-    wanted, raw, delimiter = body_bytes, b"", None
+    wanted, raw, delimiter, head = body_bytes, b"", None, None
     with path.open("rb") as handle:
-        while True:
+        while head is None:
             raw += handle.read(wanted - len(raw))
             text, used = _decode_head(path, raw, overrides.encoding)
             if len(raw) < wanted:
-                return _Head(text, used, whole_file=True, bytes_read=len(raw))
+                head = _Head(text, used, whole_file=True, bytes_read=len(raw))
+                continue
             header_end = _line_end(text)
             if header_end < 0:
                 if len(raw) >= MAX_HEADER_BYTES:
@@ -207,12 +219,16 @@ def _read_head(path: Path, overrides: CsvOverrides, body_bytes: int) -> _Head:
             elif len(raw) < header_end + body_bytes:
                 wanted = header_end + body_bytes
             elif len(raw) >= header_end + DEEP_SNIFF_BYTES:
-                return _Head(text, used, whole_file=False, bytes_read=len(raw))
+                head = _Head(text, used, whole_file=False, bytes_read=len(raw))
             else:
                 delimiter = delimiter or _delimiter_of(text[:header_end], overrides.delimiter)
                 if _sample_rows(text[header_end:], delimiter, 1, whole=False):
-                    return _Head(text, used, whole_file=False, bytes_read=len(raw))
-                wanted = min(2 * wanted, header_end + DEEP_SNIFF_BYTES)
+                    head = _Head(text, used, whole_file=False, bytes_read=len(raw))
+                else:
+                    wanted = min(2 * wanted, header_end + DEEP_SNIFF_BYTES)
+    # on the whole head, as the decision without --encoding (the look may have grown)
+    _refuse_a_utf8_bom_read_otherwise(path, raw, overrides.encoding)
+    return head
 
 
 def _header_only(path: Path, head: _Head) -> bool:

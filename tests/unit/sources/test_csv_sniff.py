@@ -289,3 +289,15 @@ def test_a_utf8_file_with_a_bom_given_another_encoding_names_the_cause(tmp_path:
     message = str(info.value)
     assert "UTF-8 byte-order mark" in message and "drop --encoding" in message and "\n" not in message
     assert sniff(f).encoding == "utf-8-sig"
+
+
+def test_a_bom_file_refused_for_a_byte_in_a_grown_head_lands_with_encoding(tmp_path: Path):
+    """A first record longer than the quick look makes the head grow past 32 KB; a cp1252
+    byte there refuses the file. The --encoding the line asks for then read it, until the
+    check "UTF-8 indeed?" looked at the first 32 KB alone (found by the CSV fuzz test)."""
+    rows = [line(row_id="1", name="x" * 40_000), line(row_id="2", name="Renée")]
+    f = write_csv(tmp_path / "a.csv", HEADER + "\n" + "\n".join(rows) + "\n", encoding="cp1252", bom=True)
+    with pytest.raises(InputFileError, match="not valid UTF-8"):
+        sniff(f)
+    sniffed = sniff(f, CsvOverrides(encoding="latin-1"))
+    assert sniffed is not None and sniffed.encoding == "latin-1" and sniffed.data_rows_seen == 2
