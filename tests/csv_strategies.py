@@ -478,6 +478,7 @@ class ExportFile:
     items: list[Record | None]  # None: an empty line
     delimiter: str
     _content: bytes | None = None
+    _refused: bool | None = None  # refused_as_not_utf8, once the content is final
 
     @property
     def records(self) -> list[Record]:
@@ -492,7 +493,12 @@ class ExportFile:
         """Bytes that are not UTF-8 in the head landing decodes, BOM or not: the file is
         refused ("not valid UTF-8 ... pass --encoding"). Beyond the head, the reader
         rejects their record (malformed_row:invalid_encoding)."""
-        return self.has_bad_bytes and _has_invalid_utf8(self.content()[: self.sniffed_head_bytes()])
+        if self._refused is not None:
+            return self._refused
+        refused = self.has_bad_bytes and _has_invalid_utf8(self.content()[: self.sniffed_head_bytes()])
+        if self._content is not None:  # final: the model asks for it for every field
+            self._refused = refused
+        return refused
 
     def sniffed_head_bytes(self, size: int | None = None) -> int:
         """How many bytes landing decodes to sniff the file (README: the first line and at
