@@ -452,9 +452,9 @@ def stream(
     holds them; raises :class:`saleslake.sources.backlog.PartitionsNotDrainedError` after
     ``stream.idle_wait_seconds`` without progress), or after ``max_seconds`` (a bounded
     micro-batch run, as the Airflow stream DAG does). Returns a
-    :class:`saleslake.stream.StreamResult`.
+    :class:`saleslake.pipeline.stream.StreamResult`.
     """
-    from saleslake.stream import StreamOptions, run_stream
+    from saleslake.pipeline.stream import StreamOptions, run_stream
 
     s, lake = _resolve(settings)
     if topic:

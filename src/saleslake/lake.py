@@ -52,7 +52,9 @@ class Lake:
     home: Path
 
     bronze = _Below("bronze")
-    bronze_events = _Below("bronze", "events", "pos")  # Kafka records as received (Delta), see saleslake.stream
+    bronze_events = _Below(
+        "bronze", "events", "pos"
+    )  # Kafka records as received (Delta), see saleslake.pipeline.stream
     sales_lines = _Below("silver", "sales_lines")
     quarantine = _Below("silver", "quarantine")
     manifest = _Below("system", "bronze_manifest")

@@ -31,7 +31,7 @@ def run_status(lake: Lake, limit: int = 20) -> list[dict]:
     """The ``limit`` most recent runs: ``run_id``, ``command``, ``status``, ``started_at``,
     ``finished_at``, ``error``, ``stages`` (per stage its status, row counts and details)
     and, for a stream, ``stream`` (its heartbeat)."""
-    from saleslake.stream import stream_heartbeats
+    from saleslake.pipeline.stream import stream_heartbeats
 
     runs = _runs(ledger_rows(lake))
     beats = {b["run_id"]: b for b in stream_heartbeats(lake)}

@@ -2,7 +2,7 @@
 
 Input: temp table ``records`` (topic, partition, offset, key, timestamp, value) with the
 batch's Kafka records, and temp tables ``ref_stores`` / ``ref_products`` (reference
-states with their ``valid_until``, see :mod:`saleslake.stream`). :func:`prepare_batch` builds
+states with their ``valid_until``, see :mod:`saleslake.pipeline.stream`). :func:`prepare_batch` builds
 
 - ``events``: one row per message, parsed JSON and its message-level ``reasons``
   (``oversized_message``, ``invalid_json``, ``schema_violation:<field>``, and
@@ -19,7 +19,7 @@ states with their ``valid_until``, see :mod:`saleslake.stream`). :func:`prepare_
 
 Velocity and quantity-norm fraud rules need history; :func:`prepare_batch` reads it from
 temp tables ``recent_tx`` and ``product_norms`` that the stream keeps (see
-:mod:`saleslake.stream`).
+:mod:`saleslake.pipeline.stream`).
 """
 
 from __future__ import annotations

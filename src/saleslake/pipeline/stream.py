@@ -17,7 +17,7 @@ partition to the lowest of the three positions plus one (:mod:`saleslake.sources
 
 Usage::
 
-    from saleslake.stream import StreamOptions, run_stream
+    from saleslake.pipeline.stream import StreamOptions, run_stream
     result = run_stream(lake, settings, StreamOptions(until_idle=True))
 """
 
