@@ -52,9 +52,8 @@ class Lake:
     home: Path
 
     bronze = _Below("bronze")
-    bronze_events = _Below(
-        "bronze", "events", "pos"
-    )  # Kafka records as received (Delta), see saleslake.pipeline.stream
+    # Kafka records as received (Delta), see saleslake.pipeline.stream
+    bronze_events = _Below("bronze", "events", "pos")
     sales_lines = _Below("silver", "sales_lines")
     quarantine = _Below("silver", "quarantine")
     manifest = _Below("system", "bronze_manifest")
