@@ -28,7 +28,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import re
 import socket
 import struct
 import subprocess
@@ -45,7 +44,7 @@ from saleslake import __version__ as saleslake_version
 from saleslake.devservices import jvm
 from saleslake.devservices.jvm import JarFetchError, JavaNotFoundError, JavaProgram, MavenNotFoundError
 from saleslake.devservices.ports import file_lock, port_holder
-from saleslake.devservices.process import launch_detached, run_logged, terminate
+from saleslake.devservices.process import last_error_line, launch_detached, run_logged, terminate
 from saleslake.errors import TransientError, UserError
 
 HOST = "127.0.0.1"
@@ -464,7 +463,7 @@ def _format_storage(service: KafkaService, java: str, lib: Path) -> None:
     if proc.returncode != 0:
         raise KafkaStartError(
             f"formatting Kafka storage in {service.data_dir} failed (status {proc.returncode}): "
-            f"{_last_error_line(out_file) or 'no message'}; see {out_file}"
+            f"{last_error_line(out_file) or 'no message'}; see {out_file}"
         )
 
 
@@ -489,7 +488,7 @@ def _wait_ready(service: KafkaService, pid: int, log_offset: int | None = None) 
         if not alive:
             raise KafkaStartError(
                 f"the Kafka broker exited during start-up: "
-                f"{_last_error_line(*sources) or 'no error logged'}; "
+                f"{last_error_line(*sources) or 'no error logged'}; "
                 f"see {service.log_file} and {service.stdout_file}"
             )
         try:
@@ -499,7 +498,7 @@ def _wait_ready(service: KafkaService, pid: int, log_offset: int | None = None) 
         except (OSError, struct.error, IndexError, ValueError) as exc:  # not up, or half up
             last_problem = str(exc) or type(exc).__name__
         if time.monotonic() >= deadline:
-            hint = _last_error_line(*sources)
+            hint = last_error_line(*sources)
             raise KafkaStartError(
                 f"the Kafka broker did not answer on {service.bootstrap_servers} within "
                 f"{service.start_timeout:.0f} s ({hint or last_problem}); last log lines in {service.log_file}"
@@ -523,38 +522,6 @@ def _broker_answers(service: KafkaService, timeout: float = 5.0) -> bool:
     except Exception:
         return False
     return True
-
-
-def _last_error_line(*sources: Path | tuple[Path, int]) -> str:
-    """The most telling error line (ERROR/FATAL level first, then any exception or error
-    text, plus the line after it when that is not a stack frame) of the first source that
-    has one, as one line. A source is a file or (file, offset to read from)."""
-    level = re.compile(r"\b(ERROR|FATAL)\b")
-    errorish = re.compile(r"Exception|Error|error:")
-    for source in sources:
-        path, offset = source if isinstance(source, tuple) else (source, None)
-        try:
-            with path.open("rb") as handle:
-                handle.seek(0, os.SEEK_END)
-                end = handle.tell()
-                handle.seek(max(offset or 0, end - 65536))
-                lines = handle.read().decode("utf-8", errors="replace").splitlines()
-        except OSError:
-            continue
-        for pattern in (level, errorish):
-            hits = [i for i, line in enumerate(lines) if pattern.search(line)]
-            if hits:
-                i = hits[-1]
-                text = lines[i]
-                if (
-                    i + 1 < len(lines)
-                    and lines[i + 1].strip()
-                    and not lines[i + 1][:1].isspace()
-                    and not lines[i + 1].startswith("[")
-                ):
-                    text += " " + lines[i + 1]
-                return " ".join(text.split())[:300]
-    return ""
 
 
 # --------------------------------------------------------------------------- minimal Kafka protocol

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import time
@@ -87,3 +88,35 @@ def wait_gone(process: psutil.Process, timeout: float) -> bool:
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.1)
+
+
+def last_error_line(*sources: Path | tuple[Path, int]) -> str:
+    """The most telling error line (ERROR/FATAL level first, then any exception or error
+    text, plus the line after it when that is not a stack frame) of the first source that
+    has one, as one line. A source is a file or (file, offset to read from)."""
+    level = re.compile(r"\b(ERROR|FATAL)\b")
+    errorish = re.compile(r"Exception|Error|error:")
+    for source in sources:
+        path, offset = source if isinstance(source, tuple) else (source, None)
+        try:
+            with path.open("rb") as handle:
+                handle.seek(0, os.SEEK_END)
+                end = handle.tell()
+                handle.seek(max(offset or 0, end - 65536))
+                lines = handle.read().decode("utf-8", errors="replace").splitlines()
+        except OSError:
+            continue
+        for pattern in (level, errorish):
+            hits = [i for i, line in enumerate(lines) if pattern.search(line)]
+            if hits:
+                i = hits[-1]
+                text = lines[i]
+                if (
+                    i + 1 < len(lines)
+                    and lines[i + 1].strip()
+                    and not lines[i + 1][:1].isspace()
+                    and not lines[i + 1].startswith("[")
+                ):
+                    text += " " + lines[i + 1]
+                return " ".join(text.split())[:300]
+    return ""
