@@ -74,6 +74,10 @@ class S3RunningElsewhereError(UserError):
     """This state directory's server already runs, but on another port than requested."""
 
 
+class S3StateError(UserError):
+    """The state directory lacks what the running server needs (its key files)."""
+
+
 class S3StartError(TransientError):
     """The server did not come up (crashed, or did not answer within the timeout)."""
 
@@ -394,7 +398,14 @@ def _ensure_bucket(service: S3Service, port: int) -> None:
     """Create the bucket through the S3 API with the key pair (which so is checked too)."""
     from saleslake.storage import s3_filesystem
 
-    fs = s3_filesystem(storage_settings(port), service.credentials())
+    try:
+        credentials = service.credentials()
+    except OSError as exc:
+        raise S3StateError(
+            f"the key pair of the local S3 server in {service.home} cannot be read ({exc.strerror}): "
+            f"restart it to generate a new one (saleslake services stop s3, then start s3)"
+        ) from None
+    fs = s3_filesystem(storage_settings(port), credentials)
     try:
         try:
             fs.call_s3("head_bucket", Bucket=service.bucket)
@@ -416,6 +427,7 @@ __all__ = [
     "S3RunningElsewhereError",
     "S3Service",
     "S3StartError",
+    "S3StateError",
     "connection_settings",
     "endpoint_url",
     "s3_status",

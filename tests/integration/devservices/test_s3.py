@@ -252,6 +252,21 @@ eval "$(printf '%s\\n' "$out" | grep '^ *export ')"
         assert again.returncode == 0, again.stderr
         assert f"pid={server.pid}," in again.stdout and secret not in again.stdout + again.stderr
 
+        # a running server whose key file went missing: one line saying how to recover, exit 1
+        hidden = service.secret_key_file.rename(tmp_path / "hidden")
+        lost = subprocess.run(
+            [str(BIN / "saleslake"), "services", "start", "s3", "--home", str(home)],
+            cwd=tmp_path,
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        hidden.rename(service.secret_key_file)
+        assert lost.returncode == 1
+        (line,) = lost.stderr.strip().splitlines()
+        assert "key pair of the local S3 server" in line and "saleslake services stop s3" in line
+
         stopped = subprocess.run(
             [str(BIN / "saleslake"), "services", "stop", "s3", "--home", str(home)],
             cwd=tmp_path,
