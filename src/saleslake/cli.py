@@ -617,6 +617,7 @@ def query(
 class Service(str, Enum):
     postgres = "postgres"
     kafka = "kafka"
+    s3 = "s3"
 
 
 ServiceNames = Annotated[
@@ -626,7 +627,8 @@ ServicePort = Annotated[
     int | None,
     typer.Option(
         "--port",
-        help="Port of the one service named: PostgreSQL (default 5432, SALESLAKE_POSTGRES__PORT) or Kafka (default 9092).",
+        help="Port of the one service named: PostgreSQL (default 5432, SALESLAKE_POSTGRES__PORT), Kafka (default 9092) "
+        "or S3 (default: its last port when free, else a free one).",
     ),
 ]
 ControllerPort = Annotated[
@@ -650,12 +652,13 @@ def _services(
         )
     kafka_port = port if chosen == ["kafka"] else None
     postgres_port = port if chosen == ["postgres"] else None
+    s3_port = port if chosen == ["s3"] else None
     settings = _settings(home)
     for name in chosen:  # one at a time: each prints as soon as it is up (or down)
-        info = api.services(action, [name], settings, kafka_port, controller, postgres_port)[name]
+        info = api.services(action, [name], settings, kafka_port, controller, postgres_port, s3_port)[name]
         shown = ", ".join(f"{k}={v}" for k, v in info.items() if v is not None and not isinstance(v, dict))
         _say(f"{name}: {shown}")
-        for value in info.values():  # variables to export (PostgreSQL: port and password files)
+        for value in info.values():  # variables to export (port, endpoint, the secret files)
             if isinstance(value, dict):
                 for key, item in value.items():
                     _say(f"  export {key}={shlex.quote(str(item))}")
@@ -667,7 +670,8 @@ def services_start(
     names: ServiceNames = None, port: ServicePort = None, controller_port: ControllerPort = None, home: Home = None
 ) -> None:
     """Start services (installing or fetching them on first use) and print their connection
-    settings (PostgreSQL: DSNs without password, and the variables naming the password files)."""
+    settings (PostgreSQL: DSNs without password, and the variables naming the password files;
+    S3: the endpoint and bucket, and the variables naming the key files)."""
     _services("start", names, home, port, controller_port)
 
 

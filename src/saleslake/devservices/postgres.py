@@ -65,7 +65,7 @@ from typing import IO, Any
 import psutil
 
 from saleslake.config import PostgresSettings, Settings
-from saleslake.devservices.ports import file_lock, port_holder
+from saleslake.devservices.ports import file_lock, port_holder, write_secret
 from saleslake.devservices.process import run_logged
 from saleslake.errors import TransientError, UserError
 
@@ -708,20 +708,9 @@ def _ensure_passwords(service: PostgresService, cluster_exists: bool) -> dict[st
                     f"restore that file, or remove {service.cluster_dir} (and its data) to start afresh"
                 )
             value = secrets.token_urlsafe(24)
-            _write_secret(path, value)
+            write_secret(path, value)
         out[role] = value
     return out
-
-
-def _write_secret(path: Path, value: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(value + "\n")
-    os.chmod(tmp, 0o600)
-    tmp.replace(path)
 
 
 def _run(
