@@ -11,7 +11,7 @@ import functools
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal, NoReturn
 
 import pyarrow as pa
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -104,6 +105,12 @@ def _fail(message: str, code: int) -> NoReturn:
     raise typer.Exit(code) from None
 
 
+def _some(names: tuple[str, ...], shown: int = 5) -> str:
+    """The first ``shown`` names, then how many more (a header may hold 100,000 columns)."""
+    more = f" and {len(names) - shown:,} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
 def _written_folder(options: dict[str, Any]) -> Path | None:
     """Where a command writes, for a full-disk message that has no file name: the output
     folder of ``generate csv``, else the lake."""
@@ -166,12 +173,42 @@ def print_table(table: pa.Table, fmt: Format, title: str | None = None) -> None:
         pacsv.write_csv(_csv_ready(table), sink)
         sys.stdout.write(sink.getvalue().to_pybytes().decode())
         return
+    rows = [["" if v is None else str(v) for v in row.values()] for row in table.to_pylist()]
+    if _natural_width(table.column_names, rows) > out.width:
+        _print_records(table.column_names, rows, title)
+        return
     view = Table(title=title, show_lines=False)
-    for name in table.column_names:
-        view.add_column(name, overflow="fold")
-    for row in table.to_pylist():
-        view.add_row(*("" if v is None else str(v) for v in row.values()))
+    for field in table.schema:
+        if _is_number(field.type):  # a number is never cut nor broken
+            view.add_column(field.name, justify="right", no_wrap=True)
+        else:
+            view.add_column(field.name, overflow="fold")
+    for cells in rows:
+        view.add_row(*cells)
     out.print(view)
+
+
+def _is_number(kind: pa.DataType) -> bool:
+    return pa.types.is_integer(kind) or pa.types.is_decimal(kind) or pa.types.is_floating(kind)
+
+
+def _natural_width(names: list[str], rows: list[list[str]]) -> int:
+    """The width of the table with every cell on one line (3 per column for the box)."""
+    widest = [max([len(name)] + [len(r[i]) for r in rows]) for i, name in enumerate(names)]
+    return sum(widest) + 3 * len(names) + 1
+
+
+def _print_records(names: list[str], rows: list[list[str]], title: str | None) -> None:
+    """Rows too wide for the terminal, one block each (psql's expanded display): a name
+    per line and its value folded beside it, so nothing is cut."""
+    for number, cells in enumerate(rows, 1):
+        out.print(f"[bold]── {title or 'row'} {number} ──[/]", highlight=False)
+        block = Table.grid(padding=(0, 2))
+        block.add_column(no_wrap=True)
+        block.add_column(overflow="fold")
+        for name, cell in zip(names, cells, strict=True):
+            block.add_row(name, cell)
+        out.print(block)
 
 
 def _csv_ready(table: pa.Table) -> pa.Table:
@@ -409,7 +446,7 @@ def ingest_csv(
     for columns, names in extras.items():
         where = names[0] if len(names) == 1 else f"{len(names)} files (e.g. {names[0]})"
         err.print(
-            f"[yellow]note:[/] {where}: extra column(s) {', '.join(columns)} kept in bronze, not used in silver",
+            f"[yellow]note:[/] {where}: extra column(s) {_some(columns)} kept in bronze, not used in silver",
             highlight=False,
             soft_wrap=True,
         )
@@ -461,26 +498,9 @@ def status(
     if as_json:
         sys.stdout.write(json.dumps(runs, default=_json_default, indent=2) + "\n")
         return
-    view = Table(title="saleslake runs")
-    for name in ("run", "command", "status", "started", "stage", "read", "valid", "quarantined", "duplicate", "note"):
-        view.add_column(name)
+    out.print("[bold]saleslake runs[/]" if runs else "no runs yet", highlight=False)
     for entry in runs:
-        stages = entry["stages"] or {"": {}}
-        for i, (stage, counts) in enumerate(stages.items()):
-            first = i == 0
-            view.add_row(
-                entry["run_id"] if first else "",
-                entry["command"] if first else "",
-                entry["status"] if first else "",
-                (entry["started_at"] or "")[:19] if first else "",
-                stage,
-                *(
-                    f"{counts.get(k):,}" if counts.get(k) is not None else ""
-                    for k in ("rows_read", "rows_valid", "rows_quarantined", "rows_duplicate")
-                ),
-                (entry["error"] or "") if first else "",
-            )
-    out.print(view)
+        _print_run_entry(entry)
     _print_streams(runs)
     _print_freshness(api.freshness(_settings(home)))
 
@@ -496,24 +516,71 @@ def _print_streams(runs: list[dict]) -> None:
         )
 
 
+COUNTS = {"rows_read": "read", "rows_valid": "valid", "rows_quarantined": "quarantined", "rows_duplicate": "duplicate"}
+
+
+def _print_run_entry(entry: dict) -> None:
+    """One run: a heading line (id, command, status, start), then its stages' counts in
+    narrow columns; an error as wrapped text below. Fits 80 columns without cutting a
+    number or an id (a long id wraps)."""
+    started = (entry["started_at"] or "")[:19].replace("T", " ")
+    out.print(
+        f"\n[bold]{entry['run_id']}[/]  {entry['command']}  {entry['status']}  {started}",
+        highlight=False,
+        overflow="fold",
+    )
+    if entry["stages"]:
+        view = narrow_table(None, ["stage"], list(COUNTS.values()))
+        for stage, counts in entry["stages"].items():
+            view.add_row(stage, *(_count(counts.get(k)) for k in COUNTS))
+        out.print(view)
+    if entry["error"]:
+        out.print(f"  {entry['error']}", highlight=False, overflow="fold")
+
+
+def _count(value: int | None) -> str:
+    return "" if value is None else f"{value:,}"
+
+
+def narrow_table(title: str | None, texts: list[str], numbers: Sequence[str] = ()) -> Table:
+    """A table for 80-column terminals and pipes: text columns (``texts``, first) fold
+    onto more lines when the terminal is narrow; number columns (``numbers``) never
+    shrink below their header and never wrap, so no number is cut."""
+    view = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, title_justify="left")
+    for name in texts:
+        view.add_column(name, overflow="fold")
+    for name in numbers:
+        view.add_column(name, justify="right", no_wrap=True, min_width=len(name))
+    return view
+
+
 def _print_freshness(rows: list[dict]) -> None:
     if not rows:
         return
-    view = Table(title="freshness per source")
-    for name in ("source", "silver lines", "newest event", "newest landed", "age", "gold lines", "gold published"):
-        view.add_column(name)
+    published = {r["gold_published_at"] for r in rows}
+    # the age of the newest landed line stands for its landing time: one column less
+    view = narrow_table("\nfreshness per source", ["source", "newest event"], ["age s", "silver", "gold"])
     for r in rows:
         age = r["silver_age_seconds"]
         view.add_row(
             r["source_system"],
+            _when(r["last_event_at"]),
+            "" if age is None else f"{age:,.0f}",
             f"{r['silver_lines']:,}",
-            (r["last_event_at"] or "")[:19],
-            (r["last_ingested_at"] or "")[:19],
-            "" if age is None else f"{age:,.0f} s",
             f"{r['gold_lines']:,}",
-            (r["gold_published_at"] or "")[:19],
         )
     out.print(view)
+    if len(published) == 1:  # one gold release serves every source
+        out.print(f"gold published {_when(published.pop()) or 'never'}", highlight=False)
+    else:
+        for r in rows:
+            out.print(f"gold of {r['source_system']} published {_when(r['gold_published_at'])}", highlight=False)
+
+
+def _when(stamp: str | None) -> str:
+    """A timestamp as 'YYYY-MM-DD HH:MM:SS', or the date alone at midnight (exports have
+    dates only); the space lets a narrow column wrap it."""
+    return (stamp or "")[:19].replace("T", " ").removesuffix(" 00:00:00")
 
 
 @app.command()

@@ -64,3 +64,10 @@ def test_csv_output_writes_nested_columns_as_json(capsys: pytest.CaptureFixture[
     first, second = list(csv.reader(lines[1:]))
     assert json.loads(first[0]) == ["invalid_date:order_date", "negative_quantity"] and first[2] == "1"
     assert second[0] == "" and json.loads(second[1]) == {"a": None}
+
+
+def test_a_long_list_of_extra_columns_is_shortened():
+    from saleslake.cli import _some
+
+    assert _some(tuple(f"c{i}" for i in range(100_000))) == "c0, c1, c2, c3, c4 and 99,995 more"
+    assert _some(("Sales Rep",)) == "Sales Rep"

@@ -60,6 +60,7 @@ import numpy as np
 
 from saleslake.dbapi import one_row
 from saleslake.errors import PipelineError, TransientError, UserError
+from saleslake.sample import catalog
 from saleslake.sample import csv_export as cx
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -90,41 +91,10 @@ P_CANCELLED = 0.02
 P_DELETED_ORDER = 0.002
 P_DELETED_LINE = 0.003
 
-_STREETS = (
-    "Main Street",
-    "Station Road",
-    "High Street",
-    "Park Avenue",
-    "Church Lane",
-    "King's Road",
-    "Oak Avenue",
-    "Market Square",
-    "Rue de la Paix",
-    "Hauptstraße",
-    "Calle Mayor",
-    "Via Roma",
-    "Rua Augusta",
-    "Elm Street",
-    "Harbour View",
-    "Mill Lane",
-    "Queen's Parade",
-    "Lakeside Drive",
-    "Sunset Boulevard",
-    "Avenida Paulista",
-)
-_STORE_SUFFIXES = (
-    "Central",
-    "Mall",
-    "Station",
-    "Old Town",
-    "Airport",
-    "Outlet",
-    "Harbour",
-    "Riverside",
-    "Market Square",
-    "St. Mary's",
-)
-_RENAMES = ("(2nd Gen)", "- New Edition", "Pro", "(Refurbished)", "v2", '24" Wide', "Eco")
+# Streets, store name suffixes and rename suffixes: package data (saleslake/sample/data/shop.toml).
+_STREETS = catalog.strings("shop", "streets")
+_STORE_SUFFIXES = catalog.strings("shop", "store_suffixes")
+_RENAMES = catalog.strings("shop", "renames")
 
 # Planted text values: quotes, backslash, newline, unicode and SQL-looking content.
 _PLANTED_CUSTOMERS = (

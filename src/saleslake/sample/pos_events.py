@@ -57,6 +57,7 @@ import pyarrow.compute as pc
 
 from saleslake.config import FraudSettings, StreamSettings
 from saleslake.errors import UserError
+from saleslake.sample import catalog
 from saleslake.sample.csv_export import REGIONS, MasterData, _frac_table, _pick_weighted, master_data
 
 __all__ = [
@@ -140,38 +141,14 @@ _HOUR_PROFILE = np.array(
      1.8, 1.6, 1.1, 1.0, 1.2, 1.7, 1.9, 1.5, 1.0, 0.5, 0.2, 0.05]
 )  # fmt: skip
 
-CURRENCY_BY_COUNTRY = {
-    "AE": "AED", "AF": "AFN", "AR": "ARS", "AT": "EUR", "AU": "AUD", "BB": "BBD", "BD": "BDT", "BE": "EUR",
-    "BR": "BRL", "CA": "CAD", "CH": "CHF", "CI": "XOF", "CL": "CLP", "CN": "CNY", "CO": "COP", "CU": "CUP",
-    "CZ": "CZK", "DE": "EUR", "DK": "DKK", "DO": "DOP", "DZ": "DZD", "EG": "EGP", "ES": "EUR", "FI": "EUR",
-    "FR": "EUR", "GB": "GBP", "GH": "GHS", "GP": "EUR", "HK": "HKD", "HT": "HTG", "HU": "HUF", "ID": "IDR",
-    "IE": "EUR", "IL": "ILS", "IN": "INR", "IT": "EUR", "JM": "JMD", "JP": "JPY", "KE": "KES", "KH": "KHR",
-    "KR": "KRW", "KZ": "KZT", "LK": "LKR", "MA": "MAD", "MM": "MMK", "MN": "MNT", "MQ": "EUR", "MY": "MYR",
-    "NG": "NGN", "NL": "EUR", "NO": "NOK", "NP": "NPR", "NZ": "NZD", "PE": "PEN", "PG": "PGK", "PH": "PHP",
-    "PK": "PKR", "PL": "PLN", "PT": "EUR", "RO": "RON", "SA": "SAR", "SE": "SEK", "SG": "SGD", "SN": "XOF",
-    "TH": "THB", "TR": "TRY", "TT": "TTD", "TW": "TWD", "TZ": "TZS", "UA": "UAH", "US": "USD", "UY": "UYU",
-    "VN": "VND", "ZA": "ZAR",
-}  # fmt: skip
+# Currencies, UTC offsets and store name suffixes: package data (saleslake/sample/data/pos.toml).
+_POS_CATALOG = catalog.load("pos")
+CURRENCY_BY_COUNTRY: dict[str, str] = dict(_POS_CATALOG["currency_by_country"])
 # Standard-time UTC offsets in hours (no daylight saving: this only shapes busy hours).
-_UTC_OFFSET = {
-    "AE": 4, "AF": 4.5, "AR": -3, "AT": 1, "AU": 10, "BB": -4, "BD": 6, "BE": 1, "BR": -3, "CA": -5,
-    "CH": 1, "CI": 0, "CL": -4, "CN": 8, "CO": -5, "CU": -5, "CZ": 1, "DE": 1, "DK": 1, "DO": -4,
-    "DZ": 1, "EG": 2, "ES": 1, "FI": 2, "FR": 1, "GB": 0, "GH": 0, "GP": -4, "HK": 8, "HT": -5,
-    "HU": 1, "ID": 7, "IE": 0, "IL": 2, "IN": 5.5, "IT": 1, "JM": -5, "JP": 9, "KE": 3, "KH": 7,
-    "KR": 9, "KZ": 5, "LK": 5.5, "MA": 1, "MM": 6.5, "MN": 8, "MQ": -4, "MY": 8, "NG": 1, "NL": 1,
-    "NO": 1, "NP": 5.75, "NZ": 12, "PE": -5, "PG": 10, "PH": 8, "PK": 5, "PL": 1, "PT": 0, "RO": 2,
-    "SA": 3, "SE": 1, "SG": 8, "SN": 0, "TH": 7, "TR": 3, "TT": -4, "TW": 8, "TZ": 3, "UA": 2,
-    "US": -5, "UY": -3, "VN": 7, "ZA": 2,
-}  # fmt: skip
-_UTC_OFFSET_BY_CITY = {  # "City|State" where the country's offset is wrong
-    "Vancouver|British Columbia": -8, "Calgary|Alberta": -7, "Edmonton|Alberta": -7, "Winnipeg|Manitoba": -6,
-    "Saskatoon|Saskatchewan": -6, "Halifax|Nova Scotia": -4, "Perth|Western Australia": 8,
-    "Adelaide|South Australia": 9.5, "Darwin|Northern Territory": 9.5, "Phoenix|Arizona": -7,
-    "Tucson|Arizona": -7, "Denver|Colorado": -7, "Salt Lake City|Utah": -7, "Albuquerque|New Mexico": -7,
-    "Boise|Idaho": -7, "Anchorage|Alaska": -9, "Honolulu|Hawaii": -10,
-}  # fmt: skip
-_UTC_OFFSET_BY_REGION = {"west": -8}  # US West Coast unless the city says otherwise
-_STORE_SUFFIXES = ("Centre", "North", "South", "East", "West", "Mall", "Station", "Airport", "Harbour", "Park")
+_UTC_OFFSET: dict[str, float] = dict(_POS_CATALOG["utc_offset"]["by_country"])
+_UTC_OFFSET_BY_CITY: dict[str, float] = dict(_POS_CATALOG["utc_offset"]["by_city"])  # "City|State"
+_UTC_OFFSET_BY_REGION: dict[str, float] = dict(_POS_CATALOG["utc_offset"]["by_region"])  # US cities
+_STORE_SUFFIXES = catalog.strings("pos", "store_suffixes")
 
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 
