@@ -14,7 +14,8 @@ from deltalake import write_deltalake
 
 from saleslake.config import Settings
 from saleslake.contract import SALES_LINES_SCHEMA
-from saleslake.gold.publish import GOLD_TABLES, gold_release_tables
+from saleslake.gold.publish import GOLD_TABLES
+from saleslake.gold.release import gold_release_tables
 from saleslake.lake import Lake
 
 # --------------------------------------------------------------------------- silver

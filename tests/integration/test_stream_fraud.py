@@ -18,11 +18,12 @@ from gold_helpers import reference_history_flags
 
 from helpers import sql
 from saleslake.gold.build import build_gold
-from saleslake.gold.publish import GOLD_TABLES, gold_release_tables
+from saleslake.gold.publish import GOLD_TABLES
+from saleslake.gold.release import gold_release_tables
 from saleslake.lake import Lake
+from saleslake.pipeline.stream import StreamWorker
 from saleslake.sample.pos_events import PosSimulator, register_reference
 from saleslake.sources.kafka import RECORDS_SCHEMA
-from saleslake.stream import StreamWorker
 
 START = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 EVENTS = 160

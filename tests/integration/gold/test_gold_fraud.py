@@ -29,7 +29,7 @@ from gold_helpers import (
 from saleslake.config import Settings
 from saleslake.gold import build as gold_build
 from saleslake.gold.build import build_gold
-from saleslake.gold.publish import latest_release
+from saleslake.gold.release import latest_release
 from saleslake.lake import Lake
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
