@@ -42,6 +42,7 @@ from saleslake.contract import QUARANTINE_SCHEMA
 from saleslake.crashpoints import crash_point
 from saleslake.errors import LockBusyError, SaleslakeError
 from saleslake.lake import Lake, ensure_delta, files_overlapping, snapshot_view_sql
+from saleslake.pipeline.runner import CommandRun, command_run
 from saleslake.runs import (
     Ledger,
     StageCounts,
@@ -53,7 +54,7 @@ from saleslake.runs import (
     utcnow,
 )
 from saleslake.silver import events
-from saleslake.silver.dedup import classify, write_upserts
+from saleslake.silver.dedup import DedupCounts, classify, write_upserts
 from saleslake.silver.process import connect
 from saleslake.sources.backlog import Backlog, BacklogReader, not_drained
 from saleslake.sources.kafka import BRONZE_EVENTS_SCHEMA, LakePositions, PosConsumer, app_id
@@ -176,12 +177,22 @@ class StreamWorker:
     def _write_silver(
         self, records: pa.Table, batch_max: dict[int, int], held: dict[str, dict[int, int]], batch_id: str
     ) -> StageCounts:
+        self._load_batch(records, batch_max, held)
+        events.prepare_batch(self.con, self.settings, batch_id)
+        quarantined = self._commit_quarantine(batch_max, held["quarantine"])
+        dedup = self._commit_lines(batch_max, held["lines"])
+        return StageCounts(
+            rows_read=dedup.valid + dedup.duplicate + quarantined,
+            rows_valid=dedup.valid,
+            rows_quarantined=quarantined,
+            rows_duplicate=dedup.duplicate,
+            rows_corrected=dedup.corrected,
+        )
+
+    def _load_batch(self, records: pa.Table, batch_max: dict[int, int], held: dict[str, dict[int, int]]) -> None:
+        """The batch's records not yet in both tables (``records``) and, per partition, the
+        positions each table already holds (``applied``), as temp tables."""
         floor = {p: min(held["lines"][p], held["quarantine"][p]) for p in batch_max}
-        todo = _after(records, floor)
-        con = self.con
-        con.register("records_arrow", todo)
-        con.execute("CREATE OR REPLACE TEMP TABLE records AS SELECT * FROM records_arrow")
-        con.unregister("records_arrow")
         applied = pa.table(
             {
                 "partition": pa.array(list(batch_max), pa.int32()),
@@ -189,18 +200,21 @@ class StreamWorker:
                 "quarantine_pos": pa.array([held["quarantine"][p] for p in batch_max], pa.int64()),
             }
         )
-        con.register("applied_arrow", applied)
-        con.execute("CREATE OR REPLACE TEMP TABLE applied AS SELECT * FROM applied_arrow")
-        con.unregister("applied_arrow")
-        events.prepare_batch(con, self.settings, batch_id)
+        for name, rows in (("records", _after(records, floor)), ("applied", applied)):
+            self.con.register(f"{name}_arrow", rows)
+            self.con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM {name}_arrow")
+            self.con.unregister(f"{name}_arrow")
 
-        con.execute(
+    def _commit_quarantine(self, batch_max: dict[int, int], held: dict[int, int]) -> int:
+        """Append the batch's quarantine rows the table does not hold yet, with the
+        partitions' positions in the same commit; the rows appended."""
+        self.con.execute(
             """CREATE OR REPLACE TEMP TABLE new_quarantine AS
                SELECT q.* EXCLUDE ("partition") FROM quarantine_rows q JOIN applied a USING ("partition")
                WHERE q.landed_seq > a.quarantine_pos"""
         )
-        table = con.sql("SELECT * FROM new_quarantine").to_arrow_table().cast(QUARANTINE_SCHEMA)
-        q_txns = _transactions(self.topic, batch_max, held["quarantine"])
+        table = self.con.sql("SELECT * FROM new_quarantine").to_arrow_table().cast(QUARANTINE_SCHEMA)
+        q_txns = _transactions(self.topic, batch_max, held)
         if q_txns:
             write_deltalake(
                 self.positions.tables["quarantine"],
@@ -209,7 +223,12 @@ class StreamWorker:
                 commit_properties=CommitProperties(app_transactions=q_txns),
             )
         crash_point("stream.quarantine.after_commit")
+        return table.num_rows
 
+    def _commit_lines(self, batch_max: dict[int, int], held: dict[int, int]) -> DedupCounts:
+        """Classify the batch's valid lines the lines table does not hold yet against their
+        earlier versions and commit the upserts with the partitions' positions."""
+        con = self.con
         con.execute(
             """CREATE OR REPLACE TEMP VIEW valid AS
                SELECT v.* FROM valid_all v JOIN applied a ON v.fi = a."partition" WHERE v.landed_seq > a.lines_pos"""
@@ -232,16 +251,10 @@ class StreamWorker:
         dedup = classify(
             con, target, -1, existing_filter=f"s.source_system = 'pos' AND {month_filter}", target_files=files
         )
-        l_txns = _transactions(self.topic, batch_max, held["lines"])
+        l_txns = _transactions(self.topic, batch_max, held)
         if l_txns:
             write_upserts(con, target, l_txns)
-        return StageCounts(
-            rows_read=dedup.valid + dedup.duplicate + table.num_rows,
-            rows_valid=dedup.valid,
-            rows_quarantined=table.num_rows,
-            rows_duplicate=dedup.duplicate,
-            rows_corrected=dedup.corrected,
-        )
+        return dedup
 
     def close(self) -> None:
         self.con.close()
@@ -329,59 +342,59 @@ def run_stream(
     on_batch: Callable[[StreamResult], None] | None = None,
 ) -> StreamResult:
     """Consume until ``stop`` is set (SIGTERM in the CLI), ``until_idle`` finds nothing
-    left, or ``max_batches`` batches were processed."""
-    options = options or StreamOptions()
-    stop = stop or threading.Event()
+    left, or ``max_batches`` batches were processed. Recorded in the ledger as a ``stream``
+    command with one ``silver`` stage; it holds no lake lock (see :mod:`saleslake.runs`)."""
+    result = StreamResult(run_id=new_run_id())
+    details = {"topic": settings.kafka.topic}
+    with command_run(lake, "stream", lock=False, details=details, run_id=result.run_id) as run:
+        run.details["stopped_by"] = "error"
+        with run.stage("silver") as silver:
+            try:
+                _consume(lake, settings, options or StreamOptions(), stop or threading.Event(), on_batch, result, run)
+            finally:
+                silver.counts = result.counts
+                silver.details.update(batches=result.batches, records=result.records, positions=result.positions)
+        run.details["stopped_by"] = result.stopped_by or "error"
+    return result
+
+
+def _consume(
+    lake: Lake,
+    settings: Settings,
+    options: StreamOptions,
+    stop: threading.Event,
+    on_batch: Callable[[StreamResult], None] | None,
+    result: StreamResult,
+    run: CommandRun,
+) -> None:
+    """Connect, run the batch loop, then close everything and write the last heartbeat."""
+    clock = time.perf_counter()
     max_batch = options.max_batch or settings.stream.max_batch
     max_wait = options.max_wait or settings.stream.max_wait_seconds
     refresh_every = options.refresh_gold_every or settings.stream.refresh_gold_every_seconds
-    result = StreamResult(run_id=new_run_id())
-    ledger = Ledger(lake, result.run_id, "stream")
-    started, clock = utcnow(), time.perf_counter()
-    ledger.record(StageRecord("run", "running", started, details={"topic": settings.kafka.topic}))
     worker = StreamWorker(lake, settings, result.run_id)
-    refresher = GoldRefresher(lake, settings, ledger, refresh_every, stop) if refresh_every else None
+    refresher = GoldRefresher(lake, settings, run.ledger, refresh_every, stop) if refresh_every else None
     consumer = backlog = None
-    status, error = "succeeded", None
+    state = "failed"
     try:
         consumer = PosConsumer(settings, positions_of=worker.positions.start_positions)
         backlog = BacklogReader(settings, held_of=worker.positions.start_positions)
         if refresher:
             refresher.start()
-        _loop(consumer, backlog, worker, options, stop, max_batch, max_wait, result, ledger, settings, on_batch)
-    except BaseException as exc:
-        status = "failed"
-        error = (str(exc) if isinstance(exc, SaleslakeError) else f"{type(exc).__name__}: {exc}").splitlines()[0]
-        raise
+        _loop(consumer, backlog, worker, options, stop, max_batch, max_wait, result, run.ledger, settings, on_batch)
+        state = "stopped"
     finally:
         stop.set()
         if refresher and refresher.is_alive():
             refresher.join()
         if refresher:
             result.gold_refreshes = refresher.refreshes
-        if consumer is not None:
-            consumer.close()
-        if backlog is not None:
-            backlog.close()
+        for client in (consumer, backlog):
+            if client is not None:
+                client.close()
         worker.close()
         result.seconds = time.perf_counter() - clock
-        _write_heartbeat(lake, result, settings, "stopped" if status == "succeeded" else "failed")
-        ledger.record(
-            StageRecord(
-                "silver",
-                status,
-                started,
-                utcnow(),
-                counts=result.counts,
-                details={"batches": result.batches, "records": result.records, "positions": result.positions},
-            )
-        )
-        ledger.record(
-            StageRecord(
-                "run", status, started, utcnow(), error=error, details={"stopped_by": result.stopped_by or "error"}
-            )
-        )
-    return result
+        _write_heartbeat(lake, result, settings, state)
 
 
 def _loop(
