@@ -76,10 +76,24 @@ while kill -0 "$pid" 2>/dev/null; do
     break
   fi
 done
-# a stop that had to be forced still did what was asked
-[ "$forced" -eq 1 ] && exit 0
-if [ "$stopping" -eq 1 ]; then  # the status standalone ended with (127: already collected above)
+if [ "$forced" -eq 0 ] && [ "$stopping" -eq 1 ]; then  # the status standalone ended with (127: collected above)
   wait "$pid" 2>/dev/null && last=0 || last=$?
   [ "$last" -ne 127 ] && status=$last
 fi
+# standalone is gone, but a component it started can outlive it by a moment (or hang): this
+# command ends only when no process of its session's group is left, forced after the grace
+[ "$deadline" -gt 0 ] || deadline=$((SECONDS + grace))
+while [ "$forced" -eq 0 ] && kill -0 -- "-$pid" 2>/dev/null; do
+  if [ "$SECONDS" -ge "$deadline" ]; then
+    echo "airflow.sh: components of standalone did not stop within $grace s; stopping them" >&2
+    kill -TERM -- "-$pid" 2>/dev/null || true
+    sleep 5
+    kill -KILL -- "-$pid" 2>/dev/null || true
+    forced=1
+  else
+    sleep 1
+  fi
+done
+# a stop that had to be forced still did what was asked
+[ "$forced" -eq 1 ] && exit 0
 exit "$status"

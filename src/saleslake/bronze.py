@@ -27,7 +27,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -145,6 +145,34 @@ def pending_csv_objects(lake: Lake, after_seq: int) -> list[dict]:
             )
             .to_arrow_table()
             .drop_columns(["latest_seq"])
+            .to_pylist()
+        )
+    finally:
+        con.close()
+
+
+def landed_csv_objects(lake: Lake, up_to_seq: int, source_systems: list[str]) -> list[dict]:
+    """The CSV objects of ``source_systems`` as silver holds them after processing every
+    landing up to ``up_to_seq``: each object's latest parse by then (a reparse's or its
+    own), with ``version_seq`` as in :func:`pending_csv_objects`."""
+    table = open_delta(lake.manifest)
+    if table is None or not source_systems:
+        return []
+    replaces = "replaces_seq" if _has_replaces(table) else "CAST(NULL AS BIGINT)"
+    systems = ", ".join("'" + s.replace("'", "''") + "'" for s in source_systems)
+    con = duckdb.connect()
+    try:
+        return (
+            con.sql(
+                f"""
+                SELECT *, coalesce({replaces}, landed_seq) AS version_seq
+                FROM ({snapshot_view_sql(table)}) m
+                WHERE kind = 'csv' AND landed_seq <= {int(up_to_seq)} AND source_system IN ({systems})
+                QUALIFY row_number() OVER (PARTITION BY coalesce({replaces}, landed_seq) ORDER BY landed_seq DESC) = 1
+                ORDER BY landed_seq
+                """
+            )
+            .to_arrow_table()
             .to_pylist()
         )
     finally:
@@ -352,8 +380,14 @@ def _date_formats(
     format; raises InputFileError when a source's cannot be decided."""
     undecided = undecided_sources([c[0] for c in candidates], [c[1] for c in candidates], known_formats)
     if undecided:  # look deeper into those sources' files before asking the user
+        # in the encoding the quick look decided: a byte past the head is its record's
+        # problem (the reader quarantines it), not the file's (README "Encoding")
         candidates = [
-            (sniff(c.path, overrides, deep=True) or c if src in undecided else c, src, sha)
+            (
+                sniff(c.path, replace(overrides, encoding=c.encoding), deep=True) or c if src in undecided else c,
+                src,
+                sha,
+            )
             for c, src, sha in candidates
         ]
     return resolve_date_formats([c[0] for c in candidates], [c[1] for c in candidates], known_formats)

@@ -337,7 +337,22 @@ def snapshot_dataset(table: DeltaTable) -> pds.Dataset:
     system: DuckDB scans it without any file access of its own (see
     :func:`register_datasets`). Same columns, order and types as :func:`snapshot_view_sql`."""
     local = pafs.SubTreeFileSystem(str(_local_root(table)), pafs.LocalFileSystem())
-    return table.to_pyarrow_dataset(filesystem=local)
+    return table.to_pyarrow_dataset(filesystem=local, schema=_view_typed(table))
+
+
+def _view_typed(table: DeltaTable) -> pa.Schema:
+    """The table's Arrow schema with its string and binary columns as view types.
+
+    delta-rs MERGE and OPTIMIZE write Parquet whose embedded Arrow schema says
+    ``string_view`` while plain writes say ``string``. Arrow's row-group pruning compares a
+    filter bound to the dataset's type with a file's own statistics, and has no kernel for
+    ``string`` against ``string_view``: a DuckDB filter on a string column then fails on
+    the files of the other kind. DuckDB pushes no filter on a view-typed column down to
+    Arrow (it filters those itself), so declaring every string as a view reads both kinds.
+    """
+    schema = pa.schema(table.schema().to_arrow())
+    views = {pa.string(): pa.string_view(), pa.binary(): pa.binary_view()}
+    return pa.schema([field.with_type(views.get(field.type, field.type)) for field in schema])
 
 
 def register_datasets(con: duckdb.DuckDBPyConnection, tables: Mapping[str, Path | DeltaTable]) -> None:

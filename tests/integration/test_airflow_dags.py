@@ -493,6 +493,30 @@ def _wait_for(what: str, check, proc: subprocess.Popen, log: Path, timeout: floa
     raise AssertionError(f"{what} not within {timeout:.0f} s:\n{log.read_text()[-6000:]}")
 
 
+def _described(process) -> str:
+    import psutil
+
+    try:
+        return f"{process.pid} {process.status()} {' '.join(process.cmdline())[:300]}"
+    except psutil.Error:
+        return f"{process.pid} (gone)"
+
+
+def _airflow_processes(airflow_home: Path) -> list[str]:
+    """Live processes (zombies are not) whose environment names this AIRFLOW_HOME."""
+    import psutil
+
+    home = str(airflow_home.resolve())
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if process.status() != psutil.STATUS_ZOMBIE and process.environ().get("AIRFLOW_HOME") == home:
+                found.append(_described(process))
+        except psutil.Error:
+            continue
+    return found
+
+
 def test_airflow_sh_runs_standalone_on_localhost_and_stops_on_ctrl_c(airflow_home, tmp_path):
     import psutil
 
@@ -510,6 +534,7 @@ def test_airflow_sh_runs_standalone_on_localhost_and_stops_on_ctrl_c(airflow_hom
     )
     script = ROOT / "scripts" / "airflow.sh"
     log = tmp_path / "standalone.log"
+    before = {child.pid for child in psutil.Process().children(recursive=True)}
     with log.open("w") as out:
         # a session of its own, with SIGINT as a terminal has it, so the test can press Ctrl-C
         proc = subprocess.Popen(
@@ -566,7 +591,10 @@ def test_airflow_sh_runs_standalone_on_localhost_and_stops_on_ctrl_c(airflow_hom
 
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
         assert proc.wait(timeout=120) == 0
-        assert psutil.Process().children(recursive=True) == []
+        # when the command has returned, no Airflow process is left (orphans included), and
+        # this test process has no child it did not have before
+        assert _airflow_processes(tmp_path / "airflow") == []
+        assert [_described(c) for c in psutil.Process().children(recursive=True) if c.pid not in before] == []
     finally:
         for child in psutil.Process(proc.pid).children(recursive=True) if proc.poll() is None else []:
             child.kill()

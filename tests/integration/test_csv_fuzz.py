@@ -8,8 +8,9 @@ quarantine rows of every file (position and reasons) and the content of silver; 
 checks them against the pipeline. Silver is driven through the public API; gold through
 the real CLI (dbt is costly: fewer examples), with CONTRACT §5's reconciliation.
 
-Reproducible in CI: a fixed seed (``derandomize``), no example database, no deadline.
-A failure prints the scenario (every file's bytes) through ``hypothesis.note``.
+Reproducible in CI: a fixed seed (``derandomize``; ``FUZZ_SEED=N`` runs other examples), no
+example database, no deadline. A failure prints the scenario (every file's bytes) through
+``hypothesis.note``.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from csv_strategies import ExportFile, Holes, Scenario, Source, scenarios
-from hypothesis import HealthCheck, Phase, event, given, note
+from csv_strategies import ExportFile, Options, Scenario, Source, scenarios
+from hypothesis import HealthCheck, Phase, event, given, note, seed
 from hypothesis import settings as fuzz_settings
 
 from helpers import sql
@@ -34,15 +35,23 @@ from saleslake.lake import Lake
 # fixed in CI; a developer may fuzz longer with FUZZ_EXAMPLES=500 (same seed, more examples)
 SILVER_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "30"))
 GOLD_EXAMPLES = int(os.environ.get("FUZZ_GOLD_EXAMPLES", "2"))
-# Holes other items of issue 14 are fixing (csv_strategies.Holes): switch each on there once
-# merged; FUZZ_HOLES=huge_first_row,out_of_window_dates tries some without editing.
-HOLES = Holes(**{name: True for name in os.environ.get("FUZZ_HOLES", "").split(",") if name})
+# csv_strategies.Options: FUZZ_OPTIONS=huge_field,-wrong_decimal_first switches the first on
+# and the second off
+OPTIONS = Options(
+    **{
+        name.strip().lstrip("-"): not name.strip().startswith("-")
+        for name in os.environ.get("FUZZ_OPTIONS", "").split(",")
+        if name.strip()
+    }
+)
+# another seed: other examples (CI keeps the one derived from each test's name)
+SEED = int(os.environ["FUZZ_SEED"]) if os.environ.get("FUZZ_SEED") else None
 
 # Shrinking reruns a failing example hundreds of times (each lands and runs a lake): off
 # unless FUZZ_SHRINK=1; the failing example is printed as generated, with every file's bytes.
 PHASES = [Phase.explicit, Phase.generate] + ([Phase.shrink] if os.environ.get("FUZZ_SHRINK") else [])
 FUZZ = dict(
-    derandomize=True,  # a fixed seed: CI runs the same examples every time
+    derandomize=SEED is None,  # a fixed seed: CI runs the same examples every time
     database=None,  # no example database: nothing carried between runs
     deadline=None,  # a shared machine: no time limit per example
     phases=PHASES,
@@ -88,6 +97,30 @@ class Expected:
     silver: dict[tuple, tuple] = field(default_factory=dict)  # (source_system, order_id, line_id) -> content
     lineage: dict[tuple, set] = field(default_factory=dict)  # key -> {(file name, position, content)}
     quarantine: dict[tuple[str, str], tuple | str] = field(default_factory=dict)  # (file, position) -> reasons
+    landed_wrongly: set[str] = field(default_factory=set)  # files landed with the wrong --decimal, not reparsed
+
+    def land_wrongly(self, source: Source, files: list[ExportFile]) -> IngestOutcome:
+        """One ingest of ``files`` with the wrong --decimal and the right --date-format: they
+        land (a copy of one of them is already landed), but their parse is no part of what
+        silver must end with; the reparse (:meth:`reparse`) replaces it."""
+        outcome = IngestOutcome()
+        for f in files:
+            if _sha(f) in self.landed_shas:
+                outcome.already_landed.append(f.name)
+                continue
+            self.landed_shas.add(_sha(f))
+            self.landed_wrongly.add(f.name)
+            outcome.landed.append(f.name)
+        self.date_known.add(source.name)
+        return outcome
+
+    def reparse(self, source: Source, files: list[ExportFile]) -> IngestOutcome:
+        """``ingest csv --reparse`` of files landed wrongly: a new manifest row each; the next
+        run parses them as if they had landed right at their first landing."""
+        for f in files:
+            self.landed_wrongly.remove(f.name)
+            self.pending.append((source, f))
+        return IngestOutcome(landed=[f.name for f in files])
 
     def ingest(self, source: Source, files: list[ExportFile], *, date_format: bool, encoding: bool) -> IngestOutcome:
         """One ingest call of ``files`` of ``source`` (``date_format``/``encoding``: passed)."""
@@ -156,11 +189,7 @@ class ApiDriver:
         self.settings = api.settings(home=home)
         self.lake = Lake(home)
 
-    reparse = False  # issue 14 item 4: set by _land_with_wrong_decimal
-
     def ingest(self, paths: list[Path], source: str, **options) -> IngestOutcome:
-        if self.reparse:
-            options["reparse"] = True
         result = api.ingest_csv(paths, source=source, settings=self.settings, **options)
         return IngestOutcome(
             already_landed=[Path(p).name for p in result.already_landed],
@@ -189,10 +218,8 @@ class CliDriver:
         assert "Traceback" not in proc.stderr, proc.stderr
         return proc
 
-    reparse = False  # issue 14 item 4: set by _land_with_wrong_decimal
-
-    def ingest(self, paths: list[Path], source: str, **options) -> IngestOutcome:
-        flags = ["--reparse"] if self.reparse else []
+    def ingest(self, paths: list[Path], source: str, reparse: bool = False, **options) -> IngestOutcome:
+        flags = ["--reparse"] if reparse else []
         for name, value in options.items():
             flags += [f"--{name.replace('_', '-')}", value]
         proc = self._cli("ingest", "csv", *map(str, paths), "--source", source, *flags)
@@ -206,7 +233,7 @@ class CliDriver:
             elif kind == "skipped":
                 outcome.header_only.append(Path(rest.split(": header only")[0]).name)
         assert proc.returncode == (1 if outcome.errors else 0), proc.stderr
-        # "landed N file(s) (B bytes); M already landed"
+        # "landed N file(s) (B bytes); M already landed" or (--reparse) "...; M already parsed ..."
         outcome.already_landed = ["?"] * int(proc.stdout.rsplit(";", 1)[1].split()[0])
         return outcome
 
@@ -243,6 +270,7 @@ def _write(scenario: Scenario, root: Path) -> dict[str, Path]:
 
 
 def _manifest_names(lake: Lake) -> list[str]:
+    """The original name of each manifest row, in landing order (a reparse adds a row)."""
     if not lake.manifest.is_dir():
         return []
     return [name for _, name in sorted(sql(lake, "SELECT landed_seq, original_name FROM system.bronze_manifest"))]
@@ -268,14 +296,21 @@ def _check_ingest(got: IngestOutcome, want: IngestOutcome) -> None:
 
 
 def _land(driver, expected: Expected, source: Source, files: list[ExportFile], paths: dict) -> None:
-    """Land ``files`` as a user would: plainly first; then what the one-line errors ask for
+    """Land ``files`` as a user would: those landed with the wrong --decimal first are
+    reparsed with the right one; then all plainly; then what the one-line errors ask for
     (--date-format for a source whose date order cannot be decided, --encoding for a file
     that is not UTF-8)."""
     if not files:
         return
     fmt = source.dialect.date_format
-    if source.wrong_decimal_first and not expected.landed_shas & {_sha(f) for f in files}:
-        _land_with_wrong_decimal(driver, source, files, paths)
+    wrongly = [f for f in files if f.name in expected.landed_wrongly]
+    if wrongly:
+        want = expected.reparse(source, wrongly)
+        note(f"ingest {source.name} {[f.name for f in wrongly]} --decimal {source.dialect.decimal} --reparse")
+        got = _ingest(
+            driver, [paths[f.name] for f in wrongly], source.name, decimal=source.dialect.decimal, reparse=True
+        )
+        _check_ingest(got, want)
     want = expected.ingest(source, files, date_format=False, encoding=False)
     note(f"ingest {source.name} {[f.name for f in files]}: expect {want}")
     _check_ingest(_ingest(driver, [paths[f.name] for f in files], source.name), want)
@@ -296,19 +331,33 @@ def _sha(f: ExportFile) -> str:
     return hashlib.sha256(f.content()).hexdigest()
 
 
-def _land_with_wrong_decimal(driver, source: Source, files: list[ExportFile], paths: dict) -> None:
-    """issue 14 item 4 (Holes.wrong_decimal_first): land the files with the wrong --decimal
-    and run silver; the landing that follows must reparse them with the right one, so that
-    silver and quarantine end as if they had been landed right once. ASSUMPTION, adapt once
-    item 4 is merged: its API is ``ingest_csv(..., reparse=True)`` (``--reparse``)."""
-    wrong = "." if source.dialect.decimal == "," else ","
-    plain = [f for f in files if not f.refused_as_not_utf8 and f.records]
-    if plain:
-        driver.ingest(
-            [paths[f.name] for f in plain], source.name, decimal=wrong, date_format=source.dialect.date_format
+def _land_wrongly(driver, expected: Expected, scenario: Scenario, delivery: int, paths: dict) -> None:
+    """Options.wrong_decimal_first (issue 14 item 4): before a delivery lands, the files of
+    the sources marked so land with the wrong --decimal (and the right --date-format), and
+    a silver run parses them (amounts with a decimal mark are invalid then). That
+    run's accounting adds up over every record of them; :func:`_land` then reparses them
+    with the right --decimal, after which silver and quarantine must be as if they had
+    landed right once (README "Wrong options?")."""
+    records = 0
+    for source in scenario.sources:
+        files = [f for f in source.deliveries[delivery] if not f.refused_as_not_utf8 and f.records]
+        files = [f for f in files if _sha(f) not in expected.landed_shas]
+        if not source.wrong_decimal_first or not files:
+            continue
+        wrong = "." if source.dialect.decimal == "," else ","
+        want = expected.land_wrongly(source, files)
+        note(f"ingest {source.name} {[f.name for f in files]} --decimal {wrong} (wrong): expect {want}")
+        got = _ingest(
+            driver, [paths[f.name] for f in files], source.name, decimal=wrong, date_format=source.dialect.date_format
         )
-        driver.run("silver")
-        driver.reparse = True
+        _check_ingest(got, want)
+        records += sum(len(f.records) for f in files if f.name in want.landed)
+        event("a source landed with the wrong --decimal, then reparsed")
+    if records:
+        status, got = driver.run("silver")
+        note(f"delivery {delivery + 1}, landed with the wrong --decimal: run {status} {got}")
+        assert status == "succeeded"
+        assert got.read == records == got.valid + got.quarantined + got.duplicate, f"accounting broken: {got}"
 
 
 def _check_lake(lake: Lake, expected: Expected) -> None:
@@ -356,7 +405,9 @@ def _check_files(lake: Lake, scenario: Scenario, per_file: dict[str, RunCounts])
         sql(
             lake,
             "SELECT m.original_name, count(*) FROM silver.quarantine q "
-            "JOIN system.bronze_manifest m USING (bronze_uri) GROUP BY ALL",
+            # a reparse adds a manifest row for the same object
+            "JOIN (SELECT DISTINCT bronze_uri, original_name FROM system.bronze_manifest) m USING (bronze_uri) "
+            "GROUP BY ALL",
         )
     )
     files = {f.name: f for source in scenario.sources for f in source.files}
@@ -382,6 +433,7 @@ def _events(scenario: Scenario) -> None:
                 ("a file refused as not UTF-8, landed with --encoding", f.refused_as_not_utf8),
                 ("a file with mixed line ends", f.mixed_line_ends),
                 ("a header-only file", not f.records),
+                ("70 empty lines after the header", f.items[:70] == [None] * 70),
                 ("a file with a BOM", f.layout.bom),
                 ("bytes that are not UTF-8 past the sniffed head", f.has_bad_bytes and f.effective_encoding == "utf-8"),
             ):
@@ -400,11 +452,13 @@ def check_scenario(scenario: Scenario, root: Path, driver, until: str) -> None:
     expected = Expected()
     lake = Lake(root / "lake")
     for delivery in (0, 1):
+        _land_wrongly(driver, expected, scenario, delivery, paths)
         for source in scenario.sources:
             _land(driver, expected, source, source.deliveries[delivery], paths)
         if not expected.pending:
             continue
-        order = _manifest_names(lake)
+        # versions are ordered by first landing: a reparse's rows carry its original's
+        order = list(dict.fromkeys(_manifest_names(lake)))
         pending = {f.name for _, f in expected.pending}
         want, want_per_file = expected.run([n for n in order if n in pending])
         status, got = driver.run(until)
@@ -422,16 +476,22 @@ def check_scenario(scenario: Scenario, root: Path, driver, until: str) -> None:
         event(f"a run read {_bucket(got.read)} records")
 
 
+def _seeded(test):
+    return test if SEED is None else seed(SEED)(test)
+
+
+@_seeded
 @fuzz_settings(max_examples=SILVER_EXAMPLES, **FUZZ)
-@given(scenario=scenarios(HOLES))
+@given(scenario=scenarios(OPTIONS))
 def test_every_record_is_accounted_for_through_silver(scenario: Scenario, settings, tmp_path: Path):
     """API: ingest_csv and run(until="silver") over generated exports."""
     root = Path(tempfile.mkdtemp(dir=tmp_path))  # kept (pytest keeps its last runs): the failing lake
     check_scenario(scenario, root, ApiDriver(root / "lake"), "silver")
 
 
+@_seeded
 @fuzz_settings(max_examples=GOLD_EXAMPLES, **FUZZ)
-@given(scenario=scenarios(HOLES, max_sources=2, require_ambiguous=True).filter(lambda s: s.record_count >= 15))
+@given(scenario=scenarios(OPTIONS, max_sources=2, require_ambiguous=True).filter(lambda s: s.record_count >= 15))
 def test_gold_publishes_what_silver_holds_through_the_cli(scenario: Scenario, settings, tmp_path: Path):
     """The real CLI: ingest (one-line errors, exit 1, as the user then corrects them), run
     to gold with the quality gate open, status --json; gold reconciles with silver."""

@@ -6,6 +6,7 @@ import hashlib
 
 from helpers import HEADER, line, long_first_row_export, sql, wide_export, write_csv
 from saleslake.bronze import land_csv, manifest_rows
+from saleslake.sources.csv import CsvOverrides
 
 
 def test_landing_is_content_addressed_and_recorded(tmp_path, lake):
@@ -175,3 +176,22 @@ def test_a_file_whose_records_are_all_longer_than_the_sample_asks_for_the_date_f
     result = land_csv(lake, [f])
     assert result.landed == [] and result.header_only == []
     assert "no row to tell the date order from" in str(result.errors[0]) and "--date-format" in str(result.errors[0])
+
+
+def test_a_byte_past_the_head_does_not_refuse_a_file_whose_dates_need_the_deep_look(tmp_path, lake):
+    """The head (32 KB) decides the encoding (README "Encoding"): a cp1252 byte past it is
+    its record's problem, also when the source's dates are undecided and the deep look
+    (4 MB) reads further. It refused the file ("not valid UTF-8") instead of asking for
+    --date-format, and refused it again when the date format was given."""
+    rows = [line(row_id=str(i), order_date="01-02-2021", ship_date="03-02-2021") for i in range(1, 300)]
+    text = HEADER + "\n" + "\n".join(rows) + "\n"
+    assert len(text) > 40_000
+    f = tmp_path / "south" / "d.csv"
+    f.parent.mkdir()
+    bad = line(row_id="300", name="Ren\xe9e", order_date="01-02-2021", ship_date="03-02-2021")
+    f.write_bytes(text.encode() + (bad + "\n").encode("cp1252"))
+    asked = land_csv(lake, [f])
+    assert [str(e) for e in asked.errors if "cannot tell whether dates" in str(e)] == [str(e) for e in asked.errors]
+    assert len(asked.errors) == 1 and not asked.landed
+    [row] = land_csv(lake, [f], overrides=CsvOverrides(date_format="%d-%m-%Y")).landed
+    assert row["encoding"] == "utf-8"

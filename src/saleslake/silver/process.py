@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
-from saleslake.bronze import pending_csv_objects
+from saleslake.bronze import landed_csv_objects, pending_csv_objects
 from saleslake.config import Settings
 from saleslake.connections.duckdb import session
 from saleslake.contract import QUARANTINE_SCHEMA, SALES_LINES_SCHEMA
@@ -34,7 +34,14 @@ from saleslake.lake import Lake, ensure_delta, replace_files, snapshot_view_sql,
 from saleslake.runs import StageCounts, silver_commit_lock
 from saleslake.silver.dedup import classify, row_hash_sql, write_upserts
 from saleslake.silver.enrich import enrichment_columns, tax_rate_sql
-from saleslake.silver.parse import Chunk, collect_rejects, plan_chunks, reset_rejects, scan_groups, scan_sql
+from saleslake.silver.parse import (
+    Chunk,
+    collect_rejects,
+    plan_chunks,
+    reset_rejects,
+    scan_groups,
+    scan_sql,
+)
 from saleslake.silver.validate import checked_sql, raw_map_sql
 
 APP_ID = "saleslake.silver.csv"
@@ -135,10 +142,20 @@ def _superseded_rows(con: duckdb.DuckDBPyConnection, target: DeltaTable, key: st
     landings ``versions``; returns the files holding them."""
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE superseded AS
-            SELECT s.{key}, s.filename
+            SELECT s.{key}, s.source_system, s.filename
             FROM ({snapshot_view_sql(target, filename=True)}) s WHERE {_of(versions)}"""
     )
     return [r[0] for r in con.sql("SELECT DISTINCT filename FROM superseded ORDER BY 1").fetchall()]
+
+
+def _checked_table(con: duckdb.DuckDBPyConnection, lake: Lake, settings: Settings, chunk: Chunk) -> pa.Table:
+    """Every record of the chunk's files typed, enriched and with its reasons and position
+    (``pos``); the rejected records' rows in temp table ``rejects``."""
+    con.execute("DROP TABLE IF EXISTS rejects")
+    groups = scan_groups(lake, chunk, settings.csv.max_record_bytes)
+    tables = [_check_group(con, lake, settings, group) for group in groups]
+    tables = [t.append_column("pos", pa.array(_positions(t["fi"].to_numpy()))) for t in tables]
+    return pa.concat_tables(tables)
 
 
 def _check_rows(con: duckdb.DuckDBPyConnection, lake: Lake, settings: Settings, chunk: Chunk) -> None:
@@ -156,11 +173,7 @@ def _check_rows(con: duckdb.DuckDBPyConnection, lake: Lake, settings: Settings, 
     chunk is thousands of small files, each its own insert batch) and registered as a view.
     """
     _drop_checked(con)
-    con.execute("DROP TABLE IF EXISTS rejects")
-    groups = scan_groups(lake, chunk, settings.csv.max_record_bytes)
-    tables = [_check_group(con, lake, settings, group) for group in groups]
-    tables = [t.append_column("pos", pa.array(_positions(t["fi"].to_numpy()))) for t in tables]
-    con.register("checked", pa.concat_tables(tables))
+    con.register("checked", _checked_table(con, lake, settings, chunk))
 
 
 def _positions(fi: np.ndarray) -> np.ndarray:
@@ -265,20 +278,73 @@ def _valid_view(con: duckdb.DuckDBPyConnection, chunk: Chunk) -> None:
     )
 
 
-def _write_lines(con: duckdb.DuckDBPyConnection, lake: Lake, chunk: Chunk, lines_seq: int):
+def _write_lines(con: duckdb.DuckDBPyConnection, lake: Lake, settings: Settings, chunk: Chunk, lines_seq: int):
     """Dedup the chunk's valid rows against silver and write them with the position; the
     rows of earlier parses of its reparsed files leave in the same commit and are no
-    version an incoming row is compared with."""
+    version an incoming row is compared with (the version they replaced comes back where
+    the new parse has none: :func:`_restore_earlier_versions`)."""
     target = ensure_delta(lake.sales_lines, SALES_LINES_SCHEMA, ["order_month"])
     versions = _reparsed_versions(chunk, lines_seq) if chunk.last_seq > lines_seq else []
     existing = "s.source_system LIKE 'csv:%'" + (f" AND NOT ({_of(versions)})" if versions else "")
     counts = classify(con, target, lines_seq, existing_filter=existing, position="position_seq")
     if chunk.last_seq > lines_seq:
         dropped = "superseded" if versions and _superseded_rows(con, target, "line_key", versions) else None
+        if dropped:
+            _restore_earlier_versions(con, lake, settings, chunk)
         crash_point("silver.sales_lines.before_commit")
         write_upserts(con, target, [Transaction(APP_ID, chunk.last_seq)], dropped)
         crash_point("silver.sales_lines.after_commit")
     return counts
+
+
+def _restore_earlier_versions(con: duckdb.DuckDBPyConnection, lake: Lake, settings: Settings, chunk: Chunk) -> None:
+    """Add to view ``upserts`` the version of each line that an earlier parse of a reparsed
+    file had replaced and that the chunk does not replace again (its new parse rejects the
+    line or lacks it): as if the file had landed right once, the newest valid version of
+    that line in the source's other files is the line. Only those files hold it (silver
+    kept the newest version alone), so they are parsed again from bronze, once per reparse
+    that needs it; a file bronze retention deleted gives nothing back."""
+    affected = con.sql("SELECT DISTINCT line_key, source_system FROM superseded ANTI JOIN valid USING (line_key)")
+    systems = sorted({row[1] for row in affected.fetchall()})
+    if not systems:
+        return
+    own = {o["object_id"] for o in chunk.objects}
+    objects = [
+        o
+        for o in landed_csv_objects(lake, chunk.last_seq, systems)
+        if o["object_id"] not in own and (lake.home / o["bronze_uri"]).exists()
+    ]
+    restored = None
+    if objects:
+        scan = connect(settings, lake)
+        try:
+            scan.register("affected", affected.to_arrow_table())
+            versions = []
+            for earlier in plan_chunks(objects, settings.csv.chunk_bytes):  # bounded memory, as a run
+                scan.register("checked", _checked_table(scan, lake, settings, earlier))
+                versions.append(
+                    scan.sql(
+                        f"""SELECT c.* EXCLUDE (fi, pos, reasons, order_id__txt, line_id__txt, raw_values),
+                                   'record:' || c.pos AS source_position, '{_batch_id(chunk)}' AS batch_id, c.pos
+                            FROM checked c SEMI JOIN affected a USING (line_key)
+                            WHERE len(c.reasons) = 0"""
+                    ).to_arrow_table()
+                )
+                scan.unregister("checked")
+            scan.register("versions", pa.concat_tables(versions))
+            restored = scan.sql(
+                """SELECT * EXCLUDE (pos) FROM versions
+                   QUALIFY row_number() OVER (PARTITION BY line_key ORDER BY landed_seq DESC, pos DESC) = 1"""
+            ).to_arrow_table()
+        finally:
+            scan.close()
+    if restored is None or restored.num_rows == 0:
+        return
+    con.register("restored_arrow", restored)
+    con.execute("CREATE OR REPLACE TEMP TABLE restored AS SELECT * FROM restored_arrow")
+    con.unregister("restored_arrow")
+    con.execute("ALTER VIEW upserts RENAME TO incoming_upserts")
+    con.execute("CREATE TEMP VIEW upserts AS SELECT * FROM incoming_upserts UNION ALL BY NAME SELECT * FROM restored")
 
 
 def process_chunk(
@@ -301,10 +367,11 @@ def process_chunk(
             crash_point("silver.quarantine.before_commit")
             _write_quarantine(con, lake, chunk, quarantine_seq)
             crash_point("silver.quarantine.after_commit")
-        counts = _write_lines(con, lake, chunk, lines_seq)
+        counts = _write_lines(con, lake, settings, chunk, lines_seq)
     con.execute("DROP VIEW IF EXISTS upserts; DROP VIEW IF EXISTS replaced; DROP VIEW IF EXISTS valid")
+    con.execute("DROP VIEW IF EXISTS incoming_upserts")
     _drop_checked(con)
-    for name in ("rejects", "versions", "multi", "existing", "files", "superseded"):
+    for name in ("rejects", "versions", "multi", "existing", "files", "superseded", "restored"):
         con.execute(f"DROP TABLE IF EXISTS {name}")
     return StageCounts(
         rows_read=counts.valid + counts.duplicate + rejected,

@@ -14,6 +14,7 @@ import codecs
 import csv
 import functools
 import io
+import itertools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -110,34 +111,71 @@ def expand_paths(paths: Iterable[Path]) -> list[Path]:
     return found
 
 
+def _utf8_error(raw: bytes) -> UnicodeDecodeError | None:
+    """Why ``raw`` (a head: it may end in the middle of a character, which is no error)
+    is not UTF-8, or None."""
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(raw, final=False)
+    except UnicodeDecodeError as exc:
+        return exc
+    return None
+
+
+def _is_utf8_codec(path: Path, encoding: str) -> bool:
+    try:
+        return codecs.lookup(encoding).name in ("utf-8", "utf-8-sig")
+    except LookupError:
+        raise InputFileError(
+            str(path), f"unknown encoding {encoding!r}", "pass a Python codec name such as latin-1 or cp1252"
+        ) from None
+
+
+def _refuse_a_utf8_bom_read_otherwise(path: Path, head: bytes, encoding: str | None) -> None:
+    """``--encoding`` other than UTF-8 on a file that starts with a UTF-8 BOM and whose
+    head is UTF-8 indeed: refused, it would garble every character beyond ASCII (and the
+    BOM read as cp1252, "ï»¿", spoiled the first column's name: "missing required column(s):
+    Row ID" pointed at the wrong cause). A BOM before text that is not UTF-8 (a cp1252
+    file behind a UTF-8 BOM) is skipped: that option is the only way to read such a file."""
+    if not encoding or not head.startswith(codecs.BOM_UTF8) or _is_utf8_codec(path, encoding):
+        return
+    if _utf8_error(head[len(codecs.BOM_UTF8) :]) is None:
+        raise InputFileError(
+            str(path),
+            f"starts with a UTF-8 byte-order mark and is UTF-8, not {encoding}",
+            "drop --encoding for this file (its encoding is detected)",
+            line=1,
+        )
+
+
 def _decode_head(path: Path, raw: bytes, encoding: str | None) -> tuple[str, str]:
-    """The head of the file as text, and the encoding to parse it with."""
+    """The head of the file as text, and the encoding to parse it with.
+
+    The head decides the encoding, with or without a UTF-8 byte-order mark: UTF-8 when it
+    is valid UTF-8, else the file is refused (``--encoding``); bytes that are not UTF-8
+    past the head are the reader's to reject, one record each. With ``--encoding``, a BOM
+    is a marker, not part of the header (see :func:`_refuse_a_utf8_bom_read_otherwise`)."""
     if not raw:
         raise InputFileError(str(path), "the file is empty", "export it again or remove it")
+    bom = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
     if encoding:
-        try:
-            codecs.lookup(encoding)
-        except LookupError:
-            raise InputFileError(
-                str(path), f"unknown encoding {encoding!r}", "pass a Python codec name such as latin-1 or cp1252"
-            ) from None
+        if not _is_utf8_codec(path, encoding) and bom:  # (an unknown encoding is refused here)
+            raw = raw[bom:]
         return raw.decode(encoding, errors="replace"), encoding
     if b"\x00" in raw[:4096]:
         raise InputFileError(str(path), "binary data, not a CSV text file", "check that the right file was exported")
-    if raw.startswith(codecs.BOM_UTF8):
-        return raw[len(codecs.BOM_UTF8) :].decode("utf-8", errors="replace"), "utf-8-sig"
-    try:
-        # The head may end in the middle of a multi-byte character: ignore only that.
-        text = codecs.getincrementaldecoder("utf-8")().decode(raw, final=False)
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
+    error = _utf8_error(raw[bom:])
+    if error is not None:
+        offset = bom + error.start
         raise InputFileError(
             str(path),
-            f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})",
+            f"not valid UTF-8 (byte 0x{raw[offset]:02x} at offset {offset})"
+            + (" although it starts with a UTF-8 byte-order mark" if bom else ""),
             "pass --encoding, e.g. --encoding cp1252",
-            line=line,
-        ) from None
-    return text, "utf-8"
+            line=raw[:offset].count(b"\n") + 1,
+        )
+    # The head may end in the middle of a multi-byte character: leave only that out.
+    text = codecs.getincrementaldecoder("utf-8")().decode(raw[bom:], final=False)
+    return text, "utf-8-sig" if bom else "utf-8"
 
 
 @dataclass(frozen=True)
@@ -155,17 +193,19 @@ def _line_end(text: str) -> int:
     return found.start() if found else -1
 
 
-def _read_head(path: Path, encoding: str | None, body_bytes: int) -> _Head:
+def _read_head(path: Path, overrides: CsvOverrides, body_bytes: int) -> _Head:
     """The whole first line of ``path`` and about ``body_bytes`` after it; more, up to
-    DEEP_SNIFF_BYTES after it, while no complete line follows the first (a first record
-    may be longer than a quick look: a 40,000-character product name)."""
-    wanted, raw = body_bytes, b""
+    DEEP_SNIFF_BYTES after it, while no complete record follows the first line (a first
+    record may be longer than a quick look: a 40,000-character product name, after a line
+    break inside quotes or not)."""
+    wanted, raw, delimiter, head = body_bytes, b"", None, None
     with path.open("rb") as handle:
-        while True:
+        while head is None:
             raw += handle.read(wanted - len(raw))
-            text, used = _decode_head(path, raw, encoding)
+            text, used = _decode_head(path, raw, overrides.encoding)
             if len(raw) < wanted:
-                return _Head(text, used, whole_file=True, bytes_read=len(raw))
+                head = _Head(text, used, whole_file=True, bytes_read=len(raw))
+                continue
             header_end = _line_end(text)
             if header_end < 0:
                 if len(raw) >= MAX_HEADER_BYTES:
@@ -178,10 +218,17 @@ def _read_head(path: Path, encoding: str | None, body_bytes: int) -> _Head:
                 wanted = min(2 * wanted, MAX_HEADER_BYTES)
             elif len(raw) < header_end + body_bytes:
                 wanted = header_end + body_bytes
-            elif _line_end(text[header_end:].lstrip("\r\n")) >= 0 or len(raw) >= header_end + DEEP_SNIFF_BYTES:
-                return _Head(text, used, whole_file=False, bytes_read=len(raw))
+            elif len(raw) >= header_end + DEEP_SNIFF_BYTES:
+                head = _Head(text, used, whole_file=False, bytes_read=len(raw))
             else:
-                wanted = min(2 * wanted, header_end + DEEP_SNIFF_BYTES)
+                delimiter = delimiter or _delimiter_of(text[:header_end], overrides.delimiter)
+                if _sample_rows(text[header_end:], delimiter, 1, whole=False):
+                    head = _Head(text, used, whole_file=False, bytes_read=len(raw))
+                else:
+                    wanted = min(2 * wanted, header_end + DEEP_SNIFF_BYTES)
+    # on the whole head, as the decision without --encoding (the look may have grown)
+    _refuse_a_utf8_bom_read_otherwise(path, raw, overrides.encoding)
+    return head
 
 
 def _header_only(path: Path, head: _Head) -> bool:
@@ -208,28 +255,39 @@ def _header_only(path: Path, head: _Head) -> bool:
     return in_header or not decoder.decode(b"", final=True).strip("\r\n")
 
 
-def _lines_after_the_look(path: Path, head: _Head, body_bytes: int) -> list[str]:
-    """When the first record is longer than the look: the complete lines of about
-    ``body_bytes`` after the line the look ends in (skipped in blocks). Only for encodings
-    whose line end is the single byte 0x0A, which is then a character boundary."""
+_LINE_END_BYTE = re.compile(rb"[\r\n]")
+
+
+def _text_after_the_look(path: Path, head: _Head, body_bytes: int) -> tuple[str, bool]:
+    """When the first record is longer than the look: about ``body_bytes`` of text after
+    the line end that follows the look (skipped in blocks), and whether it runs to the end
+    of the file. Only for encodings whose line ends (LF, CR LF or a lone CR) are the single
+    bytes 0x0A and 0x0D, which are then character boundaries."""
     encoding = "utf-8" if head.encoding == "utf-8-sig" else head.encoding
-    if "\n".encode(encoding, errors="ignore") != b"\n":
-        return []
+    if "\r\n".encode(encoding, errors="ignore") != b"\r\n":
+        return "", True
     with path.open("rb") as handle:
         handle.seek(head.bytes_read)
         for block in iter(lambda: handle.read(1 << 20), b""):
-            end = block.find(b"\n")
-            if end >= 0:
-                rest = block[end + 1 :]
+            end = _LINE_END_BYTE.search(block)
+            if end:
+                rest = block[end.end() :]
                 rest += handle.read(max(0, body_bytes - len(rest)))
-                lines = rest.decode(encoding, errors="replace").splitlines()
-                return lines if len(rest) < body_bytes else lines[:-1]
-    return []
+                return rest.decode(encoding, errors="replace"), len(rest) < body_bytes
+    return "", True
 
 
-def _rows(lines: list[str], delimiter: str) -> list[list[str]]:
-    body = "\n".join(lines)
-    return [r for r in csv.reader(io.StringIO(body), delimiter=delimiter, quotechar='"') if r]
+def _sample_rows(body: str, delimiter: str, count: int, whole: bool) -> list[list[str]]:
+    """The first ``count`` records of ``body`` (text that starts at a line end), read as
+    the reader will: a line end inside quotes is part of its field, and empty lines are
+    no records (however many follow the header, they must not fill the sample: 70 of them
+    left it empty, the decimal mark and the date order undecided). Unless ``body`` is
+    ``whole``, its last record may be cut: it is left out."""
+    reader = csv.reader(io.StringIO(body, newline=None), delimiter=delimiter, quotechar='"')
+    rows = list(itertools.islice((row for row in reader if row), count + 1))
+    if not whole and len(rows) <= count:
+        rows = rows[:-1]
+    return rows[:count]
 
 
 def _split_header(line: str, delimiter: str) -> list[str]:
@@ -251,9 +309,17 @@ def _best_split(header_line: str, candidates: tuple[str, ...]) -> tuple[int, str
     return best
 
 
-def _pick_delimiter(path: Path, header_line: str, forced: str | None) -> tuple[str, list[str]]:
+def _split_best(header_line: str, forced: str | None) -> tuple[int, str, tuple[str, ...]]:
     best_split = _best_split if len(header_line) <= CACHED_HEADER_CHARS else _best_split.__wrapped__
-    known, delimiter, split = best_split(header_line, (forced,) if forced else DELIMITERS)
+    return best_split(header_line, (forced,) if forced else DELIMITERS)
+
+
+def _delimiter_of(header_line: str, forced: str | None) -> str:
+    return _split_best(header_line, forced)[1]
+
+
+def _pick_delimiter(path: Path, header_line: str, forced: str | None) -> tuple[str, list[str]]:
+    known, delimiter, split = _split_best(header_line, forced)
     names = list(split)
     if known == 0:
         shown = header_line[:80].strip()
@@ -339,22 +405,23 @@ def sniff(path: Path, overrides: CsvOverrides = CsvOverrides(), deep: bool = Fal
     cannot be a regional export: empty, binary, undecodable, unknown columns.
     """
     limit, sample_rows = (DEEP_SNIFF_BYTES, DEEP_SAMPLE_ROWS) if deep else (SNIFF_BYTES, SAMPLE_ROWS)
-    head = _read_head(path, overrides.encoding, limit)
+    head = _read_head(path, overrides, limit)
     encoding = head.encoding
-    lines = head.text.splitlines()
-    if not lines or not lines[0].strip():
+    header_end = _line_end(head.text)
+    first_line = head.text if header_end < 0 else head.text[:header_end]
+    if not first_line.strip():
         raise InputFileError(str(path), "the first line is empty, expected a header", line=1)
-    delimiter, names = _pick_delimiter(path, lines[0], overrides.delimiter)
+    delimiter, names = _pick_delimiter(path, first_line, overrides.delimiter)
     columns, extras = _map_columns(path, names)
-    # When the head was cut, its last line may be partial: leave it out.
-    last = len(lines) if head.whole_file else len(lines) - 1
-    rows = _rows(lines[1 : min(last, sample_rows + 1)], delimiter)
+    body = "" if header_end < 0 else head.text[header_end:]
+    rows = _sample_rows(body, delimiter, sample_rows, head.whole_file)
     if not rows:
         if _header_only(path, head):
             return None
         # a first record longer than the look (quarantined later if over the size limit):
-        # the sample comes from the lines after it
-        rows = _rows(_lines_after_the_look(path, head, limit)[:sample_rows], delimiter)
+        # the sample comes from the records after it
+        after, whole = _text_after_the_look(path, head, limit)
+        rows = _sample_rows(after, delimiter, sample_rows, whole)
 
     def column_values(name: str) -> list[str]:
         position = columns.get(name)

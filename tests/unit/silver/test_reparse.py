@@ -224,3 +224,30 @@ def test_the_gate_keeps_counting_what_was_published_before_the_reparse(tmp_path,
     api.run("silver", settings=settings)
     # this window: d2 (10 read, 5 quarantined) and the reparse (10 read, 2 quarantined)
     assert api.quality_gate(max_quarantine_share=1, settings=settings)["share"] == 7 / 20
+
+
+@pytest.mark.parametrize("one_run", [False, True], ids=["runs-between", "one-run"])
+def test_a_version_the_wrong_parse_replaced_is_back_when_the_right_parse_rejects_the_line(
+    tmp_path, lake, settings, one_run
+):
+    """Line 1 lands valid; a later file corrects it, but lands with the wrong --decimal, which
+    happens to read its amount (1,5 is 1.5); its right parse rejects that amount. As if the
+    later file had landed right once: its line 1 is quarantined and the earlier version,
+    which the wrong parse had replaced, is line 1 in silver (it was lost from silver).
+    ``one_run``: both files in one run, so the earlier version never was in silver."""
+    first = export(tmp_path / "eu" / "d0.csv", comma_line("1", "100"), comma_line("2", "200"))
+    land_csv(lake, [first])
+    if not one_run:
+        process_csv(lake, settings)
+    later = export(tmp_path / "eu" / "d1.csv", comma_line("1", "1,5"))
+    land_csv(lake, [later], overrides=CsvOverrides(decimal=","))  # wrong
+    assert accounting(process_csv(lake, settings)) == ((1, 1, 0, 0) if not one_run else (3, 3, 0, 0))
+    assert [(r[0], r[2]) for r in silver_lines(lake)] == [("1", Decimal("1.5000")), ("2", Decimal("200.0000"))]
+
+    reparse_csv(lake, [later], overrides=CsvOverrides(decimal="."))
+    assert accounting(process_csv(lake, settings)) == (1, 0, 1, 0)
+    assert quarantined(lake) == [("1", ["invalid_number:sales"])]
+    assert [(r[0], r[2], r[4]) for r in silver_lines(lake)] == [
+        ("1", Decimal("100.0000"), 1),
+        ("2", Decimal("200.0000"), 1),
+    ]

@@ -224,6 +224,22 @@ def test_a_latin1_file_with_bytes_0x80_to_0x9f_is_read(tmp_path, lake, settings)
     ]
 
 
+def test_a_cp1252_file_behind_a_utf8_bom_lands_with_encoding(tmp_path, lake, settings):
+    """A UTF-8 byte-order mark before cp1252 text (found by the CSV fuzz test): refused
+    as not UTF-8 like any file whose head is not UTF-8, then landed with --encoding cp1252
+    as the line asks; the mark is no part of the header, and every record is read."""
+    text = HEADER + "\n" + line(row_id="1", name="Renée \u2013 chair") + "\n" + line(row_id="2") + "\n"
+    f = write_csv(tmp_path / "eu" / "d.csv", text, encoding="cp1252", bom=True)
+    refused = land_csv(lake, [f])
+    assert len(refused.errors) == 1 and "not valid UTF-8" in str(refused.errors[0]) and not refused.landed
+    counts = land_and_process(lake, settings, f, overrides=CsvOverrides(encoding="cp1252"))
+    assert (counts.rows_read, counts.rows_valid, counts.rows_quarantined) == (2, 2, 0)
+    assert sql(lake, "SELECT product_name FROM silver.sales_lines ORDER BY line_id") == [
+        ("Renée \u2013 chair",),
+        ("Widget, large",),
+    ]
+
+
 def test_a_utf16_file_with_a_lone_surrogate_is_read(tmp_path, lake, settings):
     # DuckDB's own UTF-16 reader failed the whole scan on it ("File is not utf-16 encoded"):
     # run crashed on such a file every time; transcoded in Python, it becomes U+FFFD

@@ -221,3 +221,83 @@ def test_a_first_line_too_long_for_a_header_is_one_clear_line(tmp_path: Path, mo
     with pytest.raises(InputFileError, match="the first line is longer than 1,048,576 bytes") as info:
         sniff(f)
     assert "\n" not in str(info.value)
+
+
+def _semicolon_decimal_comma_row(row_id: str, name: str = "Desk") -> str:
+    fields = line(row_id=row_id, sales="100,50", discount="0,1", profit="-3,25", name=name).split(",")
+    # line() quotes the name and joins with commas: rebuild with semicolons, commas in numbers
+    quoted = '"' + name.replace('"', '""') + '"'
+    return ";".join([*fields[:17], quoted, "100,50", "2", "0,1", "-3,25", "12,5", "High"])
+
+
+@pytest.mark.parametrize("end", ["\n", "\r\n", "\r"])
+def test_blank_lines_after_the_header_do_not_fill_the_sample(tmp_path: Path, end: str):
+    """More blank lines than the sample holds (60) between the header and the data, in a
+    small file: the sample is the records after them (the decimal comma and day-first
+    dates are seen), not the blank lines (which left it empty: decimal point assumed)."""
+    rows = [_semicolon_decimal_comma_row(str(i)) for i in range(1, 4)]
+    text = HEADER.replace(",", ";") + end * 71 + end.join(rows) + end
+    sniffed = sniff(write_csv(tmp_path / "a.csv", text))
+    assert sniffed is not None and sniffed.data_rows_seen == 3
+    assert (sniffed.delimiter, sniffed.decimal) == (";", ",")
+    assert decide_date_format(sniffed.dates) == "%d-%m-%Y"
+
+
+@pytest.mark.parametrize("end", ["\n", "\r\n", "\r"])
+def test_the_sample_after_a_record_longer_than_the_deep_look_reads_any_line_end(tmp_path: Path, end: str):
+    rows = [_semicolon_decimal_comma_row("1", name="x" * 5_000_000), _semicolon_decimal_comma_row("2")]
+    sniffed = sniff(write_csv(tmp_path / "a.csv", HEADER.replace(",", ";") + end + end.join(rows) + end))
+    assert sniffed is not None and sniffed.data_rows_seen == 1
+    assert sniffed.decimal == "," and decide_date_format(sniffed.dates) == "%d-%m-%Y"
+
+
+@pytest.mark.parametrize("end", ["\n", "\r\n", "\r"])
+def test_a_quoted_line_break_is_no_record_end_for_the_sample(tmp_path: Path, end: str):
+    """A first record with a line break inside quotes, then a field that runs past the
+    quick look: the look goes on to the end of the record (it stopped at the quoted line
+    break, and the sample held only the record's first line: no amount, decimal point
+    assumed for a decimal-comma export)."""
+    rows = [_semicolon_decimal_comma_row("1", name="Desk" + end + "x" * 40_000), _semicolon_decimal_comma_row("2")]
+    sniffed = sniff(write_csv(tmp_path / "a.csv", HEADER.replace(",", ";") + end + end.join(rows) + end))
+    assert sniffed is not None and sniffed.data_rows_seen == 2
+    assert sniffed.decimal == "," and decide_date_format(sniffed.dates) == "%d-%m-%Y"
+    cut = write_csv(tmp_path / "b.csv", HEADER.replace(",", ";") + end + rows[0] + end + rows[1][:30])
+    sniffed = sniff(cut)  # the whole file: its last record is cut, the one before is whole
+    assert sniffed is not None and sniffed.decimal == ","
+
+
+def test_bytes_that_are_not_utf8_in_the_head_refuse_the_file_with_or_without_a_bom(tmp_path: Path):
+    """One rule (README): the head decides the encoding. Bytes that are not UTF-8 in it
+    refuse the file, asking for --encoding, whether or not it starts with a byte-order
+    mark (a BOM file used to land, each such record quarantined as invalid_encoding)."""
+    text = HEADER + "\n" + line(name="Renée") + "\n"
+    for bom in (False, True):
+        f = write_csv(tmp_path / f"bom{bom}.csv", text, encoding="cp1252", bom=bom)
+        with pytest.raises(InputFileError, match=r"not valid UTF-8 \(byte 0xe9 at offset \d+\).*--encoding") as info:
+            sniff(f)
+        assert "\n" not in str(info.value)
+        sniffed = sniff(f, CsvOverrides(encoding="cp1252"))  # what the line asks for: it lands
+        assert sniffed.encoding == "cp1252" and sniffed.header == tuple(HEADER.split(","))
+
+
+def test_a_utf8_file_with_a_bom_given_another_encoding_names_the_cause(tmp_path: Path):
+    """The BOM read as cp1252 ("ï»¿") used to spoil the first column's name: "missing
+    required column(s): Row ID", which points at the wrong cause."""
+    f = write_csv(tmp_path / "a.csv", HEADER + "\n" + line(name="Renée") + "\n", bom=True)
+    with pytest.raises(InputFileError) as info:
+        sniff(f, CsvOverrides(encoding="cp1252"))
+    message = str(info.value)
+    assert "UTF-8 byte-order mark" in message and "drop --encoding" in message and "\n" not in message
+    assert sniff(f).encoding == "utf-8-sig"
+
+
+def test_a_bom_file_refused_for_a_byte_in_a_grown_head_lands_with_encoding(tmp_path: Path):
+    """A first record longer than the quick look makes the head grow past 32 KB; a cp1252
+    byte there refuses the file. The --encoding the line asks for then read it, until the
+    check "UTF-8 indeed?" looked at the first 32 KB alone (found by the CSV fuzz test)."""
+    rows = [line(row_id="1", name="x" * 40_000), line(row_id="2", name="Renée")]
+    f = write_csv(tmp_path / "a.csv", HEADER + "\n" + "\n".join(rows) + "\n", encoding="cp1252", bom=True)
+    with pytest.raises(InputFileError, match="not valid UTF-8"):
+        sniff(f)
+    sniffed = sniff(f, CsvOverrides(encoding="latin-1"))
+    assert sniffed is not None and sniffed.encoding == "latin-1" and sniffed.data_rows_seen == 2
