@@ -82,7 +82,7 @@ def report(what: str, total: float) -> None:
 
 
 def profile_stream(events: int, partitions: int) -> None:
-    from saleslake import stream
+    from saleslake.pipeline import stream
     from saleslake.sources.kafka import PosConsumer
 
     home = HERE / "work" / "profile-stream"

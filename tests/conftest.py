@@ -82,6 +82,40 @@ def stream_settings(settings, kafka_broker):
 
 
 @pytest.fixture(scope="session")
+def s3_service(tmp_path_factory: pytest.TempPathFactory):
+    """One real S3-compatible server (S3Proxy, filesystem backend, 127.0.0.1, a free port)
+    for the whole test session, started like ``saleslake services start s3``, with the
+    bucket ``lakehouse``.
+
+    Yields the S3Service: ``service.port``, ``service.bucket``, ``service.credentials()``,
+    ``service.access_key_file`` and ``service.secret_key_file`` (0600);
+    ``saleslake.devservices.s3.storage_settings(service.port)`` is the ``[storage]`` section
+    that reaches it. Tests that stop it must start it again before they end.
+    """
+    from saleslake.devservices.s3 import S3Service, start_s3, stop_s3
+
+    (port,) = free_ports(1)
+    service = S3Service(home=tmp_path_factory.mktemp("s3-service"), port=port)
+    start_s3(service)
+    try:
+        yield service
+    finally:
+        stop_s3(service)
+
+
+@pytest.fixture
+def s3_settings(settings, s3_service, monkeypatch: pytest.MonkeyPatch):
+    """Settings whose ``[storage]`` reaches the session's S3 server, with
+    ``SALESLAKE_S3_ACCESS_KEY_ID_FILE`` and ``…_SECRET_ACCESS_KEY_FILE`` set (as after
+    ``eval`` of the lines ``services start s3`` prints). The lake home stays local."""
+    from saleslake.devservices.s3 import storage_settings
+
+    monkeypatch.setenv("SALESLAKE_S3_ACCESS_KEY_ID_FILE", str(s3_service.access_key_file))
+    monkeypatch.setenv("SALESLAKE_S3_SECRET_ACCESS_KEY_FILE", str(s3_service.secret_key_file))
+    return settings.model_copy(update={"storage": storage_settings(s3_service.port)})
+
+
+@pytest.fixture(scope="session")
 def postgres_service(tmp_path_factory: pytest.TempPathFactory):
     """One real PostgreSQL cluster (127.0.0.1, a free port) for the whole test session,
     started like ``saleslake services start postgres`` (installed from Debian's packages

@@ -352,7 +352,7 @@ saleslake_gold()
 @task
 def consume() -> dict:
     """One bounded micro-batch run: consume until the topic is idle or
-    ``orchestration.stream_max_seconds`` have passed (exactly once, see saleslake.stream)."""
+    ``orchestration.stream_max_seconds`` have passed (exactly once, see saleslake.pipeline.stream)."""
     settings = task_settings()
     with user_errors_fail_fast():
         result = api.stream(until_idle=True, max_seconds=settings.orchestration.stream_max_seconds, settings=settings)

@@ -375,7 +375,7 @@ def produce(
 # -- local services -------------------------------------------------------------------------
 
 
-SERVICES = ("postgres", "kafka")
+SERVICES = ("postgres", "kafka", "s3")
 
 
 def services(
@@ -385,6 +385,7 @@ def services(
     kafka_port: int | None = None,
     kafka_controller_port: int | None = None,
     postgres_port: int | None = None,
+    s3_port: int | None = None,
 ) -> dict[str, dict]:
     """Start, stop or describe local development services (state under ``<home>/services``).
 
@@ -392,7 +393,9 @@ def services(
 
     ``names`` default to all of :data:`SERVICES`. Returns, per service, its connection
     settings or status; PostgreSQL's never hold a password (DSNs without one, and under
-    ``env`` the ``SALESLAKE_POSTGRES_..._PASSWORD_FILE`` variables naming the files).
+    ``env`` the ``SALESLAKE_POSTGRES_..._PASSWORD_FILE`` variables naming the files), nor
+    does the S3 server's (its endpoint, and under ``env`` the ``SALESLAKE_STORAGE__…`` and
+    ``SALESLAKE_S3_…_FILE`` variables; ``s3_port`` None: a free port).
     """
     s, _ = _resolve(settings)
     out: dict[str, dict] = {}
@@ -401,6 +404,9 @@ def services(
             raise UserError(f"unknown service {name!r}; available: {', '.join(SERVICES)}")
         if name == "postgres":
             out[name] = _postgres_service(action, s, postgres_port)
+            continue
+        if name == "s3":
+            out[name] = _s3_service(action, s, s3_port)
             continue
         from saleslake.devservices.kafka import KafkaService, kafka_status, start_kafka, stop_kafka
 
@@ -428,6 +434,18 @@ def _postgres_service(action: str, s: Settings, port: int | None) -> dict:
     return postgres_status(service)
 
 
+def _s3_service(action: str, s: Settings, port: int | None) -> dict:
+    from saleslake.devservices.s3 import S3Service, s3_status, start_s3, stop_s3
+
+    service = S3Service.for_lake(s.home, port=port)
+    if action == "start":
+        return start_s3(service)
+    if action == "stop":
+        stop_s3(service)
+        return {"running": False}
+    return s3_status(service)
+
+
 # -- point-of-sale stream ---------------------------------------------------------------------
 
 
@@ -452,9 +470,9 @@ def stream(
     holds them; raises :class:`saleslake.sources.backlog.PartitionsNotDrainedError` after
     ``stream.idle_wait_seconds`` without progress), or after ``max_seconds`` (a bounded
     micro-batch run, as the Airflow stream DAG does). Returns a
-    :class:`saleslake.stream.StreamResult`.
+    :class:`saleslake.pipeline.stream.StreamResult`.
     """
-    from saleslake.stream import StreamOptions, run_stream
+    from saleslake.pipeline.stream import StreamOptions, run_stream
 
     s, lake = _resolve(settings)
     if topic:

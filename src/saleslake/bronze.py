@@ -35,6 +35,7 @@ import duckdb
 import pyarrow as pa
 from deltalake import write_deltalake
 
+from saleslake.contract import UTC_TIME, text_fields
 from saleslake.crashpoints import crash_point
 from saleslake.errors import InputFileError
 from saleslake.lake import Lake, open_delta, snapshot_view_sql
@@ -46,17 +47,12 @@ MANIFEST_SCHEMA = pa.schema(
         ("object_id", pa.string()),  # sha256 of the bytes
         ("landed_seq", pa.int64()),
         ("kind", pa.string()),  # csv
-        ("source", pa.string()),
-        ("source_system", pa.string()),
-        ("original_name", pa.string()),
-        ("original_path", pa.string()),
+        *text_fields("source", "source_system", "original_name", "original_path"),
         ("size_bytes", pa.int64()),
         ("bronze_uri", pa.string()),  # relative to home
-        ("landed_at", pa.timestamp("us", tz="UTC")),
-        ("encoding", pa.string()),
-        ("delimiter", pa.string()),
-        ("decimal", pa.string()),
-        ("date_format", pa.string()),
+        ("landed_at", UTC_TIME),
+        # the dialect the file was parsed with
+        *text_fields("encoding", "delimiter", "decimal", "date_format"),
         ("header", pa.list_(pa.string())),
         ("columns", pa.string()),  # JSON: canonical name -> position in the header
         ("extra_columns", pa.list_(pa.string())),
@@ -81,6 +77,15 @@ class LandResult:
     header_only: list[str] = field(default_factory=list)
     errors: list[InputFileError] = field(default_factory=list)
     reparsed: list[dict] = field(default_factory=list)  # manifest rows of reparses (reparse_csv)
+
+    def usable(self, path: Path, sniffed: CsvFile | InputFileError | None) -> CsvFile | None:
+        """The sniff of ``path`` when the file can land; a file that cannot (an error, a
+        header without rows) is recorded here instead, so that every file is accounted for."""
+        if isinstance(sniffed, InputFileError):
+            self.errors.append(sniffed)
+        elif sniffed is None:
+            self.header_only.append(str(path))
+        return sniffed if isinstance(sniffed, CsvFile) else None
 
 
 # Hashing and file I/O release the GIL; sniffing does not: a couple of threads is enough.
@@ -393,6 +398,81 @@ def _date_formats(
     return resolve_date_formats([c[0] for c in candidates], [c[1] for c in candidates], known_formats)
 
 
+def _ingest_folder(lake: Lake, landed_at: datetime) -> Path:
+    """Where the objects of an ingest (or a reparse) started at ``landed_at`` land."""
+    return lake.bronze / "csv" / f"ingest_date={landed_at:%Y-%m-%d}"
+
+
+def _store_and_sniff(
+    files: list[Path], known_ids: set[str], folder: Path, overrides: CsvOverrides
+) -> tuple[list[_Stored | InputFileError], list | None]:
+    """Each file stored (hashed and, unless known, written) on the landing threads while a
+    child process sniffs them all; the child's answers only when something new was stored
+    (None: the caller sniffs the few files itself, or has nothing to sniff)."""
+    sniffer = _start_sniffing(files, overrides)
+    try:
+        with ThreadPoolExecutor(max_workers=LANDING_THREADS) as pool:
+            stored = list(pool.map(lambda p: _safely(_store, p, known_ids, folder), files))
+        # nothing new (a folder landed again): no need to wait for the child
+        fresh = any(isinstance(o, _Stored) and not o.already_landed for o in stored)
+        return stored, sniffer.answers() if sniffer and fresh else None
+    finally:
+        if sniffer:
+            sniffer.stop()
+
+
+def _sort_stored(
+    files: list[Path],
+    stored: list[_Stored | InputFileError],
+    sniffs: list | None,
+    overrides: CsvOverrides,
+    result: LandResult,
+    progress: Callable[[int, int], None] | None,
+) -> tuple[list[_Stored], list[tuple[_Stored, CsvFile]]]:
+    """The objects this ingest wrote, and those of them whose file can land with its
+    sniff; errors, files landed before (or twice in this ingest) and header-only files go
+    to ``result``."""
+    written: list[_Stored] = []
+    staged: list[tuple[_Stored, CsvFile]] = []
+    seen_now: set[str] = set()
+    for index, (path, outcome) in enumerate(zip(files, stored)):
+        if progress:
+            progress(1, len(files))
+        if isinstance(outcome, InputFileError):
+            result.errors.append(outcome)
+            continue
+        if outcome.already_landed or outcome.sha in seen_now:
+            result.already_landed.append(str(path))
+            continue
+        seen_now.add(outcome.sha)
+        written.append(outcome)
+        # the child sniffed the same files; without one (a few files), sniff them here
+        sniffed = result.usable(path, sniffs[index] if sniffs is not None else _safely(sniff, path, overrides))
+        if sniffed is not None:
+            staged.append((outcome, sniffed))
+    return written, staged
+
+
+def _numbered_rows(
+    lake: Lake,
+    folder: Path,
+    resolved: list[CsvFile],
+    candidates: list[tuple[CsvFile, str, str]],
+    landed_at: datetime,
+    currency: str,
+    top_seq: int,
+) -> list[dict]:
+    """The manifest rows of the files that land, numbered on from ``top_seq``."""
+    rows = []
+    for seq, (sniffed, (_, src, sha)) in enumerate(zip(resolved, candidates), start=top_seq + 1):
+        target = folder / f"{sha}.csv"
+        rows.append(
+            _manifest_row(lake, sniffed, src, sha, target, landed_at, currency)
+            | {"landed_seq": seq, "size_bytes": target.stat().st_size}
+        )
+    return rows
+
+
 def land_csv(
     lake: Lake,
     paths: list[Path],
@@ -416,44 +496,13 @@ def land_csv(
     known_ids, top_seq, known_formats = _known_state(lake)
     files = expand_paths(paths)
     landed_at = utcnow()
-    folder = lake.bronze / "csv" / f"ingest_date={landed_at:%Y-%m-%d}"
-    sniffer = _start_sniffing(files, overrides)
-    try:
-        with ThreadPoolExecutor(max_workers=LANDING_THREADS) as pool:
-            stored = list(pool.map(lambda p: _safely(_store, p, known_ids, folder), files))
-        # nothing new (a folder landed again): no need to wait for the child
-        fresh = any(isinstance(o, _Stored) and not o.already_landed for o in stored)
-        sniffs = sniffer.answers() if sniffer and fresh else None
-    finally:
-        if sniffer:
-            sniffer.stop()
-    written: list[_Stored] = []
-    staged: list[tuple[_Stored, CsvFile]] = []
-    seen_now: set[str] = set()
-    for index, (path, outcome) in enumerate(zip(files, stored)):
-        if progress:
-            progress(1, len(files))
-        if isinstance(outcome, InputFileError):
-            result.errors.append(outcome)
-            continue
-        if outcome.already_landed or outcome.sha in seen_now:
-            result.already_landed.append(str(path))
-            continue
-        seen_now.add(outcome.sha)
-        written.append(outcome)
-        # the child sniffed the same files; without one (a few files), sniff them here
-        sniffed = sniffs[index] if sniffs is not None else _safely(sniff, path, overrides)
-        if isinstance(sniffed, InputFileError):
-            result.errors.append(sniffed)
-        elif sniffed is None:
-            result.header_only.append(str(path))
-        else:
-            staged.append((outcome, sniffed))
-    if not staged:
-        _unland(folder, written)
-        return result
+    folder = _ingest_folder(lake, landed_at)
+    stored, sniffs = _store_and_sniff(files, known_ids, folder, overrides)
+    written, staged = _sort_stored(files, stored, sniffs, overrides, result, progress)
     landing = {s.sha for s, _ in staged}
     _unland(folder, [w for w in written if w.sha not in landing])
+    if not staged:
+        return result
     candidates = [(sniffed, source or default_source(s.path), s.sha) for s, sniffed in staged]
     try:
         resolved = _date_formats(candidates, overrides, known_formats)
@@ -461,15 +510,7 @@ def land_csv(
         _unland(folder, [s for s, _ in staged])
         result.errors.append(exc)
         return result
-    rows = []
-    seq = top_seq
-    for sniffed, (_, src, sha) in zip(resolved, candidates):
-        seq += 1
-        target = folder / f"{sha}.csv"
-        rows.append(
-            _manifest_row(lake, sniffed, src, sha, target, landed_at, currency)
-            | {"landed_seq": seq, "size_bytes": target.stat().st_size}
-        )
+    rows = _numbered_rows(lake, folder, resolved, candidates, landed_at, currency, top_seq)
     if rows:
         crash_point("bronze.manifest.before_commit")
         _append_manifest(lake, rows)
@@ -560,6 +601,99 @@ def replaced_parses(lake: Lake, processed_seq: int) -> list[dict]:
     return [{"batch_seq": batch, "rows": n, "quarantined": bad} for _, batch, n, bad in rows]
 
 
+def _hashed(paths: list[Path], result: LandResult) -> list[tuple[Path, str]]:
+    """Each file with its sha256 (how the manifest knows it); one that cannot be read goes
+    to ``result.errors``."""
+    files: list[tuple[Path, str]] = []
+    for path in expand_paths(paths):
+        try:
+            files.append((path, sha256_of(path)))
+        except OSError as exc:
+            result.errors.append(InputFileError(str(path), f"cannot be read: {exc.strerror}"))
+    return files
+
+
+def _reparse_candidates(
+    files: list[tuple[Path, str]],
+    landings: dict[str, dict],
+    source: str | None,
+    overrides: CsvOverrides,
+    result: LandResult,
+) -> list[tuple[CsvFile, str, str]]:
+    """The files to parse again, sniffed afresh with ``overrides``: (file, source, sha).
+    A file never landed is an error, a repeat of one already taken is already landed."""
+    candidates: list[tuple[CsvFile, str, str]] = []
+    seen: set[str] = set()
+    for path, sha in files:
+        landing = landings.get(sha)
+        if landing is None:
+            result.errors.append(
+                InputFileError(
+                    str(path), "was never landed, so there is nothing to parse again", "land it without --reparse"
+                )
+            )
+            continue
+        if sha in seen:
+            result.already_landed.append(str(path))
+            continue
+        seen.add(sha)
+        sniffed = result.usable(path, _safely(sniff, path, overrides))
+        if sniffed is not None:
+            candidates.append((sniffed, source or landing["source"], sha))
+    return candidates
+
+
+def _changed_parses(
+    lake: Lake,
+    resolved: list[CsvFile],
+    candidates: list[tuple[CsvFile, str, str]],
+    landings: dict[str, dict],
+    landed_at: datetime,
+    currency: str | None,
+    result: LandResult,
+) -> list[dict]:
+    """The manifest rows (not yet numbered) of the reparses that change a file's parse,
+    each naming the landing it replaces and the counts of the rows that parse left in
+    silver; a parse equal to the one the file has is already landed."""
+    folder = _ingest_folder(lake, landed_at)
+    rows = []
+    for sniffed, (_, src, sha) in zip(resolved, candidates):
+        landing = landings[sha]
+        row = _manifest_row(lake, sniffed, src, sha, folder / f"{sha}.csv", landed_at, currency or landing["currency"])
+        if all(str(row[k]) == str(landing[k]) for k in REPARSED_FIELDS):
+            result.already_landed.append(str(sniffed.path))
+            continue
+        row["replaces_seq"] = landing["version_seq"]
+        rows.append(row)
+    replaced = _parse_counts(lake, [r["replaces_seq"] for r in rows])
+    for row in rows:
+        row.update(replaced.get(row["replaces_seq"], {}))
+    return rows
+
+
+def _land_reparses(lake: Lake, rows: list[dict], top_seq: int) -> None:
+    """Land the bytes of each reparse (unless today's folder holds them), number the rows
+    on from ``top_seq`` and commit them in one manifest commit; the objects written here
+    are removed again when the commit fails (nothing would name them)."""
+    created = []
+    for row in rows:
+        target = lake.home / row["bronze_uri"]
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _copy_verified(Path(row["original_path"]), target, row["object_id"])
+            created.append(target)
+        top_seq += 1
+        row["landed_seq"] = top_seq
+        row["size_bytes"] = target.stat().st_size
+    if rows:
+        try:
+            _append_manifest(lake, rows)
+        except BaseException:
+            for target in created:  # not landed after all: an object nothing names
+                target.unlink(missing_ok=True)
+            raise
+
+
 def reparse_csv(
     lake: Lake,
     paths: list[Path],
@@ -579,69 +713,15 @@ def reparse_csv(
     result = LandResult()
     _, top_seq, known_formats = _known_state(lake)
     landed_at = utcnow()
-    folder = lake.bronze / "csv" / f"ingest_date={landed_at:%Y-%m-%d}"
-    files: list[tuple[Path, str]] = []
-    for path in expand_paths(paths):
-        try:
-            files.append((path, sha256_of(path)))
-        except OSError as exc:
-            result.errors.append(InputFileError(str(path), f"cannot be read: {exc.strerror}"))
+    files = _hashed(paths, result)
     landings = _effective_landings(lake, {sha for _, sha in files})
-    candidates: list[tuple[CsvFile, str, str]] = []
-    seen: set[str] = set()
-    for path, sha in files:
-        landing = landings.get(sha)
-        if landing is None:
-            result.errors.append(
-                InputFileError(
-                    str(path), "was never landed, so there is nothing to parse again", "land it without --reparse"
-                )
-            )
-            continue
-        if sha in seen:
-            result.already_landed.append(str(path))
-            continue
-        seen.add(sha)
-        sniffed = _safely(sniff, path, overrides)
-        if isinstance(sniffed, InputFileError):
-            result.errors.append(sniffed)
-        elif sniffed is None:
-            result.header_only.append(str(path))
-        else:
-            candidates.append((sniffed, source or landing["source"], sha))
+    candidates = _reparse_candidates(files, landings, source, overrides, result)
     try:
         resolved = _date_formats(candidates, overrides, known_formats) if candidates else []
     except InputFileError as exc:
         result.errors.append(exc)
         return result
-    rows = []
-    for sniffed, (_, src, sha) in zip(resolved, candidates):
-        landing = landings[sha]
-        row = _manifest_row(lake, sniffed, src, sha, folder / f"{sha}.csv", landed_at, currency or landing["currency"])
-        if all(str(row[k]) == str(landing[k]) for k in REPARSED_FIELDS):
-            result.already_landed.append(str(sniffed.path))
-            continue
-        row["replaces_seq"] = landing["version_seq"]
-        rows.append(row)
-    replaced = _parse_counts(lake, [r["replaces_seq"] for r in rows])
-    for row in rows:
-        row.update(replaced.get(row["replaces_seq"], {}))
-    created = []
-    for row in rows:
-        target = lake.home / row["bronze_uri"]
-        if not target.exists():
-            folder.mkdir(parents=True, exist_ok=True)
-            _copy_verified(Path(row["original_path"]), target, row["object_id"])
-            created.append(target)
-        top_seq += 1
-        row["landed_seq"] = top_seq
-        row["size_bytes"] = target.stat().st_size
-    if rows:
-        try:
-            _append_manifest(lake, rows)
-        except BaseException:
-            for target in created:  # not landed after all: an object nothing names
-                target.unlink(missing_ok=True)
-            raise
+    rows = _changed_parses(lake, resolved, candidates, landings, landed_at, currency, result)
+    _land_reparses(lake, rows, top_seq)
     result.reparsed = rows
     return result

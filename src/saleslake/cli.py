@@ -7,12 +7,15 @@ whose traceback goes to a file, see :func:`guarded`), 4 transient failure.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import shutil
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
@@ -23,7 +26,15 @@ import pyarrow as pa
 import typer
 from rich import box
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 from typer.exceptions import TyperException
 
@@ -99,6 +110,17 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
             _fail(_unexpected(fn.__name__, exc, _lake_home(kwargs.get("home"))), UNEXPECTED_EXIT)
 
     return wrapper
+
+
+def _say(text: str) -> None:
+    """Print a result line as written: no colouring of numbers and paths, and a long line
+    wraps at the terminal's edge instead of being cut or folded mid-word, so it can be copied."""
+    out.print(text, highlight=False, soft_wrap=True)
+
+
+def _named_counts(counts: dict[str, int]) -> str:
+    """``{"order_lines": 1200}`` as ``1,200 order lines``, comma-separated."""
+    return ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in counts.items())
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -231,11 +253,14 @@ def _csv_ready(table: pa.Table) -> pa.Table:
     return table
 
 
-def _progress() -> Progress:
+def _progress(amount: ProgressColumn | None = None) -> Progress:
+    """A bar on stderr that goes away when done (none when stderr is not a terminal, so
+    pipes and logs get only the result); ``amount`` shows how far it is (default: items
+    done of the total)."""
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
-        MofNCompleteColumn(),
+        amount or MofNCompleteColumn(),
         TimeElapsedColumn(),
         console=err,
         transient=True,
@@ -243,20 +268,17 @@ def _progress() -> Progress:
     )
 
 
-def _bytes_progress() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-        disable=not err.is_terminal,
-    )
+@contextlib.contextmanager
+def _counting(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    """A bar for one task, yielding the callback that advances it by a count (the
+    ``progress`` argument of the api's generators and producer)."""
+    with _progress() as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n: bar.update(task, advance=n)
 
 
 def _run_with_progress(call: Callable[[api.Progress], api.RunResult]) -> api.RunResult:
-    with _bytes_progress() as bar:
+    with _progress(DownloadColumn()) as bar:
         tasks: dict[str, Any] = {}
 
         def progress(task: str, advance: int, total: int | None) -> None:
@@ -297,11 +319,8 @@ def generate_csv(
 ) -> None:
     """Write realistic regional CSV exports (one file per region per day) with defects."""
     chosen = [r.strip() for item in regions or [] for r in item.split(",") if r.strip()] or None
-    with _progress() as bar:
-        task = bar.add_task("generating", total=rows)
-        summary = api.generate_csv(
-            out_dir, rows, chosen, error_rate, seed, progress=lambda n: bar.update(task, advance=n)
-        )
+    with _counting("generating", rows) as advance:
+        summary = api.generate_csv(out_dir, rows, chosen, error_rate, seed, progress=advance)
     out.print(
         f"wrote {summary.rows_written:,} rows in {summary.files:,} files under {out_dir} "
         f"({summary.defective_rows:,} defective, {summary.exact_duplicates:,} duplicates, {summary.corrections:,} corrections)"
@@ -327,39 +346,20 @@ def generate_oltp(
     home: Home = None,
 ) -> None:
     """Create and fill a realistic operational shop database in PostgreSQL, or change it (--mutate)."""
-    with _progress() as bar:
-        task = bar.add_task("loading order lines", total=None)
-        summary = api.generate_oltp(
-            dsn, orders, mutate, seed, _settings(home), replace, progress=lambda n: bar.update(task, advance=n)
-        )
-    counts = ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in summary.tables.items())
+    with _counting("loading order lines", None) as advance:
+        summary = api.generate_oltp(dsn, orders, mutate, seed, _settings(home), replace, progress=advance)
+    counts = _named_counts(summary.tables)
     if summary.loaded:
-        out.print(
-            f"filled {summary.dsn} (seed {summary.seed}): "
-            + ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in summary.loaded.items()),
-            highlight=False,
-            soft_wrap=True,
-        )
+        _say(f"filled {summary.dsn} (seed {summary.seed}): " + _named_counts(summary.loaded))
     if summary.action == "unchanged":
-        out.print(
+        _say(
             f"{summary.dsn} already holds this shop (seed {summary.seed}, {summary.orders:,} orders, "
-            f"{summary.round} mutation round(s)): nothing changed; use --mutate or --replace",
-            highlight=False,
-            soft_wrap=True,
+            f"{summary.round} mutation round(s)): nothing changed; use --mutate or --replace"
         )
     if summary.changes:
-        out.print(
-            f"mutation round {summary.round}: "
-            + ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in summary.changes.items()),
-            highlight=False,
-            soft_wrap=True,
-        )
-        out.print(
-            f"{summary.shared_updated_at_rows:,} changed rows share updated_at {summary.shared_updated_at}",
-            highlight=False,
-            soft_wrap=True,
-        )
-    out.print(f"now: {counts} ({summary.seconds:.1f} s)", highlight=False, soft_wrap=True)
+        _say(f"mutation round {summary.round}: " + _named_counts(summary.changes))
+        _say(f"{summary.shared_updated_at_rows:,} changed rows share updated_at {summary.shared_updated_at}")
+    _say(f"now: {counts} ({summary.seconds:.1f} s)")
 
 
 @ingest_app.command("postgres")
@@ -383,21 +383,17 @@ def ingest_postgres(
 ) -> None:
     """Incremental extract of the operational database into bronze and silver (exactly once)."""
     result = api.ingest_postgres(dsn, tables, _settings(home), wait)
-    taken = ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in result.tables.items())
-    out.print(
+    taken = _named_counts(result.tables)
+    _say(
         f"extract {result.extract_seq}: {taken} changed ({result.rows:,} rows read in "
-        f"{result.extract_seconds:.1f} s, {result.rows_per_second:,.0f} rows/s)",
-        highlight=False,
-        soft_wrap=True,
+        f"{result.extract_seconds:.1f} s, {result.rows_per_second:,.0f} rows/s)"
     )
     c = result.silver
-    out.print(
+    _say(
         f"silver: {c.rows_valid:,} lines valid, {c.rows_quarantined:,} quarantined, {c.rows_duplicate:,} unchanged, "
         f"{result.removed:,} removed (cancelled or deleted); reference changes: "
         + (", ".join(f"{v:,} {k}" for k, v in result.reference.items()) or "none")
-        + "".join(f"; {v:,} {k} quarantined" for k, v in result.reference_quarantined.items()),
-        highlight=False,
-        soft_wrap=True,
+        + "".join(f"; {v:,} {k} quarantined" for k, v in result.reference_quarantined.items())
     )
 
 
@@ -621,6 +617,7 @@ def query(
 class Service(str, Enum):
     postgres = "postgres"
     kafka = "kafka"
+    s3 = "s3"
 
 
 ServiceNames = Annotated[
@@ -630,7 +627,8 @@ ServicePort = Annotated[
     int | None,
     typer.Option(
         "--port",
-        help="Port of the one service named: PostgreSQL (default 5432, SALESLAKE_POSTGRES__PORT) or Kafka (default 9092).",
+        help="Port of the one service named: PostgreSQL (default 5432, SALESLAKE_POSTGRES__PORT), Kafka (default 9092) "
+        "or S3 (default: its last port when free, else a free one).",
     ),
 ]
 ControllerPort = Annotated[
@@ -654,15 +652,16 @@ def _services(
         )
     kafka_port = port if chosen == ["kafka"] else None
     postgres_port = port if chosen == ["postgres"] else None
+    s3_port = port if chosen == ["s3"] else None
     settings = _settings(home)
     for name in chosen:  # one at a time: each prints as soon as it is up (or down)
-        info = api.services(action, [name], settings, kafka_port, controller, postgres_port)[name]
+        info = api.services(action, [name], settings, kafka_port, controller, postgres_port, s3_port)[name]
         shown = ", ".join(f"{k}={v}" for k, v in info.items() if v is not None and not isinstance(v, dict))
-        out.print(f"{name}: {shown}", highlight=False, soft_wrap=True)
-        for value in info.values():  # variables to export (PostgreSQL: port and password files)
+        _say(f"{name}: {shown}")
+        for value in info.values():  # variables to export (port, endpoint, the secret files)
             if isinstance(value, dict):
                 for key, item in value.items():
-                    out.print(f"  export {key}={shlex.quote(str(item))}", highlight=False, soft_wrap=True)
+                    _say(f"  export {key}={shlex.quote(str(item))}")
 
 
 @services_app.command("start")
@@ -671,7 +670,8 @@ def services_start(
     names: ServiceNames = None, port: ServicePort = None, controller_port: ControllerPort = None, home: Home = None
 ) -> None:
     """Start services (installing or fetching them on first use) and print their connection
-    settings (PostgreSQL: DSNs without password, and the variables naming the password files)."""
+    settings (PostgreSQL: DSNs without password, and the variables naming the password files;
+    S3: the endpoint and bucket, and the variables naming the key files)."""
     _services("start", names, home, port, controller_port)
 
 
@@ -717,22 +717,11 @@ def produce(
     home: Home = None,
 ) -> None:
     """Send simulated point-of-sale events (CONTRACT §6) to Kafka and print exactly what a consumer must find."""
-    if interval is not None and rate is not None:
-        raise typer.BadParameter("use either --interval or --rate, not both", param_hint="'--interval' / '--rate'")
-    for name, value in (("--interval", interval), ("--rate", rate)):
-        if value is not None and not value > 0:
-            raise typer.BadParameter(f"must be positive, not {value}", param_hint=f"'{name}'")
-    start = None
-    if start_time is not None:
-        try:
-            start = datetime.fromisoformat(start_time)
-        except ValueError:
-            raise typer.BadParameter(f"not an ISO-8601 time: {start_time!r}", param_hint="'--start-time'") from None
+    start = _produce_start(interval, rate, start_time)
     from saleslake.sample.pos_producer import ProduceError
 
     failure: ProduceError | None = None
-    with _progress() as bar:
-        task = bar.add_task("producing", total=events)
+    with _counting("producing", events) as advance:
         try:
             summary = api.produce(
                 events,
@@ -743,7 +732,7 @@ def produce(
                 fraud_rate,
                 seed,
                 _settings(home),
-                progress=lambda n: bar.update(task, advance=n),
+                progress=advance,
                 start_time=start,
                 catalog_seed=catalog_seed,
             )
@@ -760,32 +749,47 @@ def produce(
         raise typer.Exit(130)
 
 
+def _produce_start(interval: float | None, rate: float | None, start_time: str | None) -> datetime | None:
+    """The simulated time of the first event (None: the send time), once the pacing
+    options are known to agree; a bad option is a usage error (exit 2) naming it."""
+    if interval is not None and rate is not None:
+        raise typer.BadParameter("use either --interval or --rate, not both", param_hint="'--interval' / '--rate'")
+    for name, value in (("--interval", interval), ("--rate", rate)):
+        if value is not None and not value > 0:
+            raise typer.BadParameter(f"must be positive, not {value}", param_hint=f"'{name}'")
+    if start_time is None:
+        return None
+    try:
+        return datetime.fromisoformat(start_time)
+    except ValueError:
+        raise typer.BadParameter(f"not an ISO-8601 time: {start_time!r}", param_hint="'--start-time'") from None
+
+
 def _counts(d: dict[str, int]) -> str:
     return ", ".join(f"{k} {v:,}" for k, v in sorted(d.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def _print_produce(s: Any) -> None:
-    say = lambda text: out.print(text, highlight=False, soft_wrap=True)  # noqa: E731
-    say(
+    _say(
         f"sent {s.events:,} events (seed {s.seed}) to {s.topic} ({s.partitions} partitions) in {s.elapsed_seconds:.1f} s "
         f"({s.events_per_second:,.0f} events/s); delivered {s.delivered:,}, delivery errors {s.delivery_errors:,}"
     )
-    say(
+    _say(
         f"malformed messages: {s.malformed_messages:,}"
         + (f" ({_counts(s.malformed_by_reason)})" if s.malformed_messages else "")
     )
-    say(
+    _say(
         f"lines in well-formed messages: {s.lines:,} → {s.valid_lines:,} valid (gross sales {s.valid_sales}), "
         f"{s.defective_lines:,} defective" + (f" ({_counts(s.defective_lines_by_reason)})" if s.defective_lines else "")
     )
-    say(f"expected: silver {s.valid_lines:,} lines, quarantine {s.expected_quarantine_rows:,} rows")
+    _say(f"expected: silver {s.valid_lines:,} lines, quarantine {s.expected_quarantine_rows:,} rows")
     velocity = s.fraud_patterns.get("velocity", 0)
     parts = [f"{k} {v:,} lines" for k, v in s.fraud_patterns.items() if k != "velocity"]
     if velocity:
         parts.append(f"velocity {velocity:,} bursts ({s.velocity_transactions:,} transactions)")
-    say(f"fraud patterns: {s.fraud_events:,} events" + (f" ({', '.join(parts)})" if parts else ""))
+    _say(f"fraud patterns: {s.fraud_events:,} events" + (f" ({', '.join(parts)})" if parts else ""))
     if s.stores_registered or s.products_registered:
-        say(f"reference data: {s.stores_registered:,} stores and {s.products_registered:,} products registered")
+        _say(f"reference data: {s.stores_registered:,} stores and {s.products_registered:,} products registered")
 
 
 @app.command()
@@ -810,21 +814,6 @@ def stream(
     home: Home = None,
 ) -> None:
     """Consume point-of-sale events into bronze and silver, exactly once (stop with Ctrl-C or SIGTERM)."""
-    import signal
-    import threading
-
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-
-    def report(r: Any) -> None:
-        if err.is_terminal:
-            err.print(
-                f"batch {r.batches:,}: {r.records:,} records, {r.counts.rows_valid:,} lines valid, "
-                f"lag {sum(r.lag.values()):,}",
-                highlight=False,
-            )
-
     result = api.stream(
         topic=topic,
         max_batch=max_batch,
@@ -832,8 +821,8 @@ def stream(
         until_idle=until_idle,
         refresh_gold_every=refresh_gold_every,
         settings=_settings(home),
-        stop=stop,
-        on_batch=report,
+        stop=_stop_on_signals(),
+        on_batch=_print_batch,
     )
     c = result.counts
     out.print(
@@ -841,6 +830,25 @@ def stream(
         f"({result.stopped_by}) → {c.rows_valid:,} lines valid, {c.rows_quarantined:,} quarantined, "
         f"{c.rows_duplicate:,} duplicate; lag {sum(result.lag.values()):,}; gold refreshed {result.gold_refreshes}×"
     )
+
+
+def _stop_on_signals() -> threading.Event:
+    """An event that SIGTERM and Ctrl-C set: the stream finishes its micro-batch and
+    commits before it stops, instead of dying mid-write."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def _print_batch(r: Any) -> None:
+    """One line per micro-batch, on a terminal only (a service's log gets the summary)."""
+    if err.is_terminal:
+        err.print(
+            f"batch {r.batches:,}: {r.records:,} records, {r.counts.rows_valid:,} lines valid, "
+            f"lag {sum(r.lag.values()):,}",
+            highlight=False,
+        )
 
 
 @app.command()
@@ -852,17 +860,8 @@ def demo(
     """Generate sample exports, run every stage on embedded defaults, and show the result."""
     settings = _settings(home)
     out.print(f"[bold]saleslake demo[/] — lake at {settings.home.absolute()}")
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-        disable=not err.is_terminal,
-    ) as bar:
-        task = bar.add_task("generating sample exports", total=rows)
-        result = api.demo(rows, settings, progress=lambda n: bar.update(task, advance=n))
+    with _counting("generating sample exports", rows) as advance:
+        result = api.demo(rows, settings, progress=advance)
     _print_demo(result)
 
 
@@ -939,11 +938,9 @@ def doctor(
     else:
         styles = {"ok": "green", "warn": "yellow", "FAIL": "bold red"}
         for check in checks:
-            out.print(
+            _say(
                 f"[{styles[check.state]}]{check.state:<4}[/]  {check.name:<20} {check.detail}"
-                + (f" [dim]— fix: {check.hint}[/]" if not check.ok and check.hint else ""),
-                highlight=False,
-                soft_wrap=True,
+                + (f" [dim]— fix: {check.hint}[/]" if not check.ok and check.hint else "")
             )
     broken = [c.name for c in checks if c.required and not c.ok]
     if broken:
@@ -969,11 +966,7 @@ def publish_postgres(
     """Publish the latest gold release into a PostgreSQL warehouse (star schema, incremental, atomic)."""
     done = api.publish_postgres(dsn, schema, _settings(home))
     if done.skipped:
-        out.print(
-            f"{done.dsn} schema {done.schema} already holds gold release {done.release_id}: nothing changed",
-            highlight=False,
-            soft_wrap=True,
-        )
+        _say(f"{done.dsn} schema {done.schema} already holds gold release {done.release_id}: nothing changed")
         return
     if done.migrations_applied:
         out.print(f"schema {done.schema} migrated to version {done.schema_version}", highlight=False)
@@ -981,11 +974,9 @@ def publish_postgres(
     for name, t in done.tables.items():
         state = "unchanged" if t.skipped else f"{t.written:,} written, {t.deleted:,} deleted"
         parts.append(f"{name} {t.rows:,} rows ({state})")
-    out.print(
+    _say(
         f"published gold release {done.release_id} to {done.dsn} schema {done.schema} in {done.seconds:.1f} s: "
-        + "; ".join(parts),
-        highlight=False,
-        soft_wrap=True,
+        + "; ".join(parts)
     )
 
 

@@ -6,10 +6,12 @@ with ``__``). Secrets are never fields with defaults; they come from the environ
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import (
@@ -207,6 +209,89 @@ def dsn_without_password(dsn: str | None, password_env: str = "SALESLAKE_POSTGRE
     return dsn
 
 
+#: The variables holding the S3 credentials (or, with ``_FILE``, naming the files that do).
+S3_ACCESS_KEY_ENV = "SALESLAKE_S3_ACCESS_KEY_ID"
+S3_SECRET_KEY_ENV = "SALESLAKE_S3_SECRET_ACCESS_KEY"
+
+
+@dataclass(frozen=True)
+class S3Credentials:
+    """An access key pair; the secret never shows in a repr, a log or a traceback's locals."""
+
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+
+
+class StorageSettings(BaseModel):
+    """Object storage for a lake in a bucket: AWS S3 or an S3-compatible server (the local
+    one of ``saleslake services start s3`` prints the variables to set).
+
+    Credentials are never settings: ``SALESLAKE_S3_ACCESS_KEY_ID`` and
+    ``SALESLAKE_S3_SECRET_ACCESS_KEY`` (or the files named by their ``_FILE`` variants),
+    both or neither; neither means the standard AWS chain (``AWS_*`` variables, profile,
+    instance role). :mod:`saleslake.storage` turns these settings into delta-rs storage
+    options and an s3fs filesystem.
+    """
+
+    endpoint_url: str | None = None  # None: AWS S3 of ``region``
+    region: str = "us-east-1"
+    # a plain http:// endpoint (a local server); https otherwise
+    allow_http: bool = Field(False, validate_default=True)
+    # path-style addressing (``endpoint/bucket/key``); None: on with endpoint_url, off on AWS
+    path_style: bool | None = None
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint_is_a_url(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        v = v.strip().rstrip("/")
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{v!r} is not an http:// or https:// URL, e.g. http://127.0.0.1:9000")
+        if parts.username or parts.password:
+            raise ValueError(f"must not hold credentials: set {S3_ACCESS_KEY_ENV}_FILE and {S3_SECRET_KEY_ENV}_FILE")
+        if parts.path or parts.query or parts.fragment:
+            raise ValueError(f"{v!r} must be the server's address only (scheme, host and port), no path")
+        return v
+
+    @field_validator("allow_http")
+    @classmethod
+    def _http_only_when_allowed(cls, v: bool, info: ValidationInfo) -> bool:
+        endpoint = info.data.get("endpoint_url")
+        if endpoint and endpoint.startswith("http://") and not v:
+            raise ValueError(f"must be true for the plain http:// endpoint_url {endpoint} (or use https://)")
+        return v
+
+    def uses_path_style(self) -> bool:
+        """Path-style addressing: as set, else on for a custom endpoint (S3-compatible
+        servers rarely have a DNS name per bucket), off on AWS."""
+        return self.path_style if self.path_style is not None else self.endpoint_url is not None
+
+    def credentials(self) -> S3Credentials | None:
+        """The key pair from the environment or its ``_FILE`` files, or None to let the
+        standard AWS chain find one. Half a pair or an empty file is a ConfigError."""
+        key_id, secret = _nonempty_secret(S3_ACCESS_KEY_ENV), _nonempty_secret(S3_SECRET_KEY_ENV)
+        if key_id is None and secret is None:
+            return None
+        if key_id is None or secret is None:
+            have, missing = (
+                (S3_ACCESS_KEY_ENV, S3_SECRET_KEY_ENV) if secret is None else (S3_SECRET_KEY_ENV, S3_ACCESS_KEY_ENV)
+            )
+            raise ConfigError(
+                f"{have} is set but {missing} is not: set {missing} (or {missing}_FILE) too, "
+                f"or neither to use the standard AWS credentials"
+            )
+        return S3Credentials(key_id, secret)
+
+
+def _nonempty_secret(name: str) -> str | None:
+    value = read_secret(name)
+    if value == "":  # only a file gives an empty value: an empty variable counts as unset
+        raise ConfigError(f"{name}_FILE names {os.environ[name + '_FILE']}, which is empty: write the value there")
+    return value
+
+
 class OltpTableSettings(BaseModel):
     """Where one logical table of the operational shop lives: its source relation, key,
     change-tracking column and column names (logical name -> source column; unnamed
@@ -366,6 +451,7 @@ class Settings(BaseSettings):
     stream: StreamSettings = Field(default_factory=StreamSettings)
     query: QuerySettings = Field(default_factory=QuerySettings)
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
     oltp: OltpSettings = Field(default_factory=OltpSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
@@ -424,5 +510,5 @@ def read_secret(name: str) -> str | None:
         try:
             return Path(file_name).read_text().strip()
         except OSError as exc:
-            raise ConfigError(f"{name}_FILE names a file that cannot be read: {exc.strerror}") from None
+            raise ConfigError(f"{name}_FILE names {file_name}, which cannot be read: {exc.strerror}") from None
     return None

@@ -81,6 +81,25 @@ def canonical_column(header: str) -> str | None:
 
 MONEY = pa.decimal128(18, 4)
 RATE = pa.decimal128(9, 4)
+#: A moment (microseconds, UTC): every timestamp the lake stores.
+UTC_TIME = pa.timestamp("us", tz="UTC")
+
+
+def text_fields(*names: str) -> list[tuple[str, pa.DataType]]:
+    """Text columns in the order given, for a schema to list its text columns on one
+    line per thing they describe (the customer, the product) rather than one per column."""
+    return [(name, pa.string()) for name in names]
+
+
+#: Where a row came from, the same in silver and in quarantine: its bronze object and
+#: position in it, the landing sequence that orders its versions, the batch that parsed
+#: it and when its object landed.
+LINEAGE_FIELDS = [
+    *text_fields("bronze_uri", "source_position"),
+    ("landed_seq", pa.int64()),
+    ("batch_id", pa.string()),
+    ("ingested_at", UTC_TIME),
+]
 
 # CONTRACT §3: silver.sales_lines. ``order_month`` is the partition column; ``row_hash``
 # identifies a version of a line's business content (exact repeats share it);
@@ -89,29 +108,14 @@ RATE = pa.decimal128(9, 4)
 # range of landed objects parsed together.
 SALES_LINES_SCHEMA = pa.schema(
     [
-        ("line_key", pa.string()),
-        ("source_system", pa.string()),
-        ("order_id", pa.string()),
-        ("line_id", pa.string()),
+        *text_fields("line_key", "source_system", "order_id", "line_id"),
         ("order_date", pa.date32()),
-        ("order_ts", pa.timestamp("us", tz="UTC")),
+        ("order_ts", UTC_TIME),
         ("ship_date", pa.date32()),
-        ("ship_mode", pa.string()),
-        ("order_priority", pa.string()),
-        ("customer_id", pa.string()),
-        ("customer_name", pa.string()),
-        ("segment", pa.string()),
-        ("city", pa.string()),
-        ("state", pa.string()),
-        ("country", pa.string()),
-        ("postal_code", pa.string()),
-        ("market", pa.string()),
-        ("region", pa.string()),
-        ("store_id", pa.string()),
-        ("product_id", pa.string()),
-        ("product_name", pa.string()),
-        ("category", pa.string()),
-        ("sub_category", pa.string()),
+        *text_fields("ship_mode", "order_priority"),
+        *text_fields("customer_id", "customer_name", "segment"),
+        *text_fields("city", "state", "country", "postal_code", "market", "region"),
+        *text_fields("store_id", "product_id", "product_name", "category", "sub_category"),
         ("quantity", pa.int64()),
         ("unit_price", MONEY),
         ("sales", MONEY),
@@ -126,15 +130,10 @@ SALES_LINES_SCHEMA = pa.schema(
         ("is_outlier", pa.bool_()),
         ("dq_score", pa.int32()),
         ("row_hash", pa.string()),
-        ("bronze_uri", pa.string()),
-        ("source_position", pa.string()),
-        ("landed_seq", pa.int64()),
-        ("batch_id", pa.string()),
-        ("ingested_at", pa.timestamp("us", tz="UTC")),
+        *LINEAGE_FIELDS,
         ("order_month", pa.string()),
         # point of sale only (null for other sources): the evidence of the velocity rule
-        ("payment_method", pa.string()),
-        ("card_fingerprint", pa.string()),
+        *text_fields("payment_method", "card_fingerprint"),
     ]
 )
 
@@ -143,18 +142,11 @@ SALES_LINES_SCHEMA = pa.schema(
 # exactly the rows an uninterrupted run would have written.
 QUARANTINE_SCHEMA = pa.schema(
     [
-        ("quarantine_key", pa.string()),
-        ("source_system", pa.string()),
+        *text_fields("quarantine_key", "source_system"),
         ("reasons", pa.list_(pa.string())),
         ("raw", pa.map_(pa.string(), pa.string())),
-        ("raw_line", pa.string()),
-        ("order_id", pa.string()),
-        ("line_id", pa.string()),
-        ("bronze_uri", pa.string()),
-        ("source_position", pa.string()),
-        ("landed_seq", pa.int64()),
-        ("batch_id", pa.string()),
-        ("ingested_at", pa.timestamp("us", tz="UTC")),
+        *text_fields("raw_line", "order_id", "line_id"),
+        *LINEAGE_FIELDS,
         # the message exactly as received (Kafka): it need not be text
         ("raw_bytes", pa.binary()),
     ]

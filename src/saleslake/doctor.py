@@ -135,10 +135,10 @@ def _java() -> Check:
             "java",
             False,
             str(exc).split(":")[0],
-            "install a JDK 17+ (only the local Kafka broker needs it)",
+            "install a JDK 17+ (only the local Kafka broker and S3 server need it)",
             required=False,
         )
-    return Check("java", True, f"{java} (for the local Kafka broker)", required=False)
+    return Check("java", True, f"{java} (for the local Kafka broker and S3 server)", required=False)
 
 
 # -- the lake ---------------------------------------------------------------------------------

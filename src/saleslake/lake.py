@@ -19,7 +19,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
@@ -36,57 +36,36 @@ from deltalake.transaction import AddAction, RemoveAction
 from saleslake.crashpoints import crash_point
 
 
+class _Below:
+    """A location under the lake's home, read as ``lake.<name>`` (a :class:`Path`): the
+    layout above, written as one line per location in :class:`Lake`."""
+
+    def __init__(self, *parts: str) -> None:
+        self.parts = parts
+
+    def __get__(self, lake: Lake, owner: type[Lake] | None = None) -> Path:
+        return lake.home.joinpath(*self.parts)
+
+
 @dataclass(frozen=True)
 class Lake:
     home: Path
 
+    bronze = _Below("bronze")
+    # Kafka records as received (Delta), see saleslake.pipeline.stream
+    bronze_events = _Below("bronze", "events", "pos")
+    sales_lines = _Below("silver", "sales_lines")
+    quarantine = _Below("silver", "quarantine")
+    manifest = _Below("system", "bronze_manifest")
+    runs = _Below("system", "runs")
+    gold_releases = _Below("system", "gold_releases")
+    gold = _Below("gold")
+    warehouse = _Below("warehouse.duckdb")
+    lock_file = _Below(".lock")
+    tmp = _Below("tmp")
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "home", Path(self.home).absolute())
-
-    @property
-    def bronze(self) -> Path:
-        return self.home / "bronze"
-
-    @property
-    def bronze_events(self) -> Path:
-        """Kafka records as received (Delta), see saleslake.stream."""
-        return self.home / "bronze" / "events" / "pos"
-
-    @property
-    def sales_lines(self) -> Path:
-        return self.home / "silver" / "sales_lines"
-
-    @property
-    def quarantine(self) -> Path:
-        return self.home / "silver" / "quarantine"
-
-    @property
-    def manifest(self) -> Path:
-        return self.home / "system" / "bronze_manifest"
-
-    @property
-    def runs(self) -> Path:
-        return self.home / "system" / "runs"
-
-    @property
-    def gold_releases(self) -> Path:
-        return self.home / "system" / "gold_releases"
-
-    @property
-    def gold(self) -> Path:
-        return self.home / "gold"
-
-    @property
-    def warehouse(self) -> Path:
-        return self.home / "warehouse.duckdb"
-
-    @property
-    def lock_file(self) -> Path:
-        return self.home / ".lock"
-
-    @property
-    def tmp(self) -> Path:
-        return self.home / "tmp"
 
     def delta_tables(self) -> dict[str, Path]:
         """Every Delta table readers may query, by ``schema.table`` name."""
@@ -320,15 +299,30 @@ def register_snapshots(con: duckdb.DuckDBPyConnection, tables: Mapping[str, Path
     Tables that were never created are skipped. On a file-backed connection the views
     persist (dbt reads silver through them).
     """
-    # Qualify with the catalog: DuckDB has a built-in catalog named "system".
-    catalog = con.execute("SELECT current_database()").fetchall()[0][0]
+    catalog = _catalog(con)
+    for schema_name, table_name, table in _view_targets(con, catalog, tables):
+        con.execute(f'CREATE OR REPLACE VIEW "{catalog}"."{schema_name}"."{table_name}" AS {snapshot_view_sql(table)}')
+
+
+def _catalog(con: duckdb.DuckDBPyConnection) -> str:
+    """The connection's own catalog: views are qualified with it, as DuckDB has a built-in
+    catalog named "system" (a lake schema's name too)."""
+    return con.execute("SELECT current_database()").fetchall()[0][0]
+
+
+def _view_targets(
+    con: duckdb.DuckDBPyConnection, catalog: str, tables: Mapping[str, Path | DeltaTable]
+) -> Iterator[tuple[str, str, DeltaTable]]:
+    """(schema, table name, Delta table) of each of ``tables`` that exists, its schema
+    created in ``catalog`` just before it is yielded: where the register functions put a
+    view. Tables never created are skipped."""
     for name, source in tables.items():
         table = source if isinstance(source, DeltaTable) else open_delta(source)
         if table is None:
             continue
         schema_name, table_name = name.split(".", 1)
         con.execute(f'CREATE SCHEMA IF NOT EXISTS "{catalog}"."{schema_name}"')
-        con.execute(f'CREATE OR REPLACE VIEW "{catalog}"."{schema_name}"."{table_name}" AS {snapshot_view_sql(table)}')
+        yield schema_name, table_name, table
 
 
 def snapshot_dataset(table: DeltaTable) -> pds.Dataset:
@@ -361,13 +355,8 @@ def register_datasets(con: duckdb.DuckDBPyConnection, tables: Mapping[str, Path 
     external access is off (``saleslake.serve.query.reader_connection``). The view keeps its
     dataset alive, and cursors of ``con`` see it. Tables never created are skipped.
     """
-    catalog = con.execute("SELECT current_database()").fetchall()[0][0]
-    for name, source in tables.items():
-        table = source if isinstance(source, DeltaTable) else open_delta(source)
-        if table is None:
-            continue
-        schema_name, table_name = name.split(".", 1)
-        con.execute(f'CREATE SCHEMA IF NOT EXISTS "{catalog}"."{schema_name}"')
+    catalog = _catalog(con)
+    for schema_name, table_name, table in _view_targets(con, catalog, tables):
         # create_view names its view in the current schema (a dotted name would be literal)
         con.execute(f'USE "{catalog}"."{schema_name}"')
         con.from_arrow(snapshot_dataset(table)).create_view(table_name, replace=True)

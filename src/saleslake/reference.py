@@ -26,51 +26,22 @@ import duckdb
 import pyarrow as pa
 from deltalake import write_deltalake
 
-from saleslake.lake import Lake, ensure_delta, open_delta, snapshot_view_sql
+from saleslake.contract import MONEY, UTC_TIME, text_fields
+from saleslake.lake import Lake, ensure_delta, snapshot_view_sql
+
+#: Where a store or a customer is, in the order both tables keep it.
+LOCATION_FIELDS = text_fields("city", "state", "country", "postal_code", "region", "market")
+#: When the observed state of a record became true in its source, and which source said so.
+OBSERVED_FIELDS = [("updated_at", UTC_TIME), ("source_system", pa.string())]
 
 STORES_SCHEMA = pa.schema(
-    [
-        ("store_id", pa.string()),
-        ("store_name", pa.string()),
-        ("channel", pa.string()),
-        ("city", pa.string()),
-        ("state", pa.string()),
-        ("country", pa.string()),
-        ("postal_code", pa.string()),
-        ("region", pa.string()),
-        ("market", pa.string()),
-        ("currency", pa.string()),
-        ("updated_at", pa.timestamp("us", tz="UTC")),
-        ("source_system", pa.string()),
-    ]
+    [*text_fields("store_id", "store_name", "channel"), *LOCATION_FIELDS, ("currency", pa.string()), *OBSERVED_FIELDS]
 )
-
 PRODUCTS_SCHEMA = pa.schema(
-    [
-        ("product_id", pa.string()),
-        ("product_name", pa.string()),
-        ("category", pa.string()),
-        ("sub_category", pa.string()),
-        ("list_price", pa.decimal128(18, 4)),
-        ("updated_at", pa.timestamp("us", tz="UTC")),
-        ("source_system", pa.string()),
-    ]
+    [*text_fields("product_id", "product_name", "category", "sub_category"), ("list_price", MONEY), *OBSERVED_FIELDS]
 )
-
 CUSTOMERS_SCHEMA = pa.schema(
-    [
-        ("customer_id", pa.string()),
-        ("customer_name", pa.string()),
-        ("segment", pa.string()),
-        ("city", pa.string()),
-        ("state", pa.string()),
-        ("country", pa.string()),
-        ("postal_code", pa.string()),
-        ("region", pa.string()),
-        ("market", pa.string()),
-        ("updated_at", pa.timestamp("us", tz="UTC")),
-        ("source_system", pa.string()),
-    ]
+    [*text_fields("customer_id", "customer_name", "segment"), *LOCATION_FIELDS, *OBSERVED_FIELDS]
 )
 
 
@@ -113,25 +84,3 @@ def register(lake: Lake, ref: ReferenceTable, rows: pa.Table) -> int:
     if new.num_rows:
         write_deltalake(target, new, mode="append")
     return new.num_rows
-
-
-def current_sql(lake: Lake, ref: ReferenceTable) -> str | None:
-    """SELECT of each record's latest state, or None when the table does not exist."""
-    table = open_delta(ref.path(lake))
-    if table is None:
-        return None
-    return (
-        f"SELECT * FROM ({snapshot_view_sql(table)}) "
-        f"QUALIFY row_number() OVER (PARTITION BY {ref.key} ORDER BY updated_at DESC) = 1"
-    )
-
-
-def history_sql(lake: Lake, ref: ReferenceTable) -> str | None:
-    """SELECT of every state with its validity ``[updated_at, valid_to)``, or None."""
-    table = open_delta(ref.path(lake))
-    if table is None:
-        return None
-    return (
-        f"SELECT *, coalesce(lead(updated_at) OVER (PARTITION BY {ref.key} ORDER BY updated_at), "
-        f"TIMESTAMPTZ '9999-12-31 00:00:00+00') AS valid_to FROM ({snapshot_view_sql(table)})"
-    )

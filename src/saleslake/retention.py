@@ -52,7 +52,7 @@ def _purge_csv(lake: Lake, cutoff: datetime, result: RetentionResult) -> None:
 
 
 def _purge_events(lake: Lake, cutoff: datetime, result: RetentionResult) -> None:
-    from saleslake.stream import app_id
+    from saleslake.sources.kafka import app_id
 
     table = open_delta(lake.bronze_events)
     if table is None:

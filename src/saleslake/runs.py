@@ -195,3 +195,26 @@ def silver_commit_lock(lake: Lake) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+# -- stream heartbeats: a running stream rewrites its file (pipeline.stream); status reads them
+
+
+def heartbeat_path(lake: Lake, run_id: str):
+    return lake.home / "system" / "streams" / f"{run_id}.json"
+
+
+def stream_heartbeats(lake: Lake) -> list[dict]:
+    """Every stream's last heartbeat; ``alive`` tells whether its process still runs."""
+    import psutil
+
+    folder = lake.home / "system" / "streams"
+    out = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            beat = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        beat["alive"] = beat.get("state") == "running" and psutil.pid_exists(int(beat.get("pid", 0)))
+        out.append(beat)
+    return out

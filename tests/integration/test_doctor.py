@@ -13,7 +13,7 @@ import pytest
 from helpers import free_port
 from saleslake import api
 from saleslake.lake import Lake, ensure_delta
-from saleslake.stream import BRONZE_EVENTS_SCHEMA
+from saleslake.sources.kafka import BRONZE_EVENTS_SCHEMA
 
 CLI = [sys.executable, "-m", "saleslake.cli"]
 

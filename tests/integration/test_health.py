@@ -82,7 +82,7 @@ def test_stream_lag_from_broker_and_lake(stream_settings):
 def test_stream_lag_with_broker_down_is_a_problem_not_a_crash(stream_settings, lake):
     from helpers import free_port
     from saleslake.lake import ensure_delta
-    from saleslake.stream import BRONZE_EVENTS_SCHEMA
+    from saleslake.sources.kafka import BRONZE_EVENTS_SCHEMA
 
     ensure_delta(lake.bronze_events, BRONZE_EVENTS_SCHEMA, ["ingest_date"])
     down = stream_settings.model_copy(

@@ -26,13 +26,8 @@ State directory layout (``KafkaService.home``, e.g. ``<lake home>/services/kafka
 from __future__ import annotations
 
 import base64
-import contextlib
-import hashlib
 import json
 import os
-import re
-import shutil
-import signal
 import socket
 import struct
 import subprocess
@@ -40,36 +35,38 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import psutil
 
 from saleslake import __version__ as saleslake_version
+from saleslake.devservices import jvm
+from saleslake.devservices.jvm import JarFetchError, JavaNotFoundError, JavaProgram, MavenNotFoundError
 from saleslake.devservices.ports import file_lock, port_holder
+from saleslake.devservices.process import last_error_line, launch_detached, run_logged, terminate
 from saleslake.errors import TransientError, UserError
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 9092
 NODE_ID = 1
-POM_RESOURCE = "kafka_pom.xml"
-MIN_JAVA = 17
 
 BROKER_MAIN = "kafka.Kafka"
 STORAGE_TOOL_MAIN = "kafka.tools.StorageTool"
 STARTED_MARKER = "Kafka Server started"  # "[KafkaRaftServer nodeId=1] Kafka Server started"
 
+KAFKA = JavaProgram(
+    name="kafka",
+    pom="kafka_pom.xml",
+    version_property="kafka.version",
+    goal="copy-dependencies",
+    main_jar="kafka_2.13-*.jar",
+    product="Kafka",
+    runs="the local Kafka broker",
+    instead="point bootstrap.servers at an existing Kafka",
+)
 
 # --------------------------------------------------------------------------- errors
-
-
-class JavaNotFoundError(UserError):
-    """No usable Java runtime (missing or older than Java 17)."""
-
-
-class MavenNotFoundError(UserError):
-    """``mvn`` is not installed or not on PATH."""
 
 
 class PortInUseError(UserError):
@@ -80,8 +77,7 @@ class KafkaRunningElsewhereError(UserError):
     """This state directory's broker already runs, but on other ports than requested."""
 
 
-class KafkaFetchError(TransientError):
-    """Maven could not download the broker jars (network, repository or mirror)."""
+KafkaFetchError = JarFetchError  # Maven could not download the broker jars
 
 
 class KafkaStartError(TransientError):
@@ -172,130 +168,24 @@ class KafkaService:
 # --------------------------------------------------------------------------- jars
 
 
-def _pom_text() -> str:
-    return resources.files("saleslake.devservices").joinpath(POM_RESOURCE).read_text("utf-8")
-
-
-def _pom_property(name: str) -> str:
-    match = re.search(rf"<{re.escape(name)}>\s*([^<\s]+)\s*</{re.escape(name)}>", _pom_text())
-    if not match:  # pragma: no cover - the pom ships with the package
-        raise RuntimeError(f"{POM_RESOURCE} has no <{name}> property")
-    return match.group(1)
-
-
 def kafka_version() -> str:
     """The Kafka version the shipped pom pins (``<kafka.version>``)."""
-    return _pom_property("kafka.version")
+    return KAFKA.version()
 
 
 def default_cache_dir() -> Path:
-    """Per-user jar cache: ``$SALESLAKE_CACHE_DIR`` or ``$XDG_CACHE_HOME/saleslake`` or
-    ``~/.cache/saleslake``, then ``kafka/<version>``."""
-    base = os.environ.get("SALESLAKE_CACHE_DIR")
-    if base:
-        root = Path(base).expanduser()
-    else:
-        xdg = os.environ.get("XDG_CACHE_HOME")
-        root = (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "saleslake"
-    return root.absolute() / "kafka" / kafka_version()
+    """Per-user jar cache (:func:`saleslake.devservices.jvm.cache_root`), then ``kafka/<version>``."""
+    return KAFKA.default_cache_dir()
 
 
 def find_maven() -> str:
-    for candidate in (
-        os.environ.get("SALESLAKE_MVN"),
-        shutil.which("mvn"),
-        *(str(Path(os.environ[v]) / "bin" / "mvn") for v in ("MAVEN_HOME", "M2_HOME") if os.environ.get(v)),
-    ):
-        if candidate and os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
-            return candidate
-    raise MavenNotFoundError(
-        "Maven (mvn) is needed once to download the Kafka broker jars but was not found on PATH: "
-        "install Maven 3.6+ (e.g. apt-get install maven) or point bootstrap.servers at an existing Kafka"
-    )
-
-
-def _jars_present(lib: Path, marker: Path, digest: str) -> bool:
-    try:
-        return marker.read_text("utf-8").strip() == digest and any(lib.glob("kafka_2.13-*.jar"))
-    except OSError:
-        return False
+    return jvm.find_maven(KAFKA)
 
 
 def fetch_jars(cache_dir: Path | None = None, *, quiet: bool = True) -> Path:
-    """Download the broker jars into ``<cache_dir>/lib`` (idempotent) and return that folder.
-
-    Skips Maven entirely when the folder was completed before for the same pom. Maven's own
-    repository (``~/.m2`` or whatever ``settings.xml`` says) is reused, so a warm CI cache
-    makes this an offline copy.
-    """
-    cache = Path(cache_dir).expanduser().absolute() if cache_dir else default_cache_dir()
-    lib, marker = cache / "lib", cache / ".complete"
-    pom = _pom_text()
-    digest = hashlib.sha256(pom.encode("utf-8")).hexdigest()
-    if _jars_present(lib, marker, digest):
-        return lib
-    mvn = find_maven()
-    cache.mkdir(parents=True, exist_ok=True)
-    with file_lock(cache / ".lock"):
-        if _jars_present(lib, marker, digest):  # another process finished while we waited
-            return lib
-        pom_file = cache / "pom.xml"
-        pom_file.write_text(pom, "utf-8")
-        tmp = cache / f"lib.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        out_file = cache / "fetch.log"
-        cmd = [
-            mvn,
-            "-B",
-            *(["-q"] if quiet else []),
-            "-f",
-            str(pom_file),
-            f"org.apache.maven.plugins:maven-dependency-plugin:"
-            f"{_pom_property('dependency-plugin.version')}:copy-dependencies",
-            f"-DoutputDirectory={tmp}",
-        ]
-        try:
-            with out_file.open("w", encoding="utf-8") as out:
-                proc = subprocess.run(
-                    cmd,
-                    cwd=cache,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    timeout=1800,
-                    check=False,
-                )
-        except subprocess.TimeoutExpired:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise KafkaFetchError(
-                f"downloading the Kafka {kafka_version()} jars with Maven took over 30 minutes; output in {out_file}"
-            ) from None
-        if proc.returncode != 0 or not any(tmp.glob("kafka_2.13-*.jar")):
-            shutil.rmtree(tmp, ignore_errors=True)
-            reason = _first_maven_error(out_file) or f"mvn exited with status {proc.returncode}"
-            raise KafkaFetchError(
-                f"Maven could not download the Kafka {kafka_version()} jars: {reason} "
-                f"(full output in {out_file}; check network access to Maven Central or the "
-                f"mirror in ~/.m2/settings.xml)"
-            )
-        marker.unlink(missing_ok=True)
-        shutil.rmtree(lib, ignore_errors=True)
-        tmp.rename(lib)
-        marker.write_text(digest + "\n", "utf-8")
-    return lib
-
-
-def _first_maven_error(out_file: Path) -> str:
-    try:
-        lines = out_file.read_text("utf-8", errors="replace").splitlines()
-    except OSError:
-        return ""
-    ansi = re.compile(r"\x1b\[[0-9;]*m")
-    for line in lines:
-        line = ansi.sub("", line).strip()
-        if line.startswith("[ERROR]") and len(line) > len("[ERROR]") + 1:
-            return line[len("[ERROR]") :].strip()[:400]
-    return ""
+    """Download the broker jars into ``<cache_dir>/lib`` once (``mvn dependency:copy-dependencies``
+    on ``kafka_pom.xml``) and return that folder."""
+    return jvm.fetch_jars(KAFKA, cache_dir, quiet=quiet)
 
 
 # --------------------------------------------------------------------------- java
@@ -303,36 +193,7 @@ def _first_maven_error(out_file: Path) -> str:
 
 def find_java() -> str:
     """The ``java`` to run: ``$JAVA_HOME/bin/java`` or ``java`` on PATH, Java 17 or newer."""
-    java_home = os.environ.get("JAVA_HOME")
-    candidates = [str(Path(java_home) / "bin" / "java")] if java_home else []
-    candidates.append(shutil.which("java") or "")
-    java = next((c for c in candidates if c and os.access(c, os.X_OK) and not os.path.isdir(c)), None)
-    if java is None:
-        raise JavaNotFoundError(
-            f"Java {MIN_JAVA}+ is needed to run the local Kafka broker but no java was found "
-            "(JAVA_HOME or PATH): install a JDK/JRE 17+ (e.g. apt-get install openjdk-17-jre-headless) "
-            "or point bootstrap.servers at an existing Kafka"
-        )
-    try:
-        proc = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise JavaNotFoundError(f"{java} does not run ({exc}): install a working Java {MIN_JAVA}+") from None
-    major = _java_major(proc.stderr + proc.stdout)
-    if major is None or major < MIN_JAVA:
-        found = f"Java {major}" if major else "an unknown Java version"
-        raise JavaNotFoundError(
-            f"Kafka {kafka_version()} needs Java {MIN_JAVA} or newer but {java} is {found}: "
-            f"install Java {MIN_JAVA}+ and put it first on PATH or set JAVA_HOME"
-        )
-    return java
-
-
-def _java_major(version_output: str) -> int | None:
-    match = re.search(r'version "(\d+)(?:\.(\d+))?', version_output)
-    if not match:
-        return None
-    major = int(match.group(1))
-    return int(match.group(2) or 0) if major == 1 else major  # "1.8.0" is Java 8
+    return jvm.find_java(KAFKA)
 
 
 # --------------------------------------------------------------------------- start / stop / status
@@ -393,7 +254,7 @@ def start_kafka(service: KafkaService) -> dict[str, str]:
         try:
             _wait_ready(service, pid, log_offset)
         except BaseException:
-            _terminate(pid, timeout=min(service.stop_timeout, 15.0))
+            terminate(pid, timeout=min(service.stop_timeout, 15.0))
             _clear_state(service)
             raise
     return connection_settings(service)
@@ -407,7 +268,7 @@ def stop_kafka(service: KafkaService) -> None:
     with file_lock(service.home / ".lock"):
         state = _running_state(service)
         if state is not None:
-            _terminate(int(state["pid"]), timeout=service.stop_timeout)
+            terminate(int(state["pid"]), timeout=service.stop_timeout)
         _clear_state(service)
 
 
@@ -470,37 +331,6 @@ def _running_state(service: KafkaService) -> dict[str, Any] | None:
 def _clear_state(service: KafkaService) -> None:
     service.pid_file.unlink(missing_ok=True)
     service.state_file.unlink(missing_ok=True)
-
-
-def _terminate(pid: int, timeout: float) -> None:
-    """SIGTERM, wait up to ``timeout`` seconds, then SIGKILL. A zombie counts as gone
-    (where PID 1 does not reap orphans, e.g. some containers, it stays one)."""
-    try:
-        process = psutil.Process(pid)
-        process.send_signal(signal.SIGTERM)
-    except psutil.NoSuchProcess:
-        return
-    if _wait_gone(process, timeout):
-        return
-    with contextlib.suppress(psutil.NoSuchProcess):
-        process.kill()
-    _wait_gone(process, 10.0)
-
-
-def _wait_gone(process: psutil.Process, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if process.status() == psutil.STATUS_ZOMBIE:
-                if os.name == "posix":
-                    with contextlib.suppress(ChildProcessError, OSError):
-                        os.waitpid(process.pid, os.WNOHANG)  # reap it if it is ours
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.1)
 
 
 def _check_port_free(port: int, what: str) -> None:
@@ -625,14 +455,7 @@ def _format_storage(service: KafkaService, java: str, lib: Path) -> None:
     ]
     try:
         with out_file.open("w", encoding="utf-8") as out:
-            proc = subprocess.run(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                timeout=300,
-                check=False,
-            )
+            proc = run_logged(cmd, out, timeout=300)
     except subprocess.TimeoutExpired:
         raise KafkaStartError(
             f"formatting Kafka storage in {service.data_dir} took over 5 minutes; see {out_file}"
@@ -640,44 +463,17 @@ def _format_storage(service: KafkaService, java: str, lib: Path) -> None:
     if proc.returncode != 0:
         raise KafkaStartError(
             f"formatting Kafka storage in {service.data_dir} failed (status {proc.returncode}): "
-            f"{_last_error_line(out_file) or 'no message'}; see {out_file}"
+            f"{last_error_line(out_file) or 'no message'}; see {out_file}"
         )
 
 
 def _launch(service: KafkaService, java: str, lib: Path) -> int:
     """Start the JVM detached (its own session, reparented to init) and return its pid."""
     cmd = [java, *_jvm_args(service, lib), BROKER_MAIN, str(service.config_file)]
-    if os.name != "posix":  # pragma: no cover - Windows
-        with service.stdout_file.open("w", encoding="utf-8") as out:
-            proc = subprocess.Popen(
-                cmd,
-                cwd=service.home,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                creationflags=getattr(subprocess, "DETACHED_PROCESS", 0)
-                | getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0),
-            )
-        return proc.pid
-    # A shell starts java in the background and exits at once: java is not our child, so
-    # it never lingers as a zombie of this (possibly long-lived) Python process.
-    script = 'out=$1; shift; "$@" >"$out" 2>&1 </dev/null & echo $!'
-    shell = subprocess.run(
-        ["/bin/sh", "-c", script, "sh", str(service.stdout_file), *cmd],
-        cwd=service.home,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        start_new_session=True,
-        timeout=60,
-        check=False,
-    )
-    try:
-        return int(shell.stdout.strip())
-    except ValueError:
-        raise KafkaStartError(
-            f"could not start java for the Kafka broker: {shell.stderr.strip() or 'no pid'}"
-        ) from None
+    pid = launch_detached(cmd, service.home, service.stdout_file)
+    if isinstance(pid, str):
+        raise KafkaStartError(f"could not start java for the Kafka broker: {pid}")
+    return pid
 
 
 def _wait_ready(service: KafkaService, pid: int, log_offset: int | None = None) -> None:
@@ -692,7 +488,7 @@ def _wait_ready(service: KafkaService, pid: int, log_offset: int | None = None) 
         if not alive:
             raise KafkaStartError(
                 f"the Kafka broker exited during start-up: "
-                f"{_last_error_line(*sources) or 'no error logged'}; "
+                f"{last_error_line(*sources) or 'no error logged'}; "
                 f"see {service.log_file} and {service.stdout_file}"
             )
         try:
@@ -702,7 +498,7 @@ def _wait_ready(service: KafkaService, pid: int, log_offset: int | None = None) 
         except (OSError, struct.error, IndexError, ValueError) as exc:  # not up, or half up
             last_problem = str(exc) or type(exc).__name__
         if time.monotonic() >= deadline:
-            hint = _last_error_line(*sources)
+            hint = last_error_line(*sources)
             raise KafkaStartError(
                 f"the Kafka broker did not answer on {service.bootstrap_servers} within "
                 f"{service.start_timeout:.0f} s ({hint or last_problem}); last log lines in {service.log_file}"
@@ -726,38 +522,6 @@ def _broker_answers(service: KafkaService, timeout: float = 5.0) -> bool:
     except Exception:
         return False
     return True
-
-
-def _last_error_line(*sources: Path | tuple[Path, int]) -> str:
-    """The most telling error line (ERROR/FATAL level first, then any exception or error
-    text, plus the line after it when that is not a stack frame) of the first source that
-    has one, as one line. A source is a file or (file, offset to read from)."""
-    level = re.compile(r"\b(ERROR|FATAL)\b")
-    errorish = re.compile(r"Exception|Error|error:")
-    for source in sources:
-        path, offset = source if isinstance(source, tuple) else (source, None)
-        try:
-            with path.open("rb") as handle:
-                handle.seek(0, os.SEEK_END)
-                end = handle.tell()
-                handle.seek(max(offset or 0, end - 65536))
-                lines = handle.read().decode("utf-8", errors="replace").splitlines()
-        except OSError:
-            continue
-        for pattern in (level, errorish):
-            hits = [i for i, line in enumerate(lines) if pattern.search(line)]
-            if hits:
-                i = hits[-1]
-                text = lines[i]
-                if (
-                    i + 1 < len(lines)
-                    and lines[i + 1].strip()
-                    and not lines[i + 1][:1].isspace()
-                    and not lines[i + 1].startswith("[")
-                ):
-                    text += " " + lines[i + 1]
-                return " ".join(text.split())[:300]
-    return ""
 
 
 # --------------------------------------------------------------------------- minimal Kafka protocol

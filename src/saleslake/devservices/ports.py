@@ -1,9 +1,11 @@
-"""What the local services share: loopback port checks and their state-file lock."""
+"""What the local services share: loopback port checks, their state-file lock and their
+secret files."""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,3 +54,16 @@ def file_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def write_secret(path: Path, value: str) -> None:
+    """Write ``value`` to ``path`` readable by its owner only (0600), atomically: no moment
+    when the file exists with other permissions or half written."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(value + "\n")
+    os.chmod(tmp, 0o600)
+    tmp.replace(path)

@@ -60,18 +60,20 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, Any
 
 import psutil
 
-from saleslake.devservices.ports import file_lock, port_holder
+from saleslake.config import PostgresSettings, Settings
+from saleslake.devservices.ports import file_lock, port_holder, write_secret
+from saleslake.devservices.process import run_logged
 from saleslake.errors import TransientError, UserError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from saleslake.config import Settings
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 5432
+#: The role and database names of the default settings, which a service started without
+#: settings (tests, tools) serves too: one place says them.
+_DEFAULT_NAMES = PostgresSettings()
 DEBIAN_LIB = Path("/usr/lib/postgresql")
 FALLBACK_ROOT = Path("/var/lib/saleslake/postgres")
 FALLBACK_USER = "saleslake-pg"
@@ -122,11 +124,12 @@ class PostgresService:
 
     home: Path
     port: int = DEFAULT_PORT
-    admin_user: str = "saleslake"
-    reader_user: str = "saleslake_reader"
-    warehouse_user: str = "saleslake_warehouse"
-    database: str = "shop"
-    warehouse_database: str = "warehouse"
+    # the names a default configuration connects with (saleslake, saleslake_reader, ...)
+    admin_user: str = _DEFAULT_NAMES.user
+    reader_user: str = _DEFAULT_NAMES.reader_user
+    warehouse_user: str = _DEFAULT_NAMES.warehouse_user
+    database: str = _DEFAULT_NAMES.database
+    warehouse_database: str = _DEFAULT_NAMES.warehouse_database
     bin_dir: Path | None = None
     run_as: str | None = None  # OS user of the server when saleslake runs as root
     install: bool = True  # apt-get install postgresql when the programs are missing
@@ -314,6 +317,20 @@ def find_binaries(bin_dir: Path | None = None, wanted_major: str | None = None) 
     return None
 
 
+#: apt-get options for an unattended install: no questions, keep local configuration
+#: files, and wait for another apt run's lock instead of failing at once.
+APT_INSTALL_OPTIONS = (
+    "-y",
+    "--no-install-recommends",
+    "-o",
+    "DPkg::Lock::Timeout=300",
+    "-o",
+    "Dpkg::Options::=--force-confdef",
+    "-o",
+    "Dpkg::Options::=--force-confold",
+)
+
+
 def install_postgresql(log_file: Path) -> None:
     """``apt-get install -y postgresql`` (Debian/Ubuntu, as root), non-interactively.
 
@@ -323,6 +340,21 @@ def install_postgresql(log_file: Path) -> None:
     install fails, the package lists are refreshed (``apt-get update``) and it is tried
     once more. Output goes to ``log_file``.
     """
+    apt = _apt_get_as_root()
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("a", encoding="utf-8") as log:
+        status = _apt_install(apt, log, "postgresql-common")
+        if status == 0:
+            _disable_main_cluster()
+            status = _apt_install(apt, log, "postgresql")
+    if status != 0:
+        reason = _last_apt_error(log_file) or f"apt-get exited with status {status}"
+        raise PostgresInstallError(f"installing PostgreSQL with apt-get failed: {reason} (full output in {log_file})")
+
+
+def _apt_get_as_root() -> str:
+    """apt-get's path, when this process may install with it; otherwise one line saying
+    how to get the server some other way."""
     apt = shutil.which("apt-get")
     if apt is None:
         raise PostgresNotInstalledError(
@@ -334,50 +366,30 @@ def install_postgresql(log_file: Path) -> None:
             "PostgreSQL is not installed and installing it needs root: run "
             "'sudo apt-get install -y postgresql' (or 'saleslake services start postgres' as root)"
         )
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive", "LC_ALL": "C"}
-    options = [
-        "-y",
-        "--no-install-recommends",
-        "-o",
-        "DPkg::Lock::Timeout=300",
-        "-o",
-        "Dpkg::Options::=--force-confdef",
-        "-o",
-        "Dpkg::Options::=--force-confold",
-    ]
+    return apt
 
-    def apt_get(log: Any, *args: str) -> int:
-        log.write(f"$ apt-get {' '.join(args)}\n")
-        log.flush()
-        try:
-            return subprocess.run(
-                [apt, *args],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                timeout=1800,
-                check=False,
-            ).returncode
-        except subprocess.TimeoutExpired:
-            log.write("timed out after 30 minutes\n")
-            return 124
 
-    with log_file.open("a", encoding="utf-8") as log:
-        status = apt_get(log, "install", *options, "postgresql-common")
-        if status != 0:
-            apt_get(log, "update")
-            status = apt_get(log, "install", *options, "postgresql-common")
-        if status == 0:
-            _disable_main_cluster()
-            status = apt_get(log, "install", *options, "postgresql")
-            if status != 0:
-                apt_get(log, "update")
-                status = apt_get(log, "install", *options, "postgresql")
+def _apt_install(apt: str, log: IO[str], package: str) -> int:
+    """Install ``package``; when that fails, refresh the package lists (a fresh container
+    has none, or stale ones) and try once more. Returns apt-get's exit status."""
+    status = _apt_get(apt, log, "install", *APT_INSTALL_OPTIONS, package)
     if status != 0:
-        reason = _last_apt_error(log_file) or f"apt-get exited with status {status}"
-        raise PostgresInstallError(f"installing PostgreSQL with apt-get failed: {reason} (full output in {log_file})")
+        _apt_get(apt, log, "update")
+        status = _apt_get(apt, log, "install", *APT_INSTALL_OPTIONS, package)
+    return status
+
+
+def _apt_get(apt: str, log: IO[str], *args: str) -> int:
+    """One apt-get run, its command line and output in ``log``; a run over 30 minutes is
+    stopped and counts as failed (124, as timeout(1) says)."""
+    log.write(f"$ apt-get {' '.join(args)}\n")
+    log.flush()
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive", "LC_ALL": "C"}
+    try:
+        return run_logged([apt, *args], log, timeout=1800, env=env).returncode
+    except subprocess.TimeoutExpired:
+        log.write("timed out after 30 minutes\n")
+        return 124
 
 
 def _disable_main_cluster(conf: Path = Path("/etc/postgresql-common/createcluster.conf")) -> None:
@@ -696,54 +708,27 @@ def _ensure_passwords(service: PostgresService, cluster_exists: bool) -> dict[st
                     f"restore that file, or remove {service.cluster_dir} (and its data) to start afresh"
                 )
             value = secrets.token_urlsafe(24)
-            _write_secret(path, value)
+            write_secret(path, value)
         out[role] = value
     return out
-
-
-def _write_secret(path: Path, value: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(value + "\n")
-    os.chmod(tmp, 0o600)
-    tmp.replace(path)
 
 
 def _run(
     cmd: list[str], user: _RunAs, cwd: Path, timeout: float, log: Path | None = None
 ) -> subprocess.CompletedProcess:
+    """Run a server program as the server's user, in a session of its own (a Ctrl-C meant
+    for saleslake does not reach the server it starts), without the caller's ``PG*``
+    variables; its output goes to ``log`` when given, else is captured as text."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     env.update({"LC_ALL": "C.UTF-8" if Path("/usr/lib/locale/C.utf8").exists() else "C", "TZ": "UTC"})
     if user.subprocess_kwargs():
         env.update({"HOME": str(cwd), "USER": user.name, "LOGNAME": user.name})
+    options: dict[str, Any] = {"cwd": cwd, "env": env, "start_new_session": True, **user.subprocess_kwargs()}
     if log is not None:
         with log.open("a", encoding="utf-8") as out:
-            return subprocess.run(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=cwd,
-                env=env,
-                timeout=timeout,
-                check=False,
-                start_new_session=True,
-                **user.subprocess_kwargs(),
-            )
+            return run_logged(cmd, out, timeout=timeout, **options)
     return subprocess.run(
-        cmd,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=timeout,
-        check=False,
-        start_new_session=True,
-        **user.subprocess_kwargs(),
+        cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout, check=False, **options
     )
 
 

@@ -95,6 +95,44 @@ def build_gold(
     stays recorded for the next build.
     """
     started = time.perf_counter()
+    plan = _plan_build(lake, full_refresh)
+    prepared = time.perf_counter()
+    _run_dbt_build(lake, settings, plan)
+    _record_build_done(lake, plan)
+    timings = {"prepare": prepared - started, "dbt": time.perf_counter() - prepared}
+    tables, fact_changes = gold_row_counts(lake), _fact_changes(lake, plan.full)
+    versions: dict[str, int] = {}
+    fact_changes.update(silver_diff=plan.silver_diff, publish=None)
+    if publish:
+        published = publish_delta(lake, run_id, settings)
+        versions = published.versions
+        fact_changes.update(
+            publish=published.fact_mode, merged_upserts=published.fact_upserts, merged_deletes=published.fact_deletes
+        )
+        timings["publish"] = published.seconds
+    return GoldResult(
+        tables=tables,
+        versions=versions,
+        seconds=time.perf_counter() - started,
+        fact_changes=fact_changes,
+        timings=timings,
+    )
+
+
+@dataclass(frozen=True)
+class _BuildPlan:
+    """What a build does, decided before dbt runs, and what it records once dbt succeeded."""
+
+    full: bool  # a full build (dbt --full-refresh), else incremental
+    silver_diff: str  # how int_pending_lines compares silver: "files" or "full" (register_silver_diff)
+    references: str  # fingerprint of the reference snapshots this build reads
+    reference_changed: bool  # they changed since the last successful build (so the build is full)
+
+
+def _plan_build(lake: Lake, full_refresh: bool) -> _BuildPlan:
+    """Register the silver snapshot and reference views dbt reads, and decide between a
+    full and an incremental build (a full one is recorded as started, so a build that dies
+    is full again)."""
     lake.home.mkdir(parents=True, exist_ok=True)
     silver = open_delta(lake.sales_lines)  # the committed snapshot this build reads
     # before the views are registered: a reference commit in between makes the next build full again
@@ -111,41 +149,32 @@ def build_gold(
         silver_diff = register_silver_diff(con, lake, silver, full)
     finally:
         con.close()
+    return _BuildPlan(full=full, silver_diff=silver_diff, references=references, reference_changed=reference_changed)
+
+
+def _run_dbt_build(lake: Lake, settings: Settings, plan: _BuildPlan) -> None:
+    """``dbt build``: every model and test, full or incremental as planned."""
     command = ["build"]
     # an incremental build keeps the staging views: their SQL only changes with the project
-    command += ["--full-refresh"] if full else ["--exclude", "config.materialized:view"]
-    prepared = time.perf_counter()
+    command += ["--full-refresh"] if plan.full else ["--exclude", "config.materialized:view"]
     # An environment variable, not --vars: dbt re-parses the whole project when vars
     # change (~1.5 s), but only the two files that read an env var when it changes.
     crash_point("gold.build.before_dbt")
-    run_dbt(lake, settings, command, env={"SALESLAKE_SILVER_DIFF": silver_diff})
+    run_dbt(lake, settings, command, env={"SALESLAKE_SILVER_DIFF": plan.silver_diff})
     crash_point("gold.build.after_dbt")
-    if full:
+
+
+def _record_build_done(lake: Lake, plan: _BuildPlan) -> None:
+    """After dbt succeeded: a full build is done (the next may be incremental), and the
+    reference snapshots it read are the ones gold now reflects."""
+    if plan.full:
         con = duckdb.connect(str(lake.warehouse))
         try:
             state.full_build_done(con)
         finally:
             con.close()
-    if reference_changed:
-        _store_reference_fingerprint(lake, references)
-    timings = {"prepare": prepared - started, "dbt": time.perf_counter() - prepared}
-    tables, fact_changes = gold_row_counts(lake), _fact_changes(lake, full)
-    versions: dict[str, int] = {}
-    fact_changes.update(silver_diff=silver_diff, publish=None)
-    if publish:
-        published = publish_delta(lake, run_id, settings)
-        versions = published.versions
-        fact_changes.update(
-            publish=published.fact_mode, merged_upserts=published.fact_upserts, merged_deletes=published.fact_deletes
-        )
-        timings["publish"] = published.seconds
-    return GoldResult(
-        tables=tables,
-        versions=versions,
-        seconds=time.perf_counter() - started,
-        fact_changes=fact_changes,
-        timings=timings,
-    )
+    if plan.reference_changed:
+        _store_reference_fingerprint(lake, plan.references)
 
 
 def _fact_changes(lake: Lake, full: bool) -> dict:

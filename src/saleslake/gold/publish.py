@@ -143,12 +143,23 @@ def _merge_fact(con: duckdb.DuckDBPyConnection, path: Path, result: Publication)
     limited to the month partitions they touch. Returns False when the Delta fact then
     does not hold as many rows as the warehouse fact (the caller overwrites it)."""
     columns = _published_columns(con, FACT)
-    select_list = _select_list(columns)
-    markers = ", ".join(
-        "had.line_key" if c == "line_key" else "had.month" if c == FACT_PARTITION else f'CAST(NULL AS {t}) AS "{c}"'
-        for c, t in columns
-    )
-    # the recomputed facts (their order dates bound the fact scan: zone maps skip the rest)
+    _stage_recomputed_facts(con, columns)
+    _stage_delete_markers(con, columns)
+    upserts, deletes = con.execute(
+        "SELECT count(*) FILTER (WHERE NOT _deleted), count(*) FILTER (WHERE _deleted) FROM fact_changes"
+    ).fetchall()[0]
+    result.fact_upserts, result.fact_deletes = int(upserts), int(deletes)
+    table = DeltaTable(str(path))
+    if upserts or deletes:
+        _merge_changes(con, table, path)
+    con.execute("DROP TABLE fact_changes")
+    (warehouse_rows,) = con.execute(f"SELECT count(*) FROM gold.{FACT}").fetchall()[0]
+    return _delta_rows(DeltaTable(str(path))) == warehouse_rows
+
+
+def _stage_recomputed_facts(con: duckdb.DuckDBPyConnection, columns: list[tuple[str, str]]) -> None:
+    """Temporary ``fact_changes``: the facts this build recomputed, to upsert (``_deleted``
+    false). Their order dates bound the fact scan: zone maps skip the rest."""
     (low, high) = con.execute(
         "SELECT coalesce(min(order_date_key), 0), coalesce(max(order_date_key), -1) "
         "FROM intermediate.int_fact_recompute"
@@ -156,13 +167,22 @@ def _merge_fact(con: duckdb.DuckDBPyConnection, path: Path, result: Publication)
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE fact_changes AS
-        SELECT {select_list}, false AS _deleted
+        SELECT {_select_list(columns)}, false AS _deleted
         FROM gold.{FACT}
         WHERE order_date_key BETWEEN {int(low)} AND {int(high)}
           AND line_key IN (SELECT line_key FROM intermediate.int_fact_recompute)
         """
     )
-    # a pending line's fact as it may be in Delta: in a month it no longer has
+
+
+def _stage_delete_markers(con: duckdb.DuckDBPyConnection, columns: list[tuple[str, str]]) -> None:
+    """Add to ``fact_changes`` a delete marker (``_deleted`` true, the key and month, every
+    other column null) for each pending line's fact as it may be in Delta: in a month it
+    no longer has (the line moved or left silver)."""
+    markers = ", ".join(
+        "had.line_key" if c == "line_key" else "had.month" if c == FACT_PARTITION else f'CAST(NULL AS {t}) AS "{c}"'
+        for c, t in columns
+    )
     con.execute(
         f"""
         INSERT INTO fact_changes
@@ -179,38 +199,34 @@ def _merge_fact(con: duckdb.DuckDBPyConnection, path: Path, result: Publication)
         ANTI JOIN has ON has.line_key = had.line_key AND has.month = had.month
         """
     )
-    upserts, deletes = con.execute(
-        "SELECT count(*) FILTER (WHERE NOT _deleted), count(*) FILTER (WHERE _deleted) FROM fact_changes"
-    ).fetchall()[0]
-    result.fact_upserts, result.fact_deletes = int(upserts), int(deletes)
-    table = DeltaTable(str(path))
-    if upserts or deletes:
-        rows = con.execute(f"SELECT DISTINCT {FACT_PARTITION} FROM fact_changes ORDER BY 1").fetchall()
-        months = [month for (month,) in rows]
-        month_list = ", ".join("'" + m.replace("'", "''") + "'" for m in months)
-        reader = con.sql("SELECT * FROM fact_changes").to_arrow_reader(BATCH_ROWS)
-        (
-            table.merge(
-                reader,
-                predicate=(
-                    f"t.line_key = s.line_key AND t.{FACT_PARTITION} = s.{FACT_PARTITION} "
-                    f"AND t.{FACT_PARTITION} IN ({month_list})"
-                ),
-                source_alias="s",
-                target_alias="t",
-                writer_properties=writer_properties(),
-            )
-            .when_matched_delete(predicate="s._deleted")
-            .when_matched_update_all(predicate="NOT s._deleted", except_cols=["_deleted"])
-            .when_not_matched_insert_all(predicate="NOT s._deleted", except_cols=["_deleted"])
-            .execute()
+
+
+def _merge_changes(con: duckdb.DuckDBPyConnection, table: DeltaTable, path: Path) -> None:
+    """One MERGE of ``fact_changes`` into the Delta fact: its predicate names the months
+    touched, so only those partitions are read and rewritten. Then the crowded ones among
+    them are compacted."""
+    rows = con.execute(f"SELECT DISTINCT {FACT_PARTITION} FROM fact_changes ORDER BY 1").fetchall()
+    months = [month for (month,) in rows]
+    month_list = ", ".join("'" + m.replace("'", "''") + "'" for m in months)
+    reader = con.sql("SELECT * FROM fact_changes").to_arrow_reader(BATCH_ROWS)
+    (
+        table.merge(
+            reader,
+            predicate=(
+                f"t.line_key = s.line_key AND t.{FACT_PARTITION} = s.{FACT_PARTITION} "
+                f"AND t.{FACT_PARTITION} IN ({month_list})"
+            ),
+            source_alias="s",
+            target_alias="t",
+            writer_properties=writer_properties(),
         )
-        crash_point("gold.publish.fact_merged")
-        table = DeltaTable(str(path))
-        _compact(table, months)
-    con.execute("DROP TABLE fact_changes")
-    (warehouse_rows,) = con.execute(f"SELECT count(*) FROM gold.{FACT}").fetchall()[0]
-    return _delta_rows(DeltaTable(str(path))) == warehouse_rows
+        .when_matched_delete(predicate="s._deleted")
+        .when_matched_update_all(predicate="NOT s._deleted", except_cols=["_deleted"])
+        .when_not_matched_insert_all(predicate="NOT s._deleted", except_cols=["_deleted"])
+        .execute()
+    )
+    crash_point("gold.publish.fact_merged")
+    _compact(DeltaTable(str(path)), months)
 
 
 def _delta_rows(table: DeltaTable) -> int:

@@ -109,17 +109,24 @@ _PLANTED_PRODUCTS = (
 )
 _PLANTED_STORE = 'Kiosk "Terminal 2"' + SQL_INJECTION_TEXT
 
+
+#: Where a store or a customer is, and an order's ship-to address (as ``ship_*``).
+LOCATION = ("city", "state", "country", "postal_code", "region", "market")
+
+
+def _location_ddl(prefix: str = "") -> str:
+    """The :data:`LOCATION` columns of the DDL (text; only state and postal code may be NULL)."""
+    return ", ".join(
+        f"{prefix}{name} text" + ("" if name in ("state", "postal_code") else " NOT NULL") for name in LOCATION
+    )
+
+
 DDL = f"""
 CREATE TABLE stores (
     store_id     text PRIMARY KEY,
     store_name   text NOT NULL,
     channel      text NOT NULL CHECK (channel IN ('store', 'outlet')),
-    city         text NOT NULL,
-    state        text,
-    country      text NOT NULL,
-    postal_code  text,
-    region       text NOT NULL,
-    market       text NOT NULL,
+    {_location_ddl()},
     currency     text NOT NULL,
     opened_on    date NOT NULL,
     created_at   timestamptz NOT NULL,
@@ -132,12 +139,7 @@ CREATE TABLE customers (
     email         text,
     segment       text NOT NULL CHECK (segment IN ('Consumer', 'Corporate', 'Home Office')),
     address_line  text,
-    city          text NOT NULL,
-    state         text,
-    country       text NOT NULL,
-    postal_code   text,
-    region        text NOT NULL,
-    market        text NOT NULL,
+    {_location_ddl()},
     created_at    timestamptz NOT NULL,
     updated_at    timestamptz NOT NULL,
     deleted_at    timestamptz
@@ -163,12 +165,7 @@ CREATE TABLE orders (
     ship_mode        text NOT NULL,
     order_priority   text NOT NULL,
     ship_date        date,
-    ship_city        text NOT NULL,
-    ship_state       text,
-    ship_country     text NOT NULL,
-    ship_postal_code text,
-    ship_region      text NOT NULL,
-    ship_market      text NOT NULL,
+    {_location_ddl("ship_")},
     currency         text NOT NULL,
     cancelled_at     timestamptz,
     created_at       timestamptz NOT NULL,
@@ -223,12 +220,7 @@ COLUMNS = {
         "store_id",
         "store_name",
         "channel",
-        "city",
-        "state",
-        "country",
-        "postal_code",
-        "region",
-        "market",
+        *LOCATION,
         "currency",
         "opened_on",
         "created_at",
@@ -241,12 +233,7 @@ COLUMNS = {
         "email",
         "segment",
         "address_line",
-        "city",
-        "state",
-        "country",
-        "postal_code",
-        "region",
-        "market",
+        *LOCATION,
         "created_at",
         "updated_at",
         "deleted_at",
@@ -272,12 +259,7 @@ COLUMNS = {
         "ship_mode",
         "order_priority",
         "ship_date",
-        "ship_city",
-        "ship_state",
-        "ship_country",
-        "ship_postal_code",
-        "ship_region",
-        "ship_market",
+        *(f"ship_{name}" for name in LOCATION),
         "currency",
         "cancelled_at",
         "created_at",
@@ -563,6 +545,19 @@ class _Geo:
         self.cities_of_region = [np.flatnonzero(self.city_region == r) for r in range(len(m.regions))]
         self.cities_of_country = [np.flatnonzero(self.city_country == c) for c in range(len(m.country_name))]
 
+    def location_columns(self, cities: list[int]) -> list[list]:
+        """Where each city is, as the tables' columns in their order: city, state, country,
+        postal code, region, market (an empty state or postal code is NULL)."""
+        m = self.m
+        return [
+            [m.city_name[c] for c in cities],
+            _none_if_empty(m.city_state[c] for c in cities),
+            [self.city_country_name[c] for c in cities],
+            _none_if_empty(m.city_postal[c] for c in cities),
+            [self.city_label[c] for c in cities],
+            [self.city_market[c] for c in cities],
+        ]
+
     def pick_city(self, rng: np.random.Generator, regions: np.ndarray) -> np.ndarray:
         """A city of each given region, by the cities' weights."""
         out = np.empty(len(regions), dtype=np.int64)
@@ -609,12 +604,7 @@ class _World:
                 self.store_id,
                 names,
                 ["outlet" if _STORE_SUFFIXES[s] == "Outlet" else "store" for s in suffix.tolist()],
-                [m.city_name[c] for c in city.tolist()],
-                _none_if_empty(m.city_state[c] for c in city.tolist()),
-                [geo.city_country_name[c] for c in city.tolist()],
-                _none_if_empty(m.city_postal[c] for c in city.tolist()),
-                [geo.city_label[c] for c in city.tolist()],
-                [geo.city_market[c] for c in city.tolist()],
+                *geo.location_columns(city.tolist()),
                 [CURRENCY] * n,
                 opened,
                 _ts(created_us),
@@ -666,12 +656,7 @@ class _World:
                 emails,
                 [cx._SEGMENTS[s] for s in segment.tolist()],
                 address,
-                [m.city_name[c] for c in cities],
-                _none_if_empty(m.city_state[c] for c in cities),
-                [geo.city_country_name[c] for c in cities],
-                _none_if_empty(m.city_postal[c] for c in cities),
-                [geo.city_label[c] for c in cities],
-                [geo.city_market[c] for c in cities],
+                *geo.location_columns(cities),
                 _ts(created_us),
                 _ts(updated_us),
                 [None] * n,
@@ -756,7 +741,7 @@ class _World:
     def _order_chunk(
         self, rng: np.random.Generator, ts: np.ndarray, first_id: int, first_line_id: int
     ) -> tuple[list[tuple], list[tuple]]:
-        m, geo, n = self.m, self.geo, len(ts)
+        geo, n = self.geo, len(ts)
         cust = np.minimum(
             np.searchsorted(self.cust_cum, rng.random(n) * self.cust_cum[-1], side="right"), self.n_customers - 1
         )
@@ -808,12 +793,7 @@ class _World:
                 [cx._SHIP_MODES[x] for x in mode.tolist()],
                 [cx._PRIORITIES[x] for x in prio.tolist()],
                 ship_dates,
-                [m.city_name[c] for c in cities],
-                _none_if_empty(m.city_state[c] for c in cities),
-                [geo.city_country_name[c] for c in cities],
-                _none_if_empty(m.city_postal[c] for c in cities),
-                [geo.city_label[c] for c in cities],
-                [geo.city_market[c] for c in cities],
+                *geo.location_columns(cities),
                 [CURRENCY] * n,
                 _ts_or_none(cancelled_at, cancelled),
                 ts_l,
@@ -873,147 +853,20 @@ def _mutate(
     geo = _Geo(seed)
     changes: dict[str, int] = {}
     stamps: list[datetime] = []
-
-    def begin() -> datetime:
-        conn.execute("SET LOCAL lock_timeout = '10s'")
-        _lock(conn)
-        return one_row(conn.execute("SELECT now()"))[0]
-
-    # customers: moves and segment changes -----------------------------------------------
-    with conn.transaction():
-        stamps.append(begin())
-        ids = [
-            r[0]
-            for r in conn.execute(
-                "SELECT customer_id FROM customers WHERE deleted_at IS NULL ORDER BY customer_id"
-            ).fetchall()
-        ]
-        movers = _sample(rng, ids, 0.01, 3)
-        moved = _move_customers(conn, rng, geo, movers)
-        switchers = _sample(rng, ids, 0.005, 2)
-        segments = conn.execute(
-            "SELECT customer_id, segment FROM customers WHERE customer_id = ANY(%s) ORDER BY customer_id", (switchers,)
-        ).fetchall()
-        new_segment = [cx._SEGMENTS[(cx._SEGMENTS.index(s) + 1 + int(rng.integers(2))) % 3] for _, s in segments]
-        cur = conn.execute(
-            "UPDATE customers c SET segment = v.segment, updated_at = now() "
-            "FROM unnest(%s::text[], %s::text[]) AS v(customer_id, segment) WHERE c.customer_id = v.customer_id",
-            ([i for i, _ in segments], new_segment),
-        )
-        changes["customer_moves"] = moved
-        changes["customer_segment_changes"] = cur.rowcount
-
-    # products: prices and names ---------------------------------------------------------
-    with conn.transaction():
-        stamps.append(begin())
-        ids = [
-            r[0]
-            for r in conn.execute(
-                "SELECT product_id FROM products WHERE deleted_at IS NULL ORDER BY product_id"
-            ).fetchall()
-        ]
-        repriced = _sample(rng, ids, 0.03, 3)
-        factor = np.round(0.85 + rng.random(len(repriced)) * 0.35, 4).tolist()
-        cur = conn.execute(
-            "UPDATE products p SET list_price = greatest(round(p.list_price * v.f, 2), 0.01), "
-            "unit_cost = round(p.unit_cost * v.f, 2), updated_at = now() "
-            "FROM unnest(%s::text[], %s::numeric[]) AS v(product_id, f) WHERE p.product_id = v.product_id",
-            (repriced, [Decimal(str(f)) for f in factor]),
-        )
-        changes["product_price_changes"] = cur.rowcount
-        renamed = _sample(rng, ids, 0.01, 2)
-        suffixes = [_RENAMES[int(rng.integers(len(_RENAMES)))] for _ in renamed]
-        suffixes[0] = '"Limited"' + SQL_INJECTION_TEXT  # SQL-looking text arrives by update, too
-        cur = conn.execute(
-            "UPDATE products p SET product_name = p.product_name || ' ' || v.suffix, updated_at = now() "
-            "FROM unnest(%s::text[], %s::text[]) AS v(product_id, suffix) WHERE p.product_id = v.product_id",
-            (renamed, suffixes),
-        )
-        changes["product_name_changes"] = cur.rowcount
-
-    # shipments and deliveries -----------------------------------------------------------
-    with conn.transaction():
-        stamps.append(begin())
-        placed = [
-            r[0]
-            for r in conn.execute(
-                "SELECT order_id FROM orders WHERE status = 'placed' AND deleted_at IS NULL ORDER BY order_id"
-            ).fetchall()
-        ]
-        to_ship = _sample(rng, placed, 0.6, 1)
-        lead = [int(rng.integers(0, 6)) for _ in to_ship]
-        cur = conn.execute(
-            "UPDATE orders o SET status = 'shipped', ship_date = least((o.order_ts AT TIME ZONE 'UTC')::date + v.lead, "
-            "current_date), updated_at = now() "
-            "FROM unnest(%s::bigint[], %s::int[]) AS v(order_id, lead) WHERE o.order_id = v.order_id",
-            (to_ship, lead),
-        )
-        changes["orders_shipped"] = cur.rowcount
-        shipped = [
-            r[0]
-            for r in conn.execute(
-                "SELECT order_id FROM orders WHERE status = 'shipped' AND deleted_at IS NULL "
-                "AND NOT (order_id = ANY(%s)) ORDER BY order_id",
-                (to_ship,),
-            ).fetchall()
-        ]
-        to_deliver = _sample(rng, shipped, 0.5, 1)
-        cur = conn.execute(
-            "UPDATE orders SET status = 'delivered', updated_at = now() WHERE order_id = ANY(%s)", (to_deliver,)
-        )
-        changes["orders_delivered"] = cur.rowcount
-
-    # cancellations, soft deletes, removed lines -----------------------------------------
-    with conn.transaction():
-        stamps.append(begin())
-        placed = [
-            r[0]
-            for r in conn.execute(
-                "SELECT order_id FROM orders WHERE status = 'placed' AND deleted_at IS NULL ORDER BY order_id"
-            ).fetchall()
-        ]
-        to_cancel = _sample(rng, placed, 0.15, 1)
-        cur = conn.execute(
-            "UPDATE orders SET status = 'cancelled', cancelled_at = now(), ship_date = NULL, updated_at = now() "
-            "WHERE order_id = ANY(%s)",
-            (to_cancel,),
-        )
-        changes["orders_cancelled"] = cur.rowcount
-        live = [
-            r[0]
-            for r in conn.execute(
-                "SELECT order_id FROM orders WHERE deleted_at IS NULL AND status <> 'cancelled' "
-                "AND NOT (order_id = ANY(%s)) ORDER BY order_id",
-                (to_cancel,),
-            ).fetchall()
-        ]
-        to_delete = _sample(rng, live, 0.0005, 2)
-        cur = conn.execute(
-            "UPDATE orders SET deleted_at = now(), updated_at = now() WHERE order_id = ANY(%s)", (to_delete,)
-        )
-        changes["orders_deleted"] = cur.rowcount
-        multi = [
-            r[0]
-            for r in conn.execute(
-                "SELECT l.order_line_id FROM order_lines l JOIN orders o USING (order_id) "
-                "WHERE o.status = 'placed' AND o.deleted_at IS NULL AND l.deleted_at IS NULL AND l.line_no > 1 "
-                "ORDER BY l.order_line_id"
-            ).fetchall()
-        ]
-        to_remove = _sample(rng, multi, 0.05, 1)
-        cur = conn.execute(
-            "UPDATE order_lines SET deleted_at = now(), updated_at = now() WHERE order_line_id = ANY(%s)", (to_remove,)
-        )
-        changes["order_lines_deleted"] = cur.rowcount
-        conn.execute(
-            "UPDATE orders SET updated_at = now() WHERE order_id IN "
-            "(SELECT order_id FROM order_lines WHERE order_line_id = ANY(%s))",
-            (to_remove,),
-        )
+    kinds: list[Callable[[], dict[str, int]]] = [
+        lambda: _customer_changes(conn, rng, geo),
+        lambda: _product_changes(conn, rng),
+        lambda: _shipments(conn, rng),
+        lambda: _cancellations(conn, rng),
+    ]
+    for kind in kinds:
+        with conn.transaction():
+            stamps.append(_begin_change(conn))
+            changes.update(kind())
 
     # new orders -------------------------------------------------------------------------
     with conn.transaction():
-        stamps.append(begin())
+        stamps.append(_begin_change(conn))
         new_orders, new_lines = _new_orders(conn, rng, orders)
         changes["new_orders"] = new_orders
         changes["new_order_lines"] = new_lines
@@ -1034,6 +887,121 @@ def _mutate(
         summary.shared_updated_at = shared[0].isoformat()
         summary.shared_updated_at_rows = int(shared[1])
     return summary
+
+
+def _begin_change(conn: psycopg.Connection) -> datetime:
+    """Start one kind of change in the open transaction: the lock, and its ``now()``."""
+    conn.execute("SET LOCAL lock_timeout = '10s'")
+    _lock(conn)
+    return one_row(conn.execute("SELECT now()"))[0]
+
+
+def _ids(conn: psycopg.Connection, query: str, params: Sequence | None = None) -> list:
+    """The first column of ``query``'s rows."""
+    return [r[0] for r in conn.execute(query, params).fetchall()]
+
+
+def _customer_changes(conn: psycopg.Connection, rng: np.random.Generator, geo: _Geo) -> dict[str, int]:
+    """Customers: moves and segment changes."""
+    ids = _ids(conn, "SELECT customer_id FROM customers WHERE deleted_at IS NULL ORDER BY customer_id")
+    movers = _sample(rng, ids, 0.01, 3)
+    moved = _move_customers(conn, rng, geo, movers)
+    switchers = _sample(rng, ids, 0.005, 2)
+    segments = conn.execute(
+        "SELECT customer_id, segment FROM customers WHERE customer_id = ANY(%s) ORDER BY customer_id", (switchers,)
+    ).fetchall()
+    new_segment = [cx._SEGMENTS[(cx._SEGMENTS.index(s) + 1 + int(rng.integers(2))) % 3] for _, s in segments]
+    cur = conn.execute(
+        "UPDATE customers c SET segment = v.segment, updated_at = now() "
+        "FROM unnest(%s::text[], %s::text[]) AS v(customer_id, segment) WHERE c.customer_id = v.customer_id",
+        ([i for i, _ in segments], new_segment),
+    )
+    return {"customer_moves": moved, "customer_segment_changes": cur.rowcount}
+
+
+def _product_changes(conn: psycopg.Connection, rng: np.random.Generator) -> dict[str, int]:
+    """Products: prices and names."""
+    ids = _ids(conn, "SELECT product_id FROM products WHERE deleted_at IS NULL ORDER BY product_id")
+    repriced = _sample(rng, ids, 0.03, 3)
+    factor = np.round(0.85 + rng.random(len(repriced)) * 0.35, 4).tolist()
+    cur = conn.execute(
+        "UPDATE products p SET list_price = greatest(round(p.list_price * v.f, 2), 0.01), "
+        "unit_cost = round(p.unit_cost * v.f, 2), updated_at = now() "
+        "FROM unnest(%s::text[], %s::numeric[]) AS v(product_id, f) WHERE p.product_id = v.product_id",
+        (repriced, [Decimal(str(f)) for f in factor]),
+    )
+    changes = {"product_price_changes": cur.rowcount}
+    renamed = _sample(rng, ids, 0.01, 2)
+    suffixes = [_RENAMES[int(rng.integers(len(_RENAMES)))] for _ in renamed]
+    suffixes[0] = '"Limited"' + SQL_INJECTION_TEXT  # SQL-looking text arrives by update, too
+    cur = conn.execute(
+        "UPDATE products p SET product_name = p.product_name || ' ' || v.suffix, updated_at = now() "
+        "FROM unnest(%s::text[], %s::text[]) AS v(product_id, suffix) WHERE p.product_id = v.product_id",
+        (renamed, suffixes),
+    )
+    changes["product_name_changes"] = cur.rowcount
+    return changes
+
+
+def _shipments(conn: psycopg.Connection, rng: np.random.Generator) -> dict[str, int]:
+    """Shipments and deliveries."""
+    placed = _ids(conn, _PLACED_ORDERS)
+    to_ship = _sample(rng, placed, 0.6, 1)
+    lead = [int(rng.integers(0, 6)) for _ in to_ship]
+    cur = conn.execute(
+        "UPDATE orders o SET status = 'shipped', ship_date = least((o.order_ts AT TIME ZONE 'UTC')::date + v.lead, "
+        "current_date), updated_at = now() "
+        "FROM unnest(%s::bigint[], %s::int[]) AS v(order_id, lead) WHERE o.order_id = v.order_id",
+        (to_ship, lead),
+    )
+    changes = {"orders_shipped": cur.rowcount}
+    to_deliver = _sample_orders(conn, rng, "status = 'shipped' AND deleted_at IS NULL", to_ship, 0.5, 1)
+    changes["orders_delivered"] = _set_orders(conn, "status = 'delivered', updated_at = now()", to_deliver)
+    return changes
+
+
+def _cancellations(conn: psycopg.Connection, rng: np.random.Generator) -> dict[str, int]:
+    """Cancellations, soft deletes, removed lines."""
+    placed = _ids(conn, _PLACED_ORDERS)
+    to_cancel = _sample(rng, placed, 0.15, 1)
+    cancelled = "status = 'cancelled', cancelled_at = now(), ship_date = NULL, updated_at = now()"
+    changes = {"orders_cancelled": _set_orders(conn, cancelled, to_cancel)}
+    to_delete = _sample_orders(conn, rng, "deleted_at IS NULL AND status <> 'cancelled'", to_cancel, 0.0005, 2)
+    changes["orders_deleted"] = _set_orders(conn, "deleted_at = now(), updated_at = now()", to_delete)
+    multi = _ids(
+        conn,
+        "SELECT l.order_line_id FROM order_lines l JOIN orders o USING (order_id) "
+        "WHERE o.status = 'placed' AND o.deleted_at IS NULL AND l.deleted_at IS NULL AND l.line_no > 1 "
+        "ORDER BY l.order_line_id",
+    )
+    to_remove = _sample(rng, multi, 0.05, 1)
+    cur = conn.execute(
+        "UPDATE order_lines SET deleted_at = now(), updated_at = now() WHERE order_line_id = ANY(%s)", (to_remove,)
+    )
+    changes["order_lines_deleted"] = cur.rowcount
+    conn.execute(
+        "UPDATE orders SET updated_at = now() WHERE order_id IN "
+        "(SELECT order_id FROM order_lines WHERE order_line_id = ANY(%s))",
+        (to_remove,),
+    )
+    return changes
+
+
+_PLACED_ORDERS = "SELECT order_id FROM orders WHERE status = 'placed' AND deleted_at IS NULL ORDER BY order_id"
+
+
+def _sample_orders(
+    conn: psycopg.Connection, rng: np.random.Generator, where: str, changed: list, share: float, minimum: int
+) -> list:
+    """A sample (as :func:`_sample`) of the orders matching ``where`` that this change has
+    not already changed (``changed``)."""
+    query = f"SELECT order_id FROM orders WHERE {where} AND NOT (order_id = ANY(%s)) ORDER BY order_id"
+    return _sample(rng, _ids(conn, query, (changed,)), share, minimum)
+
+
+def _set_orders(conn: psycopg.Connection, assignments: str, order_ids: list) -> int:
+    """``UPDATE orders SET assignments`` of ``order_ids``; returns how many rows changed."""
+    return conn.execute(f"UPDATE orders SET {assignments} WHERE order_id = ANY(%s)", (order_ids,)).rowcount
 
 
 def _sample(rng: np.random.Generator, ids: list, share: float, minimum: int) -> list:
@@ -1085,17 +1053,9 @@ def _move_customers(conn: psycopg.Connection, rng: np.random.Generator, geo: _Ge
 def _new_orders(conn: psycopg.Connection, rng: np.random.Generator, fill_orders: int) -> tuple[int, int]:
     """About 0.5 % new orders (at least 10) placed now, at today's list prices."""
     n = max(10, int(round(fill_orders * 0.005)))
-    customers = [
-        r[0]
-        for r in conn.execute(
-            "SELECT customer_id FROM customers WHERE deleted_at IS NULL ORDER BY customer_id"
-        ).fetchall()
-    ]
+    customers = _ids(conn, "SELECT customer_id FROM customers WHERE deleted_at IS NULL ORDER BY customer_id")
     stores = conn.execute("SELECT store_id, region FROM stores WHERE deleted_at IS NULL ORDER BY store_id").fetchall()
-    products = [
-        r[0]
-        for r in conn.execute("SELECT product_id FROM products WHERE deleted_at IS NULL ORDER BY product_id").fetchall()
-    ]
+    products = _ids(conn, "SELECT product_id FROM products WHERE deleted_at IS NULL ORDER BY product_id")
     first_order = int(one_row(conn.execute("SELECT coalesce(max(order_id), 0) + 1 FROM orders"))[0])
     first_line = int(one_row(conn.execute("SELECT coalesce(max(order_line_id), 0) + 1 FROM order_lines"))[0])
     cust = [customers[i] for i in rng.integers(len(customers), size=n).tolist()]

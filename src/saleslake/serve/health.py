@@ -142,7 +142,7 @@ def stream_lag(lake: Lake, settings: Settings) -> dict[int, int]:
 def _lake_positions(lake: Lake, topic: str):
     """Read-only: per partition, the lowest offset the three stream tables hold (-1:
     none), where a restarted stream resumes."""
-    from saleslake.stream import app_id
+    from saleslake.sources.kafka import app_id
 
     tables = [open_delta(path) for path in (lake.bronze_events, lake.quarantine, lake.sales_lines)]
 

@@ -48,11 +48,13 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import duckdb
 import pyarrow as pa
@@ -71,7 +73,7 @@ from saleslake.retry import retry
 if TYPE_CHECKING:  # pragma: no cover
     import psycopg
 
-    from saleslake.config import Settings
+    from saleslake.config import PostgresSettings, Settings
 
 BATCH_ROWS = 100_000
 FACT = "fact_sales"
@@ -104,6 +106,17 @@ FACT_NEXT = "saleslake_next_fact_sales"
 NEXT_INDEX = "saleslake_next_{n}"
 #: Sort memory of a fact index build (10M keys sort in memory; 256MB spilled).
 MAINTENANCE_WORK_MEM = "512MB"
+
+#: (column, referenced table, referenced column) of the fact's foreign keys.
+FACT_FOREIGN_KEYS = (
+    ("order_date_key", "dim_date", "date_key"),
+    ("ship_date_key", "dim_date", "date_key"),
+    ("customer_sk", "dim_customer", "customer_sk"),
+    ("product_sk", "dim_product", "product_sk"),
+    ("store_sk", "dim_store", "store_sk"),
+    ("geography_sk", "dim_geography", "geography_sk"),
+)
+
 
 #: Versioned DDL: (version, description, statements); ``{s}`` is the quoted schema.
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
@@ -160,14 +173,7 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
                     ALTER TABLE {{s}}.fact_sales ADD CONSTRAINT fact_sales_{col}_fkey FOREIGN KEY ({col})
                     REFERENCES {{s}}.{dim} ({key}) DEFERRABLE INITIALLY DEFERRED;
                 END IF; END $$"""
-                for col, dim, key in (
-                    ("order_date_key", "dim_date", "date_key"),
-                    ("ship_date_key", "dim_date", "date_key"),
-                    ("customer_sk", "dim_customer", "customer_sk"),
-                    ("product_sk", "dim_product", "product_sk"),
-                    ("store_sk", "dim_store", "store_sk"),
-                    ("geography_sk", "dim_geography", "geography_sk"),
-                )
+                for col, dim, key in FACT_FOREIGN_KEYS
             ],
             "CREATE INDEX IF NOT EXISTS fact_sales_order_date_key_idx ON {s}.fact_sales (order_date_key)",
             "CREATE INDEX IF NOT EXISTS fact_sales_customer_sk_idx ON {s}.fact_sales (customer_sk)",
@@ -178,16 +184,6 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
     ),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
-
-#: (column, referenced table, referenced column) of the fact's foreign keys.
-FACT_FOREIGN_KEYS = (
-    ("order_date_key", "dim_date", "date_key"),
-    ("ship_date_key", "dim_date", "date_key"),
-    ("customer_sk", "dim_customer", "customer_sk"),
-    ("product_sk", "dim_product", "product_sk"),
-    ("store_sk", "dim_store", "store_sk"),
-    ("geography_sk", "dim_geography", "geography_sk"),
-)
 
 
 @dataclass
@@ -371,158 +367,283 @@ def publish_postgres(
         raise UserError(f"publishing gold to PostgreSQL at {where} failed: {scrub(str(exc), secret)}") from None
 
 
+@dataclass
+class _Stopwatch:
+    """Seconds per step of a publish into ``timings``: each lap counts from the previous
+    lap (or restart), so the steps of an attempt do not overlap."""
+
+    timings: dict[str, float]
+    since: float = field(default_factory=time.perf_counter)
+
+    def restart(self) -> None:
+        self.since = time.perf_counter()
+
+    def lap(self, step: str) -> None:
+        self.timings[step] = round(time.perf_counter() - self.since, 3)
+        self.since = time.perf_counter()
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """What one publish attempt publishes, where and for which run: the inputs every phase
+    of the attempt (stage, swap, log, cleanup) reads."""
+
+    settings: Settings
+    lake: Lake
+    release: dict
+    target: str  # the warehouse DSN (with its password: never printed)
+    schema: str
+    run_id: str | None
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def quoted_schema(self) -> str:
+        return quote_ident(self.schema)
+
+    @property
+    def versions(self) -> dict[str, int]:
+        """The Delta version of every gold table in the release."""
+        return self.release["table_versions"]
+
+    def session(self) -> psycopg.Connection:
+        """Another warehouse session (the COPY and index builders run beside the main one)."""
+        return _session(self.settings.postgres, self.target)
+
+
+@dataclass
+class _Staged:
+    """What the stage phase left for the swap to merge."""
+
+    columns: dict[str, list[str]] = field(default_factory=dict)  # staged table (load order) -> its columns
+    fact: FactStage | None = None  # how the fact's changes were staged; None: the fact is unchanged
+
+
 def _publish_once(
     settings: Settings, lake: Lake, release: dict, target: str, schema: str, run_id: str | None
 ) -> PostgresPublication:
-    import psycopg
-
-    started = time.perf_counter()
-    pg = settings.postgres
-    s = quote_ident(schema)
-    versions: dict[str, int] = release["table_versions"]
-    missing = [t for t in TABLES if t not in versions]
+    """One attempt: stage the changed rows (no target lock held), swap them in with one
+    transaction, drop the stages. An attempt that fails drops what it staged (so a retry
+    or the next publish starts clean) and leaves the previous gold in place."""
+    attempt = _Attempt(settings, lake, release, target, schema, run_id)
+    missing = [t for t in TABLES if t not in attempt.versions]
     if missing:
         raise UserError(f"the latest gold release lacks {', '.join(missing)}: run `saleslake rebuild gold`")
     result = PostgresPublication(release_id=release["release_id"], dsn=redact(target), schema=schema)
-    conn = _session(pg, target)
+    conn = attempt.session()
     duck: duckdb.DuckDBPyConnection | None = None
     staging = False  # whether this attempt may have left staged tables behind
     try:
-        conn.execute("SELECT pg_advisory_lock(hashtext(%s))", [f"saleslake.publish.{schema}"])
-        conn.commit()
-        result.migrations_applied = migrate(conn, schema)
-        result.schema_version = schema_version(conn, schema)
-        last = conn.execute(
-            f"SELECT release_id, lake, table_versions, schema_version FROM {s}.saleslake_publish_log "
-            "ORDER BY publish_id DESC LIMIT 1"
-        ).fetchone() or (None, None, None, None)  # never published: no lake is the same
-        conn.commit()
-        same_lake = last[1] == str(lake.home)
-        published: dict[str, int] = {k: int(v) for k, v in (last[2] or {}).items()} if same_lake else {}
-        if (
-            same_lake
-            and last[0] == release["release_id"]
-            and last[3] == result.schema_version
-            and not result.migrations_applied
-        ):
-            # a publish killed between its swap's commit and its cleanup left the staged fact behind
-            conn.execute(f"DROP TABLE IF EXISTS {FACT_STAGE.format(s=s)}")
-            conn.commit()
-            result.skipped = True
-            result.tables = {name: TableLoad(skipped=True) for name in TABLES}
-            result.seconds = time.perf_counter() - started
-            return result
-
+        _lock_and_migrate(conn, schema, result)
+        published = _published_versions(conn, attempt, result)
+        if published is None:
+            return _already_published(conn, attempt, result)
         duck = session(settings, lake)
-        for name in TABLES:
-            table = DeltaTable(str(lake.gold / name), version=versions[name])
-            duck.execute(f"CREATE VIEW {quote_ident(name)} AS {snapshot_view_sql(table)}")
-
-        # 1. stage: temporary tables in this session, loaded by COPY (no target locks held)
+        _create_release_views(duck, attempt)
         staging = True
-        staged: dict[str, list[str]] = {}
-        fact_stage: FactStage | None = None
-        for name in TABLES:
-            load = result.tables.setdefault(name, TableLoad())
-            step = time.perf_counter()
-            (load.rows,) = duck.execute(f"SELECT count(*) FROM {quote_ident(name)}").fetchall()[0]
-            if published.get(name) == versions[name] and not result.migrations_applied:
-                load.skipped = True
-                continue
-            gold_columns = set(duck.sql(f"SELECT * FROM {quote_ident(name)} LIMIT 0").columns)
-            columns = [c for c in _target_columns(conn, schema, name) if c in gold_columns]
-            if name == FACT:
-                fact_stage = _stage_fact_changes(conn, duck, lake, schema, columns, lambda: _session(pg, target))
-                load.sent = fact_stage.sent
-                result.timings.update(fact_stage.timings)
-                staged[name] = [*columns, HASH_COLUMN]
-            else:
-                stage = quote_ident(f"stage_{name}")
-                conn.execute(f"DROP TABLE IF EXISTS {stage}")
-                conn.execute(f"CREATE TEMP TABLE {stage} (LIKE {s}.{quote_ident(name)})")
-                select = ", ".join(quote_ident(c) for c in columns)
-                reader = duck.sql(f"SELECT {select} FROM {quote_ident(name)}").to_arrow_reader(BATCH_ROWS)
-                load.sent = _copy_arrow(conn, stage, columns, reader)
-                conn.execute(f"ANALYZE {stage}")
-                staged[name] = columns
-            result.timings[f"stage_{name}"] = round(time.perf_counter() - step, 3)
-        conn.commit()
+        staged = _stage_tables(conn, duck, attempt, published, result)
         crash_point("publish_postgres.after_staging")
-        step = time.perf_counter()
-
-        # 2. swap: one transaction makes the new gold visible at once. A lock timeout (a
-        # reader holding a table the swap must change) retries the swap alone, with
-        # backoff: the staged rows stay (they were committed before it).
-        import json
-
-        for swap_attempt in range(1, pg.publish_attempts + 1):
-            result.swap_attempts = swap_attempt
-            try:
-                with conn.transaction():
-                    conn.execute(f"SET LOCAL lock_timeout = {int(pg.lock_timeout_seconds * 1000)}")
-                    foreign: list[tuple[str, str]] = []
-                    if fact_stage is not None and fact_stage.mode != "upsert":
-                        foreign = _detach_fact(conn, s, fact_stage)
-                        result.timings["detach_fact_sales"] = round(time.perf_counter() - step, 3)
-                        step = time.perf_counter()
-                    for name, columns in staged.items():
-                        load = result.tables[name]
-                        if name == FACT and fact_stage is not None:
-                            load.written, load.deleted = _merge_fact(conn, s, columns, fact_stage, foreign)
-                        else:
-                            load.written, load.deleted = _merge_table(conn, s, name, columns)
-                        result.timings[f"merge_{name}"] = round(time.perf_counter() - step, 3)
-                        step = time.perf_counter()
-                    written = {
-                        n: {"written": t.written, "deleted": t.deleted, "sent": t.sent, "skipped": t.skipped}
-                        for n, t in result.tables.items()
-                    }
-                    result.seconds = time.perf_counter() - started
-                    (result.publish_id,) = one_row(
-                        conn.execute(
-                            f"INSERT INTO {s}.saleslake_publish_log (release_id, run_id, lake, schema_version, "
-                            "table_versions, rows_written, seconds) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING publish_id",
-                            [
-                                release["release_id"],
-                                run_id or release.get("run_id"),
-                                str(lake.home),
-                                result.schema_version,
-                                json.dumps(versions),
-                                json.dumps(written),
-                                result.seconds,
-                            ],
-                        )
-                    )
-                    crash_point("publish_postgres.before_commit")
-                break
-            except psycopg.errors.LockNotAvailable as exc:
-                if swap_attempt == pg.publish_attempts:
-                    raise SwapLocked(str(exc)) from None
-                time.sleep(min(0.5 * 2 ** (swap_attempt - 1), 8.0))
-                step = time.perf_counter()
+        watch = _Stopwatch(result.timings)
+        _swap(conn, attempt, staged, result, watch)
         crash_point("publish_postgres.after_commit")
-        for name in staged:  # after the swap: unlinking the stage's files holds no target lock
-            stage = FACT_STAGE.format(s=s) if name == FACT else quote_ident(f"stage_{name}")
-            conn.execute(f"DROP TABLE IF EXISTS {stage}")
-        conn.commit()
+        _drop_stages(conn, attempt.quoted_schema, staged)
         staging = False
-        result.timings["swap_commit"] = round(time.perf_counter() - step, 3)
+        watch.lap("swap_commit")
     finally:
         if duck is not None:
             duck.close()
         conn.close()  # releases the publish lock
         if staging:
-            _drop_leftovers(pg, target, schema)
-    result.seconds = time.perf_counter() - started
+            _drop_leftovers(settings.postgres, target, schema)
+    result.seconds = time.perf_counter() - attempt.started
     return result
 
 
-def _session(pg: Any, target: str) -> psycopg.Connection:
+def _lock_and_migrate(conn: psycopg.Connection, schema: str, result: PostgresPublication) -> None:
+    """Take the schema's publish lock (one publish at a time per schema; held until the
+    session closes), then bring the schema to :data:`LATEST_VERSION`."""
+    conn.execute("SELECT pg_advisory_lock(hashtext(%s))", [f"saleslake.publish.{schema}"])
+    conn.commit()
+    result.migrations_applied = migrate(conn, schema)
+    result.schema_version = schema_version(conn, schema)
+
+
+def _published_versions(
+    conn: psycopg.Connection, attempt: _Attempt, result: PostgresPublication
+) -> dict[str, int] | None:
+    """The Delta version of every table the last publish sent from this lake (``{}`` when
+    the last publish came from another lake, or none was made: every table is sent), or
+    None when the last publish was this very release on this schema version (nothing to do)."""
+    last = conn.execute(
+        f"SELECT release_id, lake, table_versions, schema_version FROM {attempt.quoted_schema}.saleslake_publish_log "
+        "ORDER BY publish_id DESC LIMIT 1"
+    ).fetchone() or (None, None, None, None)  # never published: no lake is the same
+    conn.commit()
+    same_lake = last[1] == str(attempt.lake.home)
+    if (
+        same_lake
+        and last[0] == attempt.release["release_id"]
+        and last[3] == result.schema_version
+        and not result.migrations_applied
+    ):
+        return None
+    return {k: int(v) for k, v in (last[2] or {}).items()} if same_lake else {}
+
+
+def _already_published(conn: psycopg.Connection, attempt: _Attempt, result: PostgresPublication) -> PostgresPublication:
+    """The result of publishing a release the warehouse already holds: nothing changed."""
+    # a publish killed between its swap's commit and its cleanup left the staged fact behind
+    conn.execute(f"DROP TABLE IF EXISTS {FACT_STAGE.format(s=attempt.quoted_schema)}")
+    conn.commit()
+    result.skipped = True
+    result.tables = {name: TableLoad(skipped=True) for name in TABLES}
+    result.seconds = time.perf_counter() - attempt.started
+    return result
+
+
+def _create_release_views(duck: duckdb.DuckDBPyConnection, attempt: _Attempt) -> None:
+    """One DuckDB view per gold table at the release's Delta version: the publish reads the
+    release, never a table a later gold build has moved on."""
+    for name in TABLES:
+        table = DeltaTable(str(attempt.lake.gold / name), version=attempt.versions[name])
+        duck.execute(f"CREATE VIEW {quote_ident(name)} AS {snapshot_view_sql(table)}")
+
+
+def _stage_table(
+    conn: psycopg.Connection, duck: duckdb.DuckDBPyConnection, s: str, name: str, columns: list[str]
+) -> int:
+    """COPY a whole dimension (or the aggregate) into temporary ``stage_<name>``; the swap
+    merges it, touching only the rows that differ. Returns the rows sent."""
+    stage = quote_ident(f"stage_{name}")
+    conn.execute(f"DROP TABLE IF EXISTS {stage}")
+    conn.execute(f"CREATE TEMP TABLE {stage} (LIKE {s}.{quote_ident(name)})")
+    select = ", ".join(quote_ident(c) for c in columns)
+    reader = duck.sql(f"SELECT {select} FROM {quote_ident(name)}").to_arrow_reader(BATCH_ROWS)
+    sent = _copy_arrow(conn, stage, columns, reader)
+    conn.execute(f"ANALYZE {stage}")
+    return sent
+
+
+def _stage_tables(
+    conn: psycopg.Connection,
+    duck: duckdb.DuckDBPyConnection,
+    attempt: _Attempt,
+    published: dict[str, int],
+    result: PostgresPublication,
+) -> _Staged:
+    """1. stage: temporary tables in this session, loaded by COPY (no target locks held).
+    A table whose Delta version was already published from this lake is skipped (unless a
+    migration ran); the fact stages only its changes (:func:`_stage_fact_changes`)."""
+    staged = _Staged()
+    watch = _Stopwatch(result.timings)
+    for name in TABLES:
+        load = result.tables.setdefault(name, TableLoad())
+        watch.restart()
+        (load.rows,) = duck.execute(f"SELECT count(*) FROM {quote_ident(name)}").fetchall()[0]
+        if published.get(name) == attempt.versions[name] and not result.migrations_applied:
+            load.skipped = True
+            continue
+        gold_columns = set(duck.sql(f"SELECT * FROM {quote_ident(name)} LIMIT 0").columns)
+        columns = [c for c in _target_columns(conn, attempt.schema, name) if c in gold_columns]
+        if name == FACT:
+            staged.fact = _stage_fact_changes(conn, duck, attempt.lake, attempt.schema, columns, attempt.session)
+            load.sent = staged.fact.sent
+            result.timings.update(staged.fact.timings)
+            staged.columns[name] = [*columns, HASH_COLUMN]
+        else:
+            load.sent = _stage_table(conn, duck, attempt.quoted_schema, name, columns)
+            staged.columns[name] = columns
+        watch.lap(f"stage_{name}")
+    conn.commit()
+    return staged
+
+
+def _swap(
+    conn: psycopg.Connection, attempt: _Attempt, staged: _Staged, result: PostgresPublication, watch: _Stopwatch
+) -> None:
+    """2. swap: one transaction makes the new gold visible at once. A lock timeout (a
+    reader holding a table the swap must change) retries the swap alone, with backoff:
+    the staged rows stay (they were committed before it). :class:`SwapLocked` when the
+    lock outlasts every attempt."""
+    import psycopg
+
+    pg = attempt.settings.postgres
+
+    def swap_once(swap_attempt: int) -> None:
+        result.swap_attempts = swap_attempt
+        watch.restart()
+        with conn.transaction():
+            conn.execute(f"SET LOCAL lock_timeout = {int(pg.lock_timeout_seconds * 1000)}")
+            _merge_staged(conn, attempt.quoted_schema, staged, result, watch)
+            _log_publish(conn, attempt, result)
+            crash_point("publish_postgres.before_commit")
+
+    def lock_timeout(exc: BaseException) -> bool:
+        return isinstance(exc, psycopg.errors.LockNotAvailable)
+
+    try:
+        retry(swap_once, pg.publish_attempts, lock_timeout, backoff=0.5, cap=8.0)
+    except psycopg.errors.LockNotAvailable as exc:
+        raise SwapLocked(str(exc)) from None
+
+
+def _merge_staged(
+    conn: psycopg.Connection, s: str, staged: _Staged, result: PostgresPublication, watch: _Stopwatch
+) -> None:
+    """Inside the swap: merge every staged table into its target, dimensions first (the
+    fact's foreign keys point at them); a bulk fact's foreign keys come off before."""
+    foreign: list[tuple[str, str]] = []
+    if staged.fact is not None and staged.fact.mode != "upsert":
+        foreign = _detach_fact(conn, s, staged.fact)
+        watch.lap("detach_fact_sales")
+    for name, columns in staged.columns.items():
+        load = result.tables[name]
+        if name == FACT and staged.fact is not None:
+            load.written, load.deleted = _merge_fact(conn, s, columns, staged.fact, foreign)
+        else:
+            load.written, load.deleted = _merge_table(conn, s, name, columns)
+        watch.lap(f"merge_{name}")
+
+
+def _log_publish(conn: psycopg.Connection, attempt: _Attempt, result: PostgresPublication) -> None:
+    """Inside the swap: append the publish log row (release, Delta versions, counts), so
+    the log says exactly what the warehouse holds once the swap commits."""
+    written = {
+        n: {"written": t.written, "deleted": t.deleted, "sent": t.sent, "skipped": t.skipped}
+        for n, t in result.tables.items()
+    }
+    result.seconds = time.perf_counter() - attempt.started
+    release = attempt.release
+    (result.publish_id,) = one_row(
+        conn.execute(
+            f"INSERT INTO {attempt.quoted_schema}.saleslake_publish_log (release_id, run_id, lake, schema_version, "
+            "table_versions, rows_written, seconds) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING publish_id",
+            [
+                release["release_id"],
+                attempt.run_id or release.get("run_id"),
+                str(attempt.lake.home),
+                result.schema_version,
+                json.dumps(attempt.versions),
+                json.dumps(written),
+                result.seconds,
+            ],
+        )
+    )
+
+
+def _drop_stages(conn: psycopg.Connection, s: str, staged: _Staged) -> None:
+    """After the swap: drop the staged tables (unlinking their files holds no target lock)."""
+    for name in staged.columns:
+        stage = FACT_STAGE.format(s=s) if name == FACT else quote_ident(f"stage_{name}")
+        conn.execute(f"DROP TABLE IF EXISTS {stage}")
+    conn.commit()
+
+
+def _session(pg: PostgresSettings, target: str) -> psycopg.Connection:
     """A warehouse session of the publish (the main one, the COPY and index builders)."""
     return connect(pg, "warehouse", target, application_name=f"{pg.application_name} publish")
 
 
-def _drop_leftovers(pg: Any, target: str, schema: str) -> None:
+def _drop_leftovers(pg: PostgresSettings, target: str, schema: str) -> None:
     """After a failed attempt, drop the fact's staged tables (the next fact is a full copy
     of the fact with its indexes) unless another publish holds the schema's publish lock
     by now. Best effort: the next publish drops them anyway."""
@@ -557,8 +678,24 @@ class FactStage:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per step of the staging
 
 
+@dataclass(frozen=True)
+class _FactDiff:
+    """How gold's fact differs from the warehouse's, as :func:`_compare_fact` found it. The
+    keys themselves wait in DuckDB tables ``published``, ``deleted`` (and ``changed``)."""
+
+    published_rows: int  # facts the warehouse holds
+    changes: int  # gold facts that are new or differ
+    deletes: int  # warehouse facts gold no longer has
+    only_changed: str  # SQL condition keeping the changed gold facts ("": every one is a change)
+
+
 def _stage_fact_changes(
-    conn: psycopg.Connection, duck: duckdb.DuckDBPyConnection, lake: Lake, schema: str, columns: list[str], session: Any
+    conn: psycopg.Connection,
+    duck: duckdb.DuckDBPyConnection,
+    lake: Lake,
+    schema: str,
+    columns: list[str],
+    session: Callable[[], psycopg.Connection],
 ) -> FactStage:
     """Stage the gold facts that are new or differ (by row hash) from the warehouse's, and
     the line keys the warehouse has but gold lost (``stage_fact_deletes``, this session).
@@ -569,20 +706,37 @@ def _stage_fact_changes(
     table's keys and indexes, so the swap renames it into place and validates its foreign
     keys (see :func:`_detach_fact`, :func:`_merge_fact`).
     The COPY runs in ``COPY_SESSIONS`` sessions, each a share of the line keys."""
-    import concurrent.futures
-
     s = quote_ident(schema)
     fact = f"{s}.fact_sales"
-    started = time.perf_counter()
     timings: dict[str, float] = {}
+    watch = _Stopwatch(timings)
+    diff = _compare_fact(conn, duck, lake, fact, columns)
+    watch.lap("stage_fact_sales_compare")
+    mode = _fact_stage_mode(conn, fact, columns, diff)
+    stage = _create_fact_stage(conn, s, fact, mode)
+    sent = _copy_fact_changes(duck, stage, columns, diff.only_changed, session)
+    sent += _stage_fact_deletes(conn, duck)
+    duck.execute("DROP TABLE published; DROP TABLE deleted; DROP TABLE IF EXISTS changed")
+    staged = FactStage(mode=mode, sent=sent, deletes=diff.deletes, timings=timings)
+    watch.lap("stage_fact_sales_copy")
+    if mode == "next":
+        if diff.published_rows:  # the unchanged rows, copied on the server
+            _copy_unchanged_facts(conn, stage, fact, columns)
+        conn.commit()
+        watch.lap("stage_fact_sales_unchanged")
+        staged.indexes = _build_next_indexes(conn, schema, session)
+        watch.lap("stage_fact_sales_indexes")
+    conn.execute(f"ANALYZE {stage}")
+    conn.commit()
+    return staged
 
-    def lap(step: str) -> None:
-        nonlocal started
-        timings[f"stage_fact_sales_{step}"] = round(time.perf_counter() - started, 3)
-        started = time.perf_counter()
 
+def _compare_fact(
+    conn: psycopg.Connection, duck: duckdb.DuckDBPyConnection, lake: Lake, fact: str, columns: list[str]
+) -> _FactDiff:
+    """Compare gold's fact with the warehouse's by (line key, row hash) in DuckDB: only the
+    changes are sent, and their count decides between an upsert and a bulk publish."""
     published_rows = _published_hashes(conn, duck, lake, fact)
-    select = ", ".join(quote_ident(c) for c in columns)
     # The changed keys once (a plain table: the sessions' cursors share it), then each
     # session reads its share of them: the comparison is not repeated per session.
     only_changed = ""  # an empty warehouse: every gold fact is a change
@@ -601,9 +755,21 @@ def _stage_fact_changes(
         f"(SELECT line_key FROM {FACT}) g USING (line_key)"
     )
     (deletes,) = duck.execute("SELECT count(*) FROM deleted").fetchall()[0]
-    lap("compare")
-    bulk = changes + deletes > BULK_FACT_ROWS and changes + deletes > BULK_FACT_SHARE * published_rows
-    mode = _bulk_mode(conn, fact, columns) if bulk else "upsert"
+    return _FactDiff(published_rows, int(changes), int(deletes), only_changed)
+
+
+def _fact_stage_mode(conn: psycopg.Connection, fact: str, columns: list[str], diff: _FactDiff) -> str:
+    """``upsert`` for few changes; for many (see :data:`BULK_FACT_ROWS`), the bulk mode the
+    live fact allows (:func:`_bulk_mode`)."""
+    changed = diff.changes + diff.deletes
+    bulk = changed > BULK_FACT_ROWS and changed > BULK_FACT_SHARE * diff.published_rows
+    return _bulk_mode(conn, fact, columns) if bulk else "upsert"
+
+
+def _create_fact_stage(conn: psycopg.Connection, s: str, fact: str, mode: str) -> str:
+    """Create the empty table the fact's changes are copied into, after dropping what an
+    earlier attempt left; returns its name. ``next`` makes a logged copy of the fact's
+    shape (it becomes the fact), the others an unlogged staging table."""
     stage = f"{s}.{FACT_NEXT}" if mode == "next" else FACT_STAGE.format(s=s)
     conn.execute(f"DROP TABLE IF EXISTS {FACT_STAGE.format(s=s)}")
     conn.execute(f"DROP TABLE IF EXISTS {s}.{FACT_NEXT}")
@@ -612,6 +778,22 @@ def _stage_fact_changes(
     else:
         conn.execute(f"CREATE UNLOGGED TABLE {stage} (LIKE {fact})")
     conn.commit()
+    return stage
+
+
+def _copy_fact_changes(
+    duck: duckdb.DuckDBPyConnection,
+    stage: str,
+    columns: list[str],
+    only_changed: str,
+    session: Callable[[], psycopg.Connection],
+) -> int:
+    """COPY the changed gold facts with their row hash into ``stage``: ``COPY_SESSIONS``
+    sessions at once, each a share of the line keys (PostgreSQL parses a COPY on one core).
+    Returns the rows copied."""
+    import concurrent.futures
+
+    select = ", ".join(quote_ident(c) for c in columns)
 
     def load_share(share: int) -> int:
         cursor = duck.cursor()
@@ -629,30 +811,28 @@ def _stage_fact_changes(
             cursor.close()
 
     with concurrent.futures.ThreadPoolExecutor(COPY_SESSIONS) as pool:
-        sent = sum(pool.map(load_share, range(COPY_SESSIONS)))
+        return sum(pool.map(load_share, range(COPY_SESSIONS)))
+
+
+def _stage_fact_deletes(conn: psycopg.Connection, duck: duckdb.DuckDBPyConnection) -> int:
+    """COPY the line keys the warehouse has and gold lost (DuckDB's ``deleted``) into this
+    session's temporary ``stage_fact_deletes``; returns their count."""
     conn.execute("DROP TABLE IF EXISTS stage_fact_deletes")
     conn.execute('CREATE TEMP TABLE stage_fact_deletes (line_key text COLLATE "C" PRIMARY KEY)')
-    sent += _copy_arrow(
+    return _copy_arrow(
         conn, "stage_fact_deletes", ["line_key"], duck.sql("SELECT line_key FROM deleted").to_arrow_reader(BATCH_ROWS)
     )
-    duck.execute("DROP TABLE published; DROP TABLE deleted; DROP TABLE IF EXISTS changed")
-    staged = FactStage(mode=mode, sent=sent, deletes=int(deletes), timings=timings)
-    lap("copy")
-    if mode == "next":
-        every = ", ".join(quote_ident(c) for c in [*columns, HASH_COLUMN])
-        if published_rows:  # the unchanged rows, copied on the server
-            conn.execute(
-                f"INSERT INTO {stage} ({every}) SELECT {every} FROM {fact} f WHERE NOT EXISTS "
-                f"(SELECT 1 FROM {stage} n WHERE n.line_key = f.line_key) AND NOT EXISTS "
-                "(SELECT 1 FROM stage_fact_deletes d WHERE d.line_key = f.line_key)"
-            )
-        conn.commit()
-        lap("unchanged")
-        staged.indexes = _build_next_indexes(conn, schema, session)
-        lap("indexes")
-    conn.execute(f"ANALYZE {stage}")
-    conn.commit()
-    return staged
+
+
+def _copy_unchanged_facts(conn: psycopg.Connection, stage: str, fact: str, columns: list[str]) -> None:
+    """Bulk ``next`` mode: copy the live fact's unchanged rows into the next fact on the
+    server (nothing travels through the client), so it holds the whole new fact."""
+    every = ", ".join(quote_ident(c) for c in [*columns, HASH_COLUMN])
+    conn.execute(
+        f"INSERT INTO {stage} ({every}) SELECT {every} FROM {fact} f WHERE NOT EXISTS "
+        f"(SELECT 1 FROM {stage} n WHERE n.line_key = f.line_key) AND NOT EXISTS "
+        "(SELECT 1 FROM stage_fact_deletes d WHERE d.line_key = f.line_key)"
+    )
 
 
 def _published_hashes(conn: psycopg.Connection, duck: duckdb.DuckDBPyConnection, lake: Lake, fact: str) -> int:
@@ -729,7 +909,7 @@ _IDENT = r'(?:"(?:[^"]|"")*"|[^\s."]+)'
 
 
 def _build_next_indexes(
-    conn: psycopg.Connection, schema: str, session: Any
+    conn: psycopg.Connection, schema: str, session: Callable[[], psycopg.Connection]
 ) -> list[tuple[str, str, str | None, str | None]]:
     """Build every index of the live fact (primary key included) on :data:`FACT_NEXT`, under
     temporary names, ``COPY_SESSIONS`` at a time (CREATE INDEX takes a SHARE lock, which

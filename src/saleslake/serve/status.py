@@ -10,7 +10,7 @@ import socket
 import psutil
 
 from saleslake.lake import Lake
-from saleslake.runs import ledger_rows, lock_is_free
+from saleslake.runs import ledger_rows, lock_is_free, stream_heartbeats
 
 STAGE_ORDER = {"bronze": 0, "silver": 1, "gold": 2}
 STREAM_FIELDS = (
@@ -31,8 +31,6 @@ def run_status(lake: Lake, limit: int = 20) -> list[dict]:
     """The ``limit`` most recent runs: ``run_id``, ``command``, ``status``, ``started_at``,
     ``finished_at``, ``error``, ``stages`` (per stage its status, row counts and details)
     and, for a stream, ``stream`` (its heartbeat)."""
-    from saleslake.stream import stream_heartbeats
-
     runs = _runs(ledger_rows(lake))
     beats = {b["run_id"]: b for b in stream_heartbeats(lake)}
     lock_free = lock_is_free(lake)

@@ -93,6 +93,18 @@ def classify(
     incoming key satisfies (e.g. its source and months), so the lookup prunes files.
     ``target_files``: the only files of silver that can hold an earlier version (None: all).
     """
+    _find_existing(con, target, existing_filter, target_files)
+    _order_versions(con, position)
+    counts = _count_outcomes(con)
+    _select_upserts(con, applied_seq, position)
+    return counts
+
+
+def _find_existing(
+    con: duckdb.DuckDBPyConnection, target: DeltaTable, existing_filter: str, target_files: list[str] | None
+) -> None:
+    """Temp table ``existing``: the silver versions of the incoming keys, with the file
+    holding each (the files a rewrite must replace)."""
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE existing AS
@@ -101,6 +113,12 @@ def classify(
         WHERE ({existing_filter}) AND s.line_key IN (SELECT line_key FROM valid)
         """
     )
+
+
+def _order_versions(con: duckdb.DuckDBPyConnection, position: str) -> None:
+    """Temp table ``versions``: every incoming version of a key seen more than once or
+    already in silver, in landing order, with the hash it follows and whether it replaces
+    silver's; keys seen once skip the window (most of a chunk)."""
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE multi AS
@@ -122,6 +140,10 @@ def classify(
         WINDOW w AS (PARTITION BY v.line_key ORDER BY v.landed_seq, v.pos)
         """
     )
+
+
+def _count_outcomes(con: duckdb.DuckDBPyConnection) -> DedupCounts:
+    """Exact repeats and corrections among the ordered versions; the rest of ``valid`` is valid."""
     valid, duplicate, corrected = con.execute(
         """
         SELECT (SELECT count(*) FROM valid),
@@ -130,6 +152,11 @@ def classify(
         FROM versions
         """
     ).fetchall()[0]
+    return DedupCounts(valid=valid - duplicate, duplicate=duplicate, corrected=corrected)
+
+
+def _select_upserts(con: duckdb.DuckDBPyConnection, applied_seq: int, position: str) -> None:
+    """Views ``upserts`` (the rows to write) and ``replaced`` (the silver keys they replace)."""
     # Write the newest version of a key unless silver already holds it or something newer.
     con.execute(
         f"""
@@ -150,7 +177,27 @@ def classify(
         SELECT line_key FROM versions WHERE newest = 1 AND position_seq > {applied_seq} AND replaces_silver
         """
     )
-    return DedupCounts(valid=valid - duplicate, duplicate=duplicate, corrected=corrected)
+
+
+def lines_reader(con: duckdb.DuckDBPyConnection, query: str) -> pa.RecordBatchReader:
+    """The rows of ``query`` as silver lines, streamed in batches of ``BATCH_ROWS`` so a
+    write holds one batch at a time. The reader streams from the connection: no other
+    query may run on it until the reader is drained."""
+    batches = con.sql(query).to_arrow_reader(BATCH_ROWS)
+    return pa.RecordBatchReader.from_batches(SALES_LINES_SCHEMA, (b.cast(SALES_LINES_SCHEMA) for b in batches))
+
+
+def append_lines(target: DeltaTable, lines: pa.RecordBatchReader, commit: CommitProperties) -> None:
+    """Append ``lines`` to silver in one commit carrying ``commit`` (the source positions),
+    partitioned by month with the writer settings of every silver write."""
+    write_deltalake(
+        target,
+        lines,
+        mode="append",
+        partition_by=["order_month"],
+        commit_properties=commit,
+        writer_properties=writer_properties(),
+    )
 
 
 def write_upserts(
@@ -171,18 +218,9 @@ def write_upserts(
     if files:
         survivors = f"SELECT {columns} FROM ({snapshot_view_sql(target, files)}) WHERE line_key NOT IN ({gone})"
         query = f"{query} UNION ALL {survivors}"
-    # The reader streams from the connection: no other query may run until it is drained.
-    batches = con.sql(query).to_arrow_reader(BATCH_ROWS)
-    reader = pa.RecordBatchReader.from_batches(SALES_LINES_SCHEMA, (b.cast(SALES_LINES_SCHEMA) for b in batches))
+    reader = lines_reader(con, query)
     if not files:
-        write_deltalake(
-            target,
-            reader,
-            mode="append",
-            partition_by=["order_month"],
-            commit_properties=commit,
-            writer_properties=writer_properties(),
-        )
+        append_lines(target, reader, commit)
         return "append"
     replace_files(target, reader, files, ["order_month"], commit)
     return "rewrite"

@@ -2,7 +2,7 @@
 
 Input: temp table ``records`` (topic, partition, offset, key, timestamp, value) with the
 batch's Kafka records, and temp tables ``ref_stores`` / ``ref_products`` (reference
-states with their ``valid_until``, see :mod:`saleslake.stream`). :func:`prepare_batch` builds
+states with their ``valid_until``, see :mod:`saleslake.pipeline.stream`). :func:`prepare_batch` builds
 
 - ``events``: one row per message, parsed JSON and its message-level ``reasons``
   (``oversized_message``, ``invalid_json``, ``schema_violation:<field>``, and
@@ -19,7 +19,7 @@ states with their ``valid_until``, see :mod:`saleslake.stream`). :func:`prepare_
 
 Velocity and quantity-norm fraud rules need history; :func:`prepare_batch` reads it from
 temp tables ``recent_tx`` and ``product_norms`` that the stream keeps (see
-:mod:`saleslake.stream`).
+:mod:`saleslake.pipeline.stream`).
 """
 
 from __future__ import annotations
@@ -142,7 +142,8 @@ def _reasons(checks: list[str]) -> str:
 
 def _parse_messages(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
     """``events``: every record with its parsed fields (when it is a JSON object) and its
-    message-level reasons; ``raw_lines``: the lines of messages that passed, with theirs."""
+    message-level reasons; ``raw_lines``: the lines of messages that passed, with theirs
+    (:func:`_check_lines`)."""
     limit = settings.stream.max_message_bytes
     # One statement: a separate decoded table costs a copy of every message. The raw bytes
     # and text are not kept here; the quarantine takes them from ``records`` for the few
@@ -165,6 +166,12 @@ def _parse_messages(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
         )
         """
     )
+    _check_lines(con)
+
+
+def _check_lines(con: duckdb.DuckDBPyConnection) -> None:
+    """``raw_lines``: the lines of the messages that passed so far, with their reasons; the
+    reasons of a message with a malformed line become its own (in ``events``)."""
     # Lines are checked one by one; a malformed line makes the whole message malformed.
     con.execute(
         f"""

@@ -27,16 +27,16 @@ from dataclasses import dataclass
 
 import duckdb
 import pyarrow as pa
-from deltalake import CommitProperties, Transaction, write_deltalake
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
 from saleslake import reference
 from saleslake.config import Settings
 from saleslake.contract import QUARANTINE_SCHEMA, SALES_LINES_SCHEMA
 from saleslake.crashpoints import crash_point
 from saleslake.dbapi import one_row
-from saleslake.lake import Lake, ensure_delta, snapshot_view_sql, writer_properties
+from saleslake.lake import Lake, ensure_delta, snapshot_view_sql
 from saleslake.silver.bounds import KEY_TEXT_FIELDS, case_reasons, date_checks, key_text_checks, quantity_check
-from saleslake.silver.dedup import BATCH_ROWS, classify, row_hash_sql
+from saleslake.silver.dedup import append_lines, classify, lines_reader, row_hash_sql
 from saleslake.silver.enrich import enrichment_columns, tax_rate_sql
 from saleslake.sources.postgres import APP_ID, ExtractResult
 
@@ -211,6 +211,39 @@ def _reasons(settings: Settings) -> str:
     return f"list_filter([{', '.join(checks)}], lambda r: r IS NOT NULL)"
 
 
+def _line_with_order_sql() -> str:
+    """SELECT of each line state of the extract (``x_lines``) with its order's (``x_orders``): the
+    silver columns a line takes from them, ``src_unit_price``/``src_unit_cost`` as sent,
+    ``removed`` (a cancelled or deleted order, or a deleted line), ``changed_at`` and ``pos``."""
+    return """
+        SELECT CAST(l.order_id AS VARCHAR) AS order_id, CAST(l.order_line_id AS VARCHAR) AS line_id,
+               CAST(timezone('UTC', o.order_ts) AS DATE) AS order_date,
+               CAST(o.order_ts AS TIMESTAMPTZ) AS order_ts,
+               o.ship_date, o.ship_mode, o.order_priority, o.customer_id,
+               o.ship_city AS city, o.ship_state AS state, o.ship_country AS country,
+               o.ship_postal_code AS postal_code, o.ship_market AS market, o.ship_region AS region,
+               o.store_id, l.product_id, CAST(l.quantity AS BIGINT) AS quantity,
+               CAST(l.unit_price AS DECIMAL(18,4)) AS src_unit_price,
+               CAST(l.unit_cost AS DECIMAL(18,4)) AS src_unit_cost,
+               -- in 38 digits, then TRY_: a product beyond DECIMAL(18,4) is invalid_number,
+               -- not an extract that fails on every retry
+               TRY_CAST(CAST(l.quantity AS DECIMAL(38,0)) * l.unit_price AS DECIMAL(18,4)) AS sales,
+               CAST(l.discount AS DECIMAL(9,4)) AS discount,
+               TRY_CAST(
+                   CAST(l.quantity AS DECIMAL(38,0)) * (l.unit_price * (1 - l.discount) - l.unit_cost)
+                   AS DECIMAL(18,4)
+               ) AS profit,
+               CAST(l.shipping_cost AS DECIMAL(18,4)) AS shipping_cost,
+               coalesce(o.currency, 'USD') AS currency,
+               (o.order_id IS NOT NULL AND (o.status = 'cancelled' OR o.deleted_at IS NOT NULL))
+                   OR l.deleted_at IS NOT NULL AS removed,
+               greatest(l.updated_at, o.updated_at) AS changed_at,
+               l.order_line_id AS pos
+        -- changed rows and their context rows are disjoint (see sources.postgres)
+        FROM x_lines l LEFT JOIN x_orders o ON l.order_id = o.order_id
+        """
+
+
 def prepare_lines(con: duckdb.DuckDBPyConnection, lake: Lake, settings: Settings, extract: ExtractResult) -> bool:
     """Temp tables ``oltp_lines`` (every line state of the extract, with ``removed`` and
     ``reasons``) and ``valid`` (valid lines in the silver schema + ``fi``/``pos``)."""
@@ -225,34 +258,7 @@ def prepare_lines(con: duckdb.DuckDBPyConnection, lake: Lake, settings: Settings
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE oltp_lines AS
-        -- changed rows and their context rows are disjoint (see sources.postgres)
-        WITH l AS (SELECT * FROM x_lines), o AS (SELECT * FROM x_orders),
-             j AS (
-                SELECT CAST(l.order_id AS VARCHAR) AS order_id, CAST(l.order_line_id AS VARCHAR) AS line_id,
-                       CAST(timezone('UTC', o.order_ts) AS DATE) AS order_date,
-                       CAST(o.order_ts AS TIMESTAMPTZ) AS order_ts,
-                       o.ship_date, o.ship_mode, o.order_priority, o.customer_id,
-                       o.ship_city AS city, o.ship_state AS state, o.ship_country AS country,
-                       o.ship_postal_code AS postal_code, o.ship_market AS market, o.ship_region AS region,
-                       o.store_id, l.product_id, CAST(l.quantity AS BIGINT) AS quantity,
-                       CAST(l.unit_price AS DECIMAL(18,4)) AS src_unit_price,
-                       CAST(l.unit_cost AS DECIMAL(18,4)) AS src_unit_cost,
-                       -- in 38 digits, then TRY_: a product beyond DECIMAL(18,4) is invalid_number,
-                       -- not an extract that fails on every retry
-                       TRY_CAST(CAST(l.quantity AS DECIMAL(38,0)) * l.unit_price AS DECIMAL(18,4)) AS sales,
-                       CAST(l.discount AS DECIMAL(9,4)) AS discount,
-                       TRY_CAST(
-                           CAST(l.quantity AS DECIMAL(38,0)) * (l.unit_price * (1 - l.discount) - l.unit_cost)
-                           AS DECIMAL(18,4)
-                       ) AS profit,
-                       CAST(l.shipping_cost AS DECIMAL(18,4)) AS shipping_cost,
-                       coalesce(o.currency, 'USD') AS currency,
-                       (o.order_id IS NOT NULL AND (o.status = 'cancelled' OR o.deleted_at IS NOT NULL))
-                           OR l.deleted_at IS NOT NULL AS removed,
-                       greatest(l.updated_at, o.updated_at) AS changed_at,
-                       l.order_line_id AS pos
-                FROM l LEFT JOIN o ON l.order_id = o.order_id
-             )
+        WITH j AS ({_line_with_order_sql()})
         SELECT *, {_reasons(settings)} AS reasons FROM (
         SELECT md5('{SOURCE}' || chr(31) || j.order_id || chr(31) || j.line_id) AS line_key, '{SOURCE}' AS source_system,
                j.* EXCLUDE (customer_id, product_id),
@@ -385,13 +391,7 @@ def commit_lines(con: duckdb.DuckDBPyConnection, lake: Lake, extract: ExtractRes
     commit = CommitProperties(app_transactions=[Transaction(APP_ID, extract.seq)])
     counts = OltpCounts()
     if not has_lines:
-        write_deltalake(
-            target,
-            SALES_LINES_SCHEMA.empty_table(),
-            mode="append",
-            partition_by=["order_month"],
-            commit_properties=commit,
-        )
+        _commit_position(target, commit)
         return counts
     _quarantine(con, lake, extract)
     crash_point("oltp.quarantine.after_commit")
@@ -402,7 +402,33 @@ def commit_lines(con: duckdb.DuckDBPyConnection, lake: Lake, extract: ExtractRes
             "FROM oltp_lines"
         )
     )
-    # lines to take out of silver: removed or now invalid, where silver holds them
+    n_gone = _gone_lines(con, target)
+    _write_lines(con, target, commit)
+    target.update_incremental()
+    held = target.transaction_version(APP_ID)
+    if held is None or held < extract.seq:  # a write that changed nothing may commit nothing
+        _commit_position(target, commit)
+    counts.rows_valid, counts.rows_duplicate, counts.rows_corrected = dedup.valid, dedup.duplicate, dedup.corrected
+    counts.rows_quarantined = int(bad)
+    counts.rows_read = counts.rows_valid + counts.rows_duplicate + counts.rows_quarantined
+    counts.removed, counts.removed_seen = int(n_gone), int(removed_seen)
+    return counts
+
+
+def _commit_position(target: DeltaTable, commit: CommitProperties) -> None:
+    """An empty silver commit that records the extract's position (``commit``) alone."""
+    write_deltalake(
+        target,
+        SALES_LINES_SCHEMA.empty_table(),
+        mode="append",
+        partition_by=["order_month"],
+        commit_properties=commit,
+    )
+
+
+def _gone_lines(con: duckdb.DuckDBPyConnection, target: DeltaTable) -> int:
+    """Temp table ``gone``: the lines to take out of silver (removed or now invalid, where
+    silver holds them); returns how many."""
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE gone AS
@@ -412,61 +438,44 @@ def commit_lines(con: duckdb.DuckDBPyConnection, lake: Lake, extract: ExtractRes
         """
     )
     (n_gone,) = one_row(con.execute("SELECT count(*) FROM gone"))
+    return n_gone
+
+
+def _write_lines(con: duckdb.DuckDBPyConnection, target: DeltaTable, commit: CommitProperties) -> None:
+    """View ``upserts`` into silver and table ``gone`` out of it, in one commit carrying
+    ``commit``: a streamed append when no month holds a line to replace or remove, else a
+    MERGE over those months."""
     months = sorted(
         {r[0] for r in con.execute("SELECT order_month FROM existing UNION SELECT order_month FROM gone").fetchall()}
     )
     columns = SALES_LINES_SCHEMA.names
     select = ", ".join(f'"{c}"' for c in columns)
+    if not months:
+        # nothing to replace or remove (e.g. the first extract): a streamed append, memory bounded
+        append_lines(target, lines_reader(con, f"SELECT {select} FROM upserts"), commit)
+        return
     nulls = ", ".join(
         f'CAST(NULL AS {t}) AS "{c}"' if c not in ("line_key", "order_month") else f'"{c}"' for c, t in _duck_types()
     )
-    if not months:
-        # nothing to replace or remove (e.g. the first extract): a streamed append, memory bounded
-        batches = con.sql(f"SELECT {select} FROM upserts").to_arrow_reader(BATCH_ROWS)
-        reader = pa.RecordBatchReader.from_batches(SALES_LINES_SCHEMA, (b.cast(SALES_LINES_SCHEMA) for b in batches))
-        write_deltalake(
-            target,
-            reader,
-            mode="append",
-            partition_by=["order_month"],
-            commit_properties=commit,
-            writer_properties=writer_properties(),
-        )
-    else:
-        source = con.sql(
-            f"SELECT {select}, false AS _delete FROM upserts UNION ALL SELECT {nulls}, true FROM gone"
-        ).to_arrow_table()
-        source = source.cast(SALES_LINES_SCHEMA.append(pa.field("_delete", pa.bool_())))
-        month_list = ", ".join(f"'{m}'" for m in months)
-        updates = {c: f"s.`{c}`" for c in columns}
-        (
-            target.merge(
-                source,
-                predicate=f"t.line_key = s.line_key AND t.order_month IN ({month_list})",
-                source_alias="s",
-                target_alias="t",
-                commit_properties=commit,
-            )
-            .when_matched_delete(predicate="s._delete = true")
-            .when_matched_update(updates=updates, predicate="s._delete = false")
-            .when_not_matched_insert(updates=updates, predicate="s._delete = false")
-            .execute()
-        )
-    target.update_incremental()
-    held = target.transaction_version(APP_ID)
-    if held is None or held < extract.seq:  # a write that changed nothing may commit nothing
-        write_deltalake(
-            target,
-            SALES_LINES_SCHEMA.empty_table(),
-            mode="append",
-            partition_by=["order_month"],
+    source = con.sql(
+        f"SELECT {select}, false AS _delete FROM upserts UNION ALL SELECT {nulls}, true FROM gone"
+    ).to_arrow_table()
+    source = source.cast(SALES_LINES_SCHEMA.append(pa.field("_delete", pa.bool_())))
+    month_list = ", ".join(f"'{m}'" for m in months)
+    updates = {c: f"s.`{c}`" for c in columns}
+    (
+        target.merge(
+            source,
+            predicate=f"t.line_key = s.line_key AND t.order_month IN ({month_list})",
+            source_alias="s",
+            target_alias="t",
             commit_properties=commit,
         )
-    counts.rows_valid, counts.rows_duplicate, counts.rows_corrected = dedup.valid, dedup.duplicate, dedup.corrected
-    counts.rows_quarantined = int(bad)
-    counts.rows_read = counts.rows_valid + counts.rows_duplicate + counts.rows_quarantined
-    counts.removed, counts.removed_seen = int(n_gone), int(removed_seen)
-    return counts
+        .when_matched_delete(predicate="s._delete = true")
+        .when_matched_update(updates=updates, predicate="s._delete = false")
+        .when_not_matched_insert(updates=updates, predicate="s._delete = false")
+        .execute()
+    )
 
 
 _TYPES: list[tuple[str, str]] | None = None

@@ -23,9 +23,12 @@ from collections.abc import Callable
 
 import pyarrow as pa
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from deltalake import DeltaTable
 
 from saleslake.config import Settings, read_secret
+from saleslake.contract import QUARANTINE_SCHEMA, SALES_LINES_SCHEMA
 from saleslake.errors import TransientError, UserError
+from saleslake.lake import Lake, ensure_delta
 from saleslake.retry import retry
 
 #: One Kafka record as it arrived; ``value`` and ``key`` are the exact bytes.
@@ -40,7 +43,46 @@ RECORDS_SCHEMA = pa.schema(
     ]
 )
 
+#: ``bronze/events/pos``: the records as received, partitioned by the day they landed.
+BRONZE_EVENTS_SCHEMA = pa.schema([*RECORDS_SCHEMA, ("ingest_date", pa.string())])
+#: The stream's tables, each holding its own position per partition (:class:`LakePositions`).
+TABLES = ("bronze", "quarantine", "lines")
+
 PositionsOf = Callable[[list[int]], dict[int, int]]
+
+
+def app_id(topic: str, partition: int) -> str:
+    """The Delta application transaction under which a stream table records the last offset
+    of ``topic``'s ``partition`` it holds (read back by :class:`LakePositions`, health and
+    retention)."""
+    return f"saleslake.pos:{topic}:{partition}"
+
+
+class LakePositions:
+    """The last offset per partition that each stream table holds, read from Delta."""
+
+    def __init__(self, lake: Lake, topic: str):
+        self.topic = topic
+        self.tables: dict[str, DeltaTable] = {
+            "bronze": ensure_delta(lake.bronze_events, BRONZE_EVENTS_SCHEMA, ["ingest_date"]),
+            "quarantine": ensure_delta(lake.quarantine, QUARANTINE_SCHEMA),
+            "lines": ensure_delta(lake.sales_lines, SALES_LINES_SCHEMA, ["order_month"]),
+        }
+
+    def read(self, partitions: list[int]) -> dict[str, dict[int, int]]:
+        out: dict[str, dict[int, int]] = {}
+        for name, table in self.tables.items():
+            table.update_incremental()
+            out[name] = {}
+            for p in partitions:
+                version = table.transaction_version(app_id(self.topic, p))
+                out[name][p] = -1 if version is None else int(version)
+        return out
+
+    def start_positions(self, partitions: list[int]) -> dict[int, int]:
+        """Where to resume each partition: the lowest position any table holds."""
+        held = self.read(partitions)
+        return {p: min(held[name][p] for name in TABLES) for p in partitions}
 
 
 class TopicMissingError(UserError):

@@ -56,34 +56,29 @@ from saleslake.retry import retry
 
 APP_ID = "saleslake.oltp"
 
-# Logical columns of each shop table and their source types (the demo schema).
+# Where a store or a customer is (and, prefixed ship_, where an order goes): the same
+# columns in that order wherever a place is described.
+LOCATION_COLUMNS = tuple((name, "text") for name in ("city", "state", "country", "postal_code", "region", "market"))
+# Every shop table's change tracking: when a row last changed, and its soft deletion.
+CHANGE_COLUMNS = (("updated_at", "timestamptz"), ("deleted_at", "timestamptz"))
+
+# Logical columns of each shop table and their source types (the demo schema); the
+# first is the table's key.
 TABLE_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
     "stores": (
         ("store_id", "text"),
         ("store_name", "text"),
         ("channel", "text"),
-        ("city", "text"),
-        ("state", "text"),
-        ("country", "text"),
-        ("postal_code", "text"),
-        ("region", "text"),
-        ("market", "text"),
+        *LOCATION_COLUMNS,
         ("currency", "text"),
-        ("updated_at", "timestamptz"),
-        ("deleted_at", "timestamptz"),
+        *CHANGE_COLUMNS,
     ),
     "customers": (
         ("customer_id", "text"),
         ("customer_name", "text"),
         ("segment", "text"),
-        ("city", "text"),
-        ("state", "text"),
-        ("country", "text"),
-        ("postal_code", "text"),
-        ("region", "text"),
-        ("market", "text"),
-        ("updated_at", "timestamptz"),
-        ("deleted_at", "timestamptz"),
+        *LOCATION_COLUMNS,
+        *CHANGE_COLUMNS,
     ),
     "products": (
         ("product_id", "text"),
@@ -92,8 +87,7 @@ TABLE_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
         ("sub_category", "text"),
         ("list_price", "numeric"),
         ("unit_cost", "numeric"),
-        ("updated_at", "timestamptz"),
-        ("deleted_at", "timestamptz"),
+        *CHANGE_COLUMNS,
     ),
     "orders": (
         ("order_id", "int8"),
@@ -105,15 +99,9 @@ TABLE_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
         ("ship_mode", "text"),
         ("order_priority", "text"),
         ("ship_date", "date"),
-        ("ship_city", "text"),
-        ("ship_state", "text"),
-        ("ship_country", "text"),
-        ("ship_postal_code", "text"),
-        ("ship_region", "text"),
-        ("ship_market", "text"),
+        *((f"ship_{name}", kind) for name, kind in LOCATION_COLUMNS),
         ("currency", "text"),
-        ("updated_at", "timestamptz"),
-        ("deleted_at", "timestamptz"),
+        *CHANGE_COLUMNS,
     ),
     "order_lines": (
         ("order_line_id", "int8"),
@@ -125,8 +113,7 @@ TABLE_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
         ("discount", "numeric"),
         ("unit_cost", "numeric"),
         ("shipping_cost", "numeric"),
-        ("updated_at", "timestamptz"),
-        ("deleted_at", "timestamptz"),
+        *CHANGE_COLUMNS,
     ),
 }
 # Extraction order: reference tables first; orders and lines are one unit.
@@ -550,12 +537,10 @@ def extract(
     lost connection. Positions are not written here (see :func:`write_positions`)."""
     import psycopg
 
-    from saleslake.connections.postgres import PostgresConnectError, connect, redact, scrub
+    from saleslake.connections.postgres import PostgresConnectError, redact
 
     oltp = settings.oltp
-    pg = settings.postgres
-    target = dsn or pg.dsn_for("reader")
-    where = redact(target)
+    target = dsn or settings.postgres.dsn_for("reader")
     started = time.perf_counter()
     now = datetime.now(UTC)
     seq = positions.next_seq
@@ -563,48 +548,77 @@ def extract(
     def once(attempt: int) -> ExtractResult:
         result = ExtractResult(seq, f"{seq:08d}-{uuid.uuid4().hex[:8]}", now, attempts=attempt)
         try:
-            conn = connect(pg, "reader", target, read_only=True, application_name="saleslake ingest postgres")
-            try:
-                conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-                conn.read_only = True
-                conn.execute("SET TimeZone = 'UTC'")
-                check_source(conn, oltp, tables, where)
-                _read_all(conn, lake, oltp, positions, tables, result, now.strftime("%Y-%m-%d"))
-                conn.rollback()  # read only: nothing to commit
-            finally:
-                conn.close()
+            _read_snapshot(lake, settings, positions, tables, target, result)
         except BaseException:
             _remove_files(result)  # nothing of a failed attempt stays in bronze
             raise
         result.seconds = time.perf_counter() - started
         return result
 
-    def connection_lost(exc: BaseException) -> bool:
-        timeouts = (psycopg.errors.QueryCanceled, psycopg.errors.LockNotAvailable)
-        return isinstance(exc, (psycopg.OperationalError, PostgresConnectError)) and not isinstance(exc, timeouts)
-
-    secret = pg.password("reader")
+    secret = settings.postgres.password("reader")  # kept out of every message
     attempts = oltp.retries + 1
     try:
-        return retry(once, attempts, connection_lost, backoff=oltp.retry_backoff_seconds, cap=30.0, sleep=sleep)
-    except psycopg.errors.QueryCanceled as exc:
-        raise TransientError(
+        return retry(once, attempts, _connection_lost, backoff=oltp.retry_backoff_seconds, cap=30.0, sleep=sleep)
+    except (psycopg.OperationalError, PostgresConnectError, psycopg.errors.InsufficientPrivilege) as exc:
+        raise _extract_failure(exc, redact(target), settings, attempts, secret) from None
+
+
+def _read_snapshot(
+    lake: Lake, settings: Settings, positions: Positions, tables: list[str], target: str, result: ExtractResult
+) -> None:
+    """Read the changes of ``tables`` into ``result`` in one read-only repeatable-read
+    transaction: every table from the same snapshot of the shop, so an order and its lines
+    agree."""
+    import psycopg
+
+    from saleslake.connections.postgres import connect, redact
+
+    conn = connect(settings.postgres, "reader", target, read_only=True, application_name="saleslake ingest postgres")
+    try:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
+        conn.execute("SET TimeZone = 'UTC'")
+        check_source(conn, settings.oltp, tables, redact(target))
+        _read_all(conn, lake, settings.oltp, positions, tables, result, result.extracted_at.strftime("%Y-%m-%d"))
+        conn.rollback()  # read only: nothing to commit
+    finally:
+        conn.close()
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    """Whether another attempt may succeed: the connection failed or dropped. A statement
+    or lock timeout would only time out again."""
+    import psycopg
+
+    from saleslake.connections.postgres import PostgresConnectError
+
+    timeouts = (psycopg.errors.QueryCanceled, psycopg.errors.LockNotAvailable)
+    return isinstance(exc, (psycopg.OperationalError, PostgresConnectError)) and not isinstance(exc, timeouts)
+
+
+def _extract_failure(
+    exc: Exception, where: str, settings: Settings, attempts: int, secret: str | None
+) -> SaleslakeError:
+    """The one line for an extract that failed for good: which server (``where``, the
+    redacted DSN), what happened and what to do, with ``secret`` scrubbed out."""
+    import psycopg
+
+    from saleslake.connections.postgres import scrub
+
+    pg = settings.postgres
+    if isinstance(exc, psycopg.errors.QueryCanceled):
+        return TransientError(
             f"extract from {where} hit the statement timeout ({pg.statement_timeout_seconds:g} s): "
             f"{scrub(str(exc), secret)}"
-        ) from None
-    except psycopg.errors.LockNotAvailable:
-        raise TransientError(
+        )
+    if isinstance(exc, psycopg.errors.LockNotAvailable):
+        return TransientError(
             f"extract from {where} waited longer than the lock timeout: another session "
             "holds a lock on a source table (DDL?); retry later"
-        ) from None
-    except (psycopg.OperationalError, PostgresConnectError) as exc:
-        raise TransientError(
-            f"extract from {where} failed after {attempts} attempt(s): {scrub(str(exc), secret)}"
-        ) from None
-    except psycopg.errors.InsufficientPrivilege as exc:
-        raise OltpSourceError(
-            f"the reader role may not read a source table in {where}: {scrub(str(exc), secret)}"
-        ) from None
+        )
+    if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+        return OltpSourceError(f"the reader role may not read a source table in {where}: {scrub(str(exc), secret)}")
+    return TransientError(f"extract from {where} failed after {attempts} attempt(s): {scrub(str(exc), secret)}")
 
 
 def _remove_files(result: ExtractResult) -> None:

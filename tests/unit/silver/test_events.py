@@ -1,5 +1,5 @@
 """Point-of-sale events → silver through the stream worker, without a broker: records are
-handed to :class:`saleslake.stream.StreamWorker` as Kafka would deliver them, and land in
+handed to :class:`saleslake.pipeline.stream.StreamWorker` as Kafka would deliver them, and land in
 real Delta tables."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import pytest
 
 from helpers import sql
 from saleslake import reference
+from saleslake.pipeline.stream import StreamWorker
 from saleslake.sources.kafka import RECORDS_SCHEMA
-from saleslake.stream import StreamWorker
 
 TOPIC = "pos.sales"
 

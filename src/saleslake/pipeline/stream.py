@@ -17,7 +17,7 @@ partition to the lowest of the three positions plus one (:mod:`saleslake.sources
 
 Usage::
 
-    from saleslake.stream import StreamOptions, run_stream
+    from saleslake.pipeline.stream import StreamOptions, run_stream
     result = run_stream(lake, settings, StreamOptions(until_idle=True))
 """
 
@@ -38,26 +38,27 @@ from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
 from saleslake import reference
 from saleslake.config import Settings
-from saleslake.contract import QUARANTINE_SCHEMA, SALES_LINES_SCHEMA
+from saleslake.contract import QUARANTINE_SCHEMA
 from saleslake.crashpoints import crash_point
 from saleslake.errors import LockBusyError, SaleslakeError
 from saleslake.lake import Lake, ensure_delta, files_overlapping, snapshot_view_sql
-from saleslake.runs import Ledger, StageCounts, StageRecord, lake_lock, new_run_id, silver_commit_lock, utcnow
+from saleslake.runs import (
+    Ledger,
+    StageCounts,
+    StageRecord,
+    heartbeat_path,
+    lake_lock,
+    new_run_id,
+    silver_commit_lock,
+    utcnow,
+)
 from saleslake.silver import events
 from saleslake.silver.dedup import classify, write_upserts
 from saleslake.silver.process import connect
 from saleslake.sources.backlog import Backlog, BacklogReader, not_drained
-from saleslake.sources.kafka import RECORDS_SCHEMA, PosConsumer
-
-BRONZE_EVENTS_SCHEMA = pa.schema([*RECORDS_SCHEMA, ("ingest_date", pa.string())])
-TABLES = ("bronze", "quarantine", "lines")
-
+from saleslake.sources.kafka import BRONZE_EVENTS_SCHEMA, LakePositions, PosConsumer, app_id
 
 STATS_MARGIN = timedelta(seconds=1)
-
-
-def app_id(topic: str, partition: int) -> str:
-    return f"saleslake.pos:{topic}:{partition}"
 
 
 @dataclass
@@ -82,33 +83,6 @@ class StreamResult:
     gold_refreshes: int = 0
     seconds: float = 0.0
     stopped_by: str = ""
-
-
-class LakePositions:
-    """The last offset per partition that each stream table holds, read from Delta."""
-
-    def __init__(self, lake: Lake, topic: str):
-        self.topic = topic
-        self.tables: dict[str, DeltaTable] = {
-            "bronze": ensure_delta(lake.bronze_events, BRONZE_EVENTS_SCHEMA, ["ingest_date"]),
-            "quarantine": ensure_delta(lake.quarantine, QUARANTINE_SCHEMA),
-            "lines": ensure_delta(lake.sales_lines, SALES_LINES_SCHEMA, ["order_month"]),
-        }
-
-    def read(self, partitions: list[int]) -> dict[str, dict[int, int]]:
-        out: dict[str, dict[int, int]] = {}
-        for name, table in self.tables.items():
-            table.update_incremental()
-            out[name] = {}
-            for p in partitions:
-                version = table.transaction_version(app_id(self.topic, p))
-                out[name][p] = -1 if version is None else int(version)
-        return out
-
-    def start_positions(self, partitions: list[int]) -> dict[int, int]:
-        """Where to resume each partition: the lowest position any table holds."""
-        held = self.read(partitions)
-        return {p: min(held[name][p] for name in TABLES) for p in partitions}
 
 
 def _transactions(topic: str, batch_max: dict[int, int], held: dict[int, int]) -> list[Transaction]:
@@ -352,10 +326,6 @@ class GoldRefresher(threading.Thread):
         return True
 
 
-def heartbeat_path(lake: Lake, run_id: str):
-    return lake.home / "system" / "streams" / f"{run_id}.json"
-
-
 def _write_heartbeat(lake: Lake, result: StreamResult, settings: Settings, state: str) -> None:
     """What ``status`` shows for a stream: progress, lag, health (rewritten atomically)."""
     path = heartbeat_path(lake, result.run_id)
@@ -378,22 +348,6 @@ def _write_heartbeat(lake: Lake, result: StreamResult, settings: Settings, state
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(body, indent=1))
     tmp.replace(path)
-
-
-def stream_heartbeats(lake: Lake) -> list[dict]:
-    """Every stream's last heartbeat; ``alive`` tells whether its process still runs."""
-    import psutil
-
-    folder = lake.home / "system" / "streams"
-    out = []
-    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        try:
-            beat = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        beat["alive"] = beat.get("state") == "running" and psutil.pid_exists(int(beat.get("pid", 0)))
-        out.append(beat)
-    return out
 
 
 def run_stream(

@@ -1,0 +1,130 @@
+"""The lease log on a folder (exclusive create by hard link), with clocks the test turns."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from saleslake.errors import PipelineError
+from saleslake.storage.lease import KEEP, PREFIX, Lease, LeaseHeldError, LeaseLostError, held
+from saleslake.storage.objects import LocalObjects
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def lease(store, clock, ttl=60.0) -> Lease:
+    return Lease(store, ttl=ttl, clock=clock, monotonic=clock)
+
+
+def test_exclusive_create_refuses_an_existing_key_and_leaves_no_scratch(tmp_path):
+    store = LocalObjects(tmp_path)
+    assert store.create("a/b.json", b"first")
+    assert not store.create("a/b.json", b"second")
+    assert store.read("a/b.json") == b"first"
+    assert store.keys("a") == ["a/b.json"]
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["b.json"]
+    store.delete("a/b.json")
+    store.delete("a/b.json")
+    assert store.read("a/b.json") is None and store.keys("a") == []
+
+
+def test_a_held_lease_is_refused_naming_its_holder(tmp_path):
+    clock, store = Clock(), LocalObjects(tmp_path)
+    first, second = lease(store, clock), lease(store, clock)
+    first.acquire("run")
+    with pytest.raises(LeaseHeldError) as refused:
+        second.acquire("stream")
+    assert "another saleslake run (pid" in str(refused.value) and "expires in 60 s" in str(refused.value)
+    assert store.keys(PREFIX) == [f"{PREFIX}/{1:020d}.json"]
+
+
+def test_an_expired_lease_is_taken_over_and_its_holder_learns_it_lost_it(tmp_path):
+    clock, store = Clock(), LocalObjects(tmp_path)
+    dead, next_writer = lease(store, clock), lease(store, clock)
+    dead.acquire("run")
+    dead.check()
+    clock.now += 60  # no renewal for a whole ttl: expired
+    with pytest.raises(LeaseLostError):
+        dead.check()
+    next_writer.acquire("run")
+    assert next_writer.generation == 2
+    with pytest.raises(LeaseLostError, match="taken by run"):
+        dead.renew()
+    latest = next_writer.latest()
+    assert latest is not None and latest.owner == next_writer.owner and latest.generation == 2
+
+
+def test_renew_extends_and_release_frees_at_once(tmp_path):
+    clock, store = Clock(), LocalObjects(tmp_path)
+    holder, other = lease(store, clock), lease(store, clock)
+    holder.acquire("run")
+    clock.now += 50
+    holder.renew()
+    clock.now += 50  # 100 s after acquiring, 50 after the renewal: still held
+    with pytest.raises(LeaseHeldError):
+        other.acquire("run")
+    holder.release()
+    other.acquire("run")
+    assert [e.action for e in [other.latest()]] == ["acquire"] and other.generation == 4
+
+
+def test_racing_acquirers_exactly_one_wins(tmp_path):
+    store = LocalObjects(tmp_path)
+    contenders = [Lease(store) for _ in range(8)]
+    start = threading.Barrier(len(contenders))
+    outcomes: list[str] = []
+
+    def race(contender: Lease) -> None:
+        start.wait()
+        try:
+            contender.acquire("run")
+            outcomes.append("won")
+        except LeaseHeldError:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=race, args=(c,)) for c in contenders]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["refused"] * 7 + ["won"]
+    assert len(store.keys(PREFIX)) == 1
+
+
+def test_old_generations_are_pruned(tmp_path):
+    clock, store = Clock(), LocalObjects(tmp_path)
+    holder = lease(store, clock)
+    holder.acquire("run")
+    for _ in range(40):
+        holder.renew()
+    keys = store.keys(PREFIX)
+    assert len(keys) == KEEP + 1 and keys[-1].endswith(f"{41:020d}.json")
+
+
+def test_a_foreign_object_in_the_log_is_one_line(tmp_path):
+    store = LocalObjects(tmp_path)
+    store.create(f"{PREFIX}/{7:020d}.json", b"not json")
+    with pytest.raises(PipelineError, match="is not a saleslake lease entry"):
+        Lease(store).acquire("run")
+
+
+def test_held_renews_in_the_background_and_releases(tmp_path):
+    store = LocalObjects(tmp_path)
+    with held(Lease(store, ttl=0.6), "run") as holding:
+        # poll for a condition (two renewals: a beat every 0.2 s), never for a duration
+        deadline_reached = threading.Event()
+        timer = threading.Timer(120, deadline_reached.set)
+        timer.start()
+        while holding.generation < 3 and not deadline_reached.is_set():
+            deadline_reached.wait(0.05)
+        timer.cancel()
+        assert holding.generation >= 3
+    latest = Lease(store).latest()
+    assert latest is not None and latest.action == "release"
