@@ -31,10 +31,11 @@ def stream_env(settings) -> dict[str, str]:
     return env
 
 
-def start_stream(settings, *args: str) -> subprocess.Popen:
+def start_stream(settings, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`saleslake stream ARGS` in the background (``env``: more environment variables)."""
     return subprocess.Popen(
         [sys.executable, "-m", "saleslake.cli", "stream", *args],
-        env=stream_env(settings),
+        env={**stream_env(settings), **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

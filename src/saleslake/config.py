@@ -72,14 +72,20 @@ class FraudSettings(BaseModel):
     # high_discount_high_amount: discount at or above high_discount on a line above the amount
     high_discount: Decimal = Decimal("0.5")
     high_discount_amount: Decimal = Decimal("500")
-    # velocity: more than this many transactions by one card (or customer) within the
-    # window, for sources with a transaction time (point of sale, operational database)
+    # The two rules below judge lines with an event time (point of sale, operational
+    # database) against the lines before them; gold decides them from the whole of silver
+    # (CONTRACT §7), so a flag never depends on batching, arrival order or restarts.
+    # velocity: more than this many transactions by one card (or customer, when no card)
+    # within the window ending at a transaction, per source
     velocity_max_transactions: int = Field(5, ge=1)
     velocity_window_seconds: int = Field(600, ge=1)
-    # quantity_above_norm: quantity above this multiple of the product's median quantity,
-    # once the product has at least quantity_norm_min_lines lines of history
-    quantity_norm_multiple: Decimal = Decimal("10")
+    # quantity_above_norm: quantity above this multiple of the product's mean quantity
+    # over its earlier lines with an event time, from the start of the UTC day
+    # quantity_norm_days days before the sale up to the sale (exclusive), once those are
+    # at least quantity_norm_min_lines lines
+    quantity_norm_multiple: Decimal = Field(Decimal("10"), gt=0)
     quantity_norm_min_lines: int = Field(20, ge=1)
+    quantity_norm_days: int = Field(90, ge=0, le=3660)
 
 
 class BronzeSettings(BaseModel):

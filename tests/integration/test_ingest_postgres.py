@@ -362,9 +362,10 @@ def test_server_restart_during_extract(postgres_settings, postgres_service, monk
 
 
 def _new_order(conn, order_id: int, customer: str, minutes: int, product: str, quantity: int) -> None:
-    """An order placed ``minutes`` after 2030-01-01 12:00 UTC, one line, copied from order 1's shape."""
+    """An order placed ``minutes`` after 2026-01-01 12:00 UTC (after the generated shop's
+    orders), one line, copied from order 1's shape."""
     conn.execute(
-        """INSERT INTO orders SELECT %s, %s, store_id, channel, timestamptz '2030-01-01 12:00:00+00' + %s * interval '1 minute',
+        """INSERT INTO orders SELECT %s, %s, store_id, channel, timestamptz '2026-01-01 12:00:00+00' + %s * interval '1 minute',
                   'placed', ship_mode, order_priority, NULL, ship_city, ship_state, ship_country, ship_postal_code,
                   ship_region, ship_market, currency, NULL, now(), now(), NULL FROM orders WHERE order_id = 1""",
         (order_id, customer, minutes),
@@ -376,14 +377,16 @@ def _new_order(conn, order_id: int, customer: str, minutes: int, product: str, q
 
 
 def test_velocity_and_quantity_norm_on_operational_lines(postgres_settings) -> None:
-    """The history rules of CONTRACT §7 for the operational source: seven orders of one
-    customer within ten minutes (over two extracts) flag the sixth and seventh; a quantity
-    far above the product's norm in silver is flagged."""
-    s = postgres_settings.model_copy(
-        update={"fraud": postgres_settings.fraud.model_copy(update={"quantity_norm_min_lines": 8})}
-    )
+    """The history rules of CONTRACT §7 for the operational source, decided in gold:
+    seven orders of one customer within ten minutes (over two extracts, each followed by
+    an incremental gold build) flag the sixth and seventh; a quantity far above the
+    product's norm (its mean over the shop's two years of orders) is flagged. Silver keeps
+    the line rules only."""
+    fraud = postgres_settings.fraud.model_copy(update={"quantity_norm_min_lines": 8, "quantity_norm_days": 731})
+    s = postgres_settings.model_copy(update={"fraud": fraud})
     api.generate_oltp(orders=400, seed=9, settings=s)
     api.ingest_postgres(settings=s)
+    api.run(settings=s)
     norm = api.query(
         "SELECT product_id, count(*) AS n, avg(quantity) AS q FROM silver.sales_lines "
         "GROUP BY 1 ORDER BY n DESC, product_id LIMIT 1",
@@ -395,20 +398,26 @@ def test_velocity_and_quantity_norm_on_operational_lines(postgres_settings) -> N
         for i in range(4):  # orders 0..3 at minutes 0, 1, 2, 3
             _new_order(conn, 900_000 + i, customer, i, norm["product_id"], 1)
     api.ingest_postgres(settings=s)
+    api.run(settings=s)
     with owner(s) as conn:
         for i in range(4, 7):  # minutes 4, 5, 6: the 6th and 7th order in the window
             _new_order(conn, 900_000 + i, customer, i, norm["product_id"], 1)
         big = int(norm["q"] * 10) + 1
         _new_order(conn, 900_100, customer, 600, norm["product_id"], big)
     api.ingest_postgres(settings=s)
+    api.run(settings=s)
+    gold_runs = [r for r in api.status(limit=10, settings=s) if "gold" in r.get("stages", {})]
+    assert gold_runs[0]["stages"]["gold"]["details"]["fact_changes"]["mode"] == "incremental"
     rows = api.query(
-        "SELECT order_id, quantity, fraud_reasons, is_suspected_fraud FROM silver.sales_lines "
+        "SELECT order_id, quantity, fraud_reasons, is_suspected_fraud FROM gold.fact_sales "
         "WHERE CAST(order_id AS BIGINT) >= 900000 ORDER BY CAST(order_id AS BIGINT)",
         settings=s,
     ).to_pylist()
     flagged = {r["order_id"]: r["fraud_reasons"] for r in rows if r["is_suspected_fraud"]}
-    assert flagged == {"900005": ["velocity"], "900006": ["velocity"], "900100": ["quantity_above_norm"]}
+    assert flagged == {"900005": "velocity", "900006": "velocity", "900100": "quantity_above_norm"}
     assert len(rows) == 8
+    history = "SELECT count(*) AS n FROM silver.sales_lines WHERE list_has_any(fraud_reasons, ['velocity', 'quantity_above_norm'])"
+    assert api.query(history, settings=s).to_pylist() == [{"n": 0}]
 
 
 def test_implausible_dates_and_amounts_are_quarantined_not_blocking_gold(postgres_settings) -> None:

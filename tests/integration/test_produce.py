@@ -55,6 +55,26 @@ def read_topic(settings, expected: int, timeout: float = 60.0) -> list[tuple[int
     return out
 
 
+def wait_for_records(settings, at_least: int, proc: subprocess.Popen, timeout: float = 300.0) -> None:
+    """Poll the topic until it holds ``at_least`` records (the producer is sending)."""
+    consumer = Consumer({
+        "bootstrap.servers": settings.kafka.bootstrap_servers,
+        "group.id": f"watcher-{uuid.uuid4().hex[:8]}",
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+    })  # fmt: skip
+    consumer.subscribe([settings.kafka.topic])
+    seen = 0
+    deadline = time.monotonic() + timeout
+    try:
+        while seen < at_least:
+            assert proc.poll() is None, f"the producer exited ({proc.returncode}) before sending {at_least} records"
+            assert time.monotonic() < deadline, f"only {seen} records in the topic after {timeout:.0f} s"
+            seen += len(consumer.consume(num_messages=10_000, timeout=0.5))
+    finally:
+        consumer.close()
+
+
 def with_partitions(settings, n: int):
     return settings.model_copy(update={"kafka": settings.kafka.model_copy(update={"partitions": n})})
 
@@ -241,7 +261,8 @@ def test_sigterm_flushes_and_reports_what_was_sent(stream_settings) -> None:
     proc = subprocess.Popen([*CLI, "produce", "--events", "100000", "--rate", "400", "--json"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
-        time.sleep(4.0)
+        # signal only once it is sending (its handler is in place then), however slow the start
+        wait_for_records(stream_settings, 101, proc)
         proc.send_signal(signal.SIGTERM)
         stdout, stderr = proc.communicate(timeout=60)
     finally:

@@ -81,7 +81,7 @@ def assert_equal_to_gold(settings, conn: psycopg.Connection) -> None:
     # every fact row, column by column (money exact), equals gold's
     columns = (
         "line_key, order_date_key, ship_date_key, customer_sk, product_sk, store_sk, geography_sk, sales, "
-        "discount, profit, tax_amount, is_suspected_fraud, dq_score, order_priority"
+        "discount, profit, tax_amount, is_suspected_fraud, fraud_reasons, dq_score, order_priority"
     )
     pg_facts = set(conn.execute(f"SELECT {columns} FROM gold.fact_sales").fetchall())
     assert pg_facts == set(gold(settings, f"SELECT {columns} FROM gold.fact_sales"))
@@ -125,7 +125,7 @@ def test_publish_equals_gold_idempotent_incremental_and_atomic(
     with monkeypatch.context() as patch:
         patch.setattr(publisher, "BULK_FACT_ROWS", 100)
         first = api.publish_postgres(settings=s)
-    assert not first.skipped and first.migrations_applied == [1, 2] and first.schema_version == LATEST_VERSION
+    assert not first.skipped and first.migrations_applied == [1, 2, 3] and first.schema_version == LATEST_VERSION
     facts = gold(s, "SELECT count(*) FROM gold.fact_sales")[0][0]
     assert first.tables["fact_sales"].written == facts and first.tables["fact_sales"].deleted == 0
     assert "password" not in first.dsn
@@ -232,10 +232,10 @@ def test_migration_auto_publish_and_wrong_password(
     api.run(settings=auto)
     stages = api.status(settings=auto)[0]["stages"]
     assert stages["publish_postgres"]["status"] == "succeeded"
-    assert stages["publish_postgres"]["details"]["migrations_applied"] == [2]
+    assert stages["publish_postgres"]["details"]["migrations_applied"] == [2, 3]
     assert "password" not in str(stages["publish_postgres"]).lower()
     with warehouse(s) as conn:
-        assert schema_version(conn, "gold") == 2
+        assert schema_version(conn, "gold") == LATEST_VERSION
         assert (
             next(r[0] for r in conn.execute("SELECT release_id FROM gold.saleslake_publish_log ORDER BY publish_id"))
             == "old-release"

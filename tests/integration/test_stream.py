@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from decimal import Decimal
+from types import SimpleNamespace
 
 import pytest
 from stream_helpers import (
@@ -57,6 +58,19 @@ def test_consumes_everything_once_and_a_rerun_adds_nothing(stream_settings, lake
     assert stream_runs[-1]["stream"]["records"] == 5_000 and stream_runs[-1]["stream"]["total_lag"] == 0
 
 
+def streams_with_records(settings) -> int:
+    """How many stream runs of the lake have committed records (their heartbeats say)."""
+    return sum(1 for r in api.status(limit=20, settings=settings) if r.get("stream", {}).get("records", 0) > 0)
+
+
+def combined(*summaries):
+    """What several produce calls sent, as one summary (the fields assert_exactly reads)."""
+    fields = ("events", "valid_lines", "expected_quarantine_rows")
+    total = {f: sum(getattr(s, f) for s in summaries) for f in fields}
+    total["valid_sales"] = str(sum(Decimal(s.valid_sales) for s in summaries))
+    return SimpleNamespace(**total)
+
+
 def test_stream_lines_reach_gold(stream_settings, lake):
     summary = api.produce(2_000, seed=12, settings=stream_settings)
     api.stream(until_idle=True, settings=stream_settings)
@@ -74,7 +88,8 @@ def test_stream_lines_reach_gold(stream_settings, lake):
 def test_sigterm_stops_gracefully(stream_settings, lake):
     summary = api.produce(3_000, seed=14, settings=stream_settings)
     proc = start_stream(stream_settings)
-    time.sleep(8)
+    # the signal comes once it has committed a batch (its handlers are in place), however slow its start
+    wait_until(lambda: proc.poll() is not None or streams_with_records(stream_settings) >= 1, "a committed batch")
     proc.send_signal(signal.SIGTERM)
     out, errors = proc.communicate(timeout=60)
     assert proc.returncode == 0, errors
@@ -119,19 +134,27 @@ def test_broker_restart_mid_stream(stream_settings, kafka_broker, lake):
 
 
 def test_rebalance_between_two_consumers_of_one_group(stream_settings, lake):
-    summary = api.produce(
-        40_000,
-        seed=17,
-        settings=stream_settings.model_copy(
-            update={"kafka": stream_settings.kafka.model_copy(update={"partitions": 4})}
-        ),
-    )
+    four = stream_settings.model_copy(update={"kafka": stream_settings.kafka.model_copy(update={"partitions": 4})})
+    summary = api.produce(40_000, seed=17, settings=four)
     first = start_stream(stream_settings, "--max-batch", "2000")
-    time.sleep(6)
-    second = start_stream(stream_settings, "--max-batch", "2000")  # the group rebalances
-    time.sleep(12)
-    for proc in (first, second):
-        proc.send_signal(signal.SIGTERM)
+    second = None
+    try:
+        wait_until(lambda: first.poll() is not None or streams_with_records(stream_settings) >= 1, "a first batch")
+        second = start_stream(stream_settings, "--max-batch", "2000")  # the group rebalances
+
+        def shared() -> bool:  # each member holds partitions (or one of them ended early)
+            members = group_assignment(stream_settings)
+            ended = first.poll() is not None or second.poll() is not None
+            return ended or (len(members) == 2 and all(members.values()))
+
+        wait_until(shared, "both members' shares")
+        # however far the first got alone, records now arrive on both members' partitions
+        more = api.produce(20_000, seed=18, settings=four)
+        wait_until(lambda: streams_with_records(stream_settings) >= 2, "records read by both members")
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
     for proc in (first, second):
         _out, errors = proc.communicate(timeout=60)
         assert proc.returncode == 0, errors
@@ -139,7 +162,7 @@ def test_rebalance_between_two_consumers_of_one_group(stream_settings, lake):
     per_process = [r["stream"]["records"] for r in beats if r["command"] == "stream"]
     assert len(per_process) == 2 and all(n > 0 for n in per_process), per_process
     finish_stream(stream_settings)
-    assert_exactly(stream_settings, summary)
+    assert_exactly(stream_settings, combined(summary, more))
 
 
 def test_until_idle_waits_for_the_partitions_a_killed_member_held(stream_settings, lake):

@@ -51,11 +51,16 @@ class Scenario:
     name: str
     commands: tuple[str, ...]  # the commands whose points it exercises
     max_kill_pass: int = 1_000_000  # a pass every run reaches (batches of a stream vary)
+    # after a killed step's rerun, also run the steps after it and compare each with the
+    # clean run's (what they build from the repaired lake must be the same too)
+    finish: bool = False
 
 
 BATCH = Scenario("batch", ("ingest csv", "run", "publish postgres", "rebuild gold"))
-# 3,000 events in batches of at most 400: every per-batch point passes at least 8 times
-STREAM = Scenario("stream", ("stream",), max_kill_pass=4)
+# 3,000 events in batches of at most 400: every per-batch point passes at least 8 times;
+# then gold, whose history fraud flags (velocity, quantity_above_norm) must not depend on
+# where the stream was killed
+STREAM = Scenario("stream", ("stream",), max_kill_pass=4, finish=True)
 OLTP = Scenario("oltp", ("ingest postgres",))
 SCENARIOS = (BATCH, STREAM, OLTP)
 SCENARIO_OF = {command: s for s in SCENARIOS for command in s.commands}
@@ -342,13 +347,14 @@ def build_stream(root: Path, request: pytest.FixtureRequest) -> Reference:
         "SALESLAKE_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap_servers,
         "SALESLAKE_KAFKA__TOPIC": topic,
         "SALESLAKE_KAFKA__CLIENT": '{"session.timeout.ms": "6000", "heartbeat.interval.ms": "1000"}',
-        # Off: the stream's history rules judge a batch against the history before it
-        # (norms and recent transactions kept in memory, re-read from silver at start), so
-        # their flags depend on batch boundaries and restarts, even without a crash.
-        "SALESLAKE_FRAUD__QUANTITY_NORM_MIN_LINES": "1000000000",
-        "SALESLAKE_FRAUD__VELOCITY_MAX_TRANSACTIONS": "1000000000",
+        # a norm from 5 lines: 3,000 events give few products 20 lines before a bulk sale
+        "SALESLAKE_FRAUD__QUANTITY_NORM_MIN_LINES": "5",
     }
-    reference = Reference(STREAM, root, [Step("stream", ["stream", "--until-idle", "--max-batch", "400"])], env)
+    steps = [
+        Step("stream", ["stream", "--until-idle", "--max-batch", "400"]),
+        Step("rebuild gold", ["rebuild", "gold"]),
+    ]
+    reference = Reference(STREAM, root, steps, env)
     # the events once, on the topic every lake reads (produce also registers the catalog
     # in the lake it is given: a scratch one here, each test lake registers its own)
     produce = Step("produce", ["produce", "--events", "3000", "--seed", "11", "--home", str(root / "producer")])
@@ -360,7 +366,25 @@ def build_stream(root: Path, request: pytest.FixtureRequest) -> Reference:
 
         register_reference(Lake(home), 42)
 
-    return reference.run_clean(register_catalog)
+    reference.run_clean(register_catalog)
+    # the events trip every fraud rule, those that need history included
+    reasons = history_reasons_of(reference.home)
+    assert {"velocity", "quantity_above_norm", "amount_above_threshold"} <= set(reasons), reasons
+    return reference
+
+
+def history_reasons_of(home: Path) -> Counter:
+    """Fact lines per fraud reason in the lake's latest gold release."""
+    con = duckdb.connect()
+    try:
+        register_snapshots(con, {f"gold.{n}": t for n, t in gold_release_tables(Lake(home)).items()})
+        rows = con.execute(
+            "SELECT reason, count(*) FROM (SELECT unnest(string_split(fraud_reasons, ',')) AS reason "
+            "FROM gold.fact_sales) WHERE reason <> '' GROUP BY 1"
+        ).fetchall()
+    finally:
+        con.close()
+    return Counter(dict(rows))
 
 
 def build_oltp(root: Path, request: pytest.FixtureRequest) -> Reference:
@@ -437,6 +461,11 @@ def test_kill_at_point_then_rerun_equals_clean_run(point: str, command: str, ref
     again = run_step(reference, step, reference.root / "again.log")
     assert again.returncode == 0, f"rerun of {step.args} after a kill at {point}:{n}: {again.stderr[-3000:]}"
     assert reference.fingerprint() == reference.prints[k]
+    if reference.scenario.finish:
+        for later in range(k + 1, len(reference.steps)):
+            done = run_step(reference, reference.steps[later], reference.root / "later.log")
+            assert done.returncode == 0, f"step {later} after a kill at {point}:{n}: {done.stderr[-3000:]}"
+            assert reference.fingerprint() == reference.prints[later], f"step {later} after a kill at {point}:{n}"
 
 
 RANDOM_SEED = int(os.environ.get("SALESLAKE_TEST_CRASH_SEED", "20261122"))

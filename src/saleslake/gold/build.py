@@ -95,7 +95,7 @@ def build_gold(
     stays recorded for the next build.
     """
     started = time.perf_counter()
-    plan = _plan_build(lake, full_refresh)
+    plan = _plan_build(lake, settings, full_refresh)
     prepared = time.perf_counter()
     _run_dbt_build(lake, settings, plan)
     _record_build_done(lake, plan)
@@ -129,7 +129,7 @@ class _BuildPlan:
     reference_changed: bool  # they changed since the last successful build (so the build is full)
 
 
-def _plan_build(lake: Lake, full_refresh: bool) -> _BuildPlan:
+def _plan_build(lake: Lake, settings: Settings, full_refresh: bool) -> _BuildPlan:
     """Register the silver snapshot and reference views dbt reads, and decide between a
     full and an incremental build (a full one is recorded as started, so a build that dies
     is full again)."""
@@ -138,7 +138,7 @@ def _plan_build(lake: Lake, full_refresh: bool) -> _BuildPlan:
     # before the views are registered: a reference commit in between makes the next build full again
     references = reference_fingerprint(lake)
     register_silver(lake, silver)
-    current = state.project_hash(DBT_PROJECT_DIR)
+    current = state.project_hash(DBT_PROJECT_DIR, gold_settings(settings))
     con = duckdb.connect(str(lake.warehouse))
     try:
         state.prepare(con)
@@ -306,6 +306,27 @@ def _parquet_view_sql(schema: pa.Schema, files: list[str], partitioned: bool) ->
     )
 
 
+#: The environment variable that hands the fraud thresholds to the dbt models
+#: (macros/fraud.sql: fraud_setting).
+FRAUD_ENV = "SALESLAKE_GOLD_FRAUD"
+
+
+def gold_settings(settings: Settings) -> str:
+    """The settings gold's content depends on, as JSON: the history fraud rules'
+    thresholds (CONTRACT §7). Part of the project hash, so other thresholds rebuild gold."""
+    f = settings.fraud
+    return json.dumps(
+        {
+            "velocity_max_transactions": f.velocity_max_transactions,
+            "velocity_window_seconds": f.velocity_window_seconds,
+            "quantity_norm_multiple": str(f.quantity_norm_multiple),
+            "quantity_norm_min_lines": f.quantity_norm_min_lines,
+            "quantity_norm_days": f.quantity_norm_days,
+        },
+        sort_keys=True,
+    )
+
+
 def dbt_profile(lake: Lake, settings: Settings) -> dict:
     """The dbt profile: DuckDB on the warehouse file, one dbt thread."""
     # Gold tables are sets: not preserving insertion order lets DuckDB write them in
@@ -365,7 +386,8 @@ def run_dbt(lake: Lake, settings: Settings, command: list[str], env: dict[str, s
     target_path, log_path = dbt_dirs(lake)
     target_path.mkdir(parents=True, exist_ok=True)
     log_path.mkdir(parents=True, exist_ok=True)
-    with _DBT_LOCK, _dbt_environment(env or {}), tempfile.TemporaryDirectory(prefix="saleslake-dbt-") as profiles_dir:
+    environment = {FRAUD_ENV: gold_settings(settings), **(env or {})}
+    with _DBT_LOCK, _dbt_environment(environment), tempfile.TemporaryDirectory(prefix="saleslake-dbt-") as profiles_dir:
         # JSON is YAML: no quoting surprises in paths.
         (Path(profiles_dir) / "profiles.yml").write_text(json.dumps(dbt_profile(lake, settings), indent=2))
         args = [

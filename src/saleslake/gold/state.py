@@ -4,10 +4,11 @@
 ``gold_state.build`` (one row):
 
 - ``project_hash``: digest of the dbt project (models, macros, dbt_project.yml), of
-  :data:`FORMAT_VERSION` and of the DuckDB version that built the warehouse. Another
-  digest (an upgrade, an edited model) forces a full build: incremental tables are only
-  ever extended by the code that created them (the fact's line fingerprints are DuckDB
-  ``hash()`` values, stable within a version).
+  :data:`FORMAT_VERSION`, of the DuckDB version that built the warehouse and of the
+  settings gold's content depends on (the fraud rules' thresholds). Another digest (an
+  upgrade, an edited model, other thresholds) forces a full build: incremental tables
+  are only ever extended by the code and settings that created them (the fact's line
+  fingerprints are DuckDB ``hash()`` values, stable within a version).
 - ``full_build_pending``: set before a full dbt build starts, cleared when it succeeded;
   a build that dies or fails on the way leaves it set, so the next build is full again.
 - ``overwrite_pending``: set with it, cleared when a release is recorded: the Delta
@@ -19,8 +20,10 @@
 build compares only the files added and removed since (see that model).
 
 ``gold_state.pending_versions`` holds the SCD2 validity intervals whose version the
-dimensions changed (written by the dimensions' pre-hooks, see the dbt macros); with
-``intermediate.int_pending_lines`` it is the *pending work* of the unpublished builds.
+dimensions changed (written by the dimensions' pre-hooks, see the dbt macros), and
+``gold_state.pending_fraud`` the lines whose history fraud flags changed (written by
+``int_fraud_lines``' pre-hook); with ``intermediate.int_pending_lines`` they are the
+*pending work* of the unpublished builds.
 Both are cleared only after a release is recorded (:func:`clear_pending`): a build that
 dies after dbt changed the warehouse but before the release redoes, and republishes,
 that work on the next build. Every step reading them is idempotent.
@@ -50,7 +53,10 @@ INCREMENTAL_RELATIONS: tuple[tuple[str, str], ...] = (
     ("intermediate", "int_product_days"),
     ("intermediate", "int_store_days"),
     ("intermediate", "int_geography"),
+    ("intermediate", "int_product_quantity_days"),
+    ("intermediate", "int_fraud_lines"),
     ("gold_state", "pending_versions"),
+    ("gold_state", "pending_fraud"),
 )
 
 _DDL = (
@@ -59,6 +65,7 @@ _DDL = (
     "project_hash VARCHAR, full_build_pending BOOLEAN, overwrite_pending BOOLEAN)",
     'CREATE TABLE IF NOT EXISTS "gold_state"."pending_versions" ('
     "dimension VARCHAR, natural_key VARCHAR, valid_from DATE, valid_to DATE)",
+    'CREATE TABLE IF NOT EXISTS "gold_state"."pending_fraud" (line_key VARCHAR, order_date DATE)',
     'CREATE TABLE IF NOT EXISTS "gold_state"."silver_files" (path VARCHAR)',
     'CREATE TABLE IF NOT EXISTS "gold_state"."silver_files_now" (path VARCHAR)',
 )
@@ -71,9 +78,10 @@ class BuildState:
     overwrite_pending: bool
 
 
-def project_hash(project_dir: Path) -> str:
-    """Digest of the dbt project files that define gold's content."""
-    digest = hashlib.sha256(f"{FORMAT_VERSION}\0{duckdb.__version__}".encode())
+def project_hash(project_dir: Path, settings_digest: str = "") -> str:
+    """Digest of the dbt project files and of the settings (``settings_digest``) that
+    define gold's content."""
+    digest = hashlib.sha256(f"{FORMAT_VERSION}\0{duckdb.__version__}\0{settings_digest}".encode())
     files = [project_dir / "dbt_project.yml"]
     for sub in ("models", "macros"):
         files += sorted(p for p in (project_dir / sub).rglob("*") if p.is_file())
@@ -158,6 +166,7 @@ def incremental_possible(con: duckdb.DuckDBPyConnection, current_hash: str) -> b
 def start_full_build(con: duckdb.DuckDBPyConnection, current_hash: str) -> None:
     """Record, before dbt starts, that a full build (and an overwrite) is due."""
     con.execute('DELETE FROM "gold_state"."pending_versions"')
+    con.execute('DELETE FROM "gold_state"."pending_fraud"')
     _write(con, BuildState(current_hash, True, True))
 
 
@@ -171,6 +180,7 @@ def clear_pending(con: duckdb.DuckDBPyConnection) -> None:
     state = read(con)
     con.execute("BEGIN TRANSACTION")
     con.execute('DELETE FROM "gold_state"."pending_versions"')
+    con.execute('DELETE FROM "gold_state"."pending_fraud"')
     if "intermediate.int_pending_lines" not in missing_relations(con):
         con.execute('DELETE FROM "intermediate"."int_pending_lines"')
     con.execute('DELETE FROM "gold_state"."build"')

@@ -121,9 +121,7 @@ class StreamWorker:
         self.con = connect(settings, lake)
         self.con.execute("SET TimeZone = 'UTC'")
         self.batch_no = 0
-        events.create_state_tables(self.con)
         self.load_reference()
-        self._seed_history()
 
     # -- state --------------------------------------------------------------------------
 
@@ -144,32 +142,6 @@ class StreamWorker:
                 """
             )
 
-    def _seed_history(self) -> None:
-        """The fraud rules' memory from committed silver: recent transactions of the
-        stream (velocity window) and per-product quantity norms (every source)."""
-        silver = self.positions.tables["lines"]
-        window = int(self.settings.fraud.velocity_window_seconds)
-        snapshot = snapshot_view_sql(silver)
-        self.con.execute(
-            f"""
-            INSERT INTO recent_tx
-            WITH pos AS (SELECT order_id, order_ts,
-                                coalesce(card_fingerprint, CASE WHEN customer_id <> '{events.WALK_IN}'
-                                                                THEN customer_id END) AS velocity_key
-                         FROM ({snapshot}) WHERE source_system = 'pos' AND order_ts IS NOT NULL)
-            SELECT order_id, any_value(velocity_key), min(order_ts) FROM pos
-            WHERE velocity_key IS NOT NULL
-              AND order_ts >= (SELECT max(order_ts) FROM pos) - INTERVAL {window} SECOND
-            GROUP BY order_id
-            """
-        )
-        self.con.execute(
-            f"""
-            INSERT INTO product_norms
-            SELECT product_id, count(*), sum(quantity) FROM ({snapshot}) GROUP BY product_id
-            """
-        )
-
     # -- one batch ------------------------------------------------------------------------
 
     def process(self, records: pa.Table) -> StageCounts:
@@ -184,7 +156,6 @@ class StreamWorker:
             crash_point("stream.bronze.after_commit")
             counts = self._write_silver(records, batch_max, held, batch_id)
             crash_point("stream.sales_lines.after_commit")
-        events.remember_batch(self.con, self.settings)
         return counts
 
     def _write_bronze(self, records: pa.Table, batch_max: dict[int, int], held: dict[int, int]) -> None:

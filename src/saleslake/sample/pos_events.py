@@ -28,10 +28,11 @@ What the events look like:
   :meth:`EventBlock.message`) unless ``start_time`` is given: then times are simulated
   from it, busier at the stores' local lunch and evening hours and near zero at night,
   and the messages are byte-for-byte reproducible.
-* Natural lines never trip a line-local fraud rule of :class:`FraudSettings` (amounts up
-  to ``amount_threshold``, discounts below ``high_discount``, quantities within the
-  product's norm), so what the rules flag is what ``fraud_rate`` injected (plus natural
-  velocity when loyalty members shop very often, i.e. at extreme send rates).
+* Natural lines never trip a fraud rule of :class:`FraudSettings` (amounts up to
+  ``amount_threshold``, discounts below ``high_discount``, quantities within the
+  product's norm), so what the rules flag (the line rules in silver, every rule in gold)
+  is what ``fraud_rate`` injected (plus natural velocity when loyalty members shop very
+  often, i.e. at extreme send rates).
 
 ``error_rate`` of the events are defective and ``fraud_rate`` carry a fraud pattern (the
 two sets are disjoint); :class:`PosSummary` holds exact accounting of both. Same
@@ -356,7 +357,14 @@ class PosSummary:
     Fraud: ``fraud_patterns`` counts injected patterns (lines for the three line rules,
     bursts for velocity; ``velocity_transactions`` events in those bursts) and
     ``fraud_transaction_ids`` names their transactions. ``valid_lines_by_rule`` is the
-    exact number of valid lines the two line-local rules flag (natural and injected).
+    exact number of valid lines the two line-local rules flag (natural and injected), in
+    silver's and in gold's ``fraud_reasons``. The history rules are gold's (CONTRACT §7):
+    with simulated time (distinct event times in a burst), gold flags exactly
+    ``velocity_transactions - fraud.velocity_max_transactions * fraud_patterns["velocity"]``
+    burst transactions (the ones past the limit; natural velocity needs extreme rates),
+    and ``quantity_above_norm`` only on injected bulk lines whose product has
+    ``fraud.quantity_norm_min_lines`` lines before them in the lookback (natural quantities
+    never reach it).
 
     Counts cover the events handed to the producer; ``delivery_errors`` of them did not
     reach Kafka (the figures above then overstate what is in the topic).

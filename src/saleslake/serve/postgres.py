@@ -182,6 +182,11 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "CREATE INDEX IF NOT EXISTS agg_sales_daily_date_key_idx ON {s}.agg_sales_daily (date_key)",
         ],
     ),
+    (
+        3,
+        "fact fraud reasons: the line and history fraud rules' codes (CONTRACT §7)",
+        ["ALTER TABLE {s}.fact_sales ADD COLUMN IF NOT EXISTS fraud_reasons text"],
+    ),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 

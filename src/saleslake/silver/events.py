@@ -14,12 +14,13 @@ states with their ``valid_until``, see :mod:`saleslake.pipeline.stream`). :func:
   quantity × unit price beyond DECIMAL(18,4)): such a line is quarantined, its siblings
   are valid;
 - ``quarantine_rows``: both kinds in the quarantine schema;
-- ``valid_all``: the valid lines in the silver schema, enriched (tax, fraud, dq), plus the
-  ``fi``/``pos`` ordering columns :func:`saleslake.silver.dedup.classify` expects.
+- ``valid_all``: the valid lines in the silver schema, enriched (tax, the line fraud
+  rules, dq), plus the ``fi``/``pos`` ordering columns
+  :func:`saleslake.silver.dedup.classify` expects.
 
-Velocity and quantity-norm fraud rules need history; :func:`prepare_batch` reads it from
-temp tables ``recent_tx`` and ``product_norms`` that the stream keeps (see
-:mod:`saleslake.pipeline.stream`).
+Every value of a line is a function of its message alone, so a batch gives the same lines
+whatever came before it. The fraud rules that need history (velocity, quantity above the
+product's norm) are decided in gold, over all of silver (CONTRACT §7).
 """
 
 from __future__ import annotations
@@ -318,41 +319,11 @@ def _canonical_lines(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _valid(con: duckdb.DuckDBPyConnection, settings: Settings, batch_id: str) -> None:
-    fraud = settings.fraud
-    window = int(fraud.velocity_window_seconds)
-    # Transactions of this batch and the recent past, one row each, per card or customer.
-    con.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE batch_tx AS
-        SELECT order_id, any_value(velocity_key) AS velocity_key, min(order_ts) AS order_ts
-        FROM (SELECT order_id, order_ts,
-                     coalesce(card_fingerprint, CASE WHEN customer_id <> '{WALK_IN}' THEN customer_id END)
-                         AS velocity_key
-              FROM pos_lines)
-        WHERE velocity_key IS NOT NULL GROUP BY order_id
-        """
-    )
-    con.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE velocity AS
-        SELECT order_id FROM (
-            SELECT order_id, in_batch,
-                   count(*) OVER (PARTITION BY velocity_key ORDER BY order_ts
-                                  RANGE BETWEEN INTERVAL {window} SECOND PRECEDING AND CURRENT ROW) AS recent
-            FROM (SELECT order_id, velocity_key, order_ts, true AS in_batch FROM batch_tx
-                  UNION ALL
-                  SELECT order_id, velocity_key, order_ts, false FROM recent_tx
-                  WHERE order_id NOT IN (SELECT order_id FROM batch_tx))
-        ) WHERE in_batch AND recent > {int(fraud.velocity_max_transactions)}
-        """
-    )
-    multiple = f"CAST('{fraud.quantity_norm_multiple}' AS DECIMAL(18,4))"
     con.execute(
         f"""
         CREATE OR REPLACE TEMP VIEW valid_all AS
-        SELECT * EXCLUDE (history_reasons, fraud_reasons, topic, "partition", "offset", "timestamp", line_no),
-               list_concat(fraud_reasons, history_reasons) AS fraud_reasons,
-               len(list_concat(fraud_reasons, history_reasons)) > 0 AS is_suspected_fraud,
+        SELECT * EXCLUDE (topic, "partition", "offset", "timestamp", line_no),
+               len(fraud_reasons) > 0 AS is_suspected_fraud,
                {row_hash_sql()} AS row_hash,
                '{BRONZE_URI}' AS bronze_uri,
                'kafka:' || topic || '/' || "partition" || '@' || "offset" AS source_position,
@@ -361,15 +332,8 @@ def _valid(con: duckdb.DuckDBPyConnection, settings: Settings, batch_id: str) ->
                -- versions of a line are ordered by (landed_seq, pos): offset, then line
                "partition" AS fi, "offset" * {MAX_LINES + 1} + line_no AS pos
         FROM (
-            SELECT b.*, {enrichment_columns(settings)},
-                   list_filter([
-                       CASE WHEN b.order_id IN (SELECT order_id FROM velocity) THEN 'velocity' END,
-                       CASE WHEN n.lines >= {int(fraud.quantity_norm_min_lines)}
-                                 AND b.quantity > {multiple} * n.quantity_sum / n.lines
-                            THEN 'quantity_above_norm' END
-                   ], lambda r: r IS NOT NULL) AS history_reasons
+            SELECT b.*, {enrichment_columns(settings)}
             FROM (SELECT *, {tax_rate_sql(settings)} AS tax_rate FROM pos_lines) b
-            LEFT JOIN product_norms n USING (product_id)
         )
         """
     )
@@ -382,31 +346,3 @@ def prepare_batch(con: duckdb.DuckDBPyConnection, settings: Settings, batch_id: 
     _quarantine(con, settings, batch_id)
     _canonical_lines(con)
     _valid(con, settings, batch_id)
-
-
-def create_state_tables(con: duckdb.DuckDBPyConnection) -> None:
-    """Empty history tables (the stream fills them from silver at start)."""
-    con.execute(
-        "CREATE TEMP TABLE IF NOT EXISTS recent_tx (order_id VARCHAR, velocity_key VARCHAR, order_ts TIMESTAMPTZ)"
-    )
-    con.execute(
-        "CREATE TEMP TABLE IF NOT EXISTS product_norms (product_id VARCHAR, lines BIGINT, quantity_sum HUGEINT)"
-    )
-
-
-def remember_batch(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
-    """After a commit: add the batch to the fraud history, forget what left the window."""
-    window = int(settings.fraud.velocity_window_seconds)
-    con.execute("INSERT INTO recent_tx SELECT * FROM batch_tx WHERE order_id NOT IN (SELECT order_id FROM recent_tx)")
-    con.execute(
-        f"DELETE FROM recent_tx WHERE order_ts < (SELECT max(order_ts) FROM recent_tx) - INTERVAL {window} SECOND"
-    )
-    con.execute(
-        """
-        CREATE OR REPLACE TEMP TABLE product_norms AS
-        SELECT product_id, sum(lines) AS lines, sum(quantity_sum) AS quantity_sum FROM (
-            SELECT * FROM product_norms
-            UNION ALL SELECT product_id, count(*), sum(quantity) FROM pos_lines GROUP BY product_id
-        ) GROUP BY product_id
-        """
-    )

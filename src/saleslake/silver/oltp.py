@@ -9,7 +9,8 @@
   reference state valid at ``order_ts``, else the earliest known), ``sales`` =
   quantity × unit_price, ``profit`` = quantity × (unit_price × (1 − discount) −
   unit_cost) (the shop's own definition: net of discount, before shipping),
-  enriched like every source (:mod:`saleslake.silver.enrich`);
+  enriched like every source (:mod:`saleslake.silver.enrich`; the fraud rules that need
+  history are decided in gold);
 - a line of a cancelled or soft-deleted order, or a soft-deleted line, is REMOVED from
   silver (and so from gold); a line failing CONTRACT §4 rules is quarantined (and
   removed from silver if an earlier version was valid);
@@ -274,12 +275,11 @@ def prepare_lines(con: duckdb.DuckDBPyConnection, lake: Lake, settings: Settings
         )
         """
     )
-    _history_reasons(con, lake, settings)
     absent = ("payment_method", "card_fingerprint")
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE valid AS
-        SELECT * EXCLUDE (history_reasons), len(fraud_reasons) > 0 AS is_suspected_fraud,
+        SELECT *, len(fraud_reasons) > 0 AS is_suspected_fraud,
                {row_hash_sql(absent)} AS row_hash,
                '{bronze_uri}' AS bronze_uri,
                'postgres:order_lines/' || line_id || '@' || strftime(timezone('UTC', changed_at), '%Y-%m-%dT%H:%M:%S.%fZ')
@@ -290,70 +290,15 @@ def prepare_lines(con: duckdb.DuckDBPyConnection, lake: Lake, settings: Settings
                CAST(NULL AS VARCHAR) AS payment_method, CAST(NULL AS VARCHAR) AS card_fingerprint,
                0 AS fi
         FROM (
-            SELECT * EXCLUDE (fraud_reasons), list_concat(fraud_reasons, history_reasons) AS fraud_reasons
-            FROM (
-                SELECT b.* EXCLUDE (src_unit_price, src_unit_cost, removed, changed_at, reasons, pos, tax_rate),
-                       b.changed_at, b.pos,
-                       {enrichment_columns(settings)}, coalesce(h.reasons, []) AS history_reasons
-                FROM (SELECT *, {tax_rate_sql(settings)} AS tax_rate FROM oltp_lines
-                      WHERE NOT removed AND len(reasons) = 0) b
-                LEFT JOIN history_reasons h USING (line_key)
-            )
+            SELECT b.* EXCLUDE (src_unit_price, src_unit_cost, removed, changed_at, reasons, pos, tax_rate),
+                   b.changed_at, b.pos,
+                   {enrichment_columns(settings)}
+            FROM (SELECT *, {tax_rate_sql(settings)} AS tax_rate FROM oltp_lines
+                  WHERE NOT removed AND len(reasons) = 0) b
         )
         """
     )
     return True
-
-
-def _history_reasons(con: duckdb.DuckDBPyConnection, lake: Lake, settings: Settings) -> None:
-    """Temp table ``history_reasons(line_key, reasons)``: the fraud rules that need history
-    (CONTRACT §7), decided from the evidence committed so far, as the stream does.
-
-    velocity: more than ``fraud.velocity_max_transactions`` orders of one customer within
-    the window, counting this extract's orders and the operational orders already in
-    silver; quantity_above_norm: a quantity above ``fraud.quantity_norm_multiple`` times
-    the product's mean quantity in silver (every source), once it has enough lines."""
-    fraud = settings.fraud
-    window = int(fraud.velocity_window_seconds)
-    silver = snapshot_view_sql(ensure_delta(lake.sales_lines, SALES_LINES_SCHEMA, ["order_month"]))
-    multiple = f"CAST('{fraud.quantity_norm_multiple}' AS DECIMAL(18,4))"
-    con.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE history_reasons AS
-        WITH lines AS (SELECT line_key, order_id, customer_id, order_ts, product_id, quantity FROM oltp_lines
-                       WHERE NOT removed AND len(reasons) = 0),
-             batch_tx AS (SELECT order_id, any_value(customer_id) AS customer_id, min(order_ts) AS order_ts
-                          FROM lines GROUP BY order_id),
-             prior_tx AS (
-                SELECT order_id, any_value(customer_id) AS customer_id, min(order_ts) AS order_ts
-                FROM ({silver}) s
-                WHERE s.source_system = '{SOURCE}'
-                  AND s.order_ts BETWEEN (SELECT min(order_ts) FROM batch_tx) - INTERVAL {window} SECOND
-                                     AND (SELECT max(order_ts) FROM batch_tx)
-                  AND s.order_id NOT IN (SELECT order_id FROM batch_tx)
-                GROUP BY order_id),
-             velocity AS (
-                SELECT order_id FROM (
-                    SELECT order_id, in_batch,
-                           count(*) OVER (PARTITION BY customer_id ORDER BY order_ts
-                                          RANGE BETWEEN INTERVAL {window} SECOND PRECEDING AND CURRENT ROW) AS recent
-                    FROM (SELECT *, true AS in_batch FROM batch_tx UNION ALL SELECT *, false FROM prior_tx))
-                WHERE in_batch AND recent > {int(fraud.velocity_max_transactions)}),
-             norms AS (
-                SELECT product_id, count(*) AS n, sum(quantity) AS quantity_sum FROM ({silver}) s
-                WHERE s.product_id IN (SELECT product_id FROM lines)
-                  AND s.line_key NOT IN (SELECT line_key FROM lines)
-                GROUP BY product_id)
-        SELECT line_key, reasons FROM (
-            SELECT l.line_key, list_filter([
-                       CASE WHEN l.order_id IN (SELECT order_id FROM velocity) THEN 'velocity' END,
-                       CASE WHEN n.n >= {int(fraud.quantity_norm_min_lines)}
-                                 AND l.quantity > {multiple} * n.quantity_sum / n.n THEN 'quantity_above_norm' END
-                   ], lambda r: r IS NOT NULL) AS reasons
-            FROM lines l LEFT JOIN norms n USING (product_id))
-        WHERE len(reasons) > 0
-        """
-    )
 
 
 def _quarantine(con: duckdb.DuckDBPyConnection, lake: Lake, extract: ExtractResult) -> pa.Table:

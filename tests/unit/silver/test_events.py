@@ -13,6 +13,7 @@ import pytest
 
 from helpers import sql
 from saleslake import reference
+from saleslake.lake import Lake
 from saleslake.pipeline.stream import StreamWorker
 from saleslake.sources.kafka import RECORDS_SCHEMA
 
@@ -59,9 +60,8 @@ def records(values: list, partition: int = 0, first_offset: int = 0) -> pa.Table
     )
 
 
-@pytest.fixture
-def worker(settings, lake):
-    settings = settings.model_copy(update={"tax": settings.tax.model_copy(update={"flat_rate": Decimal("0.085")})})
+def register_test_reference(lake) -> None:
+    """One store (Lyon) and two products (P-1, P-2) in the lake's reference tables."""
     reference.register(
         lake,
         reference.STORES,
@@ -97,6 +97,12 @@ def worker(settings, lake):
             }
         ),
     )
+
+
+@pytest.fixture
+def worker(settings, lake):
+    settings = settings.model_copy(update={"tax": settings.tax.model_copy(update={"flat_rate": Decimal("0.085")})})
+    register_test_reference(lake)
     w = StreamWorker(lake, settings, "test-run")
     yield w
     w.close()
@@ -270,67 +276,61 @@ def test_fraud_amount_threshold_is_strict(worker, lake):
     ]
 
 
-def test_velocity_flags_the_transaction_beyond_the_limit_across_batches(worker, lake):
-    # one card, 7 transactions one minute apart: the 6th and 7th exceed 5 per 10 minutes
-    def tx(i):
-        return event(
-            i,
-            card_fingerprint="fp-stolen",
-            event_time=f"2026-11-20T10:{i:02d}:00Z",
-            lines=[{"line_no": 1, "product_id": "P-1", "quantity": 1, "unit_price": "1.00", "discount": "0"}],
-        )
+def history_events() -> list[dict]:
+    """Events the history rules look at (with thresholds lowered: more than 2 transactions
+    per card in 10 minutes, 10 × the norm once a product has 3 lines), a minute apart: four
+    cash sales of 2 × P-1, three by card fp-x, then 40 × P-1 by card fp-y."""
 
-    worker.process(records([tx(i) for i in range(4)]))
-    worker.process(records([tx(i) for i in range(4, 7)], first_offset=4))
-    flagged = sql(
-        lake, "SELECT order_id FROM silver.sales_lines WHERE list_contains(fraud_reasons, 'velocity') ORDER BY 1"
-    )
-    assert flagged == [("t-5",), ("t-6",)]
+    def at(i: int, **fields) -> dict:
+        return event(i, event_time=f"2026-11-20T10:{i:02d}:00Z", **fields)
 
+    def one(product: str, quantity: int) -> list[dict]:
+        return [{"line_no": 1, "product_id": product, "quantity": quantity, "unit_price": "1.00", "discount": "0"}]
 
-def test_velocity_history_survives_a_restart(worker, lake, settings):
-    def tx(i):
-        return event(
-            i,
-            card_fingerprint="fp-x",
-            event_time=f"2026-11-20T10:{i:02d}:00Z",
-            lines=[{"line_no": 1, "product_id": "P-1", "quantity": 1, "unit_price": "1.00", "discount": "0"}],
-        )
-
-    worker.process(records([tx(i) for i in range(5)]))
-    fresh = StreamWorker(lake, worker.settings, "after-restart")  # seeds its memory from silver
-    try:
-        fresh.process(records([tx(5)], first_offset=5))
-    finally:
-        fresh.close()
-    assert sql(lake, "SELECT fraud_reasons FROM silver.sales_lines WHERE order_id = 't-5'") == [(["velocity"],)]
-
-
-def test_quantity_far_above_the_product_norm(worker, lake):
-    normal = [
-        event(
-            i,
-            card_fingerprint=None,
-            customer_id=None,
-            payment_method="cash",
-            lines=[{"line_no": 1, "product_id": "P-1", "quantity": 2, "unit_price": "1.00", "discount": "0"}],
-        )
-        for i in range(25)
+    cash = {"customer_id": None, "card_fingerprint": None, "payment_method": "cash"}
+    return [
+        *(at(i, lines=one("P-1", 2), **cash) for i in range(4)),
+        *(at(i, lines=one("P-2", 1), card_fingerprint="fp-x") for i in range(4, 7)),
+        at(7, lines=one("P-1", 40), card_fingerprint="fp-y"),
     ]
-    worker.process(records(normal))
-    bulk = event(
-        99,
-        lines=[
-            {"line_no": 1, "product_id": "P-1", "quantity": 21, "unit_price": "1.00", "discount": "0"},
-            {"line_no": 2, "product_id": "P-2", "quantity": 50, "unit_price": "1.00", "discount": "0"},
-        ],
-    )
-    worker.process(records([bulk], first_offset=25))
-    # P-1's norm is 2: 21 > 10 × 2; P-2 has no history yet, so no norm
-    assert sql(lake, "SELECT line_id, fraud_reasons FROM silver.sales_lines WHERE order_id = 't-99' ORDER BY 1") == [
-        ("1", ["quantity_above_norm"]),
-        ("2", []),
-    ]
+
+
+def low_history_thresholds(settings):
+    fraud = settings.fraud.model_copy(update={"velocity_max_transactions": 2, "quantity_norm_min_lines": 3})
+    return settings.model_copy(update={"fraud": fraud})
+
+
+def test_silver_lines_do_not_depend_on_batches_restarts_or_arrival_order(settings, tmp_path):
+    """The same events give the same silver lines (fraud flags included) in one batch, one
+    event per batch with a restart half way, or with the later events arriving first."""
+    settings = low_history_thresholds(settings)
+    evs = history_events()
+
+    def silver_of(name: str, deliveries: list[list[pa.Table]]) -> list[tuple]:
+        lake = Lake(tmp_path / name)
+        register_test_reference(lake)
+        for n, batches in enumerate(deliveries):  # each list: one worker (a restart between)
+            w = StreamWorker(lake, settings.model_copy(update={"home": lake.home}), f"{name}-{n}")
+            try:
+                for batch in batches:
+                    w.process(batch)
+            finally:
+                w.close()
+        return sql(
+            lake,
+            "SELECT order_id, line_id, quantity, is_suspected_fraud, fraud_reasons, row_hash "
+            "FROM silver.sales_lines ORDER BY order_id, line_id",
+        )
+
+    one_batch = silver_of("one", [[records(evs)]])
+    singles = [records([e], first_offset=i) for i, e in enumerate(evs)]
+    assert silver_of("singles", [singles[:5], singles[5:]]) == one_batch
+    late_first = [records(evs[4:], partition=1), records(evs[:4], partition=0)]
+    assert silver_of("late-first", [late_first]) == one_batch
+    assert len(one_batch) == len(evs)
+    # silver holds the line rules only; velocity and quantity_above_norm are gold's
+    # (tests/integration/gold/test_gold_fraud.py)
+    assert {tuple(row[4]) for row in one_batch} == {()}
 
 
 def test_bronze_events_past_retention_go_once_silver_holds_them(worker, lake):

@@ -15,8 +15,13 @@
   - the dimensions replace the changed keys and record the validity intervals whose
     version (surrogate key or attributes) changed in gold_state.pending_versions, in
     the same transaction (kept, like the pending lines, until published);
-  - int_fact_recompute: the pending lines still in silver and the lines in a changed
-    interval; fact_sales recomputes those and deletes the pending lines gone;
+  - int_fraud_scope / int_fraud_evaluated / int_fraud_lines re-decide the history fraud
+    rules where the pending lines changed their evidence, and record the judged lines
+    whose flags changed in gold_state.pending_fraud, in int_fraud_lines' transaction (kept
+    until published; see macros/fraud.sql);
+  - int_fact_recompute: the pending lines still in silver, the lines in a changed
+    interval and the lines whose fraud flags changed; fact_sales recomputes those and
+    deletes the pending lines gone;
   - agg_sales_daily recomputes the days of those facts, old and new.
 
   Every step of an incremental build is a pure function of silver and the pending
@@ -43,9 +48,20 @@
     {{ return(api.Relation.create(database=target.database, schema='gold', identifier=name)) }}
 {%- endmacro %}
 
+{#- The current content of an intermediate table, read by a model that runs before it in
+    this build (not a ref: that would be a cycle). -#}
+{% macro current_intermediate(name) -%}
+    {{ return(api.Relation.create(database=target.database, schema='intermediate', identifier=name)) }}
+{%- endmacro %}
+
 {#- The pending-state tables build_gold maintains (created before dbt runs). -#}
 {% macro pending_versions() -%}
     {{ return(api.Relation.create(database=target.database, schema='gold_state', identifier='pending_versions')) }}
+{%- endmacro %}
+
+{#- Judged lines whose history fraud flags an unpublished build changed (macros/fraud.sql). -#}
+{% macro pending_fraud() -%}
+    {{ return(api.Relation.create(database=target.database, schema='gold_state', identifier='pending_fraud')) }}
 {%- endmacro %}
 
 {#- silver_files: the silver Parquet files (paths relative to the table) whose lines

@@ -1,8 +1,8 @@
 {#- The typed columns gold reads from silver sales lines (any relation with the silver
     schema: the snapshot, or the files added or removed since the last build), and
     line_hash: a 64-bit fingerprint of every column gold reads (silver's row_hash covers
-    the business content; the rest are the store, the event time, the landing order and
-    the values silver derives). -#}
+    the business content, card and event time included; the rest are the store, the landing
+    order and the values silver derives). -#}
 {% macro sales_lines_select(relation) -%}
 select
     cast(line_key as varchar)            as line_key,
@@ -38,13 +38,16 @@ select
     cast(tax_rate as decimal(9, 4))      as tax_rate,
     cast(tax_amount as decimal(18, 4))   as tax_amount,
     cast(is_suspected_fraud as boolean)  as is_suspected_fraud,
+    -- the line rules silver decided (the history rules are gold's: macros/fraud.sql)
+    {{ reasons_text('fraud_reasons') }}  as line_fraud_reasons,
+    cast(card_fingerprint as varchar)    as card_fingerprint,
     cast(is_outlier as boolean)          as is_outlier,
     cast(dq_score as integer)            as dq_score,
     cast(landed_seq as bigint)           as landed_seq,
     cast(source_position as varchar)     as source_position,
     hash(
         row_hash, store_id, order_ts, landed_seq, source_position,
-        unit_price, tax_amount, is_suspected_fraud, is_outlier, dq_score
+        unit_price, tax_amount, is_suspected_fraud, fraud_reasons, is_outlier, dq_score
     )                                    as line_hash
 from {{ relation }}
 {%- endmacro %}

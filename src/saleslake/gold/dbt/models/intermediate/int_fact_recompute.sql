@@ -1,21 +1,26 @@
 -- Lines whose fact is (re)computed by an incremental build: pending lines still in silver,
--- and lines whose customer, product or store version changed on their order date
+-- lines whose customer, product or store version changed on their order date
 -- (gold_state.pending_versions, recorded by the dimensions of this and of unpublished
--- builds). Empty on a full build (every fact is computed). Also what publish merges
--- into the Delta fact, and whose days agg_sales_daily recomputes.
+-- builds), and lines whose history fraud flags changed (gold_state.pending_fraud,
+-- recorded by int_fraud_lines of this and of unpublished builds). Empty on a full build
+-- (every fact is computed). Also what publish merges into the Delta fact, and whose days
+-- agg_sales_daily recomputes.
 -- depends_on: {{ ref('dim_customer') }}
 -- depends_on: {{ ref('dim_product') }}
 -- depends_on: {{ ref('dim_store') }}
 -- depends_on: {{ ref('int_pending_silver') }}
 -- depends_on: {{ ref('stg_sales_lines') }}
+-- depends_on: {{ ref('int_fraud_lines') }}
 {%- if gold_full_build() %}
 select cast(null as varchar) as line_key, cast(null as date) as order_date, cast(null as integer) as order_date_key
 where false
 {%- else %}
 {#- the earliest changed date, as a literal, so silver's files are pruned by their statistics -#}
 {%- set since = none -%}
+{%- set fraud_days = none -%}
 {%- if execute -%}
     {%- set since = run_query('select min(valid_from) from ' ~ pending_versions()).columns[0].values()[0] -%}
+    {%- set fraud_days = run_query('select min(order_date), max(order_date) from ' ~ pending_fraud()).rows[0] -%}
 {%- endif %}
 with
 {%- if since is not none %}
@@ -46,6 +51,14 @@ lines as (
         and l.order_date >= c.valid_from and l.order_date < c.valid_to
     union
 {%- endfor %}
+{%- endif %}
+{%- if fraud_days is not none and fraud_days[0] is not none %}
+    -- lines whose fraud flags changed, still in silver
+    select line_key, order_date
+    from {{ ref('stg_sales_lines') }}
+    where order_date between cast('{{ fraud_days[0] }}' as date) and cast('{{ fraud_days[1] }}' as date)
+      and line_key in (select line_key from {{ pending_fraud() }})
+    union
 {%- endif %}
     select line_key, order_date from {{ ref('int_pending_silver') }}
 )

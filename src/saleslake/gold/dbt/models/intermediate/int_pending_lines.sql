@@ -14,7 +14,9 @@
 --   full:  every silver line is compared with gold.fact_sales (when the previous file
 --          list is unknown or a removed file is gone).
 --
--- The old natural keys come from the current dimensions (the fact holds surrogate keys).
+-- The old natural keys come from the current dimensions (the fact holds surrogate keys);
+-- what a judged line was to the history fraud rules (product, order date, event time,
+-- velocity key) from int_fraud_lines before this build (macros/fraud.sql).
 -- Dimensions are never behind the fact; when they are ahead (a build died after updating
 -- them), a fact's old version may be gone, but its key is then already pending: the
 -- lines of that build are still here.
@@ -76,12 +78,17 @@ select
     dp.product_id                        as old_product_id,
     ds.store_id                          as old_store_id,
     f.order_date_key                     as old_order_date_key,
-    f.order_month                        as old_order_month
+    f.order_month                        as old_order_month,
+    fl.product_id                        as old_judged_product_id,
+    fl.order_date                        as old_judged_order_date,
+    fl.order_ts                          as old_order_ts,
+    fl.velocity_key                      as old_velocity_key
 from changed as c
 left join old_facts as f on f.line_key = c.line_key
 left join {{ current_gold('dim_customer') }} as dc on dc.customer_sk = f.customer_sk
 left join {{ current_gold('dim_product') }} as dp on dp.product_sk = f.product_sk
 left join {{ current_gold('dim_store') }} as ds on ds.store_sk = f.store_sk
+left join {{ current_intermediate('int_fraud_lines') }} as fl on fl.line_key = c.line_key
 except
 select * from {{ this }}
 {%- else %}
@@ -91,6 +98,10 @@ select
     cast(null as varchar) as old_product_id,
     cast(null as varchar) as old_store_id,
     cast(null as integer) as old_order_date_key,
-    cast(null as varchar) as old_order_month
+    cast(null as varchar) as old_order_month,
+    cast(null as varchar) as old_judged_product_id,
+    cast(null as date) as old_judged_order_date,
+    cast(null as timestamptz) as old_order_ts,
+    cast(null as varchar) as old_velocity_key
 where false
 {%- endif %}

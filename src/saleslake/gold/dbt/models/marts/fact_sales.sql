@@ -3,6 +3,9 @@
 -- with a range filter, which streams the lines (a key has only a few versions). Keys
 -- that do not resolve get the unknown member (-1), never NULL.
 --
+-- is_suspected_fraud and fraud_reasons: silver's line rules plus the history rules
+-- (velocity, quantity_above_norm) decided over all of silver (macros/fraud.sql).
+--
 -- Incremental (delete+insert on line_key): a full build computes every line; an
 -- incremental one recomputes the lines of int_fact_recompute and deletes the pending
 -- lines gone from silver (pre-hook, same transaction). Beyond CONTRACT §5 it carries
@@ -23,6 +26,7 @@
 {{ assert_incremental_state() }}
 -- depends_on: {{ ref('int_pending_lines') }}
 -- depends_on: {{ ref('int_fact_recompute') }}
+-- depends_on: {{ ref('int_fraud_lines') }}
 with lines as (
     select * from {{ ref('stg_sales_lines') }}
     {%- if is_incremental() %}
@@ -50,6 +54,14 @@ stores as (
     where store_sk <> -1
 ),
 
+-- the judged lines a history fraud rule flags (macros/fraud.sql); int_fraud_lines is
+-- up to date for every line, recomputed or not
+history_flags as (
+    select line_key, velocity, above_norm
+    from {{ ref('int_fraud_lines') }}
+    where velocity or above_norm
+),
+
 -- every geography of the lines (and maybe some no line has any more: harmless here)
 geographies as (
     select * from {{ ref('int_geography') }}
@@ -61,8 +73,11 @@ resolved as (
         coalesce(c.customer_sk, -1)  as customer_sk,
         coalesce(p.product_sk, -1)   as product_sk,
         coalesce(s.store_sk, -1)     as store_sk,
-        coalesce(g.geography_sk, -1) as geography_sk
+        coalesce(g.geography_sk, -1) as geography_sk,
+        coalesce(h.velocity, false)  as velocity,
+        coalesce(h.above_norm, false) as above_norm
     from lines as l
+    left join history_flags as h on h.line_key = l.line_key
     left join customers as c
         on l.customer_id = c.customer_id
         and l.order_date >= c.valid_from and l.order_date < c.valid_to
@@ -116,7 +131,14 @@ select
     end                                                   as profit_margin,
     shipping_cost,
     tax_amount,
-    is_suspected_fraud,
+    is_suspected_fraud or velocity or above_norm          as is_suspected_fraud,
+    -- silver's line rules, then the history rules, as codes joined by commas ('' for none)
+    concat_ws(
+        ',',
+        nullif(line_fraud_reasons, ''),
+        case when velocity then 'velocity' end,
+        case when above_norm then 'quantity_above_norm' end
+    )                                                     as fraud_reasons,
     is_outlier,
     dq_score,
     {{ order_month('order_date') }}                       as order_month,
