@@ -49,6 +49,7 @@ def synthetic_silver(rows: int) -> pa.Table:
                (i % 50)::DECIMAL(18,4) AS profit, 12.5::DECIMAL(18,4) AS shipping_cost, 'USD' AS currency,
                0.0::DECIMAL(9,4) AS tax_rate, 0.0::DECIMAL(18,4) AS tax_amount, false AS is_suspected_fraud,
                []::VARCHAR[] AS fraud_reasons, false AS is_outlier, 100 AS dq_score, hash(i)::VARCHAR AS row_hash,
+               NULL AS payment_method, NULL AS card_fingerprint,  -- POS columns, NULL for CSV lines
                'bronze/x.csv' AS bronze_uri, 'record:' || i AS source_position, 1::BIGINT AS landed_seq,
                'csv:1-1' AS batch_id, now() AS ingested_at,
                strftime(DATE '2021-01-01' + (i % 1461)::INT, '%Y-%m') AS order_month
