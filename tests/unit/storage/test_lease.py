@@ -6,6 +6,7 @@ import threading
 
 import pytest
 
+from helpers import race_for_the_lease
 from saleslake.errors import PipelineError
 from saleslake.storage.lease import KEEP, PREFIX, Lease, LeaseHeldError, LeaseLostError, held
 from saleslake.storage.objects import LocalObjects
@@ -77,24 +78,7 @@ def test_renew_extends_and_release_frees_at_once(tmp_path):
 
 def test_racing_acquirers_exactly_one_wins(tmp_path):
     store = LocalObjects(tmp_path)
-    contenders = [Lease(store) for _ in range(8)]
-    start = threading.Barrier(len(contenders))
-    outcomes: list[str] = []
-
-    def race(contender: Lease) -> None:
-        start.wait()
-        try:
-            contender.acquire("run")
-            outcomes.append("won")
-        except LeaseHeldError:
-            outcomes.append("refused")
-
-    threads = [threading.Thread(target=race, args=(c,)) for c in contenders]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert sorted(outcomes) == ["refused"] * 7 + ["won"]
+    assert race_for_the_lease(store, 8) == ["refused"] * 7 + ["won"]
     assert len(store.keys(PREFIX)) == 1
 
 
