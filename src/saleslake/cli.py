@@ -521,8 +521,11 @@ def _print_run_entry(entry: dict) -> None:
     narrow columns; an error as wrapped text below. Fits 80 columns without cutting a
     number or an id (a long id wraps)."""
     started = (entry["started_at"] or "")[:19].replace("T", " ")
+    state = entry["status"]
+    if state == "stale":  # another host's run gone silent: maybe still running, maybe dead
+        state = f"stale (silent {_duration(entry['stale_seconds'])})"
     out.print(
-        f"\n[bold]{entry['run_id']}[/]  {entry['command']}  {entry['status']}  {started}",
+        f"\n[bold]{entry['run_id']}[/]  {entry['command']}  {state}  {started}",
         highlight=False,
         overflow="fold",
     )
@@ -533,6 +536,15 @@ def _print_run_entry(entry: dict) -> None:
         out.print(view)
     if entry["error"]:
         out.print(f"  {entry['error']}", highlight=False, overflow="fold")
+
+
+def _duration(seconds: int) -> str:
+    """``3d 4h``, ``2h 05m``, ``7m``: the two largest units, enough to judge a silence."""
+    days, rest = divmod(seconds, 86_400)
+    hours, rest = divmod(rest, 3_600)
+    if days:
+        return f"{days}d {hours}h"
+    return f"{hours}h {rest // 60:02d}m" if hours else f"{rest // 60}m"
 
 
 def _count(value: int | None) -> str:
