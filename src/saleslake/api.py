@@ -228,7 +228,10 @@ def quality_gate(max_quarantine_share: float | None = None, settings: Settings |
 def demo(
     rows: int = 100_000, settings: Settings | None = None, progress: Callable[[int], None] | None = None
 ) -> DemoResult:
-    """Generate sample exports, land them, run every stage: ``api.demo(10_000).rows``."""
+    """Generate sample exports, land them, run every stage: ``api.demo(10_000).rows``.
+
+    ``progress(n)``: n more sample rows are ready; they add up to ``rows`` when the
+    generation step ends (landing and processing follow, not counted)."""
     from saleslake.pipeline.demo import run_demo
 
     s, _ = _resolve(settings)

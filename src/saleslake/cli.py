@@ -254,9 +254,9 @@ def _csv_ready(table: pa.Table) -> pa.Table:
 
 
 def _progress(amount: ProgressColumn | None = None) -> Progress:
-    """A bar on stderr that goes away when done (none when stderr is not a terminal, so
-    pipes and logs get only the result); ``amount`` shows how far it is (default: items
-    done of the total)."""
+    """A bar on stderr that goes away when done (none when stdout or stderr is not a
+    terminal, so pipes, ``| tee`` and logs get only the result); ``amount`` shows how far
+    it is (default: items done of the total)."""
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -264,17 +264,25 @@ def _progress(amount: ProgressColumn | None = None) -> Progress:
         TimeElapsedColumn(),
         console=err,
         transient=True,
-        disable=not err.is_terminal,
+        disable=not (err.is_terminal and out.is_terminal),
     )
 
 
 @contextlib.contextmanager
 def _counting(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
     """A bar for one task, yielding the callback that advances it by a count (the
-    ``progress`` argument of the api's generators and producer)."""
+    ``progress`` argument of the api's generators and producer). It goes once the count
+    reaches ``total``: the command may go on with other work, which this bar does not
+    measure (the demo lands and processes what it generated)."""
     with _progress() as bar:
         task = bar.add_task(description, total=total)
-        yield lambda n: bar.update(task, advance=n)
+
+        def advance(n: int) -> None:
+            bar.update(task, advance=n)
+            if total is not None and bar.tasks[0].completed >= total:
+                bar.stop()
+
+        yield advance
 
 
 def _run_with_progress(call: Callable[[api.Progress], api.RunResult]) -> api.RunResult:
@@ -521,8 +529,11 @@ def _print_run_entry(entry: dict) -> None:
     narrow columns; an error as wrapped text below. Fits 80 columns without cutting a
     number or an id (a long id wraps)."""
     started = (entry["started_at"] or "")[:19].replace("T", " ")
+    state = entry["status"]
+    if state == "stale":  # another host's run gone silent: maybe still running, maybe dead
+        state = f"stale (silent {_duration(entry['stale_seconds'])})"
     out.print(
-        f"\n[bold]{entry['run_id']}[/]  {entry['command']}  {entry['status']}  {started}",
+        f"\n[bold]{entry['run_id']}[/]  {entry['command']}  {state}  {started}",
         highlight=False,
         overflow="fold",
     )
@@ -533,6 +544,15 @@ def _print_run_entry(entry: dict) -> None:
         out.print(view)
     if entry["error"]:
         out.print(f"  {entry['error']}", highlight=False, overflow="fold")
+
+
+def _duration(seconds: int) -> str:
+    """``3d 4h``, ``2h 05m``, ``7m``: the two largest units, enough to judge a silence."""
+    days, rest = divmod(seconds, 86_400)
+    hours, rest = divmod(rest, 3_600)
+    if days:
+        return f"{days}d {hours}h"
+    return f"{hours}h {rest // 60:02d}m" if hours else f"{rest // 60}m"
 
 
 def _count(value: int | None) -> str:

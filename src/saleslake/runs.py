@@ -174,11 +174,24 @@ def lock_is_free(lake: Lake) -> bool:
         os.close(fd)
 
 
-def _holder_message(lake: Lake) -> str:
+def lock_holder(lake: Lake) -> str | None:
+    """The run id of the run that holds the lake's lock, or None when the lock is free.
+    The holder writes its id right after taking the lock and before its first ledger row,
+    so a running row of another id is not the holder's."""
+    if lock_is_free(lake):
+        return None
+    return str(_holder(lake).get("run_id", ""))
+
+
+def _holder(lake: Lake) -> dict:
     try:
-        holder = json.loads(lake.lock_file.read_text() or "{}")
+        return json.loads(lake.lock_file.read_text() or "{}")
     except (OSError, ValueError):
-        holder = {}
+        return {}
+
+
+def _holder_message(lake: Lake) -> str:
+    holder = _holder(lake)
     who = f"run {holder.get('run_id', '?')} ({holder.get('command', '?')}, pid {holder.get('pid', '?')}, since {holder.get('since', '?')})"
     return f"another saleslake {who} is writing to {lake.home}; wait for it to finish or pass --wait SECONDS"
 

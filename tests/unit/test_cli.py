@@ -1,12 +1,15 @@
 """The command line's last resort: a bug is one line naming the file that holds its
 traceback (exit 3), or the traceback itself with SALESLAKE_DEBUG=1; a full disk is one
-line (exit 1); CSV output writes list columns as JSON."""
+line (exit 1); CSV output writes list columns as JSON; a progress bar covers only the
+step it counts, fits 80 columns, and is not drawn when output goes to a pipe."""
 
 from __future__ import annotations
 
 import csv
 import errno
+import io
 import json
+import re
 
 import pyarrow as pa
 import pytest
@@ -71,3 +74,36 @@ def test_a_long_list_of_extra_columns_is_shortened():
 
     assert _some(tuple(f"c{i}" for i in range(100_000))) == "c0, c1, c2, c3, c4 and 99,995 more"
     assert _some(("Sales Rep",)) == "Sales Rep"
+
+
+def _consoles(monkeypatch: pytest.MonkeyPatch, stdout_terminal: bool) -> io.StringIO:
+    """cli's stdout and stderr consoles as an 80-column terminal (stdout: or a pipe);
+    returns what stderr received."""
+    from rich.console import Console
+
+    seen = io.StringIO()
+    monkeypatch.setattr(cli, "err", Console(file=seen, force_terminal=True, width=80))
+    monkeypatch.setattr(cli, "out", Console(file=io.StringIO(), force_terminal=stdout_terminal, width=80))
+    return seen
+
+
+def test_a_counting_bar_ends_with_the_step_it_counts(monkeypatch: pytest.MonkeyPatch):
+    """The demo's bar counts the sample rows generated: once they are all there it is gone,
+    while the demo goes on landing and processing them (it stayed, frozen at 100 %)."""
+    seen = _consoles(monkeypatch, stdout_terminal=True)
+    with cli._counting("generating sample exports", 100_000) as advance:
+        advance(40_000)
+        assert "generating sample exports" in seen.getvalue()  # a bar on a terminal
+        advance(60_000)
+        cli.err.print("next step")  # what the demo writes next while the command goes on
+    after = seen.getvalue().rsplit("next step", 1)[1]
+    assert "generating sample exports" not in after, after  # not drawn again below it
+    drawn = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", seen.getvalue()).replace("\r", "\n")
+    assert "100000/100000" in drawn and max(len(line) for line in drawn.splitlines()) <= 80
+
+
+def test_no_bar_when_stdout_is_a_pipe(monkeypatch: pytest.MonkeyPatch):
+    seen = _consoles(monkeypatch, stdout_terminal=False)
+    with cli._counting("generating sample exports", 10) as advance:
+        advance(10)
+    assert seen.getvalue() == ""

@@ -544,36 +544,46 @@ def extract(
     started = time.perf_counter()
     now = datetime.now(UTC)
     seq = positions.next_seq
+    # the password the connection used, read by connect() (only then, and only the role's
+    # the DSN names), kept here to scrub it out of every message
+    secrets: list[str] = []
 
     def once(attempt: int) -> ExtractResult:
         result = ExtractResult(seq, f"{seq:08d}-{uuid.uuid4().hex[:8]}", now, attempts=attempt)
         try:
-            _read_snapshot(lake, settings, positions, tables, target, result)
+            _read_snapshot(lake, settings, positions, tables, target, result, secrets)
         except BaseException:
             _remove_files(result)  # nothing of a failed attempt stays in bronze
             raise
         result.seconds = time.perf_counter() - started
         return result
 
-    secret = settings.postgres.password("reader")  # kept out of every message
     attempts = oltp.retries + 1
     try:
         return retry(once, attempts, _connection_lost, backoff=oltp.retry_backoff_seconds, cap=30.0, sleep=sleep)
     except (psycopg.OperationalError, PostgresConnectError, psycopg.errors.InsufficientPrivilege) as exc:
-        raise _extract_failure(exc, redact(target), settings, attempts, secret) from None
+        raise _extract_failure(exc, redact(target), settings, attempts, *secrets) from None
 
 
 def _read_snapshot(
-    lake: Lake, settings: Settings, positions: Positions, tables: list[str], target: str, result: ExtractResult
+    lake: Lake,
+    settings: Settings,
+    positions: Positions,
+    tables: list[str],
+    target: str,
+    result: ExtractResult,
+    secrets: list[str],
 ) -> None:
     """Read the changes of ``tables`` into ``result`` in one read-only repeatable-read
     transaction: every table from the same snapshot of the shop, so an order and its lines
-    agree."""
+    agree. The password the connection used goes into ``secrets``."""
     import psycopg
 
     from saleslake.connections.postgres import connect, redact
 
     conn = connect(settings.postgres, "reader", target, read_only=True, application_name="saleslake ingest postgres")
+    if conn.info.password and conn.info.password not in secrets:
+        secrets.append(conn.info.password)
     try:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
@@ -596,11 +606,9 @@ def _connection_lost(exc: BaseException) -> bool:
     return isinstance(exc, (psycopg.OperationalError, PostgresConnectError)) and not isinstance(exc, timeouts)
 
 
-def _extract_failure(
-    exc: Exception, where: str, settings: Settings, attempts: int, secret: str | None
-) -> SaleslakeError:
+def _extract_failure(exc: Exception, where: str, settings: Settings, attempts: int, *secrets: str) -> SaleslakeError:
     """The one line for an extract that failed for good: which server (``where``, the
-    redacted DSN), what happened and what to do, with ``secret`` scrubbed out."""
+    redacted DSN), what happened and what to do, with ``secrets`` scrubbed out."""
     import psycopg
 
     from saleslake.connections.postgres import scrub
@@ -609,7 +617,7 @@ def _extract_failure(
     if isinstance(exc, psycopg.errors.QueryCanceled):
         return TransientError(
             f"extract from {where} hit the statement timeout ({pg.statement_timeout_seconds:g} s): "
-            f"{scrub(str(exc), secret)}"
+            f"{scrub(str(exc), *secrets)}"
         )
     if isinstance(exc, psycopg.errors.LockNotAvailable):
         return TransientError(
@@ -617,8 +625,8 @@ def _extract_failure(
             "holds a lock on a source table (DDL?); retry later"
         )
     if isinstance(exc, psycopg.errors.InsufficientPrivilege):
-        return OltpSourceError(f"the reader role may not read a source table in {where}: {scrub(str(exc), secret)}")
-    return TransientError(f"extract from {where} failed after {attempts} attempt(s): {scrub(str(exc), secret)}")
+        return OltpSourceError(f"the reader role may not read a source table in {where}: {scrub(str(exc), *secrets)}")
+    return TransientError(f"extract from {where} failed after {attempts} attempt(s): {scrub(str(exc), *secrets)}")
 
 
 def _remove_files(result: ExtractResult) -> None:
