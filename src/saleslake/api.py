@@ -37,6 +37,7 @@ from saleslake.errors import (
 from saleslake.lake import Lake
 from saleslake.pipeline import batch
 from saleslake.pipeline.batch import PostgresIngestResult, RunResult, Stage
+from saleslake.pipeline.copy_lake import CopyResult
 from saleslake.pipeline.demo import DemoResult
 from saleslake.pipeline.runner import Progress
 from saleslake.sources.csv import CsvOverrides
@@ -45,6 +46,7 @@ __all__ = [
     "SERVICES",
     "STARTED_BY_DEFAULT",
     "ConfigError",
+    "CopyResult",
     "DemoResult",
     "LandResult",
     "LockBusyError",
@@ -58,6 +60,7 @@ __all__ = [
     "TransientError",
     "UserError",
     "alert",
+    "copy_lake",
     "dashboard",
     "demo",
     "doctor",
@@ -241,6 +244,20 @@ def demo(
 
 
 # -- read side ------------------------------------------------------------------------------
+
+
+def copy_lake(source: str | Path, target: str | Path, settings: Settings | None = None) -> CopyResult:
+    """Copy the lake at ``source`` to ``target`` (each a folder or ``s3://bucket/prefix``)
+    with its history, then verify it: per object size and SHA-256, per Delta table version
+    and row count (see :mod:`saleslake.pipeline.copy_lake`). ``target`` must be empty or an
+    interrupted copy of ``source``, which a rerun completes. The warehouse file and dbt's
+    files are not copied: the next run rebuilds them from gold.
+
+    ``api.copy_lake("lakehouse", "s3://lakehouse/prod").tables``"""
+    from saleslake.pipeline.copy_lake import copy_lake as copy
+
+    s = settings or load_settings()
+    return copy(str(source), str(target), s)
 
 
 def status(limit: int = 20, settings: Settings | None = None) -> list[dict]:
