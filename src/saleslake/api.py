@@ -537,7 +537,8 @@ def freshness(settings: Settings | None = None) -> list[dict]:
 
 def doctor(settings: Settings | None = None, include_dbt: bool = True, home: str | Path | None = None) -> list:
     """Preflight checks (see :mod:`saleslake.doctor`): configuration, lake home and disk,
-    package versions, the dbt project, PostgreSQL and Kafka reachability. Never raises for
+    package versions, the dbt project, PostgreSQL and Kafka reachability, the object store
+    (endpoint, credentials, bucket, conditional puts) for an ``s3://`` home. Never raises for
     what it finds; a configuration error is the failed ``config`` check.
 
     ``[c for c in api.doctor() if not c.ok]``"""

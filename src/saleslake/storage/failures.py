@@ -21,11 +21,13 @@ def endpoint_name(storage: StorageSettings) -> str:
 
 
 def s3_failure(exc: BaseException, storage: StorageSettings, bucket: str) -> str | None:
-    """One line for a failed request to ``bucket``, or None when ``exc`` is not a failure
-    of the store (a bug, a local error): then the caller lets it through."""
+    """One line for a failed request to ``bucket`` (empty: to the endpoint, e.g. listing
+    the buckets), or None when ``exc`` is not a failure of the store (a bug, a local
+    error): then the caller lets it through."""
     import botocore.exceptions as bce  # type: ignore[import-untyped]  # no stubs installed
 
     where = endpoint_name(storage)
+    of_bucket = f" for bucket {bucket!r}" if bucket else ""
     if isinstance(exc, bce.NoCredentialsError):
         return f"no S3 credentials for {where}: set {S3_ACCESS_KEY_ENV}_FILE and {S3_SECRET_KEY_ENV}_FILE"
     if isinstance(exc, (bce.EndpointConnectionError, bce.ConnectTimeoutError, bce.ReadTimeoutError)):
@@ -36,7 +38,7 @@ def s3_failure(exc: BaseException, storage: StorageSettings, bucket: str) -> str
     if code == "NoSuchBucket":
         return f"bucket {bucket!r} does not exist at {where}: create it or fix the s3:// URI"
     if code in _REFUSED_CODES or status == 403 or (not response and isinstance(exc, PermissionError)):
-        return f"{where} refused the credentials for bucket {bucket!r} ({code or 'forbidden'}): {_CREDENTIALS_HINT}"
+        return f"{where} refused the credentials{of_bucket} ({code or 'forbidden'}): {_CREDENTIALS_HINT}"
     if response:
-        return f"{where} answered {status or '?'} {code or 'error'} for bucket {bucket!r}"
+        return f"{where} answered {status or '?'} {code or 'error'}{of_bucket}"
     return None
