@@ -64,6 +64,7 @@ class Lake:
     manifest = _Below("system", "bronze_manifest")
     runs = _Below("system", "runs")
     gold_releases = _Below("system", "gold_releases")
+    pos_line_keys = _Below("system", "pos_line_keys")
     gold = _Below("gold")
     warehouse = _Below("warehouse.duckdb")
     lock_file = _Below(".lock")
@@ -85,6 +86,7 @@ class Lake:
             "system.bronze_manifest": self.manifest,
             "system.runs": self.runs,
             "system.gold_releases": self.gold_releases,
+            "system.pos_line_keys": self.pos_line_keys,
         }
         if self.gold.is_dir():
             for child in sorted(self.gold.iterdir()):
