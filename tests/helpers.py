@@ -104,3 +104,19 @@ def build_gold_lake(root: Path) -> Path:
     assert not api.ingest_csv([root / "exports"], settings=settings).errors
     assert api.run(settings=settings).status == "succeeded"
     return settings.home
+
+
+def messages(text: str) -> list[str]:
+    """The messages in a command's output (summaries, stderr), each on one line again: the
+    CLI wraps a long message at the terminal's width at a space and indents its
+    continuation lines, so a line that starts with a space continues the one before.
+    Not for tables (their rows start with spaces too)."""
+    joined: list[str] = []
+    for text_line in text.splitlines():
+        if not text_line.strip():
+            continue
+        if text_line.startswith(" ") and joined:
+            joined[-1] += " " + text_line.strip()
+        else:
+            joined.append(text_line)
+    return joined

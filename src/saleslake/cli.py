@@ -11,11 +11,13 @@ import contextlib
 import functools
 import json
 import os
+import re
 import shutil
 import signal
 import sys
+import textwrap
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
@@ -36,10 +38,11 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 from typer.exceptions import TyperException
 
 from saleslake import api
-from saleslake.errors import SaleslakeError, UserError, storage_exhausted
+from saleslake.errors import InputFileError, SaleslakeError, UserError, storage_exhausted
 
 app = typer.Typer(
     help="saleslake: a sales data lakehouse in a box (CSV, PostgreSQL, Kafka → Delta bronze/silver/gold → star schema).",
@@ -95,7 +98,7 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
             full = None if isinstance(exc, UserError) else storage_exhausted(exc)
             if full is not None:
                 _fail(full.message(_written_folder(kwargs)), 1)
-            _fail(str(exc), exc.exit_code)
+            _fail(str(exc), exc.exit_code, [exc.path] if isinstance(exc, InputFileError) else [])
         except KeyboardInterrupt:
             err.print("interrupted")
             raise typer.Exit(130) from None
@@ -112,19 +115,84 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _say(text: str) -> None:
-    """Print a result line as written: no colouring of numbers and paths, and a long line
-    wraps at the terminal's edge instead of being cut or folded mid-word, so it can be copied."""
-    out.print(text, highlight=False, soft_wrap=True)
+#: Stands for a space at which a line must not break (inside a path, a DSN, a count and
+#: its noun); a private-use character, printed as the space it stands for.
+_KEEP = "\ue000"
+
+
+#: A number and the short word after it ("3,000 rows", "0.3 s"): a line does not break between them.
+_NUMBER_AND_WORD = re.compile(r"(?<![\w.,])(\d+(?:[.,]\d+)*) (?=\S{1,20}(?:\s|$))")
+#: A command to copy, quoted or in parentheses ('saleslake services stop s3'): one line.
+_COMMAND = re.compile(r"(['`(])saleslake [^'`()\n]{1,60}?['`)]")
+
+
+def _whole(value: object) -> str:
+    """``value`` as one word for :func:`_say`: no line breaks inside it."""
+    return str(value).replace(" ", _KEEP)
+
+
+def _say(text: str | Text, console: Console = out, indent: str = "  ", whole: Iterable[str] = ()) -> None:
+    """Print a message (plain text, or a styled :class:`Text`; no markup, no colouring of
+    numbers) wrapped at spaces to the terminal's width (80 in a pipe), its continuation
+    lines indented by ``indent``: no line runs past the edge, and none breaks inside a
+    number, an id or a path (a word longer than the line gets a line of its own, whole,
+    so it can be copied). ``whole``: values in ``text`` that hold spaces (a path) and
+    must not break at them either."""
+    styled = Text(text) if isinstance(text, str) else text.copy()
+    styled.plain = _glued(styled.plain, whole)  # same length: the styles stay
+    for line in _wrapped(styled, console.width, indent):
+        console.print(line, highlight=False, soft_wrap=True)
+
+
+def _glued(plain: str, whole: Iterable[str] = ()) -> str:
+    """``plain`` with the spaces a line must not break at marked: inside ``whole``'s
+    values, between a number and its word, inside a quoted ``saleslake …`` command."""
+    for value in whole:
+        if value:
+            plain = plain.replace(value, _whole(value))
+    plain = _COMMAND.sub(lambda m: _whole(m[0]), plain)
+    return _NUMBER_AND_WORD.sub(lambda m: m[1] + _KEEP, plain)
+
+
+def _wrapped(text: Text, width: int, indent: str) -> list[Text]:
+    """``text`` in lines of at most ``width`` columns, broken at spaces only (textwrap,
+    never inside a word), the continuation lines indented; each line keeps the styles of
+    its characters."""
+    lines: list[Text] = []
+    for paragraph in text.split("\n", allow_blank=True):
+        plain, start = paragraph.plain, 0
+        pieces = textwrap.wrap(
+            plain,
+            width,
+            subsequent_indent=indent,
+            break_long_words=False,
+            break_on_hyphens=False,
+            expand_tabs=False,
+            replace_whitespace=False,
+        )
+        for number, piece in enumerate(pieces or [""]):
+            body = piece[len(indent) :] if number else piece
+            at = plain.find(body, start)  # textwrap only drops the spaces where it breaks
+            start = at + len(body)
+            line = paragraph[at:start]
+            line.plain = line.plain.replace(_KEEP, " ")
+            lines.append(Text(indent) + line if number else line)
+    return lines
+
+
+def _labelled(label: str, style: str, message: str) -> Text:
+    """``label message`` with the label styled (``error:`` in red)."""
+    return Text.assemble((label, style), " ", message)
 
 
 def _named_counts(counts: dict[str, int]) -> str:
-    """``{"order_lines": 1200}`` as ``1,200 order lines``, comma-separated."""
-    return ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in counts.items())
+    """``{"order_lines": 1200}`` as ``1,200 order lines``, comma-separated (each count
+    stays on one line with its noun)."""
+    return ", ".join(_whole(f"{v:,} {k.replace('_', ' ')}") for k, v in counts.items())
 
 
-def _fail(message: str, code: int) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+def _fail(message: str, code: int, whole: Iterable[str] = ()) -> NoReturn:
+    _say(_labelled("error:", "bold red", message), err, whole=whole)
     raise typer.Exit(code) from None
 
 
@@ -292,14 +360,14 @@ def _run_with_progress(call: Callable[[api.Progress], api.RunResult]) -> api.Run
 def _print_run(result: api.RunResult) -> None:
     silver = result.stages.get("silver")
     if silver:
-        out.print(
+        _say(
             f"silver: read {silver.rows_read:,} rows → {silver.rows_valid:,} valid, "
             f"{silver.rows_quarantined:,} quarantined, {silver.rows_duplicate:,} duplicate "
             f"({silver.rows_corrected:,} corrections)"
         )
     if result.gold:
-        out.print("gold: " + ", ".join(f"{k} {v:,}" for k, v in result.gold.items()))
-    out.print(f"run {result.run_id}: {result.status}" + (f" — {result.message}" if result.message else ""))
+        _say("gold: " + ", ".join(_whole(f"{k} {v:,}") for k, v in result.gold.items()))
+    _say(f"run {result.run_id}: {result.status}" + (f" — {result.message}" if result.message else ""))
 
 
 # -- commands ------------------------------------------------------------------------------
@@ -321,9 +389,10 @@ def generate_csv(
     chosen = [r.strip() for item in regions or [] for r in item.split(",") if r.strip()] or None
     with _counting("generating", rows) as advance:
         summary = api.generate_csv(out_dir, rows, chosen, error_rate, seed, progress=advance)
-    out.print(
+    _say(
         f"wrote {summary.rows_written:,} rows in {summary.files:,} files under {out_dir} "
-        f"({summary.defective_rows:,} defective, {summary.exact_duplicates:,} duplicates, {summary.corrections:,} corrections)"
+        f"({summary.defective_rows:,} defective, {summary.exact_duplicates:,} duplicates, {summary.corrections:,} corrections)",
+        whole=[str(out_dir)],
     )
 
 
@@ -358,7 +427,7 @@ def generate_oltp(
         )
     if summary.changes:
         _say(f"mutation round {summary.round}: " + _named_counts(summary.changes))
-        _say(f"{summary.shared_updated_at_rows:,} changed rows share updated_at {summary.shared_updated_at}")
+        _say(f"{summary.shared_updated_at_rows:,} changed rows share updated_at {_whole(summary.shared_updated_at)}")
     _say(f"now: {counts} ({summary.seconds:.1f} s)")
 
 
@@ -392,8 +461,8 @@ def ingest_postgres(
     _say(
         f"silver: {c.rows_valid:,} lines valid, {c.rows_quarantined:,} quarantined, {c.rows_duplicate:,} unchanged, "
         f"{result.removed:,} removed (cancelled or deleted); reference changes: "
-        + (", ".join(f"{v:,} {k}" for k, v in result.reference.items()) or "none")
-        + "".join(f"; {v:,} {k} quarantined" for k, v in result.reference_quarantined.items())
+        + (", ".join(_whole(f"{v:,} {k}") for k, v in result.reference.items()) or "none")
+        + "".join(f"; {_whole(f'{v:,} {k}')} quarantined" for k, v in result.reference_quarantined.items())
     )
 
 
@@ -433,28 +502,30 @@ def ingest_csv(
             paths, source, delimiter, decimal, date_format, encoding, currency, _settings(home), wait, progress, reparse
         )
     for problem in result.errors:
-        err.print(f"[bold red]error:[/] {problem}", highlight=False, soft_wrap=True)
+        _say(_labelled("error:", "bold red", str(problem)), err, whole=[problem.path])
     for path in result.header_only:
-        err.print(f"[yellow]skipped:[/] {path}: header only, no data rows", highlight=False, soft_wrap=True)
+        _say(_labelled("skipped:", "yellow", f"{path}: header only, no data rows"), err, whole=[str(path)])
     extras: dict[tuple[str, ...], list[str]] = {}
     for row in result.landed:
         if row["extra_columns"]:
             extras.setdefault(tuple(row["extra_columns"]), []).append(row["original_name"])
     for columns, names in extras.items():
         where = names[0] if len(names) == 1 else f"{len(names)} files (e.g. {names[0]})"
-        err.print(
-            f"[yellow]note:[/] {where}: extra column(s) {_some(columns)} kept in bronze, not used in silver",
-            highlight=False,
-            soft_wrap=True,
+        _say(
+            _labelled(
+                "note:", "yellow", f"{where}: extra column(s) {_some(columns)} kept in bronze, not used in silver"
+            ),
+            err,
+            whole=[names[0]],
         )
     total = sum(r["size_bytes"] for r in result.landed)
     if reparse:
-        out.print(
+        _say(
             f"{len(result.reparsed)} file(s) to parse again at the next run; "
             f"{len(result.already_landed)} already parsed with these options"
         )
     else:
-        out.print(f"landed {len(result.landed)} file(s) ({total:,} bytes); {len(result.already_landed)} already landed")
+        _say(f"landed {len(result.landed)} file(s) ({total:,} bytes); {len(result.already_landed)} already landed")
     if result.errors:
         raise typer.Exit(1)
 
@@ -506,10 +577,9 @@ def _print_streams(runs: list[dict]) -> None:
     live = [r for r in runs if r.get("stream") and r["stream"]["alive"]]
     for r in live:
         st = r["stream"]
-        out.print(
+        _say(
             f"stream {r['run_id']} on {st['topic']} (group {st['group_id']}): {st['records']:,} records, "
-            f"lag {st['total_lag']:,}, last beat {st['updated_at']}",
-            highlight=False,
+            f"lag {st['total_lag']:,}, last beat {st['updated_at']}"
         )
 
 
@@ -532,7 +602,7 @@ def _print_run_entry(entry: dict) -> None:
             view.add_row(stage, *(_count(counts.get(k)) for k in COUNTS))
         out.print(view)
     if entry["error"]:
-        out.print(f"  {entry['error']}", highlight=False, overflow="fold")
+        _say(f"  {entry['error']}")
 
 
 def _count(value: int | None) -> str:
@@ -657,11 +727,11 @@ def _services(
     for name in chosen:  # one at a time: each prints as soon as it is up (or down)
         info = api.services(action, [name], settings, kafka_port, controller, postgres_port, s3_port)[name]
         shown = ", ".join(f"{k}={v}" for k, v in info.items() if v is not None and not isinstance(v, dict))
-        _say(f"{name}: {shown}")
+        out.print(f"{name}: {shown}", highlight=False, soft_wrap=True)
         for value in info.values():  # variables to export (port, endpoint, the secret files)
             if isinstance(value, dict):
                 for key, item in value.items():
-                    _say(f"  export {key}={shlex.quote(str(item))}")
+                    out.print(f"  export {key}={shlex.quote(str(item))}", highlight=False, soft_wrap=True)
 
 
 @services_app.command("start")
@@ -745,7 +815,7 @@ def produce(
     if failure is not None:
         raise failure
     if summary.interrupted:
-        err.print(f"interrupted: {summary.events:,} of {events:,} events were sent (the summary counts those)")
+        _say(f"interrupted: {summary.events:,} of {events:,} events were sent (the summary counts those)", err)
         raise typer.Exit(130)
 
 
@@ -766,7 +836,7 @@ def _produce_start(interval: float | None, rate: float | None, start_time: str |
 
 
 def _counts(d: dict[str, int]) -> str:
-    return ", ".join(f"{k} {v:,}" for k, v in sorted(d.items(), key=lambda kv: (-kv[1], kv[0])))
+    return ", ".join(_whole(f"{k} {v:,}") for k, v in sorted(d.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def _print_produce(s: Any) -> None:
@@ -784,9 +854,9 @@ def _print_produce(s: Any) -> None:
     )
     _say(f"expected: silver {s.valid_lines:,} lines, quarantine {s.expected_quarantine_rows:,} rows")
     velocity = s.fraud_patterns.get("velocity", 0)
-    parts = [f"{k} {v:,} lines" for k, v in s.fraud_patterns.items() if k != "velocity"]
+    parts = [_whole(f"{k} {v:,} lines") for k, v in s.fraud_patterns.items() if k != "velocity"]
     if velocity:
-        parts.append(f"velocity {velocity:,} bursts ({s.velocity_transactions:,} transactions)")
+        parts.append(_whole(f"velocity {velocity:,} bursts") + f" ({s.velocity_transactions:,} transactions)")
     _say(f"fraud patterns: {s.fraud_events:,} events" + (f" ({', '.join(parts)})" if parts else ""))
     if s.stores_registered or s.products_registered:
         _say(f"reference data: {s.stores_registered:,} stores and {s.products_registered:,} products registered")
@@ -825,7 +895,7 @@ def stream(
         on_batch=_print_batch,
     )
     c = result.counts
-    out.print(
+    _say(
         f"stream {result.run_id}: {result.records:,} records in {result.batches:,} batches, {result.seconds:.1f} s "
         f"({result.stopped_by}) → {c.rows_valid:,} lines valid, {c.rows_quarantined:,} quarantined, "
         f"{c.rows_duplicate:,} duplicate; lag {sum(result.lag.values()):,}; gold refreshed {result.gold_refreshes}×"
@@ -844,10 +914,10 @@ def _stop_on_signals() -> threading.Event:
 def _print_batch(r: Any) -> None:
     """One line per micro-batch, on a terminal only (a service's log gets the summary)."""
     if err.is_terminal:
-        err.print(
+        _say(
             f"batch {r.batches:,}: {r.records:,} records, {r.counts.rows_valid:,} lines valid, "
             f"lag {sum(r.lag.values()):,}",
-            highlight=False,
+            err,
         )
 
 
@@ -936,16 +1006,27 @@ def doctor(
     if as_json:
         print(json.dumps([c.as_dict() for c in checks], indent=2, default=_json_default))
     else:
-        styles = {"ok": "green", "warn": "yellow", "FAIL": "bold red"}
         for check in checks:
-            _say(
-                f"[{styles[check.state]}]{check.state:<4}[/]  {check.name:<20} {check.detail}"
-                + (f" [dim]— fix: {check.hint}[/]" if not check.ok and check.hint else "")
-            )
+            _print_check(check)
     broken = [c.name for c in checks if c.required and not c.ok]
     if broken:
-        err.print(f"[bold red]doctor:[/] {len(broken)} required check(s) failed: {', '.join(broken)}", highlight=False)
+        _say(_labelled("doctor:", "bold red", f"{len(broken)} required check(s) failed: {', '.join(broken)}"), err)
         raise typer.Exit(1)
+
+
+CHECK_STYLES = {"ok": "green", "warn": "yellow", "FAIL": "bold red"}
+
+
+def _print_check(check: Any) -> None:
+    """One check: state, name, detail and fix, folded under the detail (or under the
+    name when a word of it, a DSN or a path, is too long for that)."""
+    text = Text.assemble((f"{check.state:<4}", CHECK_STYLES[check.state]), f"  {check.name:<20} {check.detail}")
+    if not check.ok and check.hint:
+        text.append(f" — fix: {check.hint}", style="dim")
+    hang = 4 + 2 + 20 + 1
+    if hang + max(map(len, _glued(text.plain).split())) > out.width:
+        hang = 4 + 2
+    _say(text, indent=" " * hang)
 
 
 @publish_app.command("postgres")
@@ -969,15 +1050,12 @@ def publish_postgres(
         _say(f"{done.dsn} schema {done.schema} already holds gold release {done.release_id}: nothing changed")
         return
     if done.migrations_applied:
-        out.print(f"schema {done.schema} migrated to version {done.schema_version}", highlight=False)
-    parts = []
-    for name, t in done.tables.items():
-        state = "unchanged" if t.skipped else f"{t.written:,} written, {t.deleted:,} deleted"
-        parts.append(f"{name} {t.rows:,} rows ({state})")
-    _say(
-        f"published gold release {done.release_id} to {done.dsn} schema {done.schema} in {done.seconds:.1f} s: "
-        + "; ".join(parts)
-    )
+        _say(f"schema {done.schema} migrated to version {done.schema_version}")
+    _say(f"published gold release {done.release_id} to {done.dsn} schema {done.schema} in {done.seconds:.1f} s")
+    view = narrow_table(None, ["table"], ["rows", "written", "deleted"])
+    for name, t in done.tables.items():  # a table whose gold did not change is skipped
+        view.add_row(name, f"{t.rows:,}", *(("unchanged", "") if t.skipped else (f"{t.written:,}", f"{t.deleted:,}")))
+    out.print(view)
 
 
 @app.command()

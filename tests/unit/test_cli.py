@@ -12,6 +12,7 @@ import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
+from helpers import messages
 from saleslake import api, cli
 
 
@@ -24,7 +25,7 @@ def test_a_bug_is_one_line_with_its_traceback_in_a_file(settings, monkeypatch: p
     monkeypatch.setattr(api, "status", _boom)
     outcome = CliRunner().invoke(cli.app, ["status", "--home", str(settings.home)])
     assert outcome.exit_code == 3
-    lines = [t for t in outcome.stderr.splitlines() if t.strip()]
+    lines = messages(outcome.stderr)
     assert len(lines) == 1 and "unexpected RuntimeError in 'status': boom: an unexpected state" in lines[0], lines
     [log] = (settings.home / "logs").glob("saleslake-error-*.log")
     assert str(log) in lines[0]
@@ -46,7 +47,7 @@ def test_a_full_disk_is_one_line_and_a_user_error(settings, monkeypatch: pytest.
     monkeypatch.setattr(api, "status", full)
     outcome = CliRunner().invoke(cli.app, ["status", "--home", str(settings.home)])
     assert outcome.exit_code == 1
-    lines = [t for t in outcome.stderr.splitlines() if t.strip()]
+    lines = messages(outcome.stderr)
     assert len(lines) == 1 and "no space left on device" in lines[0] and "free disk space" in lines[0], lines
 
 
@@ -71,3 +72,51 @@ def test_a_long_list_of_extra_columns_is_shortened():
 
     assert _some(tuple(f"c{i}" for i in range(100_000))) == "c0, c1, c2, c3, c4 and 99,995 more"
     assert _some(("Sales Rep",)) == "Sales Rep"
+
+
+def said(text, width: int = 40, **options) -> list[str]:
+    """What :func:`cli._say` prints on a terminal ``width`` columns wide."""
+    import io
+
+    from rich.console import Console
+
+    sink = io.StringIO()
+    cli._say(text, Console(file=sink, width=width, color_system=None), **options)
+    return sink.getvalue().splitlines()
+
+
+def test_a_message_wraps_at_spaces_and_keeps_numbers_paths_and_commands_whole():
+    path = "/srv/exports/" + "regional/" * 6 + "day.csv"  # longer than the line: a line of its own
+    lines = said(f"error: {path}:1: missing column(s) in 12,345 rows; run 'saleslake ingest csv --reparse' now")
+    assert lines == [
+        "error:",
+        f"  {path}:1:",
+        "  missing column(s) in 12,345 rows; run",
+        "  'saleslake ingest csv --reparse' now",
+    ]
+    # a path with a space, named in whole=, does not break there; a number keeps its word
+    spaced = "/tmp/My Exports/day.csv"
+    assert said(f"skipped: {spaced}: header only, then 1,000 rows", width=30, whole=[spaced]) == [
+        "skipped:",
+        f"  {spaced}:",
+        "  header only, then 1,000 rows",
+    ]
+    assert said("gold: fact_sales 3,000, dim_customer 96 (0.3 s)", width=28) == [
+        "gold: fact_sales 3,000,",
+        "  dim_customer 96 (0.3 s)",
+    ]
+    assert said("# s3: running=True, pid=42, home=/a/b", width=24, indent="#   ") == [
+        "# s3: running=True,",
+        "#   pid=42, home=/a/b",
+    ]
+    assert said("short", width=80) == ["short"] and said("", width=80) == [""]
+
+
+def test_a_wrapped_message_keeps_its_styles():
+    from rich.text import Text
+
+    text = cli._labelled("error:", "bold red", "the lake is busy: run 1234 holds it")
+    lines = cli._wrapped(text, 20, "  ")
+    assert [line.plain for line in lines] == ["error: the lake is", "  busy: run 1234", "  holds it"]
+    assert [(s.start, s.end, str(s.style)) for s in lines[0].spans] == [(0, 6, "bold red")]
+    assert all(not line.spans for line in lines[1:]) and isinstance(lines[0], Text)
