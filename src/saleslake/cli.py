@@ -726,12 +726,13 @@ def _services(
     settings = _settings(home)
     for name in chosen:  # one at a time: each prints as soon as it is up (or down)
         info = api.services(action, [name], settings, kafka_port, controller, postgres_port, s3_port)[name]
-        shown = ", ".join(f"{k}={v}" for k, v in info.items() if v is not None and not isinstance(v, dict))
-        out.print(f"{name}: {shown}", highlight=False, soft_wrap=True)
+        shown = ", ".join(_whole(f"{k}={v}") for k, v in info.items() if v is not None and not isinstance(v, dict))
+        # a shell comment, folded: `eval "$(saleslake services start s3)"` runs the exports only
+        _say(f"# {name}: {shown}", indent="#   ")
         for value in info.values():  # variables to export (port, endpoint, the secret files)
             if isinstance(value, dict):
-                for key, item in value.items():
-                    out.print(f"  export {key}={shlex.quote(str(item))}", highlight=False, soft_wrap=True)
+                for key, item in value.items():  # one line each, whatever its length: a path stays whole
+                    out.print(f"  export {key}={shlex.quote(str(item))}", highlight=False, markup=False, soft_wrap=True)
 
 
 @services_app.command("start")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -141,6 +142,80 @@ def test_csv_commands_fold_and_keep_paths_and_counts_whole(tmp_path):
 
     assert_run_summary(cli("run", home=home).stdout, home)
     assert_run_summary(cli("rebuild", "gold", home=home).stdout, home)
+
+
+def service_summaries(text: str) -> dict[str, dict[str, str]]:
+    """``services`` output: per service the `key=value`s of its summary, a shell comment
+    (``# name: k=v, k=v,`` then ``#   k=v, ...``)."""
+    summaries: dict[str, dict[str, str]] = {}
+    name = ""
+    for text_line in text.splitlines():
+        if text_line.startswith("#   "):
+            pairs = text_line[4:]
+        elif text_line.startswith("# "):
+            name, _, pairs = text_line[2:].partition(": ")
+            summaries[name] = {}
+        else:
+            continue
+        for pair in filter(None, (p.strip() for p in pairs.split(","))):
+            key, _, value = pair.partition("=")
+            summaries[name][key] = value
+    return summaries
+
+
+def expected_output(info: dict) -> tuple[dict[str, str], list[str]]:
+    """What ``services`` shows of one service's api result: its values, and the export lines."""
+    shown = {k: str(v) for k, v in info.items() if v is not None and not isinstance(v, dict)}
+    exports = [
+        f"  export {k}={shlex.quote(str(v))}" for d in info.values() if isinstance(d, dict) for k, v in d.items()
+    ]
+    return shown, exports
+
+
+def test_services_summaries_fold_and_the_output_can_be_evaluated(tmp_path, postgres_service):
+    # nothing runs for this lake: each summary still names its DSNs and paths
+    idle = tmp_path / "idle"
+    text = cli("services", "status", home=idle).stdout
+    assert too_wide(text) == [], text
+    summaries = service_summaries(text)
+    for name, info in api.services("status", settings=api.settings(home=idle)).items():
+        shown, exports = expected_output(info)
+        assert summaries[name] == shown, text
+        assert [t for t in text.splitlines() if t.strip().startswith(f"export SALESLAKE_{name.upper()}")] == [
+            e for e in exports if e.startswith(f"  export SALESLAKE_{name.upper()}")
+        ], text
+    assert summaries["postgres"]["running"] == "False" and summaries["kafka"]["running"] == "False"
+
+    # the session's running PostgreSQL: its pid, port and DSNs whole, the exports unchanged
+    env = {
+        "SALESLAKE_POSTGRES__SERVICE_HOME": str(postgres_service.home),
+        "SALESLAKE_POSTGRES__PORT": str(postgres_service.port),
+    }
+    settings = api.settings(home=idle, postgres={"service_home": postgres_service.home, "port": postgres_service.port})
+    for action in ("start", "status"):
+        text = cli("services", action, "postgres", home=idle, env=env).stdout
+        assert too_wide(text) == [], text
+        shown, exports = expected_output(api.services(action, ["postgres"], settings)["postgres"])
+        assert service_summaries(text) == {"postgres": shown} and shown["running"] == "True", text
+        assert [t for t in text.splitlines() if not t.startswith("#")] == exports, text
+
+    # eval "$(saleslake services start s3)" sets the variables, nothing else runs
+    lake = tmp_path / "s3 lake"
+    saleslake_cmd = " ".join(map(shlex.quote, [*CLI, "services", "start", "s3", "--home", str(lake)]))
+    script = f'set -eu\nout=$({saleslake_cmd})\nprintf "%s\\n" "$out"\neval "$out"\nprintf "ENDPOINT %s\\n" "$SALESLAKE_STORAGE__ENDPOINT_URL"\n'
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("SALESLAKE_", "AWS_"))} | {"COLUMNS": "80"}
+    try:
+        done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=environment, timeout=600)
+        assert done.returncode == 0, done.stdout + done.stderr
+        info = api.services("status", ["s3"], api.settings(home=lake))["s3"]
+        shown, exports = expected_output(info)
+        started, _, endpoint = done.stdout.rpartition("ENDPOINT ")
+        assert endpoint.strip() == info["endpoint"] and too_wide(started, [str(lake)]) == [], done.stdout
+        assert service_summaries(started) == {"s3": shown} and shown["running"] == "True", started
+        assert [t for t in started.splitlines() if not t.startswith("#")] == exports, started
+    finally:
+        stopped = cli("services", "stop", "s3", home=lake)
+    assert stopped.stdout == "# s3: running=False\n"
 
 
 def postgres_env(s) -> dict[str, str]:
