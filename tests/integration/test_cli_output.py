@@ -377,3 +377,14 @@ def test_frequent_errors_wrap_at_a_space_and_keep_values_whole(tmp_path):
     assert len(said) == 2 and said[1] == f"skipped: {header_only}: header only, no data rows", said
     for what in ("setting", "dsn", "files", "port"):
         assert len(messages(errors[what][0].stderr)) == 1, errors[what][0].stderr
+
+
+def test_stream_without_a_broker_says_so_in_one_message(tmp_path):
+    env = {
+        "SALESLAKE_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+        "SALESLAKE_STREAM__CONNECT_ATTEMPTS": "2",
+    }
+    done = cli("stream", "--until-idle", home=tmp_path / "lake", env=env, ok=False)
+    assert done.returncode == 4 and too_wide(done.stderr) == [], done.stderr  # no librdkafka log lines
+    [said] = messages(done.stderr)
+    assert said.startswith("error: no Kafka broker answered at ") and "saleslake services start kafka" in said
