@@ -156,32 +156,27 @@ def _glued(plain: str, whole: Iterable[str] = ()) -> str:
 
 def _wrapped(text: Text, width: int, indent: str) -> list[Text]:
     """``text`` in lines of at most ``width`` columns, broken at spaces only (textwrap,
-    never inside a word), every line after the first indented (a second paragraph too,
-    so a reader still sees one message); each line keeps the styles of its characters."""
+    never inside a word), the continuation lines indented; each line keeps the styles of
+    its characters."""
     lines: list[Text] = []
-    for number, paragraph in enumerate(text.split("\n", allow_blank=True)):
-        first = indent if number else ""
+    for paragraph in text.split("\n", allow_blank=True):
         plain, start = paragraph.plain, 0
         pieces = textwrap.wrap(
             plain,
             width,
-            initial_indent=first,
             subsequent_indent=indent,
             break_long_words=False,
             break_on_hyphens=False,
             expand_tabs=False,
             replace_whitespace=False,
         )
-        for index, piece in enumerate(pieces):
-            prefix = indent if index else first
-            body = piece[len(prefix) :]
+        for number, piece in enumerate(pieces or [""]):
+            body = piece[len(indent) :] if number else piece
             at = plain.find(body, start)  # textwrap only drops the spaces where it breaks
             start = at + len(body)
             line = paragraph[at:start]
             line.plain = line.plain.replace(_KEEP, " ")
-            lines.append(Text(prefix) + line)
-        if not pieces:
-            lines.append(Text(""))
+            lines.append(Text(indent) + line if number else line)
     return lines
 
 

@@ -110,10 +110,6 @@ def test_a_message_wraps_at_spaces_and_keeps_numbers_paths_and_commands_whole():
         "#   pid=42, home=/a/b",
     ]
     assert said("short", width=80) == ["short"] and said("", width=80) == [""]
-    assert said("error: dbt failed\nmodel fact_sales: 2 rows", width=80) == [
-        "error: dbt failed",
-        "  model fact_sales: 2 rows",  # a second paragraph is still the same message
-    ]
 
 
 def test_a_wrapped_message_keeps_its_styles():
