@@ -42,7 +42,7 @@ from rich.text import Text
 from typer.exceptions import TyperException
 
 from saleslake import api
-from saleslake.errors import InputFileError, SaleslakeError, UserError, storage_exhausted
+from saleslake.errors import SaleslakeError, UserError, storage_exhausted
 
 app = typer.Typer(
     help="saleslake: a sales data lakehouse in a box (CSV, PostgreSQL, Kafka → Delta bronze/silver/gold → star schema).",
@@ -98,7 +98,7 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
             full = None if isinstance(exc, UserError) else storage_exhausted(exc)
             if full is not None:
                 _fail(full.message(_written_folder(kwargs)), 1)
-            _fail(str(exc), exc.exit_code, [exc.path] if isinstance(exc, InputFileError) else [])
+            _fail(str(exc), exc.exit_code)
         except KeyboardInterrupt:
             err.print("interrupted")
             raise typer.Exit(130) from None
@@ -191,9 +191,18 @@ def _named_counts(counts: dict[str, int]) -> str:
     return ", ".join(_whole(f"{v:,} {k.replace('_', ' ')}") for k, v in counts.items())
 
 
-def _fail(message: str, code: int, whole: Iterable[str] = ()) -> NoReturn:
-    _say(_labelled("error:", "bold red", message), err, whole=whole)
+def _fail(message: str, code: int) -> NoReturn:
+    _report("error:", "bold red", message)
     raise typer.Exit(code) from None
+
+
+def _report(label: str, style: str, message: str) -> None:
+    """An error or a note on stderr as ONE line (CONTRACT §1), never wrapped at the
+    terminal's width, whatever its length: `2>&1 | grep` finds all of it, and a script
+    reads one message per line. A message with line breaks of its own (a driver's second
+    line) is joined into that line."""
+    joined = " ".join(part.strip() for part in message.splitlines() if part.strip())
+    err.print(_labelled(label, style, joined), highlight=False, soft_wrap=True)
 
 
 def _some(names: tuple[str, ...], shown: int = 5) -> str:
@@ -502,22 +511,16 @@ def ingest_csv(
             paths, source, delimiter, decimal, date_format, encoding, currency, _settings(home), wait, progress, reparse
         )
     for problem in result.errors:
-        _say(_labelled("error:", "bold red", str(problem)), err, whole=[problem.path])
+        _report("error:", "bold red", str(problem))
     for path in result.header_only:
-        _say(_labelled("skipped:", "yellow", f"{path}: header only, no data rows"), err, whole=[str(path)])
+        _report("skipped:", "yellow", f"{path}: header only, no data rows")
     extras: dict[tuple[str, ...], list[str]] = {}
     for row in result.landed:
         if row["extra_columns"]:
             extras.setdefault(tuple(row["extra_columns"]), []).append(row["original_name"])
     for columns, names in extras.items():
         where = names[0] if len(names) == 1 else f"{len(names)} files (e.g. {names[0]})"
-        _say(
-            _labelled(
-                "note:", "yellow", f"{where}: extra column(s) {_some(columns)} kept in bronze, not used in silver"
-            ),
-            err,
-            whole=[names[0]],
-        )
+        _report("note:", "yellow", f"{where}: extra column(s) {_some(columns)} kept in bronze, not used in silver")
     total = sum(r["size_bytes"] for r in result.landed)
     if reparse:
         _say(
@@ -819,7 +822,7 @@ def produce(
     if failure is not None:
         raise failure
     if summary.interrupted:
-        _say(f"interrupted: {summary.events:,} of {events:,} events were sent (the summary counts those)", err)
+        _report("interrupted:", "", f"{summary.events:,} of {events:,} events were sent (the summary counts those)")
         raise typer.Exit(130)
 
 
@@ -1014,7 +1017,7 @@ def doctor(
             _print_check(check)
     broken = [c.name for c in checks if c.required and not c.ok]
     if broken:
-        _say(_labelled("doctor:", "bold red", f"{len(broken)} required check(s) failed: {', '.join(broken)}"), err)
+        _report("doctor:", "bold red", f"{len(broken)} required check(s) failed: {', '.join(broken)}")
         raise typer.Exit(1)
 
 

@@ -28,7 +28,7 @@ from csv_strategies import ExportFile, Options, Scenario, Source, scenarios
 from hypothesis import HealthCheck, Phase, event, given, note, seed
 from hypothesis import settings as fuzz_settings
 
-from helpers import messages, sql
+from helpers import sql
 from saleslake import api
 from saleslake.lake import Lake
 
@@ -223,7 +223,7 @@ class CliDriver:
         for name, value in options.items():
             flags += [f"--{name.replace('_', '-')}", value]
         proc = self._cli("ingest", "csv", *map(str, paths), "--source", source, *flags)
-        lines = messages(proc.stderr)  # a long one wraps, its continuation indented
+        lines = [text for text in proc.stderr.splitlines() if text.strip()]
         outcome = IngestOutcome()
         for text in lines:
             kind, _, rest = text.partition(": ")

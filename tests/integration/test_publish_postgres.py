@@ -13,7 +13,6 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from helpers import messages
 from saleslake import api
 from saleslake.cli import app
 from saleslake.errors import TransientError, UserError
@@ -280,7 +279,7 @@ def test_migration_auto_publish_and_wrong_password(
         ],
     )
     assert outcome.exit_code == 1
-    assert secret not in outcome.output and len(messages(outcome.output)) == 1
+    assert secret not in outcome.output and outcome.output.strip().count("\n") == 0
     # the warehouse still holds the published gold
     with psycopg.connect(
         host="127.0.0.1",

@@ -1,6 +1,7 @@
 """The command line's last resort: a bug is one line naming the file that holds its
 traceback (exit 3), or the traceback itself with SALESLAKE_DEBUG=1; a full disk is one
-line (exit 1); CSV output writes list columns as JSON."""
+line (exit 1); a user error is one line whatever its length (never wrapped at the
+terminal's width, which only summaries are); CSV output writes list columns as JSON."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
-from helpers import messages
 from saleslake import api, cli
+from saleslake.errors import InputFileError, UserError
 
 
 def _boom(*_args, **_kwargs):
@@ -25,7 +26,7 @@ def test_a_bug_is_one_line_with_its_traceback_in_a_file(settings, monkeypatch: p
     monkeypatch.setattr(api, "status", _boom)
     outcome = CliRunner().invoke(cli.app, ["status", "--home", str(settings.home)])
     assert outcome.exit_code == 3
-    lines = messages(outcome.stderr)
+    lines = outcome.stderr.splitlines()
     assert len(lines) == 1 and "unexpected RuntimeError in 'status': boom: an unexpected state" in lines[0], lines
     [log] = (settings.home / "logs").glob("saleslake-error-*.log")
     assert str(log) in lines[0]
@@ -47,8 +48,31 @@ def test_a_full_disk_is_one_line_and_a_user_error(settings, monkeypatch: pytest.
     monkeypatch.setattr(api, "status", full)
     outcome = CliRunner().invoke(cli.app, ["status", "--home", str(settings.home)])
     assert outcome.exit_code == 1
-    lines = messages(outcome.stderr)
+    lines = outcome.stderr.splitlines()
     assert len(lines) == 1 and "no space left on device" in lines[0] and "free disk space" in lines[0], lines
+
+
+@pytest.mark.parametrize("columns", ["80", "40"])
+def test_a_user_error_is_one_line_whatever_its_length(settings, monkeypatch: pytest.MonkeyPatch, columns: str):
+    path = "/srv/regional exports/" + "daily/" * 12 + "day.csv"  # spaces, and longer than the line
+    bad_file = InputFileError(
+        path, "missing required column(s): Row ID, Order ID, Order Date, Ship Date", "export all 24 fields", line=1
+    )
+    driver = UserError("cannot reach PostgreSQL at 127.0.0.1:5999: refused\n\tIs the server running on that host?")
+    monkeypatch.setenv("COLUMNS", columns)
+    for error, said in (
+        (bad_file, f"error: {bad_file}"),
+        (driver, "error: cannot reach PostgreSQL at 127.0.0.1:5999: refused Is the server running on that host?"),
+    ):
+
+        def fail(*_args, error=error, **_kwargs):
+            raise error
+
+        monkeypatch.setattr(api, "status", fail)
+        outcome = CliRunner().invoke(cli.app, ["status", "--home", str(settings.home)])
+        assert outcome.exit_code == 1
+        assert outcome.stderr.splitlines() == [said]  # one line, whole: a pipe's grep gets all of it
+        assert len(said) > 80
 
 
 def test_csv_output_writes_nested_columns_as_json(capsys: pytest.CaptureFixture[str]):
@@ -87,17 +111,17 @@ def said(text, width: int = 40, **options) -> list[str]:
 
 def test_a_message_wraps_at_spaces_and_keeps_numbers_paths_and_commands_whole():
     path = "/srv/exports/" + "regional/" * 6 + "day.csv"  # longer than the line: a line of its own
-    lines = said(f"error: {path}:1: missing column(s) in 12,345 rows; run 'saleslake ingest csv --reparse' now")
+    lines = said(f"wrote: {path}:1: missing column(s) in 12,345 rows; run 'saleslake ingest csv --reparse' now")
     assert lines == [
-        "error:",
+        "wrote:",
         f"  {path}:1:",
         "  missing column(s) in 12,345 rows; run",
         "  'saleslake ingest csv --reparse' now",
     ]
     # a path with a space, named in whole=, does not break there; a number keeps its word
     spaced = "/tmp/My Exports/day.csv"
-    assert said(f"skipped: {spaced}: header only, then 1,000 rows", width=30, whole=[spaced]) == [
-        "skipped:",
+    assert said(f"landed: {spaced}: header only, then 1,000 rows", width=30, whole=[spaced]) == [
+        "landed:",
         f"  {spaced}:",
         "  header only, then 1,000 rows",
     ]
@@ -115,8 +139,8 @@ def test_a_message_wraps_at_spaces_and_keeps_numbers_paths_and_commands_whole():
 def test_a_wrapped_message_keeps_its_styles():
     from rich.text import Text
 
-    text = cli._labelled("error:", "bold red", "the lake is busy: run 1234 holds it")
+    text = cli._labelled("stream:", "bold", "the lake is busy: run 1234 holds it")
     lines = cli._wrapped(text, 20, "  ")
-    assert [line.plain for line in lines] == ["error: the lake is", "  busy: run 1234", "  holds it"]
-    assert [(s.start, s.end, str(s.style)) for s in lines[0].spans] == [(0, 6, "bold red")]
+    assert [line.plain for line in lines] == ["stream: the lake is", "  busy: run 1234", "  holds it"]
+    assert [(s.start, s.end, str(s.style)) for s in lines[0].spans] == [(0, 7, "bold")]
     assert all(not line.spans for line in lines[1:]) and isinstance(lines[0], Text)

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
-from helpers import free_ports, messages
+from helpers import free_ports
 from saleslake.devservices.s3 import (
     MAIN_CLASS,
     S3PortInUseError,
@@ -262,7 +262,7 @@ eval "$(printf '%s\\n' "$out" | grep '^ *export ')"
         lost = services_cli("start", home, tmp_path)
         hidden.rename(service.secret_key_file)
         assert lost.returncode == 1
-        (line,) = messages(lost.stderr)
+        (line,) = lost.stderr.strip().splitlines()
         assert "key pair of the local S3 server" in line and "saleslake services stop s3" in line
 
         stopped = services_cli("stop", home, tmp_path)
@@ -303,7 +303,7 @@ def test_a_busy_port_is_one_line_exit_1(tmp_path: Path) -> None:
     assert isinstance(caught.value, UserError) and "\n" not in message
     assert f"127.0.0.1:{port} is already in use" in message and "--port" in message
     assert done.returncode == 1
-    assert messages(done.stderr) == [f"error: {message}"]
+    assert done.stderr.strip().splitlines() == [f"error: {message}"]
     assert servers_of(S3Service.for_lake(home)) == []
 
 
@@ -319,7 +319,7 @@ def test_missing_java_is_one_line_exit_1(tmp_path: Path) -> None:
         timeout=300,
     )
     assert done.returncode == 1
-    (line,) = messages(done.stderr)
+    (line,) = done.stderr.strip().splitlines()
     assert line.startswith("error: Java 17+ is needed to run the local S3-compatible server but no java was found")
 
 
