@@ -591,37 +591,70 @@ COUNTS = {"rows_read": "read", "rows_valid": "valid", "rows_quarantined": "quara
 
 def _print_run_entry(entry: dict) -> None:
     """One run: a heading line (id, command, status, start), then its stages' counts in
-    narrow columns; an error as wrapped text below. Fits 80 columns without cutting a
-    number or an id (a long id wraps)."""
+    narrow columns; an error as wrapped text below. Fits the terminal without cutting a
+    number or an id (the heading folds at its spaces; counts too wide for a table are
+    printed one stage per line)."""
     started = (entry["started_at"] or "")[:19].replace("T", " ")
-    out.print(
-        f"\n[bold]{entry['run_id']}[/]  {entry['command']}  {entry['status']}  {started}",
-        highlight=False,
-        overflow="fold",
-    )
+    out.print()
+    _say(Text.assemble((entry["run_id"], "bold"), f"  {entry['command']}  {entry['status']}  {started}"))
     if entry["stages"]:
-        view = narrow_table(None, ["stage"], list(COUNTS.values()))
-        for stage, counts in entry["stages"].items():
-            view.add_row(stage, *(_count(counts.get(k)) for k in COUNTS))
-        out.print(view)
-    if entry["error"]:
-        _say(f"  {entry['error']}")
+        rows = [[stage, *(_count(counts.get(k)) for k in COUNTS)] for stage, counts in entry["stages"].items()]
+        print_narrow(None, ["stage"], list(COUNTS.values()), rows)
+    for paragraph in (entry["error"] or "").splitlines():
+        _say(f"  {paragraph}", indent="    ")
 
 
 def _count(value: int | None) -> str:
     return "" if value is None else f"{value:,}"
 
 
-def narrow_table(title: str | None, texts: list[str], numbers: Sequence[str] = ()) -> Table:
-    """A table for 80-column terminals and pipes: text columns (``texts``, first) fold
-    onto more lines when the terminal is narrow; number columns (``numbers``) never
-    shrink below their header and never wrap, so no number is cut."""
+#: Between two columns of a narrow table: a space of padding on each side of the
+#: (blank) divider of box.SIMPLE_HEAD.
+COLUMN_GAP = 3
+
+
+def print_narrow(title: str | None, texts: list[str], numbers: Sequence[str], rows: list[list[str]]) -> None:
+    """A table for 80-column terminals and pipes: text columns (``texts``, first) fold at
+    their spaces when the terminal is narrow, number columns (``numbers``) never shrink
+    nor wrap. When even the numbers and the longest word of each text column do not fit,
+    each row is one message instead (``silver: read 20,000,000, valid ...``, folded at
+    a space like any summary): a number or an id is never cut ("20,0…")."""
+    widths = _column_widths([*texts, *numbers], len(texts), rows, out.width)
+    if widths is None:
+        for part in title.split("\n") if title else []:
+            _say(part)
+        for cells in rows:
+            label = " ".join(cell for cell in cells[: len(texts)] if cell)
+            counts = zip(numbers, cells[len(texts) :], strict=True)
+            _say(f"{label}: " + ", ".join(_whole(f"{name} {cell}") for name, cell in counts if cell))
+        return
     view = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, title_justify="left")
-    for name in texts:
-        view.add_column(name, overflow="fold")
-    for name in numbers:
-        view.add_column(name, justify="right", no_wrap=True, min_width=len(name))
-    return view
+    for name, width in zip(texts, widths, strict=False):
+        view.add_column(name, overflow="fold", width=width)
+    for name, width in zip(numbers, widths[len(texts) :], strict=True):
+        view.add_column(name, justify="right", no_wrap=True, width=width)
+    for cells in rows:
+        view.add_row(*cells)
+    out.print(view)
+
+
+def _column_widths(names: list[str], texts: int, rows: list[list[str]], room: int) -> list[int] | None:
+    """Widths for a table of ``names`` (the first ``texts`` of them text, the rest numbers)
+    within ``room`` columns: a number column as wide as its widest cell, a text column its
+    longest word at least and what is left up to its widest cell; None when even that
+    does not fit."""
+    cells = [[name, *(r[i] for r in rows)] for i, name in enumerate(names)]
+    widest = [max(map(len, column)) for column in cells]
+    least = [max(len(word) for cell in column for word in cell.split() or [""]) for column in cells[:texts]]
+    least += widest[texts:]
+    spare = room - COLUMN_GAP * (len(names) - 1) - sum(least)
+    if spare < 0:
+        return None
+    for i in range(texts):
+        extra = min(spare, widest[i] - least[i])
+        least[i] += extra
+        spare -= extra
+    return least
 
 
 def _print_freshness(rows: list[dict]) -> None:
@@ -629,22 +662,22 @@ def _print_freshness(rows: list[dict]) -> None:
         return
     published = {r["gold_published_at"] for r in rows}
     # the age of the newest landed line stands for its landing time: one column less
-    view = narrow_table("\nfreshness per source", ["source", "newest event"], ["age s", "silver", "gold"])
-    for r in rows:
-        age = r["silver_age_seconds"]
-        view.add_row(
+    cells = [
+        [
             r["source_system"],
             _when(r["last_event_at"]),
-            "" if age is None else f"{age:,.0f}",
+            "" if r["silver_age_seconds"] is None else f"{r['silver_age_seconds']:,.0f}",
             f"{r['silver_lines']:,}",
             f"{r['gold_lines']:,}",
-        )
-    out.print(view)
+        ]
+        for r in rows
+    ]
+    print_narrow("\nfreshness per source", ["source", "newest event"], ["age s", "silver", "gold"], cells)
     if len(published) == 1:  # one gold release serves every source
-        out.print(f"gold published {_when(published.pop()) or 'never'}", highlight=False)
+        _say(f"gold published {_when(published.pop()) or 'never'}")
     else:
         for r in rows:
-            out.print(f"gold of {r['source_system']} published {_when(r['gold_published_at'])}", highlight=False)
+            _say(f"gold of {r['source_system']} published {_when(r['gold_published_at'])}")
 
 
 def _when(stamp: str | None) -> str:
@@ -950,10 +983,8 @@ def _print_demo(demo: api.DemoResult) -> None:
     )
     out.print(f"2. landed {demo.landed:,} new file(s) in bronze ({demo.already_landed:,} already there)")
     out.print(f"3. ran silver and gold: {demo.run_message}")
-    view = narrow_table("what is in the lake now", ["layer", "table"], ["rows"])
-    for key, count in demo.rows.items():
-        view.add_row(*key.split(" ", 1), f"{count:,}")
-    out.print(view)
+    layers = [[*key.split(" ", 1), f"{count:,}"] for key, count in demo.rows.items()]
+    print_narrow("what is in the lake now", ["layer", "table"], ["rows"], layers)
     out.print(
         f"revenue {money['net']:,.2f} (net of discounts; gross sales {money['gross']:,.2f}), profit "
         f"{money['profit']:,.2f}, tax {money['tax']:,.2f}; {money['fraud_lines']:,} suspected-fraud lines; average "
@@ -1059,10 +1090,11 @@ def publish_postgres(
     if done.migrations_applied:
         _say(f"schema {done.schema} migrated to version {done.schema_version}")
     _say(f"published gold release {done.release_id} to {done.dsn} schema {done.schema} in {done.seconds:.1f} s")
-    view = narrow_table(None, ["table"], ["rows", "written", "deleted"])
-    for name, t in done.tables.items():  # a table whose gold did not change is skipped
-        view.add_row(name, f"{t.rows:,}", *(("unchanged", "") if t.skipped else (f"{t.written:,}", f"{t.deleted:,}")))
-    out.print(view)
+    tables = [  # a table whose gold did not change is skipped
+        [name, f"{t.rows:,}", *(("unchanged", "") if t.skipped else (f"{t.written:,}", f"{t.deleted:,}"))]
+        for name, t in done.tables.items()
+    ]
+    print_narrow(None, ["table"], ["rows", "written", "deleted"], tables)
 
 
 @app.command()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import HEADER, build_gold_lake, free_port, line, messages, sql, write_csv
+from helpers import HEADER, build_gold_lake, free_port, ledger_counts, line, messages, printed_counts, sql, write_csv
 from saleslake import api
 from saleslake.lake import Lake
 
@@ -42,16 +42,18 @@ def saleslake(home: Path, *args: str, columns: int = 80) -> str:
     return done.stdout
 
 
-@pytest.mark.parametrize("columns", [80, 60])
+@pytest.mark.parametrize("columns", [80, 60, 40])
 def test_status_fits_the_terminal_and_shows_every_count_whole(lake_home, columns):
     text = saleslake(lake_home, "status", columns=columns)
     assert max(len(line) for line in text.splitlines()) <= columns, text
     assert "…" not in text, text
-    [run] = [r for r in api.status(settings=api.settings(home=lake_home)) if r["command"] == "run"]
-    assert run["run_id"] in text  # the id whole
-    for counts in run["stages"].values():
-        for key in ("rows_read", "rows_valid", "rows_quarantined", "rows_duplicate"):
-            assert f"{counts[key]:,}" in text
+    runs = api.status(settings=api.settings(home=lake_home))
+    assert "run" in [r["command"] for r in runs], runs
+    lines = text.splitlines()
+    starts = [next(i for i, t in enumerate(lines) if t.startswith(r["run_id"] + " ")) for r in runs]  # ids whole
+    for run, start, end in zip(runs, starts, [*starts[1:], len(lines)], strict=True):
+        block = "\n".join(lines[start + 1 : end])  # the run's own lines: its counts, the ledger's
+        assert printed_counts(block, run["stages"]) == ledger_counts(run["stages"]), text
     for source in api.freshness(api.settings(home=lake_home)):
         assert source["source_system"] in text and f"{source['silver_lines']:,}" in text
 

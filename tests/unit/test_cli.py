@@ -13,6 +13,7 @@ import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
+from helpers import ledger_counts, printed_counts
 from saleslake import api, cli
 from saleslake.errors import InputFileError, UserError
 
@@ -144,3 +145,24 @@ def test_a_wrapped_message_keeps_its_styles():
     assert [line.plain for line in lines] == ["stream: the lake is", "  busy: run 1234", "  holds it"]
     assert [(s.start, s.end, str(s.style)) for s in lines[0].spans] == [(0, 7, "bold")]
     assert all(not line.spans for line in lines[1:]) and isinstance(lines[0], Text)
+
+
+@pytest.mark.parametrize("width", [80, 60, 40])
+@pytest.mark.parametrize("rows", [3_000, 20_000_000, 20_000_000_000_000])
+def test_status_fits_and_prints_every_count_whole(settings, monkeypatch: pytest.MonkeyPatch, width: int, rows: int):
+    stages = {
+        "bronze": {"rows_read": rows, "rows_valid": rows, "rows_quarantined": 0, "rows_duplicate": None},
+        "silver": {"rows_read": rows, "rows_valid": rows - 27, "rows_quarantined": 20, "rows_duplicate": 7},
+        "gold": {"rows_read": rows - 27, "rows_valid": rows - 27, "rows_quarantined": 0, "rows_duplicate": 0},
+    }
+    run_id = "20261207T220000Z-0a1b2c"  # as runs.new_run_id makes them; the heading is longer than 40 columns
+    ledger = {"run_id": run_id, "command": "run", "status": "succeeded", "started_at": "2026-12-07T22:00:00"}
+    monkeypatch.setattr(api, "status", lambda *_args: [ledger | {"stages": stages, "error": None}])
+    monkeypatch.setattr(api, "freshness", lambda *_args: [])
+    monkeypatch.setattr(cli.out, "width", width)
+    outcome = CliRunner().invoke(cli.app, ["status", "--home", str(settings.home)])
+    assert outcome.exit_code == 0, outcome.output
+    text = outcome.stdout
+    assert max(len(text_line) for text_line in text.splitlines()) <= width and "…" not in text, text
+    assert any(run_id in text_line for text_line in text.splitlines()), text  # the id whole on one line
+    assert printed_counts(text, stages) == ledger_counts(stages), text
