@@ -53,14 +53,14 @@ def test_a_full_disk_is_one_line_and_a_user_error(settings, monkeypatch: pytest.
     assert len(lines) == 1 and "no space left on device" in lines[0] and "free disk space" in lines[0], lines
 
 
-@pytest.mark.parametrize("columns", ["80", "40"])
-def test_a_user_error_is_one_line_whatever_its_length(settings, monkeypatch: pytest.MonkeyPatch, columns: str):
+@pytest.mark.parametrize("columns", [80, 40])
+def test_a_user_error_is_one_line_whatever_its_length(settings, monkeypatch: pytest.MonkeyPatch, columns: int):
     path = "/srv/regional exports/" + "daily/" * 12 + "day.csv"  # spaces, and longer than the line
     bad_file = InputFileError(
         path, "missing required column(s): Row ID, Order ID, Order Date, Ship Date", "export all 24 fields", line=1
     )
     driver = UserError("cannot reach PostgreSQL at 127.0.0.1:5999: refused\n\tIs the server running on that host?")
-    monkeypatch.setenv("COLUMNS", columns)
+    monkeypatch.setattr(cli.err, "width", columns)  # the terminal's width (rich read COLUMNS at import)
     for error, said in (
         (bad_file, f"error: {bad_file}"),
         (driver, "error: cannot reach PostgreSQL at 127.0.0.1:5999: refused Is the server running on that host?"),
