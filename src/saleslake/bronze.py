@@ -33,12 +33,11 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
-from deltalake import write_deltalake
 
 from saleslake.contract import UTC_TIME, text_fields
 from saleslake.crashpoints import crash_point
 from saleslake.errors import InputFileError
-from saleslake.lake import Lake, open_delta, snapshot_view_sql
+from saleslake.lake import Lake, open_delta, snapshot_view_sql, write_delta
 from saleslake.runs import utcnow
 from saleslake.sources.csv import CsvFile, CsvOverrides, expand_paths, resolve_date_formats, sniff, undecided_sources
 
@@ -187,10 +186,7 @@ def landed_csv_objects(lake: Lake, up_to_seq: int, source_systems: list[str]) ->
 def _append_manifest(lake: Lake, rows: list[dict]) -> None:
     """One commit for the rows of one ingest: either every file of it is in the manifest or
     none (a manifest from before ``replaces_seq`` gains the column)."""
-    lake.manifest.mkdir(parents=True, exist_ok=True)
-    write_deltalake(
-        str(lake.manifest), pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), mode="append", schema_mode="merge"
-    )
+    write_delta(lake.manifest, pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), mode="append", schema_mode="merge")
 
 
 def _known_state(lake: Lake) -> tuple[set[str], int, dict[str, str]]:

@@ -52,7 +52,7 @@ class ReferenceTable:
     schema: pa.Schema
 
     def path(self, lake: Lake):
-        return lake.home / "silver" / f"reference_{self.name}"
+        return lake.reference_table(self.name)
 
 
 STORES = ReferenceTable("stores", "store_id", STORES_SCHEMA)
