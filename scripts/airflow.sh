@@ -62,17 +62,20 @@ deadline=0
 trap 'kill -INT "$pid" 2>/dev/null || true; if [ "$stopping" -eq 0 ]; then stopping=1; deadline=$((SECONDS + grace)); fi' INT TERM HUP
 forced=0
 status=0
+force_stop() {  # what hangs past the grace period: TERM the whole group, then KILL it
+  echo "airflow.sh: $1" >&2
+  kill -TERM -- "-$pid" 2>/dev/null || true
+  sleep 5
+  kill -KILL -- "-$pid" 2>/dev/null || true
+  forced=1
+}
 while kill -0 "$pid" 2>/dev/null; do
   if [ "$stopping" -eq 0 ]; then
     wait "$pid" && status=0 || status=$?  # returns early (>128) when a signal runs the trap
   elif [ "$SECONDS" -lt "$deadline" ]; then
     sleep 1
   else
-    echo "airflow.sh: standalone did not stop within $grace s; stopping its processes" >&2
-    kill -TERM -- "-$pid" 2>/dev/null || true
-    sleep 5
-    kill -KILL -- "-$pid" 2>/dev/null || true
-    forced=1
+    force_stop "standalone did not stop within $grace s; stopping its processes"
     break
   fi
 done
@@ -85,11 +88,7 @@ fi
 [ "$deadline" -gt 0 ] || deadline=$((SECONDS + grace))
 while [ "$forced" -eq 0 ] && kill -0 -- "-$pid" 2>/dev/null; do
   if [ "$SECONDS" -ge "$deadline" ]; then
-    echo "airflow.sh: components of standalone did not stop within $grace s; stopping them" >&2
-    kill -TERM -- "-$pid" 2>/dev/null || true
-    sleep 5
-    kill -KILL -- "-$pid" 2>/dev/null || true
-    forced=1
+    force_stop "components of standalone did not stop within $grace s; stopping them"
   else
     sleep 1
   fi

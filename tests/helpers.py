@@ -104,3 +104,30 @@ def build_gold_lake(root: Path) -> Path:
     assert not api.ingest_csv([root / "exports"], settings=settings).errors
     assert api.run(settings=settings).status == "succeeded"
     return settings.home
+
+
+def race_for_the_lease(store, contenders: int) -> list[str]:
+    """``contenders`` threads, each with its own Lease on ``store``, acquire at the same
+    moment (a barrier); their outcomes, sorted: "won" or "refused"."""
+    import threading
+
+    from saleslake.storage.lease import Lease, LeaseHeldError
+
+    leases = [Lease(store) for _ in range(contenders)]
+    start = threading.Barrier(contenders)
+    outcomes: list[str] = []
+
+    def race(lease: Lease) -> None:
+        start.wait()
+        try:
+            lease.acquire("run")
+            outcomes.append("won")
+        except LeaseHeldError:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=race, args=(lease,)) for lease in leases]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sorted(outcomes)

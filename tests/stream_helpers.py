@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from decimal import Decimal
+from types import SimpleNamespace
 
 from helpers import sql
 
@@ -135,3 +136,11 @@ def assert_exactly(settings, summary) -> None:
     assert b_rows == b_offsets == summary.events, (
         f"bronze {b_rows:,} ({b_offsets:,} offsets), produced {summary.events:,}"
     )
+
+
+def combined(*summaries):
+    """What several produce calls sent, as one summary (the fields assert_exactly reads)."""
+    fields = ("events", "valid_lines", "expected_quarantine_rows")
+    total = {f: sum(getattr(s, f) for s in summaries) for f in fields}
+    total["valid_sales"] = str(sum(Decimal(s.valid_sales) for s in summaries))
+    return SimpleNamespace(**total)

@@ -44,6 +44,7 @@ from saleslake.sources.csv import CsvOverrides
 
 __all__ = [
     "SERVICES",
+    "STARTED_BY_DEFAULT",
     "ConfigError",
     "DemoResult",
     "LandResult",
@@ -381,6 +382,9 @@ def produce(
 
 
 SERVICES = ("postgres", "kafka", "s3")
+#: what ``services start`` without names starts: the S3 server only when named (it is
+#: downloaded with Maven on first use, and only object-store lakes need it)
+STARTED_BY_DEFAULT = ("postgres", "kafka")
 
 
 def services(
@@ -396,7 +400,8 @@ def services(
 
     ``api.services("start", ["postgres"])["postgres"]["env"]``
 
-    ``names`` default to all of :data:`SERVICES`. Returns, per service, its connection
+    ``names`` default to :data:`STARTED_BY_DEFAULT` for ``start`` and to all of
+    :data:`SERVICES` for ``stop`` and ``status``. Returns, per service, its connection
     settings or status; PostgreSQL's never hold a password (DSNs without one, and under
     ``env`` the ``SALESLAKE_POSTGRES_..._PASSWORD_FILE`` variables naming the files), nor
     does the S3 server's (its endpoint, and under ``env`` the ``SALESLAKE_STORAGE__…`` and
@@ -404,7 +409,7 @@ def services(
     """
     s, _ = _resolve(settings, "services")
     out: dict[str, dict] = {}
-    for name in names or SERVICES:
+    for name in names or (STARTED_BY_DEFAULT if action == "start" else SERVICES):
         if name not in SERVICES:
             raise UserError(f"unknown service {name!r}; available: {', '.join(SERVICES)}")
         if name == "postgres":

@@ -622,7 +622,10 @@ class Service(str, Enum):
 
 
 ServiceNames = Annotated[
-    list[Service] | None, typer.Argument(help="Services (default: all of them).", show_default=False)
+    list[Service] | None,
+    typer.Argument(
+        help="Services (default: postgres and kafka for start, all for stop and status).", show_default=False
+    ),
 ]
 ServicePort = Annotated[
     int | None,

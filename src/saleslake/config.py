@@ -254,12 +254,13 @@ class StorageSettings(BaseModel):
             return None
         v = v.strip().rstrip("/")
         parts = urlsplit(v)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"{v!r} is not an http:// or https:// URL, e.g. http://127.0.0.1:9000")
-        if parts.username or parts.password:
+        # the value is never echoed: a URL given here may hold a key or a signed query
+        if "@" in parts.netloc:
             raise ValueError(f"must not hold credentials: set {S3_ACCESS_KEY_ENV}_FILE and {S3_SECRET_KEY_ENV}_FILE")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("is not an http:// or https:// URL, e.g. http://127.0.0.1:9000")
         if parts.path or parts.query or parts.fragment:
-            raise ValueError(f"{v!r} must be the server's address only (scheme, host and port), no path")
+            raise ValueError(f"must be the server's address only ({parts.scheme}://{parts.netloc}), no path or query")
         return v
 
     @field_validator("allow_http")

@@ -23,6 +23,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import InitVar, dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import overload
 from urllib.parse import unquote
 
 import duckdb
@@ -49,8 +50,12 @@ class _Below:
     def __init__(self, *parts: str) -> None:
         self.parts = parts
 
-    def __get__(self, lake: Lake, owner: type[Lake] | None = None) -> Path:
-        return lake.home.joinpath(*self.parts)
+    @overload
+    def __get__(self, lake: None, owner: type[Lake]) -> _Below: ...
+    @overload
+    def __get__(self, lake: Lake, owner: type[Lake] | None = None) -> Path: ...
+    def __get__(self, lake: Lake | None, owner: type[Lake] | None = None) -> Path | _Below:
+        return self if lake is None else lake.home.joinpath(*self.parts)
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,11 @@ import sys
 import threading
 import time
 from decimal import Decimal
-from types import SimpleNamespace
 
 import pytest
 from stream_helpers import (
     assert_exactly,
+    combined,
     finish_stream,
     group_assignment,
     start_group_member,
@@ -61,14 +61,6 @@ def test_consumes_everything_once_and_a_rerun_adds_nothing(stream_settings, lake
 def streams_with_records(settings) -> int:
     """How many stream runs of the lake have committed records (their heartbeats say)."""
     return sum(1 for r in api.status(limit=20, settings=settings) if r.get("stream", {}).get("records", 0) > 0)
-
-
-def combined(*summaries):
-    """What several produce calls sent, as one summary (the fields assert_exactly reads)."""
-    fields = ("events", "valid_lines", "expected_quarantine_rows")
-    total = {f: sum(getattr(s, f) for s in summaries) for f in fields}
-    total["valid_sales"] = str(sum(Decimal(s.valid_sales) for s in summaries))
-    return SimpleNamespace(**total)
 
 
 def test_stream_lines_reach_gold(stream_settings, lake):

@@ -27,6 +27,8 @@ def session_settings(settings: Settings, lake: Lake, **extra: Value) -> dict[str
     """DuckDB settings of a stage: ``settings.duckdb_memory_limit`` and
     ``settings.duckdb_threads`` (0: all cores), temp files under the lake's tmp/, plus
     ``extra`` (e.g. ``preserve_insertion_order``)."""
+    # DuckDB creates the temp folder when it first spills, but not its parent
+    lake.tmp.mkdir(parents=True, exist_ok=True)
     config: dict[str, Value] = {"temp_directory": str(lake.tmp / "duckdb")}
     if settings.duckdb_memory_limit:
         config["memory_limit"] = settings.duckdb_memory_limit
@@ -40,5 +42,4 @@ def session(
     settings: Settings, lake: Lake, database: Path | str = ":memory:", read_only: bool = False, **extra: Value
 ) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with :func:`session_settings` (in memory unless ``database``)."""
-    lake.tmp.mkdir(parents=True, exist_ok=True)
     return duckdb.connect(str(database), read_only=read_only, config=session_settings(settings, lake, **extra))

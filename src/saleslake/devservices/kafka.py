@@ -38,13 +38,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from saleslake import __version__ as saleslake_version
 from saleslake.devservices import jvm
 from saleslake.devservices.jvm import JarFetchError, JavaNotFoundError, JavaProgram, MavenNotFoundError
 from saleslake.devservices.ports import file_lock, port_holder
-from saleslake.devservices.process import last_error_line, launch_detached, run_logged, terminate
+from saleslake.devservices.process import (
+    create_time,
+    is_running,
+    last_error_line,
+    launch_detached,
+    recorded_process_runs,
+    run_logged,
+    stop_recorded,
+    terminate,
+)
 from saleslake.errors import TransientError, UserError
 
 HOST = "127.0.0.1"
@@ -237,13 +244,9 @@ def start_kafka(service: KafkaService) -> dict[str, str]:
 
         log_offset = service.log_file.stat().st_size if service.log_file.exists() else 0
         pid = _launch(service, java, lib)
-        try:
-            create_time: float | None = psutil.Process(pid).create_time()
-        except psutil.NoSuchProcess:  # died at once: _wait_ready reports why
-            create_time = None
         state = {
             "pid": pid,
-            "create_time": create_time,
+            "create_time": create_time(pid),
             "port": service.port,
             "controller_port": service.controller_port,
             "version": kafka_version(),
@@ -263,13 +266,7 @@ def start_kafka(service: KafkaService) -> dict[str, str]:
 def stop_kafka(service: KafkaService) -> None:
     """Stop the broker: SIGTERM (controlled shutdown), wait up to ``stop_timeout``, then
     SIGKILL. Idempotent: nothing running is fine."""
-    if not service.home.exists():
-        return
-    with file_lock(service.home / ".lock"):
-        state = _running_state(service)
-        if state is not None:
-            terminate(int(state["pid"]), timeout=service.stop_timeout)
-        _clear_state(service)
+    stop_recorded(service.home, lambda: _running_state(service), service.stop_timeout, lambda _: _clear_state(service))
 
 
 def kafka_status(service: KafkaService) -> dict[str, Any]:
@@ -311,21 +308,7 @@ def _read_state(service: KafkaService) -> dict[str, Any] | None:
 def _running_state(service: KafkaService) -> dict[str, Any] | None:
     """The recorded state when its process is alive and really is this broker, else None."""
     state = _read_state(service)
-    if state is None:
-        return None
-    try:
-        process = psutil.Process(int(state["pid"]))
-        if process.status() == psutil.STATUS_ZOMBIE:
-            return None
-        created = state.get("create_time")
-        if created is not None and abs(process.create_time() - float(created)) > 1.0:
-            return None  # the pid was reused by another program
-        cmdline = process.cmdline()
-    except (psutil.Error, ValueError, TypeError):
-        return None
-    if BROKER_MAIN not in cmdline or str(service.config_file) not in cmdline:
-        return None
-    return state
+    return state if recorded_process_runs(state, BROKER_MAIN, str(service.config_file)) else None
 
 
 def _clear_state(service: KafkaService) -> None:
@@ -481,11 +464,7 @@ def _wait_ready(service: KafkaService, pid: int, log_offset: int | None = None) 
     sources = (service.stdout_file, (service.log_file, log_offset or 0))
     last_problem = "no answer yet"
     while True:
-        try:
-            alive = psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
-            alive = False
-        if not alive:
+        if not is_running(pid):
             raise KafkaStartError(
                 f"the Kafka broker exited during start-up: "
                 f"{last_error_line(*sources) or 'no error logged'}; "

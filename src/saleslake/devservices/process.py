@@ -9,10 +9,13 @@ import re
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 import psutil
+
+from saleslake.devservices.ports import file_lock
 
 
 def run_logged(cmd: list[str], log: IO[str], *, timeout: float, **options: Any) -> subprocess.CompletedProcess:
@@ -120,3 +123,58 @@ def last_error_line(*sources: Path | tuple[Path, int]) -> str:
                     text += " " + lines[i + 1]
                 return " ".join(text.split())[:300]
     return ""
+
+
+def recorded_process_runs(state: dict[str, Any] | None, *markers: str) -> bool:
+    """Whether the process a service's state file records (``pid``, ``create_time``) still
+    runs and is that service: alive, not a zombie, not a reused pid, and its command line
+    holds every marker (its main class and its own config file)."""
+    if state is None or "pid" not in state:
+        return False
+    try:
+        process = psutil.Process(int(state["pid"]))
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        created = state.get("create_time")
+        if created is not None and abs(process.create_time() - float(created)) > 1.0:
+            return False  # the pid was reused by another program
+        cmdline = process.cmdline()
+    except (psutil.Error, ValueError, TypeError):
+        return False
+    return all(marker in cmdline for marker in markers)
+
+
+def is_running(pid: int) -> bool:
+    """The process exists and has not exited (a zombie has)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def create_time(pid: int) -> float | None:
+    """When the process started (recorded beside its pid, so a reused pid is told apart),
+    or None when it is gone already (its start-up check then reports why)."""
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.NoSuchProcess:
+        return None
+
+
+def stop_recorded(
+    home: Path,
+    running_state: Callable[[], dict[str, Any] | None],
+    timeout: float,
+    then: Callable[[dict[str, Any] | None], None],
+) -> None:
+    """Stop a service of state directory ``home`` under its start/stop lock: the process
+    its state records, when it runs (SIGTERM, SIGKILL after ``timeout``), then ``then``
+    with the state it had (None: nothing ran) to leave the state files as the service
+    wants them. A directory that was never created has nothing to stop."""
+    if not home.exists():
+        return
+    with file_lock(home / ".lock"):
+        state = running_state()
+        if state is not None:
+            terminate(int(state["pid"]), timeout=timeout)
+        then(state)

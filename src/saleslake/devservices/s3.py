@@ -40,12 +40,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from saleslake.config import S3_ACCESS_KEY_ENV, S3_SECRET_KEY_ENV, S3Credentials, StorageSettings
 from saleslake.devservices.jvm import JavaProgram, fetch_jars, find_java
 from saleslake.devservices.ports import file_lock, port_holder, write_secret
-from saleslake.devservices.process import last_error_line, launch_detached, terminate
+from saleslake.devservices.process import (
+    create_time,
+    is_running,
+    last_error_line,
+    launch_detached,
+    recorded_process_runs,
+    stop_recorded,
+    terminate,
+)
 from saleslake.errors import TransientError, UserError
 
 HOST = "127.0.0.1"
@@ -218,13 +224,9 @@ def start_s3(service: S3Service) -> dict[str, Any]:
         pid = launch_detached(cmd, service.home, service.stdout_file)
         if isinstance(pid, str):
             raise S3StartError(f"could not start java for the local S3 server: {pid}")
-        try:
-            create_time: float | None = psutil.Process(pid).create_time()
-        except psutil.NoSuchProcess:  # died at once: _wait_ready reports why
-            create_time = None
         state = {
             "pid": pid,
-            "create_time": create_time,
+            "create_time": create_time(pid),
             "port": port,
             "version": S3PROXY.version(),
             "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -244,13 +246,12 @@ def start_s3(service: S3Service) -> dict[str, Any]:
 def stop_s3(service: S3Service) -> None:
     """Stop the server: SIGTERM, wait up to ``stop_timeout``, then SIGKILL. Idempotent:
     nothing running is fine. The objects, the key pair and the port stay for the next start."""
-    if not service.home.exists():
-        return
-    with file_lock(service.home / ".lock"):
-        state = _running_state(service)
+
+    def keep_port(state: dict[str, Any] | None) -> None:
         if state is not None:
-            terminate(int(state["pid"]), timeout=service.stop_timeout)
             _write_state(service, {"port": int(state["port"])})
+
+    stop_recorded(service.home, lambda: _running_state(service), service.stop_timeout, keep_port)
 
 
 def s3_status(service: S3Service) -> dict[str, Any]:
@@ -290,21 +291,7 @@ def _write_state(service: S3Service, state: dict[str, Any]) -> None:
 def _running_state(service: S3Service) -> dict[str, Any] | None:
     """The recorded state when its process is alive and really is this server, else None."""
     state = _read_state(service)
-    if state is None or "pid" not in state:
-        return None
-    try:
-        process = psutil.Process(int(state["pid"]))
-        if process.status() == psutil.STATUS_ZOMBIE:
-            return None
-        created = state.get("create_time")
-        if created is not None and abs(process.create_time() - float(created)) > 1.0:
-            return None  # the pid was reused by another program
-        cmdline = process.cmdline()
-    except (psutil.Error, ValueError, TypeError):
-        return None
-    if MAIN_CLASS not in cmdline or str(service.config_file) not in cmdline:
-        return None
-    return state
+    return state if recorded_process_runs(state, MAIN_CLASS, str(service.config_file)) else None
 
 
 def _choose_port(service: S3Service) -> int:
@@ -369,11 +356,7 @@ def _wait_ready(service: S3Service, pid: int, port: int, deadline: float, log_of
     """Until the server answers HTTP on ``port`` (any status: an unsigned request is refused)."""
     last_problem = "no answer yet"
     while True:
-        try:
-            alive = psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
-            alive = False
-        if not alive:
+        if not is_running(pid):
             raise S3StartError(
                 f"the local S3 server exited during start-up: "
                 f"{last_error_line((service.stdout_file, log_offset)) or 'no error logged'}; see {service.stdout_file}"

@@ -179,14 +179,7 @@ class StreamWorker:
         self._load_batch(records, batch_max, held)
         events.prepare_batch(self.con, self.settings, batch_id)
         quarantined = self._commit_quarantine(batch_max, held["quarantine"])
-        dedup = self._commit_lines(batch_max, held["lines"])
-        return StageCounts(
-            rows_read=dedup.valid + dedup.duplicate + quarantined,
-            rows_valid=dedup.valid,
-            rows_quarantined=quarantined,
-            rows_duplicate=dedup.duplicate,
-            rows_corrected=dedup.corrected,
-        )
+        return self._commit_lines(batch_max, held["lines"]).stage_counts(quarantined)
 
     def _load_batch(self, records: pa.Table, batch_max: dict[int, int], held: dict[str, dict[int, int]]) -> None:
         """The batch's records not yet in both tables (``records``) and, per partition, the

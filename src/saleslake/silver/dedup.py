@@ -22,6 +22,7 @@ from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
 from saleslake.contract import SALES_LINES_SCHEMA
 from saleslake.lake import replace_files, snapshot_view_sql, writer_properties
+from saleslake.runs import StageCounts
 
 BATCH_ROWS = 200_000
 
@@ -72,6 +73,17 @@ class DedupCounts:
     valid: int
     duplicate: int
     corrected: int
+
+    def stage_counts(self, quarantined: int) -> StageCounts:
+        """A silver stage's counts: these lines plus the rows quarantined beside them
+        (rows_read = valid + quarantined + duplicate, CONTRACT §1)."""
+        return StageCounts(
+            rows_read=self.valid + self.duplicate + quarantined,
+            rows_valid=self.valid,
+            rows_quarantined=quarantined,
+            rows_duplicate=self.duplicate,
+            rows_corrected=self.corrected,
+        )
 
 
 def classify(

@@ -373,13 +373,7 @@ def process_chunk(
     _drop_checked(con)
     for name in ("rejects", "versions", "multi", "existing", "files", "superseded", "restored"):
         con.execute(f"DROP TABLE IF EXISTS {name}")
-    return StageCounts(
-        rows_read=counts.valid + counts.duplicate + rejected,
-        rows_valid=counts.valid,
-        rows_quarantined=rejected,
-        rows_duplicate=counts.duplicate,
-        rows_corrected=counts.corrected,
-    )
+    return counts.stage_counts(rejected)
 
 
 def processed_seq(lake: Lake) -> int:

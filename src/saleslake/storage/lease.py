@@ -22,6 +22,7 @@ generations are deleted as new ones are written (the last :data:`KEEP` stay, for
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -33,6 +34,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from typing import NoReturn
 
 from saleslake.errors import LockBusyError, PipelineError
 from saleslake.storage.objects import ObjectStore
@@ -92,6 +94,7 @@ class Lease:
         self.command = ""
         self.generation = 0  # the newest generation this holder wrote (0: none)
         self._renewed_at: float | None = None  # monotonic start of the last successful write
+        self._valid_until: float | None = None  # its expiry, on the wall clock
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -127,27 +130,38 @@ class Lease:
                 return
 
     def renew(self) -> None:
-        """Extend the lease by ``ttl``; LeaseLostError when another process took it."""
+        """Extend the lease by ``ttl``; LeaseLostError when another process took it.
+
+        The newest entry must still be this holder's own: after a long stall the slot after
+        its last entry may have been written and pruned by others, and creating it again
+        would succeed while they hold the lease."""
+        latest = self.latest()
+        if latest is None or (latest.generation, latest.owner) != (self.generation, self.owner):
+            self._lost(latest)
         if not self._write(self.generation + 1, "renew"):
-            self._renewed_at = None
-            taker = self.latest()
-            now = self.clock()
-            who = taker.describe(now) if taker else "another process"
-            raise LeaseLostError(
-                f"this run's lease on the lake expired and was taken by {who}; "
-                f"nothing was written after that; rerun the command"
-            )
+            self._lost(self.latest())
+
+    def _lost(self, taker: LeaseEntry | None) -> NoReturn:
+        self._renewed_at = self._valid_until = None
+        who = taker.describe(self.clock()) if taker else "another process"
+        raise LeaseLostError(
+            f"this run's lease on the lake expired and was taken by {who}; "
+            f"nothing was written after that; rerun the command"
+        )
 
     def release(self) -> None:
         """Give the lease up (nothing happens when it was lost already)."""
         if self._renewed_at is not None:
             self._write(self.generation + 1, "release")
-            self._renewed_at = None
+            self._renewed_at = self._valid_until = None
 
     def check(self) -> None:
         """Raise LeaseLostError unless the lease was certainly held for the next moment:
         called before each commit, so a holder that could not renew in time writes nothing."""
-        if self._renewed_at is None or self.monotonic() - self._renewed_at >= self.ttl:
+        # both clocks: the monotonic one stops while a machine sleeps, the wall clock is the
+        # one other hosts judge expiry by
+        expired = self._valid_until is None or self.clock() >= self._valid_until
+        if expired or self._renewed_at is None or self.monotonic() - self._renewed_at >= self.ttl:
             raise LeaseLostError(
                 f"this run could not renew its lease on the lake within {self.ttl:.0f} s "
                 f"(the object store did not answer); it stopped before writing more; rerun the command"
@@ -166,12 +180,19 @@ class Lease:
             written_at=now,
             expires_at=now + self.ttl,
         )
-        if not self.store.create(_key(generation), json.dumps(asdict(entry)).encode()):
+        if not self.store.create(_key(generation), json.dumps(asdict(entry)).encode()) and not self._own(generation):
             return False
         self.generation = generation
         self._renewed_at = started
+        self._valid_until = entry.expires_at
         self._prune(generation)
         return True
+
+    def _own(self, generation: int) -> bool:
+        """Whether the entry at ``generation`` is this holder's: a PUT whose answer was lost
+        is sent again and refused because its own first try landed."""
+        data = self.store.read(_key(generation))
+        return data is not None and _parse(data, _key(generation)).owner == self.owner
 
     def _prune(self, generation: int) -> None:
         for key in self.store.keys(PREFIX):
@@ -207,7 +228,10 @@ def held(lease: Lease, command: str, wait_seconds: float = 0.0) -> Iterator[Leas
     finally:
         stop.set()
         heart.join()
-        lease.release()
+        # a release the store does not take must not hide the block's own error: the
+        # lease then simply expires
+        with contextlib.suppress(OSError):
+            lease.release()
 
 
 def _key(generation: int) -> str:

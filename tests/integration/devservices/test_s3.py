@@ -55,6 +55,18 @@ def s3_client(service: S3Service, port: int | None = None):
     )
 
 
+def services_cli(action: str, home: Path, cwd: Path) -> subprocess.CompletedProcess:
+    """`saleslake services ACTION s3 --home HOME` as a user runs it (a clean environment)."""
+    return subprocess.run(
+        [str(BIN / "saleslake"), "services", action, "s3", "--home", str(home)],
+        cwd=cwd,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 def port_accepts(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=2):
@@ -241,40 +253,19 @@ eval "$(printf '%s\\n' "$out" | grep '^ *export ')"
         assert str(service.config_file) in server.cmdline()  # the credential is read from the 0600 file
 
         # idempotent: a second start reuses the running server
-        again = subprocess.run(
-            [str(BIN / "saleslake"), "services", "start", "s3", "--home", str(home)],
-            cwd=tmp_path,
-            env=clean_env(),
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        again = services_cli("start", home, tmp_path)
         assert again.returncode == 0, again.stderr
         assert f"pid={server.pid}," in again.stdout and secret not in again.stdout + again.stderr
 
         # a running server whose key file went missing: one line saying how to recover, exit 1
         hidden = service.secret_key_file.rename(tmp_path / "hidden")
-        lost = subprocess.run(
-            [str(BIN / "saleslake"), "services", "start", "s3", "--home", str(home)],
-            cwd=tmp_path,
-            env=clean_env(),
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        lost = services_cli("start", home, tmp_path)
         hidden.rename(service.secret_key_file)
         assert lost.returncode == 1
         (line,) = lost.stderr.strip().splitlines()
         assert "key pair of the local S3 server" in line and "saleslake services stop s3" in line
 
-        stopped = subprocess.run(
-            [str(BIN / "saleslake"), "services", "stop", "s3", "--home", str(home)],
-            cwd=tmp_path,
-            env=clean_env(),
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        stopped = services_cli("stop", home, tmp_path)
         assert stopped.returncode == 0, stopped.stderr
         assert stopped.stdout.strip() == "s3: running=False"
         assert not psutil.pid_exists(server.pid) or server.status() == psutil.STATUS_ZOMBIE

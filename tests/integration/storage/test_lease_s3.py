@@ -8,14 +8,14 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 import uuid
 
 import pytest
 
+from helpers import race_for_the_lease
 from saleslake.storage import s3_filesystem
-from saleslake.storage.lease import Lease, LeaseHeldError, LeaseLostError
+from saleslake.storage.lease import Lease, LeaseLostError
 from saleslake.storage.objects import S3Objects
 
 
@@ -31,24 +31,7 @@ def test_the_server_refuses_a_second_create(store):
 
 
 def test_racing_acquirers_on_s3_exactly_one_wins(store):
-    contenders = [Lease(store) for _ in range(6)]
-    start = threading.Barrier(len(contenders))
-    outcomes: list[str] = []
-
-    def race(contender: Lease) -> None:
-        start.wait()
-        try:
-            contender.acquire("run")
-            outcomes.append("won")
-        except LeaseHeldError:
-            outcomes.append("refused")
-
-    threads = [threading.Thread(target=race, args=(c,)) for c in contenders]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert sorted(outcomes) == ["refused"] * 5 + ["won"]
+    assert race_for_the_lease(store, 6) == ["refused"] * 5 + ["won"]
 
 
 def test_a_holder_killed_with_sigkill_frees_the_lake_when_its_lease_expires(store, s3_settings):

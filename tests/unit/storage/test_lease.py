@@ -6,6 +6,7 @@ import threading
 
 import pytest
 
+from helpers import race_for_the_lease
 from saleslake.errors import PipelineError
 from saleslake.storage.lease import KEEP, PREFIX, Lease, LeaseHeldError, LeaseLostError, held
 from saleslake.storage.objects import LocalObjects
@@ -77,24 +78,7 @@ def test_renew_extends_and_release_frees_at_once(tmp_path):
 
 def test_racing_acquirers_exactly_one_wins(tmp_path):
     store = LocalObjects(tmp_path)
-    contenders = [Lease(store) for _ in range(8)]
-    start = threading.Barrier(len(contenders))
-    outcomes: list[str] = []
-
-    def race(contender: Lease) -> None:
-        start.wait()
-        try:
-            contender.acquire("run")
-            outcomes.append("won")
-        except LeaseHeldError:
-            outcomes.append("refused")
-
-    threads = [threading.Thread(target=race, args=(c,)) for c in contenders]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert sorted(outcomes) == ["refused"] * 7 + ["won"]
+    assert race_for_the_lease(store, 8) == ["refused"] * 7 + ["won"]
     assert len(store.keys(PREFIX)) == 1
 
 
@@ -128,3 +112,48 @@ def test_held_renews_in_the_background_and_releases(tmp_path):
         assert holding.generation >= 3
     latest = Lease(store).latest()
     assert latest is not None and latest.action == "release"
+
+
+def test_a_holder_stalled_past_the_pruning_window_cannot_renew(tmp_path):
+    # it stalls past its ttl; another process takes the lease and renews more than KEEP
+    # times, so the slot after the stalled holder's last entry is written and pruned again
+    clock, store = Clock(), LocalObjects(tmp_path)
+    stalled, other = lease(store, clock), lease(store, clock)
+    stalled.acquire("run")
+    clock.now += 61
+    other.acquire("stream")
+    for _ in range(KEEP + 4):
+        other.renew()
+    assert store.read(f"{PREFIX}/{2:020d}.json") is None  # pruned: creating it again would succeed
+    with pytest.raises(LeaseLostError, match="taken by stream"):
+        stalled.renew()
+    with pytest.raises(LeaseLostError):
+        stalled.check()
+    other.check()
+
+
+def test_check_goes_by_the_wall_clock_too(tmp_path):
+    # the monotonic clock stops while a machine sleeps; other hosts judge by the wall clock
+    wall, store = Clock(), LocalObjects(tmp_path)
+    asleep = Lease(store, ttl=60, clock=wall, monotonic=lambda: 0.0)
+    asleep.acquire("run")
+    wall.now += 61
+    with pytest.raises(LeaseLostError):
+        asleep.check()
+
+
+def test_a_put_sent_again_after_its_answer_was_lost_is_still_ours(tmp_path):
+    clock, store = Clock(), LocalObjects(tmp_path)
+    holder = lease(store, clock)
+    holder.acquire("run")
+    real_create = store.create
+    calls = []
+
+    def lost_answer(key, data):  # the first PUT lands but its answer is lost: sent again
+        calls.append(key)
+        real_create(key, data)
+        return real_create(key, data)
+
+    store.create = lost_answer  # type: ignore[method-assign]
+    holder.renew()
+    assert holder.generation == 2 and len(calls) == 1
