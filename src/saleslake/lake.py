@@ -9,11 +9,13 @@ Layout under ``home``::
     system/bronze_manifest, system/runs                Delta tables (positions, ledger)
     warehouse.duckdb                                   the dbt build target (writers only)
     .lock                                              the run lock
+    tmp/                                               local scratch (see Lake.work)
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -47,6 +49,9 @@ class _Below:
     layout above, written as one line per location in :class:`Lake`. Local lakes only:
     on an object-store lake reading one is a :class:`UserError` (see :attr:`Lake.home`)."""
 
+    #: the Lake property the parts are joined to
+    root = "home"
+
     def __init__(self, *parts: str) -> None:
         self.parts = parts
 
@@ -55,7 +60,14 @@ class _Below:
     @overload
     def __get__(self, lake: Lake, owner: type[Lake] | None = None) -> Path: ...
     def __get__(self, lake: Lake | None, owner: type[Lake] | None = None) -> Path | _Below:
-        return self if lake is None else lake.home.joinpath(*self.parts)
+        return self if lake is None else getattr(lake, self.root).joinpath(*self.parts)
+
+
+class _Work(_Below):
+    """A local scratch location under :attr:`Lake.work`: the home of a local lake, a
+    local folder for an object-store one."""
+
+    root = "work"
 
 
 @dataclass(frozen=True)
@@ -101,8 +113,9 @@ class Lake:
     lake is reached with (ignored for a local one).
 
     Delta tables (the ``_Table`` names, :meth:`table`, :meth:`gold_table`) work on both.
-    Everything else (``home`` and the ``_Below`` paths: bronze objects, the lock,
-    heartbeats, tmp, the warehouse file) is local only so far."""
+    ``tmp`` is local scratch on both (:attr:`work`). Everything else (``home`` and the
+    ``_Below`` paths: bronze objects, the lock, heartbeats, the warehouse file) is local
+    only so far."""
 
     where: InitVar[str | Path | LakeLocation]
     storage: StorageSettings = field(default_factory=StorageSettings, compare=False, repr=False)
@@ -120,7 +133,8 @@ class Lake:
     gold = _Below("gold")
     warehouse = _Below("warehouse.duckdb")
     lock_file = _Below(".lock")
-    tmp = _Below("tmp")
+    # DuckDB's spill files and other scratch: local on every lake
+    tmp = _Work("tmp")
 
     def __post_init__(self, where: str | Path | LakeLocation) -> None:
         object.__setattr__(self, "location", parse_home(where))
@@ -138,6 +152,17 @@ class Lake:
                 f"{self.location.uri}: this step needs local files, which is not supported on an object-store lake yet"
             )
         return self.location.local
+
+    @property
+    def work(self) -> Path:
+        """Where this lake's local scratch lives (``tmp``): its home when the lake is a
+        folder. DuckDB cannot spill to objects, so an object-store lake's is a folder of the
+        user's cache named after the lake's URI: ``$XDG_CACHE_HOME`` (default ``~/.cache``)
+        ``/saleslake/<first 16 hex of the URI's sha256>``."""
+        if self.location.local is not None:
+            return self.location.local
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        return cache / "saleslake" / hashlib.sha256(self.location.uri.encode()).hexdigest()[:16]
 
     @cached_property
     def storage_options(self) -> dict[str, str] | None:
@@ -160,8 +185,9 @@ class Lake:
 
     def register_filesystem(self, con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
         """Let DuckDB read this lake's objects (``read_parquet('s3://…')``) through s3fs:
-        DuckDB cannot download its httpfs extension here. Nothing to do for a local lake."""
-        if not self.is_local:
+        DuckDB cannot download its httpfs extension here. Nothing to do for a local lake,
+        nor when the connection has it already (DuckDB refuses a second one)."""
+        if not self.is_local and "s3" not in con.list_filesystems():
             con.register_filesystem(s3_filesystem(self.storage))
         return con
 
@@ -432,6 +458,13 @@ def snapshot_view_sql(table: DeltaTable, files: list[str] | None = None, filenam
         f"hive_partitioning = {str(partitioned).lower()}, hive_types_autocast = false, "
         f"union_by_name = true, filename = {str(filename).lower()})"
     )
+
+
+def snapshot_connection(lake: Lake) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection that reads ``lake``'s Delta snapshots
+    (:func:`snapshot_view_sql`), on an object-store lake too: for the small reads outside a
+    stage's session (the manifest, reference tables, positions); ``with`` closes it."""
+    return lake.register_filesystem(duckdb.connect())
 
 
 def register_snapshots(con: duckdb.DuckDBPyConnection, tables: Mapping[str, TableLocation | Path | DeltaTable]) -> None:

@@ -19,11 +19,10 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
-import duckdb
 import pyarrow as pa
 
 from saleslake.errors import LockBusyError
-from saleslake.lake import Lake, open_delta, snapshot_view_sql, write_delta
+from saleslake.lake import Lake, open_delta, snapshot_connection, snapshot_view_sql, write_delta
 
 RUNS_SCHEMA = pa.schema(
     [
@@ -111,7 +110,7 @@ def ledger_rows(lake: Lake) -> list[dict]:
     table = open_delta(lake.runs)
     if table is None:
         return []
-    con = lake.register_filesystem(duckdb.connect())
+    con = snapshot_connection(lake)
     try:
         rel = con.sql(
             f"""

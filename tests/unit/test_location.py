@@ -72,4 +72,14 @@ def test_commands_that_need_local_files_refuse_a_bucket_lake_in_one_line():
         "`saleslake status` is not supported on an object-store lake (s3://lakehouse/demo) yet; use a local --home"
     )
     with pytest.raises(UserError, match="not supported on an object-store lake yet"):
-        _ = Lake("s3://lakehouse/demo").tmp
+        _ = Lake("s3://lakehouse/demo").warehouse
+
+
+def test_scratch_is_local_on_every_lake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """tmp (DuckDB's spill folder) is under the home of a local lake and, for a lake in a
+    bucket, in the user's cache, one folder per lake URI."""
+    assert Lake(tmp_path / "lake").tmp == tmp_path / "lake" / "tmp"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    demo, other = Lake("s3://lakehouse/demo/"), Lake("s3://lakehouse/other")
+    assert demo.tmp.parent.parent == tmp_path / "cache" / "saleslake" and demo.tmp.name == "tmp"
+    assert demo.tmp == Lake("s3://lakehouse/demo").tmp != other.tmp

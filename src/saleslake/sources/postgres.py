@@ -195,9 +195,7 @@ def committed_seq(lake: Lake) -> int:
 def read_positions(lake: Lake) -> Positions:
     """The positions of the last extract silver committed (rows of a later extract that
     never committed are ignored: that extract is simply done again)."""
-    import duckdb
-
-    from saleslake.lake import snapshot_view_sql
+    from saleslake.lake import snapshot_connection, snapshot_view_sql
 
     committed = committed_seq(lake)
     table = open_delta(positions_path(lake))
@@ -206,7 +204,7 @@ def read_positions(lake: Lake) -> Positions:
         if committed >= 0:
             raise SaleslakeError(f"silver holds operational extract {committed} but {positions_path(lake)} is missing")
         return Positions(committed, 0, tables)
-    con = duckdb.connect()
+    con = snapshot_connection(lake)
     try:
         rows = con.sql(f"SELECT * FROM ({snapshot_view_sql(table)}) WHERE extract_seq = {committed}").to_arrow_table()
         (top,) = one_row(con.execute(f"SELECT coalesce(max(extract_seq), -1) FROM ({snapshot_view_sql(table)})"))
