@@ -220,9 +220,10 @@ def _written_folder(options: dict[str, Any]) -> Path | None:
 
 def _lake_home(home: Path | None) -> Path | None:
     try:
-        return api.settings(home=home).home.absolute()
+        resolved = api.settings(home=home).home
     except Exception:
         return home
+    return resolved.absolute() if isinstance(resolved, Path) else None  # a bucket: no local folder
 
 
 def _unexpected(command: str, exc: Exception, home: Path | None) -> str:
