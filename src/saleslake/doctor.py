@@ -60,7 +60,7 @@ def failed_required(checks: list[Check]) -> list[Check]:
 
 def run_checks(settings: Settings, include_dbt: bool = True) -> list[Check]:
     """Every check, in a stable order; none raises."""
-    lake = Lake(settings.home)
+    lake = Lake(settings.home, settings.storage)
     probes: list[Callable[[], Check]] = [
         _python,
         _packages,
@@ -213,7 +213,7 @@ def _dbt_project(settings: Settings) -> Check:
 
 
 def _postgres_source_required(settings: Settings, lake: Lake) -> bool:
-    return settings.orchestration.extract_postgres or open_delta(lake.home / "system" / "oltp_positions") is not None
+    return settings.orchestration.extract_postgres or open_delta(lake.oltp_positions) is not None
 
 
 def _kafka_required(lake: Lake) -> bool:

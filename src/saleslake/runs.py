@@ -19,12 +19,10 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
-import duckdb
 import pyarrow as pa
-from deltalake import write_deltalake
 
 from saleslake.errors import LockBusyError
-from saleslake.lake import Lake, open_delta, snapshot_view_sql
+from saleslake.lake import Lake, open_delta, snapshot_connection, snapshot_view_sql, write_delta
 
 RUNS_SCHEMA = pa.schema(
     [
@@ -104,8 +102,7 @@ class Ledger:
             "recorded_at": utcnow(),
         }
         table = pa.Table.from_pylist([row], schema=RUNS_SCHEMA)
-        self.lake.runs.mkdir(parents=True, exist_ok=True)
-        write_deltalake(str(self.lake.runs), table, mode="append")
+        write_delta(self.lake.runs, table, mode="append")
 
 
 def ledger_rows(lake: Lake) -> list[dict]:
@@ -113,7 +110,7 @@ def ledger_rows(lake: Lake) -> list[dict]:
     table = open_delta(lake.runs)
     if table is None:
         return []
-    con = duckdb.connect()
+    con = snapshot_connection(lake)
     try:
         rel = con.sql(
             f"""
@@ -174,11 +171,24 @@ def lock_is_free(lake: Lake) -> bool:
         os.close(fd)
 
 
-def _holder_message(lake: Lake) -> str:
+def lock_holder(lake: Lake) -> str | None:
+    """The run id of the run that holds the lake's lock, or None when the lock is free.
+    The holder writes its id right after taking the lock and before its first ledger row,
+    so a running row of another id is not the holder's."""
+    if lock_is_free(lake):
+        return None
+    return str(_holder(lake).get("run_id", ""))
+
+
+def _holder(lake: Lake) -> dict:
     try:
-        holder = json.loads(lake.lock_file.read_text() or "{}")
+        return json.loads(lake.lock_file.read_text() or "{}")
     except (OSError, ValueError):
-        holder = {}
+        return {}
+
+
+def _holder_message(lake: Lake) -> str:
+    holder = _holder(lake)
     who = f"run {holder.get('run_id', '?')} ({holder.get('command', '?')}, pid {holder.get('pid', '?')}, since {holder.get('since', '?')})"
     return f"another saleslake {who} is writing to {lake.home}; wait for it to finish or pass --wait SECONDS"
 

@@ -292,6 +292,27 @@ def test_bad_inputs(postgres_settings, monkeypatch) -> None:
         api.ingest_postgres(tables=["nope"], settings=s)
 
 
+def test_the_extract_reads_a_password_only_to_connect_and_only_its_roles(postgres_settings, monkeypatch, tmp_path):
+    """The reader's password is read when the extract connects as the reader: a DSN naming
+    the owner takes the owner's and needs no reader password at all; a reader password
+    file that is missing is one line naming it."""
+    s = postgres_settings
+    api.generate_oltp(orders=100, seed=1, settings=s)
+    missing = tmp_path / "no-such-password-file"
+    monkeypatch.setenv("SALESLAKE_POSTGRES_READER_PASSWORD_FILE", str(missing))
+    as_owner = api.ingest_postgres(dsn=s.postgres.dsn_for("owner"), settings=s)
+    with owner(s) as conn:
+        assert as_owner.tables["orders"] == conn.execute("SELECT count(*) FROM orders").fetchone()[0] == 100
+    result = CliRunner().invoke(
+        app,
+        ["ingest", "postgres", "--home", str(s.home)],
+        env={"SALESLAKE_POSTGRES__PORT": str(s.postgres.port), "SALESLAKE_POSTGRES__DATABASE": s.postgres.database},
+    )
+    lines = [t for t in result.output.splitlines() if t.strip()]
+    assert result.exit_code == 1 and len(lines) == 1, result.output
+    assert "SALESLAKE_POSTGRES_READER_PASSWORD_FILE" in lines[0] and str(missing) in lines[0]
+
+
 def test_quarantine_tables_option_and_cli(postgres_settings) -> None:
     """A line breaking CONTRACT §4 is quarantined with its reason and leaves silver;
     --tables limits the extract; the CLI prints a summary."""

@@ -1,19 +1,24 @@
 """The documentation stays usable: the README is short enough to read in five minutes (under
 15,000 bytes, its lines within 80 columns outside tables), every relative link in the
-Markdown files resolves to a file of the repository (and a heading, when it names one), and
-docs/configuration.md lists every setting."""
+Markdown files resolves to a file of the repository (and a heading, when it names one),
+docs/configuration.md lists every setting, and docs/contract.md declares the run ledger's
+rows the commands write."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
+import pytest
 from pydantic import BaseModel
 
-from helpers import ROOT
+from helpers import HEADER, ROOT, line, write_csv
+from saleslake import api
 from saleslake.config import Settings
+from saleslake.errors import QualityGateError, TransientError
 
 README = ROOT / "README.md"
+CONTRACT = ROOT / "docs/contract.md"
 README_MAX_BYTES = 15_000
 DOCS = [README, *sorted((ROOT / "docs").rglob("*.md")), ROOT / "benchmarks/README.md", ROOT / "airflow/README.md"]
 
@@ -96,3 +101,58 @@ def test_the_configuration_page_lists_every_setting():
         return found
 
     assert sorted(set(paths(Settings)) - documented) == []
+
+
+def _ledger_section() -> str:
+    match = re.search(r"^### Run ledger.*?(?=^##)", CONTRACT.read_text(encoding="utf-8"), re.M | re.S)
+    assert match, "docs/contract.md has no 'Run ledger' section"
+    return match.group(0)
+
+
+def _stages_per_command(section: str) -> dict[str, str]:
+    """The ledger table: each command named in a row's first cell -> the row's stage cell."""
+    table = {}
+    for row in section.splitlines():
+        if row.startswith("| `"):
+            cells = row.split("|")
+            for command in re.findall(r"`([^`]+)`", cells[1]):
+                table[command] = cells[2]
+    return table
+
+
+def test_the_contract_declares_the_ledger_rows_the_commands_write(settings, tmp_path):
+    """What the commands write to system.runs (on success, with a file that cannot land,
+    at the quality gate, when a stage raises) is what docs/contract.md declares: the
+    command's row of the ledger table names each stage, the section each status."""
+    good = write_csv(tmp_path / "in/good.csv", f"{HEADER}\n{line()}\n{line(row_id='2', sales='abc')}\n")
+    unusable = write_csv(tmp_path / "in/unusable.csv", "not,a,sales,export\n1,2,3,4\n")
+    landed = api.ingest_csv([good, unusable], settings=settings)  # lands one, reports the other
+    assert len(landed.landed) == 1 and len(landed.errors) == 1
+    api.run(until="silver", settings=settings)
+    with pytest.raises(QualityGateError):  # one of two rows quarantined, nothing allowed
+        api.run(until="gold", max_quarantine_share=0.0, settings=settings)
+    nobody_listens = settings.model_copy(update={"oltp": settings.oltp.model_copy(update={"retries": 0})})
+    with pytest.raises(TransientError):  # the extract stage raises
+        api.ingest_postgres(dsn="postgresql://saleslake_reader@127.0.0.1:1/shop", settings=nobody_listens)
+
+    written = api.query("SELECT * FROM system.runs", settings=settings).to_pylist()
+    kinds = {(r["command"], r["stage"], r["status"]) for r in written}
+    assert {
+        ("ingest csv", "bronze", "failed"),
+        ("ingest csv", "run", "failed"),
+        ("run", "silver", "succeeded"),
+        ("run", "silver", "quality_gate"),
+        ("run", "run", "quality_gate"),
+        ("ingest postgres", "bronze", "failed"),
+        ("ingest postgres", "run", "failed"),
+    } <= kinds
+    assert {s for c, s, _ in kinds if c == "ingest postgres"} == {"run", "bronze"}  # no stage after a failure
+    section = _ledger_section()
+    stages = _stages_per_command(section)
+    for command, stage, status in kinds:
+        assert f"`{status}`" in section, status
+        assert stage == "run" or f"`{stage}`" in stages[command], (command, stage)
+    for r in written:
+        assert r["rows_read"] == r["rows_valid"] + r["rows_quarantined"] + r["rows_duplicate"], r
+    failed = [r for r in written if r["status"] in ("failed", "quality_gate") and r["stage"] == "run"]
+    assert failed and all(r["error"] and "\n" not in r["error"] for r in failed)

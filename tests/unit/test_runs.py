@@ -78,3 +78,49 @@ def test_stage_counts_balance():
     assert counts.balanced
     counts.add(StageCounts(rows_read=1, rows_valid=1))
     assert counts.rows_read == 11 and counts.balanced
+
+
+def _running_row(lake, run_id: str, command: str, details: dict, minutes_ago: float, monkeypatch) -> None:
+    """A ``running`` run row as ``command_run`` writes it, recorded ``minutes_ago``."""
+    from datetime import timedelta
+
+    from saleslake import runs
+    from saleslake.runs import Ledger, StageRecord
+
+    then = runs.utcnow() - timedelta(minutes=minutes_ago)
+    with monkeypatch.context() as m:
+        m.setattr(runs, "utcnow", lambda: then)
+        Ledger(lake, run_id, command).record(StageRecord("run", "running", then, details=details))
+
+
+def _status_line(settings, run_id: str) -> str:
+    from typer.testing import CliRunner
+
+    from saleslake import cli
+
+    outcome = CliRunner().invoke(cli.app, ["status", "--home", str(settings.home)])
+    assert outcome.exit_code == 0, outcome.output
+    [line] = [t for t in outcome.stdout.splitlines() if t.startswith(run_id)]
+    return line
+
+
+def test_another_hosts_silent_run_shows_as_stale_with_its_silence(lake, settings, monkeypatch):
+    other_host = {"pid": 1, "host": "another-host.example", "locked": False}
+    _running_row(lake, "old-publish", "publish postgres", other_host, 125, monkeypatch)
+    _running_row(lake, "new-publish", "publish postgres", other_host, 1, monkeypatch)
+    states = {r["run_id"]: r for r in api.status(settings=settings)}
+    assert states["old-publish"]["status"] == "stale" and 125 * 60 <= states["old-publish"]["stale_seconds"] < 130 * 60
+    assert states["new-publish"]["status"] == "running" and "stale_seconds" not in states["new-publish"]
+    assert "publish postgres  stale (silent 2h 05m)" in _status_line(settings, "old-publish")
+    assert "publish postgres  running" in _status_line(settings, "new-publish")
+
+
+def test_a_dead_run_is_not_kept_running_by_another_runs_lock(lake, settings):
+    import socket
+
+    from saleslake.runs import Ledger, StageRecord, utcnow
+
+    here = {"pid": 1, "host": socket.gethostname(), "locked": True}
+    Ledger(lake, "killed-run", "run").record(StageRecord("run", "running", utcnow(), details=here))
+    with lake_lock(lake, "next-run", "run"):
+        assert "run  interrupted" in _status_line(settings, "killed-run")

@@ -58,7 +58,7 @@ def run_demo(settings: Settings, rows: int, progress: Callable[[int], None] | No
     silver and gold, and check that gold reconciles with silver (raises PipelineError if not)."""
     if settings.tax.flat_rate == 0 and not settings.tax.rates:
         settings = settings.model_copy(update={"tax": TaxSettings.model_validate(DEMO_TAX)})
-    lake = Lake(settings.home)
+    lake = Lake(settings.home, settings.storage)
     samples = lake.home / "samples" / "csv"
     started = time.perf_counter()
     generated = _generate(samples, rows, progress)
@@ -80,13 +80,16 @@ def run_demo(settings: Settings, rows: int, progress: Callable[[int], None] | No
 
 
 def _generate(samples: Path, rows: int, progress: Callable[[int], None] | None) -> dict:
-    """Generate the sample exports unless the same ones are already there."""
+    """Generate the sample exports unless the same ones are already there; ``progress(n)``
+    counts the rows ready, ``rows`` in all once this step is done (at once when reused)."""
     from saleslake.sample.csv_export import generate_csv
 
     summary_file = samples / "generation_summary.json"
     if summary_file.is_file():
         summary = json.loads(summary_file.read_text())
         if summary.get("rows_written", 0) >= rows and summary.get("requested_rows", rows) == rows:
+            if progress is not None:
+                progress(rows)
             return summary
     result = generate_csv(samples, rows=rows, progress=progress)
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else vars(result)

@@ -34,14 +34,14 @@ from datetime import UTC, datetime
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake import CommitProperties, Transaction, write_deltalake
 
 from saleslake import reference
 from saleslake.config import Settings
 from saleslake.contract import QUARANTINE_SCHEMA
 from saleslake.crashpoints import crash_point
 from saleslake.errors import LockBusyError, SaleslakeError
-from saleslake.lake import Lake, ensure_delta, snapshot_view_sql
+from saleslake.lake import Lake, ensure_delta, read_delta, snapshot_view_sql
 from saleslake.pipeline.runner import CommandRun, command_run
 from saleslake.runs import (
     Ledger,
@@ -116,7 +116,6 @@ class StreamWorker:
     def __init__(self, lake: Lake, settings: Settings, run_id: str):
         self.lake, self.settings, self.run_id = lake, settings, run_id
         self.topic = settings.kafka.topic
-        lake.bronze_events.mkdir(parents=True, exist_ok=True)
         self.positions = LakePositions(lake, self.topic)
         self.line_keys = LineKeys(lake)
         self.con = connect(settings, lake)
@@ -265,7 +264,7 @@ class GoldRefresher(threading.Thread):
     def refresh_once(self) -> bool:
         from saleslake.gold.build import build_gold
 
-        version = DeltaTable(str(self.lake.sales_lines)).version()
+        version = read_delta(self.lake.sales_lines).version()
         if version == self._built_version:
             return False
         started = utcnow()

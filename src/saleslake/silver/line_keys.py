@@ -26,10 +26,10 @@ from datetime import datetime, timedelta
 
 import duckdb
 import pyarrow as pa
-from deltalake import DeltaTable, write_deltalake
+from deltalake import DeltaTable
 
 from saleslake.contract import UTC_TIME
-from saleslake.lake import Lake, files_overlapping, open_delta, snapshot_view_sql
+from saleslake.lake import Lake, files_overlapping, open_delta, read_delta, snapshot_view_sql, write_delta
 
 SCHEMA = pa.schema([("key", pa.int64()), ("order_ts", UTC_TIME), ("order_month", pa.string())])
 
@@ -85,9 +85,8 @@ class LineKeys:
             f"""SELECT DISTINCT {KEY_SQL.format("line_key")} AS key, order_ts, order_month
                 FROM ({snapshot_view_sql(lines)}) WHERE source_system = 'pos'"""
         )
-        self.path.mkdir(parents=True, exist_ok=True)
-        write_deltalake(str(self.path), _typed(rows.to_arrow_reader()), mode="append")
-        self.table = DeltaTable(str(self.path))
+        write_delta(self.path, _typed(rows.to_arrow_reader()), mode="append")
+        self.table = read_delta(self.path)
 
     def find_earlier(self, con: duckdb.DuckDBPyConnection) -> Earlier:
         """Temp table ``earlier_keys``: the index rows of the keys in view ``valid``; and
@@ -113,7 +112,7 @@ class LineKeys:
                 ANTI JOIN earlier_keys e ON e.key = {KEY_SQL.format("u.line_key")} AND e.order_ts = u.order_ts"""
         ).to_arrow_table()
         if rows.num_rows:
-            write_deltalake(self.table, _typed(rows), mode="append")
+            write_delta(self.table, _typed(rows), mode="append")
             if len(self.table.file_uris()) > MAX_FILES:
                 # a slow stream writes one small file per batch; the lookup reads them all
                 self.table.optimize.compact()

@@ -45,13 +45,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-from deltalake import write_deltalake
 
 from saleslake.config import OltpSettings, Settings
 from saleslake.crashpoints import crash_point
 from saleslake.dbapi import one_row
 from saleslake.errors import SaleslakeError, TransientError, UserError
-from saleslake.lake import Lake, open_delta
+from saleslake.lake import Lake, TableLocation, open_delta, write_delta
 from saleslake.retry import retry
 
 APP_ID = "saleslake.oltp"
@@ -159,8 +158,8 @@ class OltpSourceError(UserError):
     """The source does not have the tables, columns or types the mapping needs."""
 
 
-def positions_path(lake: Lake) -> Path:
-    return lake.home / "system" / "oltp_positions"
+def positions_path(lake: Lake) -> TableLocation:
+    return lake.oltp_positions
 
 
 def bronze_dir(lake: Lake) -> Path:
@@ -196,9 +195,7 @@ def committed_seq(lake: Lake) -> int:
 def read_positions(lake: Lake) -> Positions:
     """The positions of the last extract silver committed (rows of a later extract that
     never committed are ignored: that extract is simply done again)."""
-    import duckdb
-
-    from saleslake.lake import snapshot_view_sql
+    from saleslake.lake import snapshot_connection, snapshot_view_sql
 
     committed = committed_seq(lake)
     table = open_delta(positions_path(lake))
@@ -207,7 +204,7 @@ def read_positions(lake: Lake) -> Positions:
         if committed >= 0:
             raise SaleslakeError(f"silver holds operational extract {committed} but {positions_path(lake)} is missing")
         return Positions(committed, 0, tables)
-    con = duckdb.connect()
+    con = snapshot_connection(lake)
     try:
         rows = con.sql(f"SELECT * FROM ({snapshot_view_sql(table)}) WHERE extract_seq = {committed}").to_arrow_table()
         (top,) = one_row(con.execute(f"SELECT coalesce(max(extract_seq), -1) FROM ({snapshot_view_sql(table)})"))
@@ -226,9 +223,7 @@ def read_positions(lake: Lake) -> Positions:
 
 
 def write_positions(lake: Lake, rows: list[dict]) -> None:
-    path = positions_path(lake)
-    path.mkdir(parents=True, exist_ok=True)
-    write_deltalake(str(path), pa.Table.from_pylist(rows, schema=POSITIONS_SCHEMA), mode="append")
+    write_delta(positions_path(lake), pa.Table.from_pylist(rows, schema=POSITIONS_SCHEMA), mode="append")
 
 
 # -- source checks ---------------------------------------------------------------------------
@@ -544,36 +539,46 @@ def extract(
     started = time.perf_counter()
     now = datetime.now(UTC)
     seq = positions.next_seq
+    # the password the connection used, read by connect() (only then, and only the role's
+    # the DSN names), kept here to scrub it out of every message
+    secrets: list[str] = []
 
     def once(attempt: int) -> ExtractResult:
         result = ExtractResult(seq, f"{seq:08d}-{uuid.uuid4().hex[:8]}", now, attempts=attempt)
         try:
-            _read_snapshot(lake, settings, positions, tables, target, result)
+            _read_snapshot(lake, settings, positions, tables, target, result, secrets)
         except BaseException:
             _remove_files(result)  # nothing of a failed attempt stays in bronze
             raise
         result.seconds = time.perf_counter() - started
         return result
 
-    secret = settings.postgres.password("reader")  # kept out of every message
     attempts = oltp.retries + 1
     try:
         return retry(once, attempts, _connection_lost, backoff=oltp.retry_backoff_seconds, cap=30.0, sleep=sleep)
     except (psycopg.OperationalError, PostgresConnectError, psycopg.errors.InsufficientPrivilege) as exc:
-        raise _extract_failure(exc, redact(target), settings, attempts, secret) from None
+        raise _extract_failure(exc, redact(target), settings, attempts, *secrets) from None
 
 
 def _read_snapshot(
-    lake: Lake, settings: Settings, positions: Positions, tables: list[str], target: str, result: ExtractResult
+    lake: Lake,
+    settings: Settings,
+    positions: Positions,
+    tables: list[str],
+    target: str,
+    result: ExtractResult,
+    secrets: list[str],
 ) -> None:
     """Read the changes of ``tables`` into ``result`` in one read-only repeatable-read
     transaction: every table from the same snapshot of the shop, so an order and its lines
-    agree."""
+    agree. The password the connection used goes into ``secrets``."""
     import psycopg
 
     from saleslake.connections.postgres import connect, redact
 
     conn = connect(settings.postgres, "reader", target, read_only=True, application_name="saleslake ingest postgres")
+    if conn.info.password and conn.info.password not in secrets:
+        secrets.append(conn.info.password)
     try:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
@@ -596,11 +601,9 @@ def _connection_lost(exc: BaseException) -> bool:
     return isinstance(exc, (psycopg.OperationalError, PostgresConnectError)) and not isinstance(exc, timeouts)
 
 
-def _extract_failure(
-    exc: Exception, where: str, settings: Settings, attempts: int, secret: str | None
-) -> SaleslakeError:
+def _extract_failure(exc: Exception, where: str, settings: Settings, attempts: int, *secrets: str) -> SaleslakeError:
     """The one line for an extract that failed for good: which server (``where``, the
-    redacted DSN), what happened and what to do, with ``secret`` scrubbed out."""
+    redacted DSN), what happened and what to do, with ``secrets`` scrubbed out."""
     import psycopg
 
     from saleslake.connections.postgres import scrub
@@ -609,7 +612,7 @@ def _extract_failure(
     if isinstance(exc, psycopg.errors.QueryCanceled):
         return TransientError(
             f"extract from {where} hit the statement timeout ({pg.statement_timeout_seconds:g} s): "
-            f"{scrub(str(exc), secret)}"
+            f"{scrub(str(exc), *secrets)}"
         )
     if isinstance(exc, psycopg.errors.LockNotAvailable):
         return TransientError(
@@ -617,8 +620,8 @@ def _extract_failure(
             "holds a lock on a source table (DDL?); retry later"
         )
     if isinstance(exc, psycopg.errors.InsufficientPrivilege):
-        return OltpSourceError(f"the reader role may not read a source table in {where}: {scrub(str(exc), secret)}")
-    return TransientError(f"extract from {where} failed after {attempts} attempt(s): {scrub(str(exc), secret)}")
+        return OltpSourceError(f"the reader role may not read a source table in {where}: {scrub(str(exc), *secrets)}")
+    return TransientError(f"extract from {where} failed after {attempts} attempt(s): {scrub(str(exc), *secrets)}")
 
 
 def _remove_files(result: ExtractResult) -> None:

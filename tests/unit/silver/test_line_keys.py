@@ -29,12 +29,12 @@ def con():
 
 
 def silver(lake: Lake, rows: list[dict]) -> DeltaTable:
-    write_deltalake(str(lake.sales_lines), lines_table(rows), partition_by=["order_month"], mode="append")
-    return DeltaTable(str(lake.sales_lines))
+    write_deltalake(lake.sales_lines.uri, lines_table(rows), partition_by=["order_month"], mode="append")
+    return DeltaTable(lake.sales_lines.uri)
 
 
 def index_rows(lake: Lake, con) -> set[tuple]:
-    con.register("index_rows", DeltaTable(str(lake.pos_line_keys)).to_pyarrow_dataset())
+    con.register("index_rows", DeltaTable(lake.pos_line_keys.uri).to_pyarrow_dataset())
     try:
         return set(con.execute("SELECT key, order_ts, order_month FROM index_rows").fetchall())
     finally:
@@ -60,10 +60,10 @@ def test_a_lake_from_before_the_index_gets_it_from_silvers_pos_lines_in_one_comm
         (key_of(rows[0]["line_key"]), march, "2026-03"),
         (key_of(rows[1]["line_key"]), june, "2026-06"),
     }
-    assert DeltaTable(str(lake.pos_line_keys)).version() == 0
+    assert DeltaTable(lake.pos_line_keys.uri).version() == 0
     # a second stream process opens it, never builds it again
     LineKeys(lake).ensure(con, lines)
-    assert DeltaTable(str(lake.pos_line_keys)).version() == 0
+    assert DeltaTable(lake.pos_line_keys.uri).version() == 0
 
 
 def test_a_new_lake_starts_with_an_empty_index(tmp_path, con):
