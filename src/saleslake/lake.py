@@ -130,6 +130,7 @@ class Lake:
     runs = _Table("system", "runs")
     gold_releases = _Table("system", "gold_releases")
     oltp_positions = _Table("system", "oltp_positions")
+    pos_line_keys = _Table("system", "pos_line_keys")
     gold = _Below("gold")
     warehouse = _Below("warehouse.duckdb")
     lock_file = _Below(".lock")
@@ -204,6 +205,7 @@ class Lake:
             "system.bronze_manifest": self.manifest,
             "system.runs": self.runs,
             "system.gold_releases": self.gold_releases,
+            "system.pos_line_keys": self.pos_line_keys,
         }
         for name in self.gold_table_names():
             tables[f"gold.{name}"] = self.gold_table(name)
