@@ -106,6 +106,46 @@ def build_gold_lake(root: Path) -> Path:
     return settings.home
 
 
+def messages(text: str) -> list[str]:
+    """The messages in a command's output (summaries, stderr), each on one line again: the
+    CLI wraps a long message at the terminal's width at a space and indents its
+    continuation lines, so a line that starts with a space continues the one before.
+    Not for tables (their rows start with spaces too)."""
+    joined: list[str] = []
+    for text_line in text.splitlines():
+        if not text_line.strip():
+            continue
+        if text_line.startswith(" ") and joined:
+            joined[-1] += " " + text_line.strip()
+        else:
+            joined.append(text_line)
+    return joined
+
+
+#: A stage's counts as ``status`` prints them, in its column order.
+STATUS_COUNTS = ("rows_read", "rows_valid", "rows_quarantined", "rows_duplicate")
+
+
+def ledger_counts(stages: dict[str, dict]) -> dict[str, list[int]]:
+    """Per stage, the ledger's counts in ``status``'s column order (an unknown one is blank)."""
+    return {stage: [c[k] for k in STATUS_COUNTS if c.get(k) is not None] for stage, c in stages.items()}
+
+
+def printed_counts(text: str, stages: dict[str, dict]) -> dict[str, list[int]]:
+    """Per stage named in ``stages``, the counts ``status`` printed for it, in column order:
+    a table row (``silver   3,000   2,995 ...``) or, when the counts are too wide for a
+    table, one folded message (``silver: read 3,000, valid ...``). ``text``: one run's
+    lines, without its heading."""
+    import re
+
+    found = {}
+    for said in messages(text):
+        name = said.split()[0].removesuffix(":")
+        if name in stages:
+            found[name] = [int(n.replace(",", "")) for n in re.findall(r"\d[\d,]*", said.removeprefix(name))]
+    return found
+
+
 def race_for_the_lease(store, contenders: int) -> list[str]:
     """``contenders`` threads, each with its own Lease on ``store``, acquire at the same
     moment (a barrier); their outcomes, sorted: "won" or "refused"."""

@@ -35,6 +35,7 @@ from saleslake.errors import (
     UserError,
 )
 from saleslake.lake import Lake
+from saleslake.lake import require_local as _require_local
 from saleslake.pipeline import batch
 from saleslake.pipeline.batch import PostgresIngestResult, RunResult, Stage
 from saleslake.pipeline.copy_lake import CopyResult
@@ -92,9 +93,13 @@ def settings(home: str | Path | None = None, **overrides) -> Settings:
     return load_settings(home=home, **overrides)
 
 
-def _resolve(s: Settings | None) -> tuple[Settings, Lake]:
+def _resolve(s: Settings | None, command: str) -> tuple[Settings, Lake]:
+    """The settings and their lake. ``command`` is refused on a lake in a bucket: only
+    its Delta tables reach object storage so far (see :func:`saleslake.lake.require_local`)."""
     s = s or load_settings()
-    return s, Lake(s.home)
+    lake = Lake(s.home, s.storage)
+    _require_local(lake, f"`saleslake {command}`")
+    return s, lake
 
 
 def _dsn_option(dsn: str | None, s: Settings, role: str) -> str | None:
@@ -131,7 +136,7 @@ def ingest_csv(
     ``reparse``: the files landed before, with the wrong options, are parsed again with
     these (see :func:`saleslake.bronze.reparse_csv`): the next ``run`` replaces their
     silver and quarantine rows, once; their source and currency stay unless given."""
-    s, lake = _resolve(settings)
+    s, lake = _resolve(settings, "ingest csv")
     if decimal not in (None, ".", ","):
         raise UserError(f"--decimal must be '.' or ',', not {decimal!r}")
     if delimiter is not None and len(delimiter) != 1:
@@ -160,7 +165,7 @@ def run(
     ``publish``: publish gold to the PostgreSQL warehouse after building it (default:
     ``postgres.publish_after_gold``); the Airflow gold DAG passes False and publishes in a
     task of its own. Raises :class:`QualityGateError` when too many rows were quarantined."""
-    s, lake = _resolve(settings)
+    s, lake = _resolve(settings, "run")
     threshold = s.quality.max_quarantine_share if max_quarantine_share is None else max_quarantine_share
     if not 0.0 <= threshold <= 1.0:
         raise UserError(f"--max-quarantine-share must be between 0 and 1, not {threshold}")
@@ -191,7 +196,7 @@ def publish_postgres(dsn: str | None = None, schema: str | None = None, settings
     ``dsn`` defaults to the warehouse database as the warehouse role (password from
     ``SALESLAKE_POSTGRES_WAREHOUSE_PASSWORD[_FILE]``), ``schema`` to
     ``postgres.warehouse_schema``. Recorded in the ledger as stage ``publish_postgres``."""
-    s, lake = _resolve(settings)
+    s, lake = _resolve(settings, "publish postgres")
     return batch.publish_postgres(lake, s, _dsn_option(dsn, s, "warehouse"), schema)
 
 
@@ -211,7 +216,7 @@ def ingest_postgres(
     (orders and order_lines always go together)."""
     from saleslake.sources.postgres import resolve_tables
 
-    s, lake = _resolve(settings)
+    s, lake = _resolve(settings, "ingest postgres")
     dsn = _dsn_option(dsn, s, "reader")
     return batch.ingest_postgres(lake, s, dsn, resolve_tables(tables), wait_seconds)
 
@@ -224,7 +229,7 @@ def quality_gate(max_quarantine_share: float | None = None, settings: Settings |
     "threshold"}``; raises QualityGateError above the threshold."""
     from saleslake.pipeline.gate import check_gate
 
-    s, lake = _resolve(settings)
+    s, lake = _resolve(settings, "quality gate")
     return check_gate(lake, s.quality.max_quarantine_share if max_quarantine_share is None else max_quarantine_share)
 
 
@@ -237,7 +242,7 @@ def demo(
     generation step ends (landing and processing follow, not counted)."""
     from saleslake.pipeline.demo import run_demo
 
-    s, _ = _resolve(settings)
+    s, _ = _resolve(settings, "demo")
     if rows <= 0:
         raise UserError("--rows must be positive")
     return run_demo(s, rows, progress)
@@ -266,7 +271,7 @@ def status(limit: int = 20, settings: Settings | None = None) -> list[dict]:
     ``[r["status"] for r in api.status(5)]``"""
     from saleslake.serve.status import run_status
 
-    _, lake = _resolve(settings)
+    _, lake = _resolve(settings, "status")
     return run_status(lake, limit)
 
 
@@ -278,7 +283,7 @@ def query(sql: str, settings: Settings | None = None, allow_files: Sequence[str 
     ``allow_files``: folders whose files the SQL may read, besides ``query.allow_files``."""
     from saleslake.serve.query import run_query
 
-    s, lake = _resolve(settings)
+    s, lake = _resolve(settings, "query")
     folders = [*s.query.allow_files, *(Path(p) for p in allow_files)]
     return run_query(lake, sql, folders)
 
@@ -289,7 +294,7 @@ def quarantine(reason: str | None = None, limit: int = 50, settings: Settings | 
     ``api.quarantine("invalid_date", limit=10).to_pylist()``"""
     from saleslake.serve.query import quarantine_rows
 
-    _, lake = _resolve(settings)
+    _, lake = _resolve(settings, "quarantine")
     return quarantine_rows(lake, reason, limit)
 
 
@@ -330,7 +335,7 @@ def generate_oltp(
     ``api.generate_oltp(orders=5_000); api.generate_oltp(mutate=True)``"""
     from saleslake.sample.oltp import generate_oltp as generate
 
-    s, _ = _resolve(settings)
+    s = settings or load_settings()  # the operational database only: no lake
     dsn = _dsn_option(dsn, s, "owner")
     return generate(s.postgres, dsn=dsn, orders=orders, mutate=mutate, seed=seed, replace=replace, progress=progress)
 
@@ -373,7 +378,7 @@ def produce(
     from saleslake.sample.pos_events import PosSimulator, register_reference
     from saleslake.sample.pos_producer import PosProducer
 
-    s, lake = _resolve(settings)
+    s, lake = _resolve(settings, "produce")
     if isinstance(events, bool) or not isinstance(events, int) or events < 1:
         raise UserError(f"--events must be a positive integer, not {events!r}")
     if rate is not None and interval is not None:
@@ -422,7 +427,7 @@ def services(
     does the S3 server's (its endpoint, and under ``env`` the ``SALESLAKE_STORAGE__…`` and
     ``SALESLAKE_S3_…_FILE`` variables; ``s3_port`` None: a free port).
     """
-    s, _ = _resolve(settings)
+    s, _ = _resolve(settings, "services")
     out: dict[str, dict] = {}
     for name in names or (STARTED_BY_DEFAULT if action == "start" else SERVICES):
         if name not in SERVICES:
@@ -499,7 +504,7 @@ def stream(
     """
     from saleslake.pipeline.stream import StreamOptions, run_stream
 
-    s, lake = _resolve(settings)
+    s, lake = _resolve(settings, "stream")
     if topic:
         s = s.model_copy(update={"kafka": s.kafka.model_copy(update={"topic": topic})})
     for name, value in (
@@ -528,7 +533,7 @@ def freshness(settings: Settings | None = None) -> list[dict]:
     ``{f["source_system"]: f["silver_age_seconds"] for f in api.freshness()}``"""
     from saleslake.serve.freshness import freshness as source_freshness
 
-    _, lake = _resolve(settings)
+    _, lake = _resolve(settings, "freshness")
     return source_freshness(lake)
 
 
@@ -565,7 +570,7 @@ def health(settings: Settings | None = None):
     ``api.health().problems``"""
     from saleslake.serve.health import check_health
 
-    s, lake = _resolve(settings)
+    s, lake = _resolve(settings, "health")
     return check_health(lake, s)
 
 
@@ -603,7 +608,7 @@ def dashboard(
     off. Raises UserError when the port is busy."""
     from saleslake.serve.dashboard.server import serve
 
-    _, lake = _resolve(settings)
+    _, lake = _resolve(settings, "dashboard")
     return serve(lake.home, host, port, headless=headless, allow_remote=allow_remote)
 
 
@@ -616,5 +621,5 @@ def stream_lag(settings: Settings | None = None) -> dict[int, int]:
     ``sum(api.stream_lag().values())``"""
     from saleslake.serve.health import stream_lag as lag
 
-    s, lake = _resolve(settings)
+    s, lake = _resolve(settings, "stream lag")
     return lag(lake, s)

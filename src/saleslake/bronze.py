@@ -31,14 +31,12 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
-import duckdb
 import pyarrow as pa
-from deltalake import write_deltalake
 
 from saleslake.contract import UTC_TIME, text_fields
 from saleslake.crashpoints import crash_point
 from saleslake.errors import InputFileError
-from saleslake.lake import Lake, open_delta, snapshot_view_sql
+from saleslake.lake import Lake, open_delta, snapshot_connection, snapshot_view_sql, write_delta
 from saleslake.runs import utcnow
 from saleslake.sources.csv import CsvFile, CsvOverrides, expand_paths, resolve_date_formats, sniff, undecided_sources
 
@@ -110,7 +108,7 @@ def manifest_rows(lake: Lake, where: str = "true") -> list[dict]:
     table = open_delta(lake.manifest)
     if table is None:
         return []
-    con = duckdb.connect()
+    con = snapshot_connection(lake)
     try:
         return (
             con.sql(f"SELECT * FROM ({snapshot_view_sql(table)}) m WHERE {where} ORDER BY landed_seq")
@@ -134,7 +132,7 @@ def pending_csv_objects(lake: Lake, after_seq: int) -> list[dict]:
     if table is None:
         return []
     replaces = "replaces_seq" if _has_replaces(table) else "CAST(NULL AS BIGINT)"
-    con = duckdb.connect()
+    con = snapshot_connection(lake)
     try:
         return (
             con.sql(
@@ -165,7 +163,7 @@ def landed_csv_objects(lake: Lake, up_to_seq: int, source_systems: list[str]) ->
         return []
     replaces = "replaces_seq" if _has_replaces(table) else "CAST(NULL AS BIGINT)"
     systems = ", ".join("'" + s.replace("'", "''") + "'" for s in source_systems)
-    con = duckdb.connect()
+    con = snapshot_connection(lake)
     try:
         return (
             con.sql(
@@ -187,10 +185,7 @@ def landed_csv_objects(lake: Lake, up_to_seq: int, source_systems: list[str]) ->
 def _append_manifest(lake: Lake, rows: list[dict]) -> None:
     """One commit for the rows of one ingest: either every file of it is in the manifest or
     none (a manifest from before ``replaces_seq`` gains the column)."""
-    lake.manifest.mkdir(parents=True, exist_ok=True)
-    write_deltalake(
-        str(lake.manifest), pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), mode="append", schema_mode="merge"
-    )
+    write_delta(lake.manifest, pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), mode="append", schema_mode="merge")
 
 
 def _known_state(lake: Lake) -> tuple[set[str], int, dict[str, str]]:
@@ -198,7 +193,7 @@ def _known_state(lake: Lake) -> tuple[set[str], int, dict[str, str]]:
     table = open_delta(lake.manifest)
     if table is None:
         return set(), 0, {}
-    con = duckdb.connect()
+    con = snapshot_connection(lake)
     try:
         con.execute(f"CREATE VIEW m AS {snapshot_view_sql(table)}")
         ids = {r[0] for r in con.sql("SELECT object_id FROM m").fetchall()}
@@ -533,7 +528,7 @@ def _effective_landings(lake: Lake, object_ids: set[str]) -> dict[str, dict]:
         return {}
     replaces = "replaces_seq" if _has_replaces(table) else "CAST(NULL AS BIGINT)"
     ids = ", ".join("'" + i + "'" for i in sorted(object_ids) if all(c in "0123456789abcdef" for c in i))
-    con = duckdb.connect()
+    con = snapshot_connection(lake)
     try:
         rows = (
             con.sql(
@@ -567,7 +562,7 @@ def _parse_counts(lake: Lake, versions: list[int]) -> dict[int, dict]:
             )
     if not parts:
         return {}
-    con = duckdb.connect()
+    con = snapshot_connection(lake)
     try:
         counts = con.sql(
             f"""SELECT landed_seq, max(CAST(split_part(batch_id, '-', -1) AS BIGINT)), count(*),
@@ -589,7 +584,7 @@ def replaced_parses(lake: Lake, processed_seq: int) -> list[dict]:
     table = open_delta(lake.manifest)
     if table is None or "replaces_batch_seq" not in pa.schema(table.schema()).names:
         return []
-    con = duckdb.connect()
+    con = snapshot_connection(lake)
     try:
         rows = con.sql(
             f"""SELECT DISTINCT replaces_seq, replaces_batch_seq, replaces_rows, replaces_quarantined

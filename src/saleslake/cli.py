@@ -11,11 +11,13 @@ import contextlib
 import functools
 import json
 import os
+import re
 import shutil
 import signal
 import sys
+import textwrap
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
@@ -36,6 +38,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 from typer.exceptions import TyperException
 
 from saleslake import api
@@ -112,20 +115,94 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _say(text: str) -> None:
-    """Print a result line as written: no colouring of numbers and paths, and a long line
-    wraps at the terminal's edge instead of being cut or folded mid-word, so it can be copied."""
-    out.print(text, highlight=False, soft_wrap=True)
+#: Stands for a space at which a line must not break (inside a path, a DSN, a count and
+#: its noun); a private-use character, printed as the space it stands for.
+_KEEP = "\ue000"
+
+
+#: A number and the short word after it ("3,000 rows", "0.3 s"): a line does not break between them.
+_NUMBER_AND_WORD = re.compile(r"(?<![\w.,])(\d+(?:[.,]\d+)*) (?=\S{1,20}(?:\s|$))")
+#: A command to copy, quoted or in parentheses ('saleslake services stop s3'): one line.
+_COMMAND = re.compile(r"(['`(])saleslake [^'`()\n]{1,60}?['`)]")
+
+
+def _whole(value: object) -> str:
+    """``value`` as one word for :func:`_say`: no line breaks inside it."""
+    return str(value).replace(" ", _KEEP)
+
+
+def _say(text: str | Text, console: Console = out, indent: str = "  ", whole: Iterable[str] = ()) -> None:
+    """Print a message (plain text, or a styled :class:`Text`; no markup, no colouring of
+    numbers) wrapped at spaces to the terminal's width (80 in a pipe), its continuation
+    lines indented by ``indent``: no line runs past the edge, and none breaks inside a
+    number, an id or a path (a word longer than the line gets a line of its own, whole,
+    so it can be copied). ``whole``: values in ``text`` that hold spaces (a path) and
+    must not break at them either."""
+    styled = Text(text) if isinstance(text, str) else text.copy()
+    styled.plain = _glued(styled.plain, whole)  # same length: the styles stay
+    for line in _wrapped(styled, console.width, indent):
+        console.print(line, highlight=False, soft_wrap=True)
+
+
+def _glued(plain: str, whole: Iterable[str] = ()) -> str:
+    """``plain`` with the spaces a line must not break at marked: inside ``whole``'s
+    values, between a number and its word, inside a quoted ``saleslake …`` command."""
+    for value in whole:
+        if value:
+            plain = plain.replace(value, _whole(value))
+    plain = _COMMAND.sub(lambda m: _whole(m[0]), plain)
+    return _NUMBER_AND_WORD.sub(lambda m: m[1] + _KEEP, plain)
+
+
+def _wrapped(text: Text, width: int, indent: str) -> list[Text]:
+    """``text`` in lines of at most ``width`` columns, broken at spaces only (textwrap,
+    never inside a word), the continuation lines indented; each line keeps the styles of
+    its characters."""
+    lines: list[Text] = []
+    for paragraph in text.split("\n", allow_blank=True):
+        plain, start = paragraph.plain, 0
+        pieces = textwrap.wrap(
+            plain,
+            width,
+            subsequent_indent=indent,
+            break_long_words=False,
+            break_on_hyphens=False,
+            expand_tabs=False,
+            replace_whitespace=False,
+        )
+        for number, piece in enumerate(pieces or [""]):
+            body = piece[len(indent) :] if number else piece
+            at = plain.find(body, start)  # textwrap only drops the spaces where it breaks
+            start = at + len(body)
+            line = paragraph[at:start]
+            line.plain = line.plain.replace(_KEEP, " ")
+            lines.append(Text(indent) + line if number else line)
+    return lines
+
+
+def _labelled(label: str, style: str, message: str) -> Text:
+    """``label message`` with the label styled (``error:`` in red)."""
+    return Text.assemble((label, style), " ", message)
 
 
 def _named_counts(counts: dict[str, int]) -> str:
-    """``{"order_lines": 1200}`` as ``1,200 order lines``, comma-separated."""
-    return ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in counts.items())
+    """``{"order_lines": 1200}`` as ``1,200 order lines``, comma-separated (each count
+    stays on one line with its noun)."""
+    return ", ".join(_whole(f"{v:,} {k.replace('_', ' ')}") for k, v in counts.items())
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    _report("error:", "bold red", message)
     raise typer.Exit(code) from None
+
+
+def _report(label: str, style: str, message: str) -> None:
+    """An error or a note on stderr as ONE line (CONTRACT §1), never wrapped at the
+    terminal's width, whatever its length: `2>&1 | grep` finds all of it, and a script
+    reads one message per line. A message with line breaks of its own (a driver's second
+    line) is joined into that line."""
+    joined = " ".join(part.strip() for part in message.splitlines() if part.strip())
+    err.print(_labelled(label, style, joined), highlight=False, soft_wrap=True)
 
 
 def _some(names: tuple[str, ...], shown: int = 5) -> str:
@@ -143,9 +220,10 @@ def _written_folder(options: dict[str, Any]) -> Path | None:
 
 def _lake_home(home: Path | None) -> Path | None:
     try:
-        return api.settings(home=home).home.absolute()
+        resolved = api.settings(home=home).home
     except Exception:
         return home
+    return resolved.absolute() if isinstance(resolved, Path) else None  # a bucket: no local folder
 
 
 def _unexpected(command: str, exc: Exception, home: Path | None) -> str:
@@ -300,14 +378,14 @@ def _run_with_progress(call: Callable[[api.Progress], api.RunResult]) -> api.Run
 def _print_run(result: api.RunResult) -> None:
     silver = result.stages.get("silver")
     if silver:
-        out.print(
+        _say(
             f"silver: read {silver.rows_read:,} rows → {silver.rows_valid:,} valid, "
             f"{silver.rows_quarantined:,} quarantined, {silver.rows_duplicate:,} duplicate "
             f"({silver.rows_corrected:,} corrections)"
         )
     if result.gold:
-        out.print("gold: " + ", ".join(f"{k} {v:,}" for k, v in result.gold.items()))
-    out.print(f"run {result.run_id}: {result.status}" + (f" — {result.message}" if result.message else ""))
+        _say("gold: " + ", ".join(_whole(f"{k} {v:,}") for k, v in result.gold.items()))
+    _say(f"run {result.run_id}: {result.status}" + (f" — {result.message}" if result.message else ""))
 
 
 # -- commands ------------------------------------------------------------------------------
@@ -329,9 +407,10 @@ def generate_csv(
     chosen = [r.strip() for item in regions or [] for r in item.split(",") if r.strip()] or None
     with _counting("generating", rows) as advance:
         summary = api.generate_csv(out_dir, rows, chosen, error_rate, seed, progress=advance)
-    out.print(
+    _say(
         f"wrote {summary.rows_written:,} rows in {summary.files:,} files under {out_dir} "
-        f"({summary.defective_rows:,} defective, {summary.exact_duplicates:,} duplicates, {summary.corrections:,} corrections)"
+        f"({summary.defective_rows:,} defective, {summary.exact_duplicates:,} duplicates, {summary.corrections:,} corrections)",
+        whole=[str(out_dir)],
     )
 
 
@@ -366,7 +445,7 @@ def generate_oltp(
         )
     if summary.changes:
         _say(f"mutation round {summary.round}: " + _named_counts(summary.changes))
-        _say(f"{summary.shared_updated_at_rows:,} changed rows share updated_at {summary.shared_updated_at}")
+        _say(f"{summary.shared_updated_at_rows:,} changed rows share updated_at {_whole(summary.shared_updated_at)}")
     _say(f"now: {counts} ({summary.seconds:.1f} s)")
 
 
@@ -400,8 +479,8 @@ def ingest_postgres(
     _say(
         f"silver: {c.rows_valid:,} lines valid, {c.rows_quarantined:,} quarantined, {c.rows_duplicate:,} unchanged, "
         f"{result.removed:,} removed (cancelled or deleted); reference changes: "
-        + (", ".join(f"{v:,} {k}" for k, v in result.reference.items()) or "none")
-        + "".join(f"; {v:,} {k} quarantined" for k, v in result.reference_quarantined.items())
+        + (", ".join(_whole(f"{v:,} {k}") for k, v in result.reference.items()) or "none")
+        + "".join(f"; {_whole(f'{v:,} {k}')} quarantined" for k, v in result.reference_quarantined.items())
     )
 
 
@@ -441,28 +520,24 @@ def ingest_csv(
             paths, source, delimiter, decimal, date_format, encoding, currency, _settings(home), wait, progress, reparse
         )
     for problem in result.errors:
-        err.print(f"[bold red]error:[/] {problem}", highlight=False, soft_wrap=True)
+        _report("error:", "bold red", str(problem))
     for path in result.header_only:
-        err.print(f"[yellow]skipped:[/] {path}: header only, no data rows", highlight=False, soft_wrap=True)
+        _report("skipped:", "yellow", f"{path}: header only, no data rows")
     extras: dict[tuple[str, ...], list[str]] = {}
     for row in result.landed:
         if row["extra_columns"]:
             extras.setdefault(tuple(row["extra_columns"]), []).append(row["original_name"])
     for columns, names in extras.items():
         where = names[0] if len(names) == 1 else f"{len(names)} files (e.g. {names[0]})"
-        err.print(
-            f"[yellow]note:[/] {where}: extra column(s) {_some(columns)} kept in bronze, not used in silver",
-            highlight=False,
-            soft_wrap=True,
-        )
+        _report("note:", "yellow", f"{where}: extra column(s) {_some(columns)} kept in bronze, not used in silver")
     total = sum(r["size_bytes"] for r in result.landed)
     if reparse:
-        out.print(
+        _say(
             f"{len(result.reparsed)} file(s) to parse again at the next run; "
             f"{len(result.already_landed)} already parsed with these options"
         )
     else:
-        out.print(f"landed {len(result.landed)} file(s) ({total:,} bytes); {len(result.already_landed)} already landed")
+        _say(f"landed {len(result.landed)} file(s) ({total:,} bytes); {len(result.already_landed)} already landed")
     if result.errors:
         raise typer.Exit(1)
 
@@ -514,10 +589,9 @@ def _print_streams(runs: list[dict]) -> None:
     live = [r for r in runs if r.get("stream") and r["stream"]["alive"]]
     for r in live:
         st = r["stream"]
-        out.print(
+        _say(
             f"stream {r['run_id']} on {st['topic']} (group {st['group_id']}): {st['records']:,} records, "
-            f"lag {st['total_lag']:,}, last beat {st['updated_at']}",
-            highlight=False,
+            f"lag {st['total_lag']:,}, last beat {st['updated_at']}"
         )
 
 
@@ -526,24 +600,20 @@ COUNTS = {"rows_read": "read", "rows_valid": "valid", "rows_quarantined": "quara
 
 def _print_run_entry(entry: dict) -> None:
     """One run: a heading line (id, command, status, start), then its stages' counts in
-    narrow columns; an error as wrapped text below. Fits 80 columns without cutting a
-    number or an id (a long id wraps)."""
+    narrow columns; an error as wrapped text below. Fits the terminal without cutting a
+    number or an id (the heading folds at its spaces; counts too wide for a table are
+    printed one stage per line)."""
     started = (entry["started_at"] or "")[:19].replace("T", " ")
     state = entry["status"]
     if state == "stale":  # another host's run gone silent: maybe still running, maybe dead
         state = f"stale (silent {_duration(entry['stale_seconds'])})"
-    out.print(
-        f"\n[bold]{entry['run_id']}[/]  {entry['command']}  {state}  {started}",
-        highlight=False,
-        overflow="fold",
-    )
+    out.print()
+    _say(Text.assemble((entry["run_id"], "bold"), f"  {entry['command']}  {state}  {started}"))
     if entry["stages"]:
-        view = narrow_table(None, ["stage"], list(COUNTS.values()))
-        for stage, counts in entry["stages"].items():
-            view.add_row(stage, *(_count(counts.get(k)) for k in COUNTS))
-        out.print(view)
-    if entry["error"]:
-        out.print(f"  {entry['error']}", highlight=False, overflow="fold")
+        rows = [[stage, *(_count(counts.get(k)) for k in COUNTS)] for stage, counts in entry["stages"].items()]
+        print_narrow(None, ["stage"], list(COUNTS.values()), rows)
+    for paragraph in (entry["error"] or "").splitlines():
+        _say(f"  {paragraph}", indent="    ")
 
 
 def _duration(seconds: int) -> str:
@@ -559,16 +629,53 @@ def _count(value: int | None) -> str:
     return "" if value is None else f"{value:,}"
 
 
-def narrow_table(title: str | None, texts: list[str], numbers: Sequence[str] = ()) -> Table:
-    """A table for 80-column terminals and pipes: text columns (``texts``, first) fold
-    onto more lines when the terminal is narrow; number columns (``numbers``) never
-    shrink below their header and never wrap, so no number is cut."""
+#: Between two columns of a narrow table: a space of padding on each side of the
+#: (blank) divider of box.SIMPLE_HEAD.
+COLUMN_GAP = 3
+
+
+def print_narrow(title: str | None, texts: list[str], numbers: Sequence[str], rows: list[list[str]]) -> None:
+    """A table for 80-column terminals and pipes: text columns (``texts``, first) fold at
+    their spaces when the terminal is narrow, number columns (``numbers``) never shrink
+    nor wrap. When even the numbers and the longest word of each text column do not fit,
+    each row is one message instead (``silver: read 20,000,000, valid ...``, folded at
+    a space like any summary): a number or an id is never cut ("20,0…")."""
+    widths = _column_widths([*texts, *numbers], len(texts), rows, out.width)
+    if widths is None:
+        for part in title.split("\n") if title else []:
+            _say(part)
+        for cells in rows:
+            label = " ".join(cell for cell in cells[: len(texts)] if cell)
+            counts = zip(numbers, cells[len(texts) :], strict=True)
+            _say(f"{label}: " + ", ".join(_whole(f"{name} {cell}") for name, cell in counts if cell))
+        return
     view = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, title_justify="left")
-    for name in texts:
-        view.add_column(name, overflow="fold")
-    for name in numbers:
-        view.add_column(name, justify="right", no_wrap=True, min_width=len(name))
-    return view
+    for name, width in zip(texts, widths, strict=False):
+        view.add_column(name, overflow="fold", width=width)
+    for name, width in zip(numbers, widths[len(texts) :], strict=True):
+        view.add_column(name, justify="right", no_wrap=True, width=width)
+    for cells in rows:
+        view.add_row(*cells)
+    out.print(view)
+
+
+def _column_widths(names: list[str], texts: int, rows: list[list[str]], room: int) -> list[int] | None:
+    """Widths for a table of ``names`` (the first ``texts`` of them text, the rest numbers)
+    within ``room`` columns: a number column as wide as its widest cell, a text column its
+    longest word at least and what is left up to its widest cell; None when even that
+    does not fit."""
+    cells = [[name, *(r[i] for r in rows)] for i, name in enumerate(names)]
+    widest = [max(map(len, column)) for column in cells]
+    least = [max(len(word) for cell in column for word in cell.split() or [""]) for column in cells[:texts]]
+    least += widest[texts:]
+    spare = room - COLUMN_GAP * (len(names) - 1) - sum(least)
+    if spare < 0:
+        return None
+    for i in range(texts):
+        extra = min(spare, widest[i] - least[i])
+        least[i] += extra
+        spare -= extra
+    return least
 
 
 def _print_freshness(rows: list[dict]) -> None:
@@ -576,22 +683,22 @@ def _print_freshness(rows: list[dict]) -> None:
         return
     published = {r["gold_published_at"] for r in rows}
     # the age of the newest landed line stands for its landing time: one column less
-    view = narrow_table("\nfreshness per source", ["source", "newest event"], ["age s", "silver", "gold"])
-    for r in rows:
-        age = r["silver_age_seconds"]
-        view.add_row(
+    cells = [
+        [
             r["source_system"],
             _when(r["last_event_at"]),
-            "" if age is None else f"{age:,.0f}",
+            "" if r["silver_age_seconds"] is None else f"{r['silver_age_seconds']:,.0f}",
             f"{r['silver_lines']:,}",
             f"{r['gold_lines']:,}",
-        )
-    out.print(view)
+        ]
+        for r in rows
+    ]
+    print_narrow("\nfreshness per source", ["source", "newest event"], ["age s", "silver", "gold"], cells)
     if len(published) == 1:  # one gold release serves every source
-        out.print(f"gold published {_when(published.pop()) or 'never'}", highlight=False)
+        _say(f"gold published {_when(published.pop()) or 'never'}")
     else:
         for r in rows:
-            out.print(f"gold of {r['source_system']} published {_when(r['gold_published_at'])}", highlight=False)
+            _say(f"gold of {r['source_system']} published {_when(r['gold_published_at'])}")
 
 
 def _when(stamp: str | None) -> str:
@@ -679,12 +786,13 @@ def _services(
     settings = _settings(home)
     for name in chosen:  # one at a time: each prints as soon as it is up (or down)
         info = api.services(action, [name], settings, kafka_port, controller, postgres_port, s3_port)[name]
-        shown = ", ".join(f"{k}={v}" for k, v in info.items() if v is not None and not isinstance(v, dict))
-        _say(f"{name}: {shown}")
+        shown = ", ".join(_whole(f"{k}={v}") for k, v in info.items() if v is not None and not isinstance(v, dict))
+        # a shell comment, folded: `eval "$(saleslake services start s3)"` runs the exports only
+        _say(f"# {name}: {shown}", indent="#   ")
         for value in info.values():  # variables to export (port, endpoint, the secret files)
             if isinstance(value, dict):
-                for key, item in value.items():
-                    _say(f"  export {key}={shlex.quote(str(item))}")
+                for key, item in value.items():  # one line each, whatever its length: a path stays whole
+                    out.print(f"  export {key}={shlex.quote(str(item))}", highlight=False, markup=False, soft_wrap=True)
 
 
 @services_app.command("start")
@@ -768,7 +876,7 @@ def produce(
     if failure is not None:
         raise failure
     if summary.interrupted:
-        err.print(f"interrupted: {summary.events:,} of {events:,} events were sent (the summary counts those)")
+        _report("interrupted:", "", f"{summary.events:,} of {events:,} events were sent (the summary counts those)")
         raise typer.Exit(130)
 
 
@@ -789,7 +897,7 @@ def _produce_start(interval: float | None, rate: float | None, start_time: str |
 
 
 def _counts(d: dict[str, int]) -> str:
-    return ", ".join(f"{k} {v:,}" for k, v in sorted(d.items(), key=lambda kv: (-kv[1], kv[0])))
+    return ", ".join(_whole(f"{k} {v:,}") for k, v in sorted(d.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def _print_produce(s: Any) -> None:
@@ -807,9 +915,9 @@ def _print_produce(s: Any) -> None:
     )
     _say(f"expected: silver {s.valid_lines:,} lines, quarantine {s.expected_quarantine_rows:,} rows")
     velocity = s.fraud_patterns.get("velocity", 0)
-    parts = [f"{k} {v:,} lines" for k, v in s.fraud_patterns.items() if k != "velocity"]
+    parts = [_whole(f"{k} {v:,} lines") for k, v in s.fraud_patterns.items() if k != "velocity"]
     if velocity:
-        parts.append(f"velocity {velocity:,} bursts ({s.velocity_transactions:,} transactions)")
+        parts.append(_whole(f"velocity {velocity:,} bursts") + f" ({s.velocity_transactions:,} transactions)")
     _say(f"fraud patterns: {s.fraud_events:,} events" + (f" ({', '.join(parts)})" if parts else ""))
     if s.stores_registered or s.products_registered:
         _say(f"reference data: {s.stores_registered:,} stores and {s.products_registered:,} products registered")
@@ -848,7 +956,7 @@ def stream(
         on_batch=_print_batch,
     )
     c = result.counts
-    out.print(
+    _say(
         f"stream {result.run_id}: {result.records:,} records in {result.batches:,} batches, {result.seconds:.1f} s "
         f"({result.stopped_by}) → {c.rows_valid:,} lines valid, {c.rows_quarantined:,} quarantined, "
         f"{c.rows_duplicate:,} duplicate; lag {sum(result.lag.values()):,}; gold refreshed {result.gold_refreshes}×"
@@ -867,10 +975,10 @@ def _stop_on_signals() -> threading.Event:
 def _print_batch(r: Any) -> None:
     """One line per micro-batch, on a terminal only (a service's log gets the summary)."""
     if err.is_terminal:
-        err.print(
+        _say(
             f"batch {r.batches:,}: {r.records:,} records, {r.counts.rows_valid:,} lines valid, "
             f"lag {sum(r.lag.values()):,}",
-            highlight=False,
+            err,
         )
 
 
@@ -896,10 +1004,8 @@ def _print_demo(demo: api.DemoResult) -> None:
     )
     out.print(f"2. landed {demo.landed:,} new file(s) in bronze ({demo.already_landed:,} already there)")
     out.print(f"3. ran silver and gold: {demo.run_message}")
-    view = narrow_table("what is in the lake now", ["layer", "table"], ["rows"])
-    for key, count in demo.rows.items():
-        view.add_row(*key.split(" ", 1), f"{count:,}")
-    out.print(view)
+    layers = [[*key.split(" ", 1), f"{count:,}"] for key, count in demo.rows.items()]
+    print_narrow("what is in the lake now", ["layer", "table"], ["rows"], layers)
     out.print(
         f"revenue {money['net']:,.2f} (net of discounts; gross sales {money['gross']:,.2f}), profit "
         f"{money['profit']:,.2f}, tax {money['tax']:,.2f}; {money['fraud_lines']:,} suspected-fraud lines; average "
@@ -963,8 +1069,8 @@ def copy_lake(
 
 def _print_copy(result: api.CopyResult) -> None:
     rows = sum(r for _, r in result.tables.values())
-    _say(f"copied {result.source}")
-    _say(f"    to {result.target}")
+    _say(f"copied {result.source}", whole=[result.source])
+    _say(f"    to {result.target}", whole=[result.target])
     again = " (completed an interrupted copy)" if result.resumed else ""
     _say(f"{result.copied:,} objects, {_mib(result.copied_bytes)} written in {result.seconds:.1f} s{again}")
     _say(f"verified {result.objects:,} objects, {_mib(result.bytes)}: sizes and SHA-256 equal")
@@ -992,16 +1098,27 @@ def doctor(
     if as_json:
         print(json.dumps([c.as_dict() for c in checks], indent=2, default=_json_default))
     else:
-        styles = {"ok": "green", "warn": "yellow", "FAIL": "bold red"}
         for check in checks:
-            _say(
-                f"[{styles[check.state]}]{check.state:<4}[/]  {check.name:<20} {check.detail}"
-                + (f" [dim]— fix: {check.hint}[/]" if not check.ok and check.hint else "")
-            )
+            _print_check(check)
     broken = [c.name for c in checks if c.required and not c.ok]
     if broken:
-        err.print(f"[bold red]doctor:[/] {len(broken)} required check(s) failed: {', '.join(broken)}", highlight=False)
+        _report("doctor:", "bold red", f"{len(broken)} required check(s) failed: {', '.join(broken)}")
         raise typer.Exit(1)
+
+
+CHECK_STYLES = {"ok": "green", "warn": "yellow", "FAIL": "bold red"}
+
+
+def _print_check(check: Any) -> None:
+    """One check: state, name, detail and fix, folded under the detail (or under the
+    name when a word of it, a DSN or a path, is too long for that)."""
+    text = Text.assemble((f"{check.state:<4}", CHECK_STYLES[check.state]), f"  {check.name:<20} {check.detail}")
+    if not check.ok and check.hint:
+        text.append(f" — fix: {check.hint}", style="dim")
+    hang = 4 + 2 + 20 + 1
+    if hang + max(map(len, _glued(text.plain).split())) > out.width:
+        hang = 4 + 2
+    _say(text, indent=" " * hang)
 
 
 @publish_app.command("postgres")
@@ -1025,15 +1142,13 @@ def publish_postgres(
         _say(f"{done.dsn} schema {done.schema} already holds gold release {done.release_id}: nothing changed")
         return
     if done.migrations_applied:
-        out.print(f"schema {done.schema} migrated to version {done.schema_version}", highlight=False)
-    parts = []
-    for name, t in done.tables.items():
-        state = "unchanged" if t.skipped else f"{t.written:,} written, {t.deleted:,} deleted"
-        parts.append(f"{name} {t.rows:,} rows ({state})")
-    _say(
-        f"published gold release {done.release_id} to {done.dsn} schema {done.schema} in {done.seconds:.1f} s: "
-        + "; ".join(parts)
-    )
+        _say(f"schema {done.schema} migrated to version {done.schema_version}")
+    _say(f"published gold release {done.release_id} to {done.dsn} schema {done.schema} in {done.seconds:.1f} s")
+    tables = [  # a table whose gold did not change is skipped
+        [name, f"{t.rows:,}", *(("unchanged", "") if t.skipped else (f"{t.written:,}", f"{t.deleted:,}"))]
+        for name, t in done.tables.items()
+    ]
+    print_narrow(None, ["table"], ["rows", "written", "deleted"], tables)
 
 
 @app.command()

@@ -22,6 +22,7 @@ from pydantic_settings import (
 )
 
 from saleslake.errors import ConfigError
+from saleslake.location import check_object_store_uri, is_object_store_uri
 
 
 class QualitySettings(BaseModel):
@@ -448,7 +449,8 @@ class Settings(BaseSettings):
         extra="forbid",
     )
 
-    home: Path = Path("lakehouse")
+    # a folder, or s3://bucket/prefix for a lake in a bucket (see saleslake.location)
+    home: Path | str = Path("lakehouse")
     quality: QualitySettings = Field(default_factory=QualitySettings)
     tax: TaxSettings = Field(default_factory=TaxSettings)
     fraud: FraudSettings = Field(default_factory=FraudSettings)
@@ -466,6 +468,17 @@ class Settings(BaseSettings):
     # Peak RSS stays under ~4 GB at any input size with these two bounds (benchmarks/).
     duckdb_memory_limit: str = "2GB"
     duckdb_threads: int = Field(0, ge=0)  # 0 = all cores
+
+    @field_validator("home", mode="plain")
+    @classmethod
+    def _home_is_a_folder_or_bucket(cls, v: Any) -> Path | str:
+        """A local folder stays a Path; ``s3://…`` is checked and kept as text (a Path
+        would fold its ``//``)."""
+        if isinstance(v, str) and is_object_store_uri(v):
+            return check_object_store_uri(v)
+        if isinstance(v, str | Path) and str(v).strip():
+            return Path(v)
+        raise ValueError(f"{v!r} is not a folder or an s3://bucket/prefix URI")
 
     @classmethod
     def settings_customise_sources(

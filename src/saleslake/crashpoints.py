@@ -73,6 +73,7 @@ POINTS: dict[str, CrashPoint] = _points(
     CrashPoint("stream.bronze.before_commit", ("stream",), "a batch polled, nothing of it committed"),
     CrashPoint("stream.bronze.after_commit", ("stream",), "a batch's bronze events committed, quarantine not"),
     CrashPoint("stream.quarantine.after_commit", ("stream",), "a batch's quarantine committed, lines not"),
+    CrashPoint("stream.line_keys.after_commit", ("stream",), "a batch's line keys indexed, its lines not"),
     CrashPoint("stream.sales_lines.after_commit", ("stream",), "a batch's lines committed, Kafka offsets not"),
     # operational extract (sources/postgres.py, api.py, silver/oltp.py)
     CrashPoint("oltp.extract.table_written", ("ingest postgres",), "a table's bronze Parquet written, others not"),

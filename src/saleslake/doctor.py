@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 from saleslake.config import Settings
 from saleslake.dbapi import one_row
 from saleslake.errors import SaleslakeError
-from saleslake.lake import Lake, open_delta
+from saleslake.lake import Lake, TableLocation, open_delta
 
 MIN_FREE_BYTES = 1 << 30  # below 1 GiB free, a 1M-line run may not fit
 CORE_PACKAGES = ("duckdb", "deltalake", "pyarrow", "dbt-core", "dbt-duckdb", "confluent-kafka", "psycopg")
@@ -62,9 +62,9 @@ def failed_required(checks: list[Check]) -> list[Check]:
 
 def run_checks(settings: Settings, include_dbt: bool = True) -> list[Check]:
     """Every check, in a stable order; none raises."""
-    lake = Lake(settings.home)
+    lake = Lake(settings.home, settings.storage)
     probes: list[Callable[[], Check]] = [_python, _packages]
-    s3_home = bucket_home(settings.home)
+    s3_home = None if lake.is_local else (lake.location.bucket, lake.location.prefix)
     if s3_home is None:  # the home, disk and lock checks of a folder (an S3 lake's: below)
         probes += [lambda: _home(lake), lambda: _disk(lake), lambda: _lock(lake)]
     if s3_home is not None or settings.storage.endpoint_url:
@@ -216,17 +216,6 @@ def _dbt_project(settings: Settings) -> Check:
 PROBE_PREFIX = "_saleslake/doctor"
 
 
-def bucket_home(home: object) -> tuple[str, str] | None:
-    """(bucket, prefix) when the lake home is ``s3://bucket/prefix``, else None. A home
-    held as a Path reads ``s3:/bucket/prefix`` (the double slash collapses)."""
-    text = str(home)
-    for scheme in ("s3://", "s3:/"):
-        if text.startswith(scheme):
-            bucket, _, prefix = text[len(scheme) :].partition("/")
-            return bucket, prefix.strip("/")
-    return None
-
-
 def _object_store(settings: Settings, s3_home: tuple[str, str] | None) -> Check:
     """The endpoint answers, takes the credentials, and (for an ``s3://`` home) the bucket
     exists, takes a write and refuses a conditional put on an existing key (412): delta-rs
@@ -284,11 +273,20 @@ def _object_store(settings: Settings, s3_home: tuple[str, str] | None) -> Check:
 
 
 def _postgres_source_required(settings: Settings, lake: Lake) -> bool:
-    return settings.orchestration.extract_postgres or open_delta(lake.home / "system" / "oltp_positions") is not None
+    return settings.orchestration.extract_postgres or _has_table(lake.oltp_positions)
 
 
 def _kafka_required(lake: Lake) -> bool:
-    return open_delta(lake.bronze_events) is not None
+    return _has_table(lake.bronze_events)
+
+
+def _has_table(where: TableLocation) -> bool:
+    """Whether the table exists; False when the store cannot be read (a bucket's lake with
+    the endpoint down or wrong credentials: the object store check says so)."""
+    try:
+        return open_delta(where) is not None
+    except Exception:
+        return False
 
 
 def _postgres(settings: Settings, role: str, name: str, required: bool) -> Check:

@@ -9,18 +9,21 @@ Layout under ``home``::
     system/bronze_manifest, system/runs                Delta tables (positions, ledger)
     warehouse.duckdb                                   the dbt build target (writers only)
     .lock                                              the run lock
+    tmp/                                               local scratch (see Lake.work)
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
 import time
 import uuid
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import overload
 from urllib.parse import unquote
@@ -34,12 +37,20 @@ from deltalake import ColumnProperties, CommitProperties, DeltaTable, WriterProp
 from deltalake.exceptions import TableNotFoundError
 from deltalake.transaction import AddAction, RemoveAction
 
+from saleslake.config import StorageSettings
 from saleslake.crashpoints import crash_point
+from saleslake.errors import UserError
+from saleslake.location import LakeLocation, parse_home
+from saleslake.storage import delta_storage_options, s3_filesystem
 
 
 class _Below:
     """A location under the lake's home, read as ``lake.<name>`` (a :class:`Path`): the
-    layout above, written as one line per location in :class:`Lake`."""
+    layout above, written as one line per location in :class:`Lake`. Local lakes only:
+    on an object-store lake reading one is a :class:`UserError` (see :attr:`Lake.home`)."""
+
+    #: the Lake property the parts are joined to
+    root = "home"
 
     def __init__(self, *parts: str) -> None:
         self.parts = parts
@@ -49,56 +60,208 @@ class _Below:
     @overload
     def __get__(self, lake: Lake, owner: type[Lake] | None = None) -> Path: ...
     def __get__(self, lake: Lake | None, owner: type[Lake] | None = None) -> Path | _Below:
-        return self if lake is None else lake.home.joinpath(*self.parts)
+        return self if lake is None else getattr(lake, self.root).joinpath(*self.parts)
+
+
+class _Work(_Below):
+    """A local scratch location under :attr:`Lake.work`: the home of a local lake, a
+    local folder for an object-store one."""
+
+    root = "work"
+
+
+@dataclass(frozen=True)
+class TableLocation:
+    """Where a Delta table lives: what delta-rs opens (``uri`` with ``storage_options``),
+    and the folder when the lake is local. Made by :class:`Lake`; a :class:`Path` is taken
+    wherever a TableLocation is (a local table)."""
+
+    uri: str
+    storage_options: Mapping[str, str] | None = field(default=None, compare=False, repr=False)
+    local: Path | None = None
+
+    @classmethod
+    def of(cls, where: TableLocation | Path | str) -> TableLocation:
+        if isinstance(where, TableLocation):
+            return where
+        path = Path(where).absolute()
+        return cls(str(path), None, path)
+
+    @property
+    def name(self) -> str:
+        return self.uri.rstrip("/").rsplit("/", 1)[-1]
+
+    def __str__(self) -> str:
+        return self.uri
+
+
+class _Table:
+    """A Delta table under the lake's home, read as ``lake.<name>`` (a
+    :class:`TableLocation`): works on local and object-store lakes."""
+
+    def __init__(self, *parts: str) -> None:
+        self.parts = parts
+
+    def __get__(self, lake: Lake, owner: type[Lake] | None = None) -> TableLocation:
+        return lake.table(*self.parts)
 
 
 @dataclass(frozen=True)
 class Lake:
-    home: Path
+    """The lake at ``where`` (a folder, or ``s3://bucket/prefix``, see
+    :mod:`saleslake.location`); ``storage``: the ``[storage]`` settings an object-store
+    lake is reached with (ignored for a local one).
+
+    Delta tables (the ``_Table`` names, :meth:`table`, :meth:`gold_table`) work on both.
+    ``tmp`` is local scratch on both (:attr:`work`). Everything else (``home`` and the
+    ``_Below`` paths: bronze objects, the lock, heartbeats, the warehouse file) is local
+    only so far."""
+
+    where: InitVar[str | Path | LakeLocation]
+    storage: StorageSettings = field(default_factory=StorageSettings, compare=False, repr=False)
+    location: LakeLocation = field(init=False)
 
     bronze = _Below("bronze")
     # Kafka records as received (Delta), see saleslake.pipeline.stream
-    bronze_events = _Below("bronze", "events", "pos")
-    sales_lines = _Below("silver", "sales_lines")
-    quarantine = _Below("silver", "quarantine")
-    manifest = _Below("system", "bronze_manifest")
-    runs = _Below("system", "runs")
-    gold_releases = _Below("system", "gold_releases")
+    bronze_events = _Table("bronze", "events", "pos")
+    sales_lines = _Table("silver", "sales_lines")
+    quarantine = _Table("silver", "quarantine")
+    manifest = _Table("system", "bronze_manifest")
+    runs = _Table("system", "runs")
+    gold_releases = _Table("system", "gold_releases")
+    oltp_positions = _Table("system", "oltp_positions")
+    pos_line_keys = _Table("system", "pos_line_keys")
     gold = _Below("gold")
     warehouse = _Below("warehouse.duckdb")
     lock_file = _Below(".lock")
-    tmp = _Below("tmp")
+    # DuckDB's spill files and other scratch: local on every lake
+    tmp = _Work("tmp")
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "home", Path(self.home).absolute())
+    def __post_init__(self, where: str | Path | LakeLocation) -> None:
+        object.__setattr__(self, "location", parse_home(where))
 
-    def delta_tables(self) -> dict[str, Path]:
+    @property
+    def is_local(self) -> bool:
+        return self.location.is_local
+
+    @property
+    def home(self) -> Path:
+        """The lake's folder. An object-store lake has none: what still needs one is
+        refused with one line (see :func:`require_local`)."""
+        if self.location.local is None:
+            raise UserError(
+                f"{self.location.uri}: this step needs local files, which is not supported on an object-store lake yet"
+            )
+        return self.location.local
+
+    @property
+    def work(self) -> Path:
+        """Where this lake's local scratch lives (``tmp``): its home when the lake is a
+        folder. DuckDB cannot spill to objects, so an object-store lake's is a folder of the
+        user's cache named after the lake's URI: ``$XDG_CACHE_HOME`` (default ``~/.cache``)
+        ``/saleslake/<first 16 hex of the URI's sha256>``."""
+        if self.location.local is not None:
+            return self.location.local
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        return cache / "saleslake" / hashlib.sha256(self.location.uri.encode()).hexdigest()[:16]
+
+    @cached_property
+    def storage_options(self) -> dict[str, str] | None:
+        """delta-rs ``storage_options`` for this lake's tables (None for a local lake)."""
+        return None if self.is_local else delta_storage_options(self.storage)
+
+    def table(self, *parts: str) -> TableLocation:
+        """The Delta table at ``parts`` under the home (e.g. ``"silver", "sales_lines"``)."""
+        return TableLocation(
+            self.location.join(*parts),
+            self.storage_options,
+            self.location.local and self.location.local.joinpath(*parts),
+        )
+
+    def gold_table(self, name: str) -> TableLocation:
+        return self.table("gold", name)
+
+    def reference_table(self, name: str) -> TableLocation:
+        return self.table("silver", f"reference_{name}")
+
+    def register_filesystem(self, con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+        """Let DuckDB read this lake's objects (``read_parquet('s3://…')``) through s3fs:
+        DuckDB cannot download its httpfs extension here. Nothing to do for a local lake,
+        nor when the connection has it already (DuckDB refuses a second one)."""
+        if not self.is_local and "s3" not in con.list_filesystems():
+            con.register_filesystem(s3_filesystem(self.storage))
+        return con
+
+    def delta_tables(self) -> dict[str, TableLocation]:
         """Every Delta table readers may query, by ``schema.table`` name."""
         tables = {
             "silver.sales_lines": self.sales_lines,
             "silver.quarantine": self.quarantine,
-            "silver.reference_stores": self.home / "silver" / "reference_stores",
-            "silver.reference_products": self.home / "silver" / "reference_products",
-            "silver.reference_customers": self.home / "silver" / "reference_customers",
-            "system.oltp_positions": self.home / "system" / "oltp_positions",
+            "silver.reference_stores": self.reference_table("stores"),
+            "silver.reference_products": self.reference_table("products"),
+            "silver.reference_customers": self.reference_table("customers"),
+            "system.oltp_positions": self.oltp_positions,
             "bronze.pos_events": self.bronze_events,
             "system.bronze_manifest": self.manifest,
             "system.runs": self.runs,
             "system.gold_releases": self.gold_releases,
+            "system.pos_line_keys": self.pos_line_keys,
         }
-        if self.gold.is_dir():
-            for child in sorted(self.gold.iterdir()):
-                if (child / "_delta_log").is_dir():
-                    tables[f"gold.{child.name}"] = child
+        for name in self.gold_table_names():
+            tables[f"gold.{name}"] = self.gold_table(name)
         return tables
 
+    def gold_table_names(self) -> list[str]:
+        """The Delta tables under ``gold/``, sorted."""
+        if self.location.local is None:
+            fs = s3_filesystem(self.storage)
+            root = self.location.join("gold").removeprefix("s3://")
+            children = fs.ls(root, detail=False) if fs.isdir(root) else []
+            names = (str(c).rstrip("/").rsplit("/", 1)[-1] for c in children)
+            return sorted(n for n in names if fs.isdir(f"{root}/{n}/_delta_log"))
+        if not self.gold.is_dir():
+            return []
+        return sorted(child.name for child in self.gold.iterdir() if (child / "_delta_log").is_dir())
 
-def open_delta(path: Path) -> DeltaTable | None:
-    """The table at ``path``, or None when no table was created there yet."""
+
+def require_local(lake: Lake, what: str) -> None:
+    """Refuse ``what`` (e.g. "`saleslake run`") on an object-store lake, in one line."""
+    if not lake.is_local:
+        raise UserError(
+            f"{what} is not supported on an object-store lake ({lake.location.uri}) yet; use a local --home"
+        )
+
+
+def open_delta(where: TableLocation | Path, version: int | None = None) -> DeltaTable | None:
+    """The table at ``where`` (at ``version``, else the latest), or None when no table was
+    created there yet. The one place tables are opened: the lake's storage options go with it."""
+    loc = TableLocation.of(where)
     try:
-        return DeltaTable(str(path))
+        return DeltaTable(loc.uri, version=version, storage_options=_options(loc))
     except TableNotFoundError:
         return None
+
+
+def read_delta(where: TableLocation | Path, version: int | None = None) -> DeltaTable:
+    """The table at ``where``, which must exist (:func:`open_delta` when it may not)."""
+    loc = TableLocation.of(where)
+    return DeltaTable(loc.uri, version=version, storage_options=_options(loc))
+
+
+def write_delta(where: TableLocation | Path | DeltaTable, data, **options) -> None:
+    """``write_deltalake`` to the table at ``where`` (created when absent), with the
+    lake's storage options; ``options``: write_deltalake's (mode, partition_by, ...)."""
+    if isinstance(where, DeltaTable):
+        write_deltalake(where, data, **options)
+        return
+    loc = TableLocation.of(where)
+    if loc.local is not None:
+        loc.local.mkdir(parents=True, exist_ok=True)
+    write_deltalake(loc.uri, data, storage_options=_options(loc), **options)
+
+
+def _options(loc: TableLocation) -> dict[str, str] | None:
+    return dict(loc.storage_options) if loc.storage_options else None
 
 
 #: Columns whose values are (nearly) all distinct. A Parquet dictionary only costs time
@@ -114,19 +277,18 @@ def writer_properties() -> WriterProperties:
     return WriterProperties(column_properties={c: ColumnProperties(dictionary_enabled=False) for c in DISTINCT_COLUMNS})
 
 
-def ensure_delta(path: Path, schema: pa.Schema, partition_by: list[str] | None = None) -> DeltaTable:
+def ensure_delta(where: TableLocation | Path, schema: pa.Schema, partition_by: list[str] | None = None) -> DeltaTable:
     """Open the table, creating it empty with ``schema`` when it does not exist."""
-    table = open_delta(path)
+    table = open_delta(where)
     if table is None:
-        path.mkdir(parents=True, exist_ok=True)
-        write_deltalake(str(path), schema.empty_table(), mode="ignore", partition_by=partition_by)
-        table = DeltaTable(str(path))
+        write_delta(where, schema.empty_table(), mode="ignore", partition_by=partition_by)
+        table = read_delta(where)
     return table
 
 
-def txn_version(path: Path, app_id: str) -> int:
+def txn_version(where: TableLocation | Path, app_id: str) -> int:
     """The application-transaction version committed with the data (-1 when none)."""
-    table = open_delta(path)
+    table = open_delta(where)
     if table is None:
         return -1
     version = table.transaction_version(app_id)
@@ -164,6 +326,8 @@ def files_overlapping(table: DeltaTable, column: str, low, high) -> list[str] | 
 
 
 def _local_root(table: DeltaTable) -> Path:
+    if "://" in table.table_uri and not table.table_uri.startswith("file://"):
+        raise UserError(f"rewriting files of {table.table_uri} is not supported on an object-store lake yet")
     return Path(unquote(table.table_uri.removeprefix("file://"))).absolute()
 
 
@@ -298,7 +462,14 @@ def snapshot_view_sql(table: DeltaTable, files: list[str] | None = None, filenam
     )
 
 
-def register_snapshots(con: duckdb.DuckDBPyConnection, tables: Mapping[str, Path | DeltaTable]) -> None:
+def snapshot_connection(lake: Lake) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection that reads ``lake``'s Delta snapshots
+    (:func:`snapshot_view_sql`), on an object-store lake too: for the small reads outside a
+    stage's session (the manifest, reference tables, positions); ``with`` closes it."""
+    return lake.register_filesystem(duckdb.connect())
+
+
+def register_snapshots(con: duckdb.DuckDBPyConnection, tables: Mapping[str, TableLocation | Path | DeltaTable]) -> None:
     """Create one view per ``schema.table`` over its committed Delta snapshot.
 
     Tables that were never created are skipped. On a file-backed connection the views
@@ -316,7 +487,7 @@ def _catalog(con: duckdb.DuckDBPyConnection) -> str:
 
 
 def _view_targets(
-    con: duckdb.DuckDBPyConnection, catalog: str, tables: Mapping[str, Path | DeltaTable]
+    con: duckdb.DuckDBPyConnection, catalog: str, tables: Mapping[str, TableLocation | Path | DeltaTable]
 ) -> Iterator[tuple[str, str, DeltaTable]]:
     """(schema, table name, Delta table) of each of ``tables`` that exists, its schema
     created in ``catalog`` just before it is yielded: where the register functions put a
@@ -335,6 +506,8 @@ def snapshot_dataset(table: DeltaTable) -> pds.Dataset:
     file, partition values and statistics attached), read by Arrow's own local file
     system: DuckDB scans it without any file access of its own (see
     :func:`register_datasets`). Same columns, order and types as :func:`snapshot_view_sql`."""
+    if table.table_uri.startswith("s3://"):  # delta-rs reads the objects itself
+        return table.to_pyarrow_dataset(schema=_view_typed(table))
     local = pafs.SubTreeFileSystem(str(_local_root(table)), pafs.LocalFileSystem())
     return table.to_pyarrow_dataset(filesystem=local, schema=_view_typed(table))
 
@@ -354,7 +527,7 @@ def _view_typed(table: DeltaTable) -> pa.Schema:
     return pa.schema([field.with_type(views.get(field.type, field.type)) for field in schema])
 
 
-def register_datasets(con: duckdb.DuckDBPyConnection, tables: Mapping[str, Path | DeltaTable]) -> None:
+def register_datasets(con: duckdb.DuckDBPyConnection, tables: Mapping[str, TableLocation | Path | DeltaTable]) -> None:
     """Create one view per ``schema.table`` over its committed Delta snapshot, as an Arrow
     dataset: the view needs no file access in DuckDB, so it works on a connection whose
     external access is off (``saleslake.serve.query.reader_connection``). The view keeps its

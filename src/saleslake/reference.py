@@ -22,12 +22,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import duckdb
 import pyarrow as pa
 from deltalake import write_deltalake
 
 from saleslake.contract import MONEY, UTC_TIME, text_fields
-from saleslake.lake import Lake, ensure_delta, snapshot_view_sql
+from saleslake.lake import Lake, ensure_delta, snapshot_connection, snapshot_view_sql
 
 #: Where a store or a customer is, in the order both tables keep it.
 LOCATION_FIELDS = text_fields("city", "state", "country", "postal_code", "region", "market")
@@ -52,7 +51,7 @@ class ReferenceTable:
     schema: pa.Schema
 
     def path(self, lake: Lake):
-        return lake.home / "silver" / f"reference_{self.name}"
+        return lake.reference_table(self.name)
 
 
 STORES = ReferenceTable("stores", "store_id", STORES_SCHEMA)
@@ -64,7 +63,7 @@ def register(lake: Lake, ref: ReferenceTable, rows: pa.Table) -> int:
     """Append the rows whose (key, updated_at) the table does not hold yet; returns how many."""
     rows = rows.select(ref.schema.names).cast(ref.schema)
     target = ensure_delta(ref.path(lake), ref.schema)
-    con = duckdb.connect()
+    con = snapshot_connection(lake)
     try:
         con.register("incoming", rows)
         new = (

@@ -19,12 +19,10 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
-import duckdb
 import pyarrow as pa
-from deltalake import write_deltalake
 
 from saleslake.errors import LockBusyError
-from saleslake.lake import Lake, open_delta, snapshot_view_sql
+from saleslake.lake import Lake, open_delta, snapshot_connection, snapshot_view_sql, write_delta
 
 RUNS_SCHEMA = pa.schema(
     [
@@ -104,8 +102,7 @@ class Ledger:
             "recorded_at": utcnow(),
         }
         table = pa.Table.from_pylist([row], schema=RUNS_SCHEMA)
-        self.lake.runs.mkdir(parents=True, exist_ok=True)
-        write_deltalake(str(self.lake.runs), table, mode="append")
+        write_delta(self.lake.runs, table, mode="append")
 
 
 def ledger_rows(lake: Lake) -> list[dict]:
@@ -113,7 +110,7 @@ def ledger_rows(lake: Lake) -> list[dict]:
     table = open_delta(lake.runs)
     if table is None:
         return []
-    con = duckdb.connect()
+    con = snapshot_connection(lake)
     try:
         rel = con.sql(
             f"""

@@ -30,7 +30,7 @@ from hypothesis import settings as fuzz_settings
 
 from helpers import sql
 from saleslake import api
-from saleslake.lake import Lake
+from saleslake.lake import Lake, open_delta
 
 # fixed in CI; a developer may fuzz longer with FUZZ_EXAMPLES=500 (same seed, more examples)
 SILVER_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "30"))
@@ -271,7 +271,7 @@ def _write(scenario: Scenario, root: Path) -> dict[str, Path]:
 
 def _manifest_names(lake: Lake) -> list[str]:
     """The original name of each manifest row, in landing order (a reparse adds a row)."""
-    if not lake.manifest.is_dir():
+    if open_delta(lake.manifest) is None:
         return []
     return [name for _, name in sorted(sql(lake, "SELECT landed_seq, original_name FROM system.bronze_manifest"))]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import free_port
+from helpers import free_port, messages
 from saleslake import api
 from saleslake.lake import Lake, ensure_delta
 from saleslake.sources.kafka import BRONZE_EVENTS_SCHEMA
@@ -121,12 +121,12 @@ def test_unwritable_home_fails_via_cli(tmp_path):
     blocker.write_text("a file where the lake's parent folder should be")
     proc = doctor_cli(blocker / "lake")
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    home = next(line for line in proc.stdout.splitlines() if " home " in line)
+    home = next(line for line in messages(proc.stdout) if " home " in line)
     assert home.startswith("FAIL") and "not writable" in home and "fix:" in home
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == ["doctor: 1 required check(s) failed: home"]
-    # one line per check
-    assert len([line for line in proc.stdout.splitlines() if line.strip()]) == 10
+    # one line per check (a long one wraps, its continuation indented)
+    assert len(messages(proc.stdout)) == 10
 
 
 def test_services_not_in_use_only_warn(tmp_path):
@@ -134,7 +134,7 @@ def test_services_not_in_use_only_warn(tmp_path):
     env = {"SALESLAKE_POSTGRES__PORT": str(closed), "SALESLAKE_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{closed}"}
     proc = doctor_cli(tmp_path / "lake", env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    states = {line.split()[1]: line.split()[0] for line in proc.stdout.splitlines() if line.strip()}
+    states = {line.split()[1]: line.split()[0] for line in messages(proc.stdout)}
     assert states["kafka"] == "warn" and states["home"] == "ok"
     assert sum(1 for s in states.values() if s == "FAIL") == 0
 

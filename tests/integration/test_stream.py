@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -22,7 +23,7 @@ from stream_helpers import (
     wait_until,
 )
 
-from helpers import sql
+from helpers import messages, sql
 from saleslake import api
 from saleslake.devservices.kafka import start_kafka, stop_kafka
 from saleslake.errors import TransientError
@@ -56,6 +57,33 @@ def test_consumes_everything_once_and_a_rerun_adds_nothing(stream_settings, lake
     stream_runs = [r for r in runs if r["command"] == "stream"]
     assert len(stream_runs) == 2 and all(r["status"] == "succeeded" for r in stream_runs)
     assert stream_runs[-1]["stream"]["records"] == 5_000 and stream_runs[-1]["stream"]["total_lag"] == 0
+
+
+def test_a_transaction_re_sent_with_another_time_replaces_its_lines(stream_settings, lake):
+    """The same transaction ids sent again 40 days later (a till re-sending its day, a
+    correction): each line stays once in silver, at its latest event time, wherever the
+    earlier version sits, and gold builds (its unique test on line_key held)."""
+    first_time = datetime(2026, 3, 3, 9, 0, tzinfo=UTC)
+    first = api.produce(300, seed=3, settings=stream_settings, start_time=first_time)
+    api.stream(until_idle=True, settings=stream_settings)
+    assert_exactly(stream_settings, first)
+    again = api.produce(300, seed=3, settings=stream_settings, start_time=first_time + timedelta(days=40))
+    assert again.valid_lines == first.valid_lines
+    api.stream(until_idle=True, settings=stream_settings)
+    rows, keys, earliest, sales = sql(
+        lake,
+        "SELECT count(*), count(DISTINCT line_key), min(order_ts), sum(sales) FROM silver.sales_lines "
+        "WHERE source_system = 'pos'",
+    )[0]
+    assert rows == keys == again.valid_lines and sales == Decimal(again.valid_sales)
+    assert earliest >= first_time + timedelta(days=40)
+    # a malformed message is a record of its own each time it comes: both sends are kept
+    quarantined = sql(lake, "SELECT count(*) FROM silver.quarantine")[0][0]
+    assert quarantined == first.expected_quarantine_rows + again.expected_quarantine_rows
+    result = api.run(settings=stream_settings, max_quarantine_share=1.0)
+    assert result.status == "succeeded"
+    facts, sales = sql(lake, "SELECT count(*), sum(sales) FROM gold.fact_sales WHERE source_system = 'pos'")[0]
+    assert facts == again.valid_lines and sales == Decimal(again.valid_sales)
 
 
 def streams_with_records(settings) -> int:
@@ -241,7 +269,8 @@ def test_until_idle_ends_when_only_transaction_markers_remain(stream_settings, l
     producer.abort_transaction(60)
 
     done = finish_stream(stream_settings)
-    assert "(idle)" in done.stdout and "lag 0;" in done.stdout
+    said = " ".join(messages(done.stdout))  # a long summary wraps
+    assert "(idle)" in said and "lag 0;" in said
     assert_exactly(stream_settings, summary)
     assert api.stream_lag(settings=stream_settings) == dict.fromkeys(range(stream_settings.kafka.partitions), 0)
 

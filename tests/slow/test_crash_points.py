@@ -125,6 +125,7 @@ LAKE_TABLES = {
     "silver.reference_products": "",
     "silver.reference_customers": "",
     "bronze.pos_events": "EXCLUDE (ingest_date)",
+    "system.pos_line_keys": "",
 }
 
 

@@ -1,5 +1,7 @@
 """The DuckDB session every stage uses: bounded memory, the configured threads, spilling
-to the lake's ``tmp/`` (never the working directory).
+to the lake's ``tmp/`` (never the working directory; a local folder for an object-store
+lake, see ``Lake.work``), and reading the lake's objects on an object-store lake (s3fs
+registered on the connection, see ``Lake.register_filesystem``).
 
     from saleslake.connections.duckdb import session
     con = session(settings, lake, preserve_insertion_order=True)          # in memory
@@ -41,5 +43,7 @@ def session_settings(settings: Settings, lake: Lake, **extra: Value) -> dict[str
 def session(
     settings: Settings, lake: Lake, database: Path | str = ":memory:", read_only: bool = False, **extra: Value
 ) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with :func:`session_settings` (in memory unless ``database``)."""
-    return duckdb.connect(str(database), read_only=read_only, config=session_settings(settings, lake, **extra))
+    """A DuckDB connection with :func:`session_settings` (in memory unless ``database``)
+    that reads the lake's snapshots (``lake.snapshot_view_sql``) wherever the lake is."""
+    con = duckdb.connect(str(database), read_only=read_only, config=session_settings(settings, lake, **extra))
+    return lake.register_filesystem(con)

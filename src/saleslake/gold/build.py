@@ -275,12 +275,12 @@ def register_silver_diff(con: duckdb.DuckDBPyConnection, lake: Lake, silver: Del
     """
     table = silver
     uris = table.file_uris() if table is not None else []
-    current = {os.path.relpath(uri, lake.sales_lines): uri for uri in uris}
+    current = {os.path.relpath(uri, lake.sales_lines.uri): uri for uri in uris}
     state.set_silver_files_now(con, sorted(current))
     previous = state.silver_files(con)
     if full or table is None or not previous or state.has_pending_lines(con):
         return "full"
-    removed = [str(lake.sales_lines / path) for path in sorted(previous - set(current))]
+    removed = [f"{lake.sales_lines.uri}/{path}" for path in sorted(previous - set(current))]
     if not all(Path(uri).is_file() for uri in removed):
         return "full"
     added = [current[path] for path in sorted(set(current) - previous)]

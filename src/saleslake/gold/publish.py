@@ -33,17 +33,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import duckdb
 import pyarrow as pa
-from deltalake import DeltaTable, write_deltalake
+from deltalake import DeltaTable
 
 from saleslake.connections.duckdb import session
 from saleslake.crashpoints import crash_point
 from saleslake.gold.release import GOLD_TABLES, record_release
-from saleslake.lake import Lake, open_delta, writer_properties
+from saleslake.lake import Lake, TableLocation, open_delta, read_delta, write_delta, writer_properties
 
 from . import state
 
@@ -82,9 +81,9 @@ def publish_delta(lake: Lake, run_id: str, settings: Settings | None = None) -> 
     result = Publication()
     try:
         state.prepare(con)
-        overwrite_fact = state.read(con).overwrite_pending or not _mergeable(lake.gold / FACT)
+        overwrite_fact = state.read(con).overwrite_pending or not _mergeable(lake.gold_table(FACT))
         for name in GOLD_TABLES:
-            path = lake.gold / name
+            path = lake.gold_table(name)
             if name == FACT and not overwrite_fact:
                 result.fact_mode = "merge"
                 if not _merge_fact(con, path, result):
@@ -94,7 +93,7 @@ def publish_delta(lake: Lake, run_id: str, settings: Settings | None = None) -> 
                 if name == FACT:
                     result.fact_mode = "overwrite"
                 _overwrite(con, name, path)
-            result.versions[name] = int(DeltaTable(str(path)).version())
+            result.versions[name] = int(read_delta(path).version())
             crash_point("gold.publish.after_table")
         crash_point("gold.publish.before_release")
         record_release(lake, run_id, result.versions)
@@ -120,11 +119,11 @@ def _select_list(columns: list[tuple[str, str]]) -> str:
     return ", ".join(f'"{column}"' for column, _ in columns)
 
 
-def _overwrite(con: duckdb.DuckDBPyConnection, name: str, path: Path) -> None:
+def _overwrite(con: duckdb.DuckDBPyConnection, name: str, path: TableLocation) -> None:
     columns = _select_list(_published_columns(con, name))
     reader = con.sql(f'SELECT {columns} FROM gold."{name}"').to_arrow_reader(BATCH_ROWS)
-    write_deltalake(
-        str(path),
+    write_delta(
+        path,
         reader,
         mode="overwrite",
         schema_mode="overwrite",
@@ -133,12 +132,12 @@ def _overwrite(con: duckdb.DuckDBPyConnection, name: str, path: Path) -> None:
     )
 
 
-def _mergeable(path: Path) -> bool:
+def _mergeable(path: TableLocation) -> bool:
     table = open_delta(path)
     return table is not None and table.metadata().partition_columns == [FACT_PARTITION]
 
 
-def _merge_fact(con: duckdb.DuckDBPyConnection, path: Path, result: Publication) -> bool:
+def _merge_fact(con: duckdb.DuckDBPyConnection, path: TableLocation, result: Publication) -> bool:
     """MERGE the pending changes of the warehouse fact into the Delta fact, in one commit
     limited to the month partitions they touch. Returns False when the Delta fact then
     does not hold as many rows as the warehouse fact (the caller overwrites it)."""
@@ -149,12 +148,12 @@ def _merge_fact(con: duckdb.DuckDBPyConnection, path: Path, result: Publication)
         "SELECT count(*) FILTER (WHERE NOT _deleted), count(*) FILTER (WHERE _deleted) FROM fact_changes"
     ).fetchall()[0]
     result.fact_upserts, result.fact_deletes = int(upserts), int(deletes)
-    table = DeltaTable(str(path))
+    table = read_delta(path)
     if upserts or deletes:
         _merge_changes(con, table, path)
     con.execute("DROP TABLE fact_changes")
     (warehouse_rows,) = con.execute(f"SELECT count(*) FROM gold.{FACT}").fetchall()[0]
-    return _delta_rows(DeltaTable(str(path))) == warehouse_rows
+    return _delta_rows(read_delta(path)) == warehouse_rows
 
 
 def _stage_recomputed_facts(con: duckdb.DuckDBPyConnection, columns: list[tuple[str, str]]) -> None:
@@ -201,7 +200,7 @@ def _stage_delete_markers(con: duckdb.DuckDBPyConnection, columns: list[tuple[st
     )
 
 
-def _merge_changes(con: duckdb.DuckDBPyConnection, table: DeltaTable, path: Path) -> None:
+def _merge_changes(con: duckdb.DuckDBPyConnection, table: DeltaTable, path: TableLocation) -> None:
     """One MERGE of ``fact_changes`` into the Delta fact: its predicate names the months
     touched, so only those partitions are read and rewritten. Then the crowded ones among
     them are compacted."""
@@ -226,7 +225,7 @@ def _merge_changes(con: duckdb.DuckDBPyConnection, table: DeltaTable, path: Path
         .execute()
     )
     crash_point("gold.publish.fact_merged")
-    _compact(DeltaTable(str(path)), months)
+    _compact(read_delta(path), months)
 
 
 def _delta_rows(table: DeltaTable) -> int:

@@ -16,13 +16,12 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 
 import duckdb
 import pyarrow as pa
-from deltalake import DeltaTable, write_deltalake
+from deltalake import DeltaTable
 
-from saleslake.lake import Lake, open_delta, snapshot_view_sql
+from saleslake.lake import Lake, TableLocation, open_delta, read_delta, snapshot_view_sql, write_delta
 
 #: The published marts, dimensions first.
 GOLD_TABLES: tuple[str, ...] = (
@@ -45,7 +44,7 @@ GOLD_RELEASES_SCHEMA = pa.schema(
 )
 
 
-def gold_releases_path(lake: Lake) -> Path:
+def gold_releases_path(lake: Lake) -> TableLocation:
     return lake.gold_releases
 
 
@@ -62,8 +61,7 @@ def record_release(lake: Lake, run_id: str, versions: dict[str, int]) -> str:
         schema=GOLD_RELEASES_SCHEMA,
     )
     path = gold_releases_path(lake)
-    path.mkdir(parents=True, exist_ok=True)
-    write_deltalake(str(path), row, mode="append")
+    write_delta(path, row, mode="append")
     return release_id
 
 
@@ -92,7 +90,7 @@ def gold_release_tables(lake: Lake) -> dict[str, DeltaTable]:
     two publishes, even while a publish is writing.
     """
     versions = latest_release(lake) or {}
-    return {name: DeltaTable(str(lake.gold / name), version=v) for name, v in versions.items()}
+    return {name: read_delta(lake.gold_table(name), v) for name, v in versions.items()}
 
 
 def register_gold_release(con: duckdb.DuckDBPyConnection, lake: Lake, schema: str = "gold") -> list[str]:

@@ -227,7 +227,7 @@ def publish_postgres(lake: Lake, s: Settings, dsn: str | None, schema: str | Non
     warehouse has its own lock). A lake that does not exist gets no ledger."""
     from saleslake.serve.postgres import publish_postgres as publish
 
-    if not lake.runs.parent.is_dir():
+    if not (lake.home / "system").is_dir():
         return publish(s, dsn=dsn, schema=schema)
     with command_run(lake, "publish postgres", lock=False) as run:
         return publish_postgres_stage(run, s, dsn, schema)

@@ -3,9 +3,9 @@
 
 What a lake is here: every object under the home except what a run rebuilds or owns
 while it works (:data:`NOT_THE_LAKE`: the DuckDB warehouse and dbt's files are a build
-cache the next run rebuilds from gold, ``tmp/`` is scratch, ``services/`` holds the local
-dev servers' state, ``_saleslake/`` the S3 lease log; hidden files are locks and partial
-writes). So Delta logs with every version, data files, bronze objects and the system
+cache the next run rebuilds from gold, ``tmp/`` is scratch, ``logs/`` this machine's
+tracebacks, ``services/`` the local dev servers' state, ``_saleslake/`` the S3 lease log;
+hidden files are locks and partial writes). So Delta logs with every version, data files, bronze objects and the system
 tables are copied byte for byte, streamed in chunks (memory stays bounded by
 :data:`WORKERS` x :data:`CHUNK_BYTES` whatever the file sizes).
 
@@ -49,6 +49,7 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 from saleslake.config import Settings, StorageSettings
 from saleslake.crashpoints import crash_point
 from saleslake.errors import PipelineError, UserError
+from saleslake.location import check_object_store_uri, is_object_store_uri
 from saleslake.storage import delta_storage_options, s3_filesystem
 from saleslake.storage.failures import s3_failure
 
@@ -67,6 +68,7 @@ NOT_THE_LAKE = {
     "warehouse.duckdb.wal": "the build cache's journal",
     "dbt": "dbt's logs and compiled files",
     "tmp": "scratch space of a run",
+    "logs": "tracebacks of unexpected errors on this machine",
     "services": "local dev servers' state",
     "_saleslake": "leases and probes of the running commands",
 }
@@ -118,17 +120,15 @@ class CopyResult:
 def place(text: str, storage: StorageSettings) -> Place:
     """A folder path or ``s3://bucket[/prefix]``; a UserError for anything else."""
     text = str(text).strip()
-    if text.startswith("s3://"):
-        bucket, _, prefix = text[len("s3://") :].partition("/")
-        prefix = "/".join(part for part in prefix.split("/") if part)
-        if not re.fullmatch(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]", bucket):
-            raise UserError(f"copy-lake: {text!r} names no valid bucket: write s3://bucket/prefix")
-        if any(part in (".", "..") for part in prefix.split("/")):
-            raise UserError(f"copy-lake: {text!r}: '.' and '..' are not allowed in an s3:// prefix")
-        root = f"{bucket}/{prefix}" if prefix else bucket
-        return Place(f"s3://{root}", s3_filesystem(storage), root, storage, bucket)
-    if "://" in text or not text:
-        raise UserError(f"copy-lake: {text!r} is neither a folder nor an s3://bucket/prefix URI")
+    if is_object_store_uri(text):
+        try:
+            uri = check_object_store_uri(text)  # the rules of a lake home (--home s3://...)
+        except ValueError as exc:
+            raise UserError(f"copy-lake: {exc}") from None
+        root = uri[len("s3://") :]
+        return Place(uri, s3_filesystem(storage), root, storage, root.split("/")[0])
+    if not text:
+        raise UserError("copy-lake: an empty location: give a folder or s3://bucket/prefix")
     from fsspec.implementations.local import LocalFileSystem
 
     folder = Path(text).expanduser().absolute()

@@ -58,7 +58,7 @@ def run_demo(settings: Settings, rows: int, progress: Callable[[int], None] | No
     silver and gold, and check that gold reconciles with silver (raises PipelineError if not)."""
     if settings.tax.flat_rate == 0 and not settings.tax.rates:
         settings = settings.model_copy(update={"tax": TaxSettings.model_validate(DEMO_TAX)})
-    lake = Lake(settings.home)
+    lake = Lake(settings.home, settings.storage)
     samples = lake.home / "samples" / "csv"
     started = time.perf_counter()
     generated = _generate(samples, rows, progress)

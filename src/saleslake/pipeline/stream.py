@@ -29,19 +29,19 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake import CommitProperties, Transaction, write_deltalake
 
 from saleslake import reference
 from saleslake.config import Settings
 from saleslake.contract import QUARANTINE_SCHEMA
 from saleslake.crashpoints import crash_point
 from saleslake.errors import LockBusyError, SaleslakeError
-from saleslake.lake import Lake, ensure_delta, files_overlapping, snapshot_view_sql
+from saleslake.lake import Lake, ensure_delta, read_delta, snapshot_view_sql
 from saleslake.pipeline.runner import CommandRun, command_run
 from saleslake.runs import (
     Ledger,
@@ -55,11 +55,10 @@ from saleslake.runs import (
 )
 from saleslake.silver import events
 from saleslake.silver.dedup import DedupCounts, classify, write_upserts
+from saleslake.silver.line_keys import LineKeys
 from saleslake.silver.process import connect
 from saleslake.sources.backlog import Backlog, BacklogReader, not_drained
 from saleslake.sources.kafka import BRONZE_EVENTS_SCHEMA, LakePositions, PosConsumer, app_id
-
-STATS_MARGIN = timedelta(seconds=1)
 
 
 @dataclass
@@ -117,8 +116,8 @@ class StreamWorker:
     def __init__(self, lake: Lake, settings: Settings, run_id: str):
         self.lake, self.settings, self.run_id = lake, settings, run_id
         self.topic = settings.kafka.topic
-        lake.bronze_events.mkdir(parents=True, exist_ok=True)
         self.positions = LakePositions(lake, self.topic)
+        self.line_keys = LineKeys(lake)
         self.con = connect(settings, lake)
         self.con.execute("SET TimeZone = 'UTC'")
         self.batch_no = 0
@@ -227,25 +226,16 @@ class StreamWorker:
                SELECT v.* FROM valid_all v JOIN applied a ON v.fi = a."partition" WHERE v.landed_seq > a.lines_pos"""
         )
         target = self.positions.tables["lines"]
-        # A re-sent transaction keeps its event time, so earlier versions of its lines sit
-        # in the same month partitions and in files whose order_ts range covers that time:
-        # only those are searched, so the lookup does not grow with the lake (file pruning
-        # by partition and by Delta statistics).
-        months, low, high = con.execute(
-            "SELECT list(DISTINCT order_month), min(order_ts), max(order_ts) FROM valid"
-        ).fetchall()[0]
-        month_filter = "false" if not months else "s.order_month IN (" + ", ".join(f"'{m}'" for m in months) + ")"
-        # (a second of margin: Delta keeps timestamp statistics at millisecond precision)
-        files = (
-            files_overlapping(target, "order_ts", low - STATS_MARGIN, high + STATS_MARGIN)
-            if months and low is not None
-            else None
-        )
-        dedup = classify(
-            con, target, -1, existing_filter=f"s.source_system = 'pos' AND {month_filter}", target_files=files
-        )
+        # Earlier versions of the batch's keys can sit in any month (a transaction re-sent
+        # with another event time): the key index says which months and times hold them,
+        # so only those files are read, and a batch of new keys reads none.
+        self.line_keys.ensure(con, target)
+        earlier = self.line_keys.find_earlier(con)
+        dedup = classify(con, target, -1, existing_filter=earlier.existing_filter(), target_files=earlier.files(target))
         l_txns = _transactions(self.topic, batch_max, held)
         if l_txns:
+            self.line_keys.record(con)
+            crash_point("stream.line_keys.after_commit")
             write_upserts(con, target, l_txns)
         return dedup
 
@@ -274,7 +264,7 @@ class GoldRefresher(threading.Thread):
     def refresh_once(self) -> bool:
         from saleslake.gold.build import build_gold
 
-        version = DeltaTable(str(self.lake.sales_lines)).version()
+        version = read_delta(self.lake.sales_lines).version()
         if version == self._built_version:
             return False
         started = utcnow()

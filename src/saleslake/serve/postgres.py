@@ -59,7 +59,6 @@ from typing import TYPE_CHECKING
 import duckdb
 import pyarrow as pa
 import pyarrow.csv as pacsv
-from deltalake import DeltaTable
 
 from saleslake.connections.duckdb import session
 from saleslake.connections.postgres import connect, redact, scrub
@@ -67,7 +66,7 @@ from saleslake.crashpoints import crash_point
 from saleslake.dbapi import one_row
 from saleslake.errors import TransientError, UserError
 from saleslake.gold.release import releases
-from saleslake.lake import Lake, snapshot_view_sql
+from saleslake.lake import Lake, read_delta, snapshot_view_sql
 from saleslake.retry import retry
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -337,7 +336,7 @@ def publish_postgres(
     """Publish the latest gold release of ``settings.home`` into the warehouse (see module doc)."""
     import psycopg
 
-    lake = Lake(settings.home)
+    lake = Lake(settings.home, settings.storage)
     pg = settings.postgres
     schema = _check_schema(schema or pg.warehouse_schema)
     release = _release(lake)
@@ -509,7 +508,7 @@ def _create_release_views(duck: duckdb.DuckDBPyConnection, attempt: _Attempt) ->
     """One DuckDB view per gold table at the release's Delta version: the publish reads the
     release, never a table a later gold build has moved on."""
     for name in TABLES:
-        table = DeltaTable(str(attempt.lake.gold / name), version=attempt.versions[name])
+        table = read_delta(attempt.lake.gold_table(name), attempt.versions[name])
         duck.execute(f"CREATE VIEW {quote_ident(name)} AS {snapshot_view_sql(table)}")
 
 

@@ -35,7 +35,7 @@ from saleslake.config import Settings
 from saleslake.contract import QUARANTINE_SCHEMA, SALES_LINES_SCHEMA
 from saleslake.crashpoints import crash_point
 from saleslake.dbapi import one_row
-from saleslake.lake import Lake, ensure_delta, snapshot_view_sql
+from saleslake.lake import Lake, ensure_delta, snapshot_connection, snapshot_view_sql
 from saleslake.silver.bounds import KEY_TEXT_FIELDS, case_reasons, date_checks, key_text_checks, quantity_check
 from saleslake.silver.dedup import append_lines, classify, lines_reader, row_hash_sql
 from saleslake.silver.enrich import enrichment_columns, tax_rate_sql
@@ -152,7 +152,7 @@ def _reference_quarantine_rows(
 def _append_quarantine(lake: Lake, rows: pa.Table) -> pa.Table:
     """Append the quarantine rows not already there (a rerun of the same extract)."""
     target = ensure_delta(lake.quarantine, QUARANTINE_SCHEMA)
-    con = duckdb.connect()
+    con = snapshot_connection(lake)
     try:
         con.register("incoming", rows)
         new = (

@@ -22,7 +22,7 @@ from collections.abc import Callable
 import duckdb
 import numpy as np
 import pyarrow as pa
-from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake import CommitProperties, DeltaTable, Transaction
 
 from saleslake.bronze import landed_csv_objects, pending_csv_objects
 from saleslake.config import Settings
@@ -30,7 +30,7 @@ from saleslake.connections.duckdb import session
 from saleslake.contract import QUARANTINE_SCHEMA, SALES_LINES_SCHEMA
 from saleslake.crashpoints import crash_point
 from saleslake.errors import InputFileError
-from saleslake.lake import Lake, ensure_delta, replace_files, snapshot_view_sql, txn_version
+from saleslake.lake import Lake, ensure_delta, replace_files, snapshot_view_sql, txn_version, write_delta
 from saleslake.runs import StageCounts, silver_commit_lock
 from saleslake.silver.dedup import classify, row_hash_sql, write_upserts
 from saleslake.silver.enrich import enrichment_columns, tax_rate_sql
@@ -103,7 +103,7 @@ def _write_quarantine(con: duckdb.DuckDBPyConnection, lake: Lake, chunk: Chunk, 
     versions = _reparsed_versions(chunk, applied_seq)
     files = _superseded_rows(con, target, "quarantine_key", versions) if versions else []
     if not files:
-        write_deltalake(str(lake.quarantine), table, mode="append", commit_properties=commit)
+        write_delta(lake.quarantine, table, mode="append", commit_properties=commit)
         return table.num_rows
     con.register("new_quarantine", table)
     names = ", ".join(f'"{n}"' for n in QUARANTINE_SCHEMA.names)

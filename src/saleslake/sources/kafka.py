@@ -17,6 +17,7 @@ Usage::
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -30,6 +31,13 @@ from saleslake.contract import QUARANTINE_SCHEMA, SALES_LINES_SCHEMA
 from saleslake.errors import TransientError, UserError
 from saleslake.lake import Lake, ensure_delta
 from saleslake.retry import retry
+
+#: librdkafka's own log lines (a failed connect every 50 ms while no broker answers) go
+#: to this logger, not to stderr: the CLI says it once, in its own line, and an
+#: application that configures logging (Airflow) still gets them.
+log = logging.getLogger("saleslake.kafka")
+if not log.handlers:
+    log.addHandler(logging.NullHandler())
 
 #: One Kafka record as it arrived; ``value`` and ``key`` are the exact bytes.
 RECORDS_SCHEMA = pa.schema(
@@ -120,8 +128,9 @@ def consumer_config(settings: Settings) -> dict:
         # a consumer that died hands its partitions over after 10 s, not the default 45
         "session.timeout.ms": 10_000,
         "heartbeat.interval.ms": 2_000,
-        # librdkafka logs connection errors itself; we report our own one-line errors.
+        # librdkafka's errors to the logger above; we report our own one-line errors.
         "log_level": 3,
+        "logger": log,
         **settings.kafka.client,  # the user's settings win
     }
 

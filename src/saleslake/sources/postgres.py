@@ -45,13 +45,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-from deltalake import write_deltalake
 
 from saleslake.config import OltpSettings, Settings
 from saleslake.crashpoints import crash_point
 from saleslake.dbapi import one_row
 from saleslake.errors import SaleslakeError, TransientError, UserError
-from saleslake.lake import Lake, open_delta
+from saleslake.lake import Lake, TableLocation, open_delta, write_delta
 from saleslake.retry import retry
 
 APP_ID = "saleslake.oltp"
@@ -159,8 +158,8 @@ class OltpSourceError(UserError):
     """The source does not have the tables, columns or types the mapping needs."""
 
 
-def positions_path(lake: Lake) -> Path:
-    return lake.home / "system" / "oltp_positions"
+def positions_path(lake: Lake) -> TableLocation:
+    return lake.oltp_positions
 
 
 def bronze_dir(lake: Lake) -> Path:
@@ -196,9 +195,7 @@ def committed_seq(lake: Lake) -> int:
 def read_positions(lake: Lake) -> Positions:
     """The positions of the last extract silver committed (rows of a later extract that
     never committed are ignored: that extract is simply done again)."""
-    import duckdb
-
-    from saleslake.lake import snapshot_view_sql
+    from saleslake.lake import snapshot_connection, snapshot_view_sql
 
     committed = committed_seq(lake)
     table = open_delta(positions_path(lake))
@@ -207,7 +204,7 @@ def read_positions(lake: Lake) -> Positions:
         if committed >= 0:
             raise SaleslakeError(f"silver holds operational extract {committed} but {positions_path(lake)} is missing")
         return Positions(committed, 0, tables)
-    con = duckdb.connect()
+    con = snapshot_connection(lake)
     try:
         rows = con.sql(f"SELECT * FROM ({snapshot_view_sql(table)}) WHERE extract_seq = {committed}").to_arrow_table()
         (top,) = one_row(con.execute(f"SELECT coalesce(max(extract_seq), -1) FROM ({snapshot_view_sql(table)})"))
@@ -226,9 +223,7 @@ def read_positions(lake: Lake) -> Positions:
 
 
 def write_positions(lake: Lake, rows: list[dict]) -> None:
-    path = positions_path(lake)
-    path.mkdir(parents=True, exist_ok=True)
-    write_deltalake(str(path), pa.Table.from_pylist(rows, schema=POSITIONS_SCHEMA), mode="append")
+    write_delta(positions_path(lake), pa.Table.from_pylist(rows, schema=POSITIONS_SCHEMA), mode="append")
 
 
 # -- source checks ---------------------------------------------------------------------------

@@ -234,7 +234,7 @@ eval "$(printf '%s\\n' "$out" | grep '^ *export ')"
         (server,) = servers_of(service)
         port = int(s3_status(service)["endpoint"].rsplit(":", 1)[1])
         lines = done.stdout.splitlines()
-        assert lines[0].startswith(f"s3: running=True, pid={server.pid}, endpoint=http://127.0.0.1:{port}")
+        assert lines[0].startswith(f"# s3: running=True, pid={server.pid}, endpoint=http://127.0.0.1:{port}")
         exports = [line.strip() for line in lines if line.strip().startswith("export ")]
         assert exports == [
             f"export SALESLAKE_STORAGE__ENDPOINT_URL=http://127.0.0.1:{port}",
@@ -267,7 +267,7 @@ eval "$(printf '%s\\n' "$out" | grep '^ *export ')"
 
         stopped = services_cli("stop", home, tmp_path)
         assert stopped.returncode == 0, stopped.stderr
-        assert stopped.stdout.strip() == "s3: running=False"
+        assert stopped.stdout.strip() == "# s3: running=False"
         assert not psutil.pid_exists(server.pid) or server.status() == psutil.STATUS_ZOMBIE
         assert servers_of(service) == []
         assert not port_accepts(port)

@@ -46,7 +46,8 @@ def bucket_uri() -> str:
 
 
 def table_folders(home: Path) -> list[str]:
-    return sorted(str(path.relative_to(home)) for path in Lake(home).delta_tables().values() if path.is_dir())
+    tables = Lake(home).delta_tables().values()
+    return sorted(str(t.local.relative_to(home)) for t in tables if t.local is not None and t.local.is_dir())
 
 
 def fingerprint(home: str | Path, folders: list[str], storage_options: dict | None = None) -> dict:
@@ -177,8 +178,8 @@ def test_bad_sources_and_targets_are_one_line_without_the_secret(original, s3_se
     endpoint = endpoint_url(s3_service.port)
     cases = [
         (tmp_path / "nowhere", tmp_path / "t1", env, "does not exist"),
-        ("gs://bucket/lake", tmp_path / "t2", env, "neither a folder nor an s3://bucket/prefix URI"),
-        (original, "s3://", env, "names no valid bucket"),
+        ("gs://bucket/lake", tmp_path / "t2", env, "a local folder or at s3://bucket/prefix, not a gs:// URI"),
+        (original, "s3://", env, "is not a bucket name"),
         (original, "s3://lakehouse/tests/wrong-secret", wrong_secret, f"{endpoint} refused the credentials"),
         ("s3://no-such-bucket/lake", tmp_path / "t3", env, f"bucket 'no-such-bucket' does not exist at {endpoint}"),
         ("s3://lakehouse/tests/nothing-here", tmp_path / "t4", env, "holds no objects"),

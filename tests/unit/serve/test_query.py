@@ -16,23 +16,19 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pytest
-from deltalake import write_deltalake
 
 from helpers import sql
 from saleslake.errors import UserError
 from saleslake.gold.release import record_release
-from saleslake.lake import Lake
+from saleslake.lake import Lake, TableLocation, read_delta, write_delta
 from saleslake.serve import freshness
 from saleslake.serve.dashboard import data
 from saleslake.serve.query import reader_connection, run_query
 
 
-def _write(path: Path, table: pa.Table, partition_by: list[str] | None = None) -> int:
-    path.mkdir(parents=True, exist_ok=True)
-    write_deltalake(str(path), table, mode="append", partition_by=partition_by)
-    from deltalake import DeltaTable
-
-    return DeltaTable(str(path)).version()
+def _write(path: Path | TableLocation, table: pa.Table, partition_by: list[str] | None = None) -> int:
+    write_delta(path, table, mode="append", partition_by=partition_by)
+    return read_delta(path).version()
 
 
 @pytest.fixture
