@@ -64,9 +64,14 @@ app.add_typer(publish_app, name="publish")
 out = Console()
 err = Console(stderr=True)
 
+# a string, not a Path: a Path would fold ``s3://bucket/prefix`` into ``s3:/bucket/prefix``
 Home = Annotated[
-    Path | None,
-    typer.Option("--home", help="Lake directory (env SALESLAKE_HOME, default ./lakehouse).", show_default=False),
+    str | None,
+    typer.Option(
+        "--home",
+        help="Lake: a folder or s3://bucket/prefix (env SALESLAKE_HOME, default ./lakehouse).",
+        show_default=False,
+    ),
 ]
 
 
@@ -218,11 +223,11 @@ def _written_folder(options: dict[str, Any]) -> Path | None:
     return Path(out_dir).absolute() if out_dir else _lake_home(options.get("home"))
 
 
-def _lake_home(home: Path | None) -> Path | None:
+def _lake_home(home: str | None) -> Path | None:
     try:
         resolved = api.settings(home=home).home
     except Exception:
-        return home
+        return None if home is None or "://" in home else Path(home)
     return resolved.absolute() if isinstance(resolved, Path) else None  # a bucket: no local folder
 
 
@@ -249,7 +254,7 @@ def _unexpected(command: str, exc: Exception, home: Path | None) -> str:
     return f"{summary} (a bug: traceback above)"
 
 
-def _settings(home: Path | None, **overrides: Any):
+def _settings(home: str | None, **overrides: Any):
     return api.settings(home=home, **overrides)
 
 
@@ -769,7 +774,7 @@ ControllerPort = Annotated[
 def _services(
     action: Literal["start", "stop", "status"],
     names: list[Service] | None,
-    home: Path | None,
+    home: str | None,
     port: int | None,
     controller: int | None,
 ) -> None:
