@@ -23,7 +23,6 @@ Usage::
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -47,11 +46,11 @@ from saleslake.runs import (
     Ledger,
     StageCounts,
     StageRecord,
-    heartbeat_path,
     lake_lock,
     new_run_id,
     silver_commit_lock,
     utcnow,
+    write_heartbeat,
 )
 from saleslake.silver import events
 from saleslake.silver.dedup import DedupCounts, classify, write_upserts
@@ -295,8 +294,6 @@ class GoldRefresher(threading.Thread):
 
 def _write_heartbeat(lake: Lake, result: StreamResult, settings: Settings, state: str) -> None:
     """What ``status`` shows for a stream: progress, lag, health (rewritten atomically)."""
-    path = heartbeat_path(lake, result.run_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
     body = {
         "run_id": result.run_id,
         "pid": os.getpid(),
@@ -312,9 +309,7 @@ def _write_heartbeat(lake: Lake, result: StreamResult, settings: Settings, state
         "total_lag": sum(result.lag.values()),
         "gold_refreshes": result.gold_refreshes,
     }
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(body, indent=1))
-    tmp.replace(path)
+    write_heartbeat(lake, result.run_id, body)
 
 
 def run_stream(
