@@ -188,6 +188,8 @@ def test_a_run_whose_lease_was_taken_stops_before_its_next_commit(short_lake: La
         taker.acquire("run", wait_seconds=300)  # once the stalled run's lease expired
         with pytest.raises(LeaseLostError), silver_commit_lock(s3_lake):
             pytest.fail("a run that lost its lease entered the silver commit lock")
+        with pytest.raises(LeaseLostError):  # a commit through an opened table (its s3:// URI)
+            write_delta(read_delta(s3_lake.runs), pa.table({"run_id": ["x"]}), mode="append")
         with run.stage("silver"):
             pass  # recording the stage is the next commit: refused
     error = lost.value

@@ -58,6 +58,7 @@ from saleslake.silver.line_keys import LineKeys
 from saleslake.silver.process import connect
 from saleslake.sources.backlog import Backlog, BacklogReader, not_drained
 from saleslake.sources.kafka import BRONZE_EVENTS_SCHEMA, LakePositions, PosConsumer, app_id
+from saleslake.storage.lease import check_commit
 
 
 @dataclass
@@ -158,6 +159,8 @@ class StreamWorker:
         return counts
 
     def _write_bronze(self, records: pa.Table, batch_max: dict[int, int], held: dict[int, int]) -> None:
+        # these commits bypass lake.write_delta: check the leases held (a lake in a bucket)
+        check_commit(self.positions.tables["bronze"].table_uri)
         txns = _transactions(self.topic, batch_max, held)
         if not txns:
             return
@@ -207,6 +210,7 @@ class StreamWorker:
         table = self.con.sql("SELECT * FROM new_quarantine").to_arrow_table().cast(QUARANTINE_SCHEMA)
         q_txns = _transactions(self.topic, batch_max, held)
         if q_txns:
+            check_commit(self.positions.tables["quarantine"].table_uri)
             write_deltalake(
                 self.positions.tables["quarantine"],
                 table,
