@@ -251,10 +251,8 @@ def _holder(lake: Lake) -> dict:
 def _holder_message(lake: Lake) -> str:
     """Who holds the lake's lock, in one line (for a refusal, ``doctor`` and errors)."""
     if not lake.is_local:
-        entry = Lease(lake_objects(lake)).latest()
-        if entry is None or not entry.holds(time.time()):
-            return f"nobody holds the lease of {lake.location.uri} now"
-        return entry.held_message(time.time())
+        entry = _lease_holder(lake)
+        return entry.held_message(time.time()) if entry else f"nobody holds the lease of {lake.location.uri} now"
     holder = _holder(lake)
     who = f"run {holder.get('run_id', '?')} ({holder.get('command', '?')}, pid {holder.get('pid', '?')}, since {holder.get('since', '?')})"
     return f"another saleslake {who} is writing to {lake.home}; wait for it to finish or pass --wait SECONDS"
