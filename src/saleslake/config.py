@@ -246,6 +246,12 @@ class StorageSettings(BaseModel):
     allow_http: bool = Field(False, validate_default=True)
     # path-style addressing (``endpoint/bucket/key``); None: on with endpoint_url, off on AWS
     path_style: bool | None = None
+    # the run lease of a lake in a bucket (runs.lake_lock): renewed every third of it while
+    # held; a holder that died blocks the lake this long
+    lease_ttl_seconds: float = Field(60.0, gt=0)
+    # the silver commit lease (runs.silver_commit_lock): held around one batch's commits, so
+    # short: a stream waits at most this long for a dead writer's
+    silver_lease_ttl_seconds: float = Field(20.0, gt=0)
 
     @field_validator("endpoint_url")
     @classmethod

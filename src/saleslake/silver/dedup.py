@@ -23,6 +23,7 @@ from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from saleslake.contract import SALES_LINES_SCHEMA
 from saleslake.lake import replace_files, snapshot_view_sql, writer_properties
 from saleslake.runs import StageCounts
+from saleslake.storage.lease import check_commit
 
 BATCH_ROWS = 200_000
 
@@ -219,6 +220,7 @@ def write_upserts(
     returns ``"append"`` or ``"rewrite"`` (some files were rewritten without replaced rows).
     ``dropped``: a relation of (line_key, filename) of silver rows to remove in the same
     commit whether or not a row replaces them (an earlier parse of a reparsed file)."""
+    check_commit(target.table_uri)  # a writer whose lease was lost commits nothing more
     commit = CommitProperties(app_transactions=positions)
     gone = "SELECT line_key FROM replaced" + (f" UNION ALL SELECT line_key FROM {dropped}" if dropped else "")
     holding = "SELECT e.filename FROM existing e JOIN replaced r USING (line_key)" + (
