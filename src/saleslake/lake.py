@@ -388,6 +388,7 @@ def replace_files(
             )
         removes = _remove_actions(table, remove)
         crash_point("lake.replace_files.before_commit")
+        check_commit(table.table_uri)
         table.create_write_transaction(
             [*adds, *removes],
             mode="append",

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 
 import duckdb
 import pyarrow as pa
-from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake import CommitProperties, DeltaTable, Transaction
 
 from saleslake.contract import SALES_LINES_SCHEMA
-from saleslake.lake import replace_files, snapshot_view_sql, writer_properties
+from saleslake.lake import replace_files, snapshot_view_sql, write_delta, writer_properties
 from saleslake.runs import StageCounts
 from saleslake.storage.lease import check_commit
 
@@ -203,7 +203,7 @@ def lines_reader(con: duckdb.DuckDBPyConnection, query: str) -> pa.RecordBatchRe
 def append_lines(target: DeltaTable, lines: pa.RecordBatchReader, commit: CommitProperties) -> None:
     """Append ``lines`` to silver in one commit carrying ``commit`` (the source positions),
     partitioned by month with the writer settings of every silver write."""
-    write_deltalake(
+    write_delta(
         target,
         lines,
         mode="append",

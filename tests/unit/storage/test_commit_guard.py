@@ -3,6 +3,7 @@ commit once the lease it holds can no longer be counted on, and commits nothing.
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -74,3 +75,43 @@ def test_the_streams_own_commits_refuse_after_the_lease_was_lost(lost):
     with _guarded(lease, table), pytest.raises(LeaseLostError):
         StreamWorker._commit_quarantine(worker, {0: 1}, {0: -1})  # type: ignore[arg-type]
     assert read_delta(where).version() == 0
+
+
+#: Calls that commit to a Delta table (delta-rs's writer and table methods).
+COMMITS = {"write_deltalake", "merge", "delete", "compact", "create_write_transaction", "update", "restore", "vacuum"}
+
+
+def test_every_commit_in_the_package_checks_the_lease_first():
+    """A static guard: each Delta commit in src/saleslake sits in a function that calls
+    check_commit before it (or goes through lake.write_delta, which does), so a commit
+    path added later cannot forget the lease."""
+    import saleslake
+
+    unguarded = []
+    for path in sorted(Path(saleslake.__file__).parent.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        for fn in (n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))):
+            checks = [c.lineno for c in ast.walk(fn) if isinstance(c, ast.Call) and _name(c) == "check_commit"]
+            for call in (c for c in ast.walk(fn) if isinstance(c, ast.Call) and _name(c) in COMMITS):
+                if _name(call) != "write_deltalake" and not _on_a_table(call):
+                    continue
+                if call.args and "scratch" in ast.unparse(call.args[0]):
+                    continue  # replace_files' own scratch table, not the lake's
+                if not any(line <= call.lineno for line in checks):
+                    unguarded.append(f"{path.name}:{call.lineno} {_name(call)}")
+    assert not unguarded, f"Delta commits without check_commit before them: {unguarded}"
+
+
+def _name(call: ast.Call) -> str:
+    f = call.func
+    return f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
+
+
+def _on_a_table(call: ast.Call) -> bool:
+    """``table.merge(...)``, ``self.table.optimize.compact(...)``: a method of a value
+    whose name says it is a Delta table (not dict.update, str.replace, ...)."""
+    f = call.func
+    if not isinstance(f, ast.Attribute):
+        return False
+    text = ast.unparse(f.value)
+    return any(word in text for word in ("table", "target", "optimize"))
