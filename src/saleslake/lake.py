@@ -42,6 +42,7 @@ from saleslake.crashpoints import crash_point
 from saleslake.errors import UserError
 from saleslake.location import LakeLocation, parse_home
 from saleslake.storage import delta_storage_options, s3_filesystem
+from saleslake.storage.objects import LocalObjects, ObjectStore, S3Objects
 
 
 class _Below:
@@ -169,6 +170,15 @@ class Lake:
     def storage_options(self) -> dict[str, str] | None:
         """delta-rs ``storage_options`` for this lake's tables (None for a local lake)."""
         return None if self.is_local else delta_storage_options(self.storage)
+
+    @cached_property
+    def objects(self) -> ObjectStore:
+        """The lake's plain objects (bronze files), by key relative to the home
+        (``bronze/csv/ingest_date=…/<sha256>.csv``, as the manifest's ``bronze_uri``): the
+        same key names an object in a folder and in a bucket, so a copied lake stays valid."""
+        if self.location.local is not None:
+            return LocalObjects(self.location.local)
+        return S3Objects(s3_filesystem(self.storage), f"{self.location.bucket}/{self.location.prefix}")
 
     def table(self, *parts: str) -> TableLocation:
         """The Delta table at ``parts`` under the home (e.g. ``"silver", "sales_lines"``)."""
