@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 import tracemalloc
 import uuid
 from pathlib import Path
@@ -256,3 +258,60 @@ def test_ingest_csv_from_a_bucket_says_what_is_wrong_in_one_line(s3_settings, s3
     assert "\n" not in message and "access denied" in message and "credentials" in message
     assert wrong.read_text() not in message and s3_service.secret_key_file.read_text().strip() not in message
     assert manifest_rows(Lake(s3_settings.home)) == []
+
+
+def test_the_cli_lands_an_object_by_its_uri_and_refuses_a_missing_bucket_in_one_line(s3_settings, s3_service, tmp_path):
+    uri = _upload_exports(s3_settings, f"cli-{uuid.uuid4().hex[:8]}")
+    one = f"{uri}global_superstore_regional/canada_orders.csv"
+    home = tmp_path / "cli-lake"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SALESLAKE_")}
+    env |= {
+        "SALESLAKE_STORAGE__ENDPOINT_URL": s3_settings.storage.endpoint_url,
+        "SALESLAKE_STORAGE__ALLOW_HTTP": "true",
+        "SALESLAKE_S3_ACCESS_KEY_ID_FILE": str(s3_service.access_key_file),
+        "SALESLAKE_S3_SECRET_ACCESS_KEY_FILE": str(s3_service.secret_key_file),
+    }
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "saleslake.cli", *args, "--home", str(home)],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=300,
+        )
+
+    landed = cli("ingest", "csv", one)
+    assert landed.returncode == 0, landed.stderr
+    [row] = manifest_rows(Lake(home))
+    assert row["original_path"] == one and row["object_id"] == _sha(REGIONAL / "canada_orders.csv")
+
+    missing = cli("ingest", "csv", "s3://nobucket-here/exports/")
+    lines = [text for text in missing.stderr.splitlines() if text.strip()]
+    assert missing.returncode == 1 and len(lines) == 1 and "no such bucket 'nobucket-here'" in lines[0], lines
+
+
+def test_retention_deletes_processed_objects_from_the_bucket_and_keeps_the_rest(s3_lake: Lake, s3_settings):
+    from datetime import UTC, datetime, timedelta
+
+    from deltalake import CommitProperties, Transaction
+
+    from saleslake.contract import QUARANTINE_SCHEMA, SALES_LINES_SCHEMA
+    from saleslake.lake import ensure_delta, write_delta
+    from saleslake.retention import apply_retention
+
+    first = land_csv(s3_lake, [REGIONAL / "canada_orders.csv", REGIONAL / "emea_orders.csv"]).landed
+    [late] = land_csv(s3_lake, [US]).landed  # landed after silver's position: kept
+    processed = max(r["landed_seq"] for r in first)
+    for table, schema in ((s3_lake.sales_lines, SALES_LINES_SCHEMA), (s3_lake.quarantine, QUARANTINE_SCHEMA)):
+        ensure_delta(table, schema)
+        commit = CommitProperties(app_transactions=[Transaction(process.APP_ID, processed)])
+        write_delta(table, schema.empty_table(), mode="append", commit_properties=commit)
+
+    result = apply_retention(s3_lake, s3_settings, now=datetime.now(UTC) + timedelta(days=365))
+
+    assert result.files_deleted == 2 and result.bytes_freed == sum(r["size_bytes"] for r in first)
+    assert sorted(_bronze_objects(s3_lake)) == [late["bronze_uri"]]
+    assert len(manifest_rows(s3_lake)) == 3  # the rows stay: landing the files again is a no-op
+    assert land_csv(s3_lake, [REGIONAL / "canada_orders.csv"]).landed == []
