@@ -42,6 +42,7 @@ from saleslake.pipeline.copy_lake import CopyResult
 from saleslake.pipeline.demo import DemoResult
 from saleslake.pipeline.runner import Progress
 from saleslake.sources.csv import CsvOverrides
+from saleslake.sources.remote import is_remote as _is_remote
 
 __all__ = [
     "SERVICES",
@@ -131,7 +132,8 @@ def ingest_csv(
     """Land CSV files or folders in bronze. Files that cannot be exports come back in
     ``result.errors`` (one line each); every other file lands.
 
-    ``api.ingest_csv(["exports/emea/"], source="emea", decimal=",")``
+    ``api.ingest_csv(["exports/emea/"], source="emea", decimal=",")``; a path may be
+    ``s3://bucket/exports/`` (every CSV object under it) or one object's URI.
 
     ``reparse``: the files landed before, with the wrong options, are parsed again with
     these (see :func:`saleslake.bronze.reparse_csv`): the next ``run`` replaces their
@@ -144,9 +146,9 @@ def ingest_csv(
             f"--delimiter must be one character such as ',' ';' '|' or a tab ($'\\t' in bash), not {delimiter!r}"
         )
     overrides = CsvOverrides(delimiter=delimiter, decimal=decimal, date_format=date_format, encoding=encoding)
-    return batch.ingest_csv(
-        lake, s, [Path(p) for p in paths], source, overrides, currency, wait_seconds, progress, reparse
-    )
+    # s3:// exports stay text (a Path would fold the //)
+    files = [str(p) if _is_remote(p) else Path(p) for p in paths]
+    return batch.ingest_csv(lake, s, files, source, overrides, currency, wait_seconds, progress, reparse)
 
 
 def run(

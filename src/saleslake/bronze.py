@@ -1,7 +1,9 @@
 """Bronze: land raw files exactly as received, content-addressed, with a manifest.
 
-A file lands at ``bronze/csv/ingest_date=YYYY-MM-DD/<sha256>.csv`` (copied to a temporary
-name, then renamed, so a crash never leaves a half file under the final name), and one
+A file lands at ``bronze/csv/ingest_date=YYYY-MM-DD/<sha256>.csv`` through the lake's
+object store (:attr:`saleslake.lake.Lake.objects`: in a folder it is copied to a temporary
+name, then renamed; in a bucket it is a put-if-absent, streamed in parts when large; so a
+crash never leaves a half object under the final name), and one
 manifest row per file is appended to ``system/bronze_manifest`` in a single Delta commit
 per ingest. A file whose checksum is already in the manifest is not landed again. The
 manifest assigns each object a ``landed_seq``: silver processes objects in that order
@@ -24,8 +26,7 @@ import pickle
 import subprocess
 import sys
 import threading
-import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -39,6 +40,7 @@ from saleslake.errors import InputFileError
 from saleslake.lake import Lake, open_delta, snapshot_connection, snapshot_view_sql, write_delta
 from saleslake.runs import utcnow
 from saleslake.sources.csv import CsvFile, CsvOverrides, expand_paths, resolve_date_formats, sniff, undecided_sources
+from saleslake.storage.objects import ContentChangedError, ObjectStore
 
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -213,44 +215,20 @@ def default_source(path: Path) -> str:
     return path.parent.name or "default"
 
 
-def _partial_name(target: Path) -> Path:
-    # unique: two identical files of one ingest may be written at the same time
-    return target.with_name(f"{target.name}.{uuid.uuid4().hex}.partial")
+def _bronze_key(folder: str, sha: str) -> str:
+    """An object's key (and ``bronze_uri``): relative to the lake's home."""
+    return f"{folder}/{sha}.csv"
 
 
-def _write_whole(target: Path, content: bytes) -> None:
-    """Write ``content`` to ``target`` via a temporary name (a crash never leaves a half file)."""
-    if target.exists():
-        return
-    partial = _partial_name(target)
+def _upload_verified(objects: ObjectStore, key: str, source: Path, sha: str) -> bool:
+    """Stream ``source`` to ``key`` unless it is there, checking the bytes still hash to
+    ``sha``; True when this call wrote the object."""
     try:
-        partial.write_bytes(content)
-    except BaseException:  # a full disk: leave no half file behind, and give its room back
-        partial.unlink(missing_ok=True)
-        raise
-    os.replace(partial, target)
-
-
-def _copy_verified(source: Path, target: Path, sha: str) -> None:
-    """Copy ``source`` to ``target`` (via a temporary name), checking the bytes still hash to ``sha``."""
-    if target.exists():
-        return
-    partial = _partial_name(target)
-    digest = hashlib.sha256()
-    try:
-        with source.open("rb") as src, partial.open("wb") as dst:
-            for block in iter(lambda: src.read(1 << 20), b""):
-                digest.update(block)
-                dst.write(block)
-    except BaseException:  # a full disk: leave no half file behind, and give its room back
-        partial.unlink(missing_ok=True)
-        raise
-    if digest.hexdigest() != sha:
-        partial.unlink()
+        return objects.upload_once(key, source, sha)
+    except ContentChangedError:
         raise InputFileError(
             str(source), "the file changed while it was being landed", "land it again once it is complete"
-        )
-    os.replace(partial, target)
+        ) from None
 
 
 @dataclass
@@ -263,20 +241,19 @@ class _Stored:
     created: bool = False
 
 
-def _store(path: Path, known: set[str], folder: Path) -> _Stored:
+def _store(path: Path, known: set[str], objects: ObjectStore, folder: str) -> _Stored:
     """Hash one file and, unless its checksum is ``known``, write it to
-    ``folder/<sha256>.csv``, reading it once when it is small."""
+    ``folder/<sha256>.csv`` (put if absent: content-addressed, so an object already there
+    holds these bytes), reading it once when it is small; a large file is streamed."""
     content = path.read_bytes() if path.stat().st_size <= WHOLE_READ_BYTES else None
     sha = hashlib.sha256(content).hexdigest() if content is not None else sha256_of(path)
     if sha in known:
         return _Stored(path, sha, already_landed=True)
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"{sha}.csv"
-    created = not target.exists()
+    key = _bronze_key(folder, sha)
     if content is not None:
-        _write_whole(target, content)
+        created = objects.write_once(key, content)
     else:
-        _copy_verified(path, target, sha)
+        created = _upload_verified(objects, key, path, sha)
     crash_point("bronze.object_written")
     return _Stored(path, sha, created=created)
 
@@ -333,11 +310,11 @@ def _start_sniffing(files: list[Path], overrides: CsvOverrides) -> _ChildSniffer
         return None
 
 
-def _unland(folder: Path, stored: list[_Stored]) -> None:
+def _unland(objects: ObjectStore, folder: str, stored: list[_Stored]) -> None:
     """Remove the objects this ingest wrote for files that do not land after all."""
     for s in stored:
         if s.created:
-            (folder / f"{s.sha}.csv").unlink(missing_ok=True)
+            objects.delete(_bronze_key(folder, s.sha))
 
 
 def _safely(fn: Callable, *args):
@@ -348,7 +325,7 @@ def _safely(fn: Callable, *args):
 
 
 def _manifest_row(
-    lake: Lake, sniffed: CsvFile, source: str, sha: str, target: Path, landed_at: datetime, currency: str
+    sniffed: CsvFile, source: str, sha: str, key: str, landed_at: datetime, currency: str, origin: str | None = None
 ) -> dict:
     """A file's manifest row, but its ``landed_seq`` and ``size_bytes``."""
     return {
@@ -358,9 +335,9 @@ def _manifest_row(
         "source": source,
         "source_system": f"csv:{source}",
         "original_name": sniffed.path.name,
-        "original_path": str(sniffed.path.absolute()),
+        "original_path": origin or str(sniffed.path.absolute()),
         "size_bytes": None,
-        "bronze_uri": str(target.relative_to(lake.home)),
+        "bronze_uri": key,
         "landed_at": landed_at,
         "encoding": sniffed.encoding,
         "delimiter": sniffed.delimiter,
@@ -393,13 +370,14 @@ def _date_formats(
     return resolve_date_formats([c[0] for c in candidates], [c[1] for c in candidates], known_formats)
 
 
-def _ingest_folder(lake: Lake, landed_at: datetime) -> Path:
-    """Where the objects of an ingest (or a reparse) started at ``landed_at`` land."""
-    return lake.bronze / "csv" / f"ingest_date={landed_at:%Y-%m-%d}"
+def _ingest_folder(landed_at: datetime) -> str:
+    """Where (the key prefix) the objects of an ingest (or a reparse) started at
+    ``landed_at`` land."""
+    return f"bronze/csv/ingest_date={landed_at:%Y-%m-%d}"
 
 
 def _store_and_sniff(
-    files: list[Path], known_ids: set[str], folder: Path, overrides: CsvOverrides
+    files: list[Path], known_ids: set[str], objects: ObjectStore, folder: str, overrides: CsvOverrides
 ) -> tuple[list[_Stored | InputFileError], list | None]:
     """Each file stored (hashed and, unless known, written) on the landing threads while a
     child process sniffs them all; the child's answers only when something new was stored
@@ -407,7 +385,7 @@ def _store_and_sniff(
     sniffer = _start_sniffing(files, overrides)
     try:
         with ThreadPoolExecutor(max_workers=LANDING_THREADS) as pool:
-            stored = list(pool.map(lambda p: _safely(_store, p, known_ids, folder), files))
+            stored = list(pool.map(lambda p: _safely(_store, p, known_ids, objects, folder), files))
         # nothing new (a folder landed again): no need to wait for the child
         fresh = any(isinstance(o, _Stored) and not o.already_landed for o in stored)
         return stored, sniffer.answers() if sniffer and fresh else None
@@ -450,20 +428,21 @@ def _sort_stored(
 
 def _numbered_rows(
     lake: Lake,
-    folder: Path,
+    folder: str,
     resolved: list[CsvFile],
     candidates: list[tuple[CsvFile, str, str]],
     landed_at: datetime,
     currency: str,
     top_seq: int,
+    origins: Mapping[Path, str],
 ) -> list[dict]:
     """The manifest rows of the files that land, numbered on from ``top_seq``."""
     rows = []
     for seq, (sniffed, (_, src, sha)) in enumerate(zip(resolved, candidates), start=top_seq + 1):
-        target = folder / f"{sha}.csv"
+        key = _bronze_key(folder, sha)
         rows.append(
-            _manifest_row(lake, sniffed, src, sha, target, landed_at, currency)
-            | {"landed_seq": seq, "size_bytes": target.stat().st_size}
+            _manifest_row(sniffed, src, sha, key, landed_at, currency, origins.get(sniffed.path))
+            | {"landed_seq": seq, "size_bytes": lake.objects.size(key)}
         )
     return rows
 
@@ -475,8 +454,11 @@ def land_csv(
     overrides: CsvOverrides = CsvOverrides(),
     currency: str = "USD",
     progress: Callable[[int, int], None] | None = None,
+    origins: Mapping[Path, str] | None = None,
 ) -> LandResult:
     """Land CSV files (or folders of them) in bronze. The caller holds the lake lock.
+    ``origins``: where files staged from a bucket came from (their manifest's
+    ``original_path``, see :mod:`saleslake.sources.remote`).
 
     Files that cannot be exports are reported in ``errors`` and skipped; the others land.
     Each file is hashed and, unless landed before, written to bronze on a small thread
@@ -491,21 +473,21 @@ def land_csv(
     known_ids, top_seq, known_formats = _known_state(lake)
     files = expand_paths(paths)
     landed_at = utcnow()
-    folder = _ingest_folder(lake, landed_at)
-    stored, sniffs = _store_and_sniff(files, known_ids, folder, overrides)
+    folder = _ingest_folder(landed_at)
+    stored, sniffs = _store_and_sniff(files, known_ids, lake.objects, folder, overrides)
     written, staged = _sort_stored(files, stored, sniffs, overrides, result, progress)
     landing = {s.sha for s, _ in staged}
-    _unland(folder, [w for w in written if w.sha not in landing])
+    _unland(lake.objects, folder, [w for w in written if w.sha not in landing])
     if not staged:
         return result
     candidates = [(sniffed, source or default_source(s.path), s.sha) for s, sniffed in staged]
     try:
         resolved = _date_formats(candidates, overrides, known_formats)
     except InputFileError as exc:
-        _unland(folder, [s for s, _ in staged])
+        _unland(lake.objects, folder, [s for s, _ in staged])
         result.errors.append(exc)
         return result
-    rows = _numbered_rows(lake, folder, resolved, candidates, landed_at, currency, top_seq)
+    rows = _numbered_rows(lake, folder, resolved, candidates, landed_at, currency, top_seq, origins or {})
     if rows:
         crash_point("bronze.manifest.before_commit")
         _append_manifest(lake, rows)
@@ -646,15 +628,24 @@ def _changed_parses(
     landed_at: datetime,
     currency: str | None,
     result: LandResult,
+    origins: Mapping[Path, str],
 ) -> list[dict]:
     """The manifest rows (not yet numbered) of the reparses that change a file's parse,
     each naming the landing it replaces and the counts of the rows that parse left in
     silver; a parse equal to the one the file has is already landed."""
-    folder = _ingest_folder(lake, landed_at)
+    folder = _ingest_folder(landed_at)
     rows = []
     for sniffed, (_, src, sha) in zip(resolved, candidates):
         landing = landings[sha]
-        row = _manifest_row(lake, sniffed, src, sha, folder / f"{sha}.csv", landed_at, currency or landing["currency"])
+        row = _manifest_row(
+            sniffed,
+            src,
+            sha,
+            _bronze_key(folder, sha),
+            landed_at,
+            currency or landing["currency"],
+            origins.get(sniffed.path),
+        )
         if all(str(row[k]) == str(landing[k]) for k in REPARSED_FIELDS):
             result.already_landed.append(str(sniffed.path))
             continue
@@ -666,26 +657,26 @@ def _changed_parses(
     return rows
 
 
-def _land_reparses(lake: Lake, rows: list[dict], top_seq: int) -> None:
-    """Land the bytes of each reparse (unless today's folder holds them), number the rows
-    on from ``top_seq`` and commit them in one manifest commit; the objects written here
-    are removed again when the commit fails (nothing would name them)."""
+def _land_reparses(lake: Lake, rows: list[dict], sources: Mapping[str, Path], top_seq: int) -> None:
+    """Land the bytes of each reparse (unless today's folder holds them) from its file in
+    ``sources`` (by sha256), number the rows on from ``top_seq`` and commit them in one
+    manifest commit; the objects written here are removed again when the commit fails
+    (nothing would name them)."""
+    objects = lake.objects
     created = []
     for row in rows:
-        target = lake.home / row["bronze_uri"]
-        if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            _copy_verified(Path(row["original_path"]), target, row["object_id"])
-            created.append(target)
+        key = row["bronze_uri"]
+        if _upload_verified(objects, key, sources[row["object_id"]], row["object_id"]):
+            created.append(key)
         top_seq += 1
         row["landed_seq"] = top_seq
-        row["size_bytes"] = target.stat().st_size
+        row["size_bytes"] = objects.size(key)
     if rows:
         try:
             _append_manifest(lake, rows)
         except BaseException:
-            for target in created:  # not landed after all: an object nothing names
-                target.unlink(missing_ok=True)
+            for key in created:  # not landed after all: an object nothing names
+                objects.delete(key)
             raise
 
 
@@ -695,6 +686,7 @@ def reparse_csv(
     source: str | None = None,
     overrides: CsvOverrides = CsvOverrides(),
     currency: str | None = None,
+    origins: Mapping[Path, str] | None = None,
 ) -> LandResult:
     """Parse files that already landed again with other dialect options (the caller holds
     the lake lock). Each file is recognised by its sha256 in the manifest; its dialect is
@@ -716,7 +708,7 @@ def reparse_csv(
     except InputFileError as exc:
         result.errors.append(exc)
         return result
-    rows = _changed_parses(lake, resolved, candidates, landings, landed_at, currency, result)
-    _land_reparses(lake, rows, top_seq)
+    rows = _changed_parses(lake, resolved, candidates, landings, landed_at, currency, result, origins or {})
+    _land_reparses(lake, rows, {sha: path for path, sha in files}, top_seq)
     result.reparsed = rows
     return result

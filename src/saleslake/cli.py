@@ -492,7 +492,9 @@ def ingest_postgres(
 @ingest_app.command("csv")
 @guarded
 def ingest_csv(
-    paths: Annotated[list[Path], typer.Argument(help="CSV files or folders of them.")],
+    paths: Annotated[
+        list[str], typer.Argument(help="CSV files or folders of them, or s3://bucket/prefix/ (CSV objects under it).")
+    ],
     source: Annotated[str | None, typer.Option(help="Source name (default: each file's folder name).")] = None,
     delimiter: Annotated[str | None, typer.Option(help="Field delimiter, overrides detection.")] = None,
     decimal: Annotated[str | None, typer.Option(help="Decimal mark '.' or ',', overrides detection.")] = None,

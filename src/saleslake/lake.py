@@ -41,8 +41,9 @@ from saleslake.config import StorageSettings
 from saleslake.crashpoints import crash_point
 from saleslake.errors import UserError
 from saleslake.location import LakeLocation, parse_home
-from saleslake.storage import delta_storage_options, s3_filesystem
+from saleslake.storage import delta_storage_options, s3_filesystem, shared_s3_filesystem
 from saleslake.storage.lease import check_commit
+from saleslake.storage.objects import LocalObjects, ObjectStore, S3Objects
 
 
 class _Below:
@@ -170,6 +171,16 @@ class Lake:
     def storage_options(self) -> dict[str, str] | None:
         """delta-rs ``storage_options`` for this lake's tables (None for a local lake)."""
         return None if self.is_local else delta_storage_options(self.storage)
+
+    @cached_property
+    def objects(self) -> ObjectStore:
+        """The lake's plain objects (bronze files), by key relative to the home
+        (``bronze/csv/ingest_date=…/<sha256>.csv``, as the manifest's ``bronze_uri``): the
+        same key names an object in a folder and in a bucket, so a copied lake stays valid."""
+        if self.location.local is not None:
+            return LocalObjects(self.location.local)
+        root = "/".join(p for p in (self.location.bucket, self.location.prefix) if p)
+        return S3Objects(shared_s3_filesystem(self.storage), root)
 
     def table(self, *parts: str) -> TableLocation:
         """The Delta table at ``parts`` under the home (e.g. ``"silver", "sales_lines"``)."""

@@ -44,11 +44,13 @@ def _purge_csv(lake: Lake, cutoff: datetime, result: RetentionResult) -> None:
     when = cutoff.astimezone(UTC).isoformat()
     # a reparse landed the same day names the same object: it stays until that is processed
     waiting = {obj["bronze_uri"] for obj in manifest_rows(lake, f"kind = 'csv' AND landed_seq > {processed}")}
+    objects = lake.objects  # a folder's files or a bucket's objects, by bronze_uri
     for obj in manifest_rows(lake, f"kind = 'csv' AND landed_seq <= {processed} AND landed_at < TIMESTAMPTZ '{when}'"):
-        path = lake.home / obj["bronze_uri"]
-        if path.exists() and obj["bronze_uri"] not in waiting:
-            result.bytes_freed += path.stat().st_size
-            path.unlink()
+        key = obj["bronze_uri"]
+        size = None if key in waiting else objects.size(key)
+        if size is not None:
+            result.bytes_freed += size
+            objects.delete(key)
             result.files_deleted += 1
 
 

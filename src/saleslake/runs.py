@@ -15,7 +15,6 @@ says "running" but whose lock is free was interrupted.
 from __future__ import annotations
 
 import fcntl
-import functools
 import json
 import math
 import os
@@ -30,15 +29,12 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from saleslake.config import S3Credentials, StorageSettings
 from saleslake.errors import LockBusyError
 from saleslake.lake import Lake, open_delta, snapshot_connection, snapshot_view_sql, write_delta
-from saleslake.storage import s3_filesystem
 from saleslake.storage.lease import Lease, LeaseEntry, check_commit, guarding, held
-from saleslake.storage.objects import LocalObjects, ObjectStore, S3Objects
 
 if TYPE_CHECKING:
-    import s3fs
+    pass
 
 #: where the silver commit lease of a lake in a bucket keeps its log (the run lease's is
 #: ``storage.lease.PREFIX``)
@@ -147,26 +143,6 @@ def ledger_rows(lake: Lake) -> list[dict]:
         con.close()
 
 
-def lake_objects(lake: Lake) -> ObjectStore:
-    """The lake's small objects (leases, heartbeats): files under a local lake's home, or
-    objects under the bucket prefix."""
-    if lake.location.local is not None:
-        return LocalObjects(lake.location.local)
-    root = "/".join(p for p in (lake.location.bucket, lake.location.prefix) if p)
-    return S3Objects(_filesystem(lake.storage), root)
-
-
-def _filesystem(storage: StorageSettings) -> s3fs.S3FileSystem:
-    """One s3fs client per storage settings and credentials: a stream takes the silver
-    lease every batch, and a new client costs more than the lease's requests."""
-    return _filesystem_for(storage.model_dump_json(), storage.credentials())
-
-
-@functools.lru_cache(maxsize=8)
-def _filesystem_for(storage_json: str, credentials: S3Credentials | None) -> s3fs.S3FileSystem:
-    return s3_filesystem(StorageSettings.model_validate_json(storage_json), credentials)
-
-
 @contextmanager
 def lake_lock(lake: Lake, run_id: str, command: str, wait_seconds: float = 0.0) -> Iterator[None]:
     """Hold the lake's write lock; wait up to ``wait_seconds`` for it, then explain who
@@ -174,7 +150,7 @@ def lake_lock(lake: Lake, run_id: str, command: str, wait_seconds: float = 0.0) 
     held; commits in the block check it first, so a run that lost it stops before its next
     commit (:class:`~saleslake.storage.lease.LeaseLostError`)."""
     if not lake.is_local:
-        lease = Lease(lake_objects(lake), ttl=lake.storage.lease_ttl_seconds, run_id=run_id)
+        lease = Lease(lake.objects, ttl=lake.storage.lease_ttl_seconds, run_id=run_id)
         with held(lease, command, wait_seconds), guarding(lake.location.uri, lease):
             yield
         return
@@ -237,7 +213,7 @@ def lock_holder(lake: Lake) -> str | None:
 
 def _lease_holder(lake: Lake) -> LeaseEntry | None:
     """The newest entry of a bucket lake's run lease while it holds the lake, else None."""
-    entry = Lease(lake_objects(lake)).latest()
+    entry = Lease(lake.objects).latest()
     return entry if entry is not None and entry.holds(time.time()) else None
 
 
@@ -272,7 +248,7 @@ def silver_commit_lock(lake: Lake) -> Iterator[None]:
     before its silver commit); commits in the block check both."""
     check_commit(lake.location.uri)
     if not lake.is_local:
-        lease = Lease(lake_objects(lake), ttl=lake.storage.silver_lease_ttl_seconds, prefix=SILVER_LEASE)
+        lease = Lease(lake.objects, ttl=lake.storage.silver_lease_ttl_seconds, prefix=SILVER_LEASE)
         with held(lease, "silver commit", math.inf), guarding(lake.location.uri, lease):
             yield
         return
@@ -297,7 +273,7 @@ def write_heartbeat(lake: Lake, run_id: str, beat: dict) -> None:
     """Replace the stream's heartbeat with ``beat`` (with this host's name added): a
     reader sees the previous or the new one whole (a file renamed into place, one PUT)."""
     body = {**beat, "host": socket.gethostname()}
-    lake_objects(lake).put(heartbeat_key(run_id), json.dumps(body, indent=1).encode())
+    lake.objects.put(heartbeat_key(run_id), json.dumps(body, indent=1).encode())
 
 
 def stream_heartbeats(lake: Lake) -> list[dict]:
@@ -305,7 +281,7 @@ def stream_heartbeats(lake: Lake) -> list[dict]:
     stream on another host, which this one cannot ask, is believed while it says so)."""
     import psutil
 
-    objects = lake_objects(lake)
+    objects = lake.objects
     here = socket.gethostname()
     out = []
     for key in objects.keys(HEARTBEATS):

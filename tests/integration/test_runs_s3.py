@@ -30,7 +30,6 @@ from saleslake.runs import (
     StageRecord,
     _holder_message,
     lake_lock,
-    lake_objects,
     ledger_rows,
     lock_holder,
     lock_is_free,
@@ -68,7 +67,7 @@ def short_lake(s3_settings, request, tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 def _entries(lake: Lake, prefix: str = PREFIX) -> list[LeaseEntry]:
     """The lease log, oldest first."""
-    objects = lake_objects(lake)
+    objects = lake.objects
     return [LeaseEntry(**json.loads(objects.read(key) or b"{}")) for key in objects.keys(prefix)]
 
 
@@ -184,7 +183,7 @@ def test_a_run_whose_lease_was_taken_stops_before_its_next_commit(short_lake: La
 
     with pytest.raises(LeaseLostError) as lost, command_run(s3_lake, "run", run_id="stalled-run") as run:
         monkeypatch.setattr(Lease, "renew", stalled)
-        taker = Lease(lake_objects(s3_lake), ttl=600, run_id="taker-run")
+        taker = Lease(s3_lake.objects, ttl=600, run_id="taker-run")
         taker.acquire("run", wait_seconds=300)  # once the stalled run's lease expired
         with pytest.raises(LeaseLostError), silver_commit_lock(s3_lake):
             pytest.fail("a run that lost its lease entered the silver commit lock")
@@ -241,7 +240,7 @@ def test_stream_heartbeats_are_objects_listed_by_prefix_and_read_by_status(s3_se
 
     _write_heartbeat(lake, result, s3_settings, "running")
 
-    assert lake_objects(lake).keys(HEARTBEATS) == [f"{HEARTBEATS}/{run_id}.json"]
+    assert lake.objects.keys(HEARTBEATS) == [f"{HEARTBEATS}/{run_id}.json"]
     [beat] = stream_heartbeats(lake)
     assert (beat["run_id"], beat["records"], beat["total_lag"], beat["alive"]) == (run_id, 42, 7, True)
     assert beat["host"] == socket.gethostname() and beat["pid"] == os.getpid()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -20,6 +20,7 @@ from saleslake.pipeline.gate import gate_error, gate_share
 from saleslake.pipeline.runner import CommandRun, Progress, command_run
 from saleslake.runs import StageCounts, ledger_rows, silver_commit_lock
 from saleslake.sources.csv import CsvOverrides
+from saleslake.sources.remote import named_by_origin, staged_exports
 
 Stage = Literal["bronze", "silver", "gold"]
 
@@ -30,7 +31,7 @@ Stage = Literal["bronze", "silver", "gold"]
 def ingest_csv(
     lake: Lake,
     settings: Settings,
-    paths: list[Path],
+    paths: Sequence[Path | str],
     source: str | None,
     overrides: CsvOverrides,
     currency: str | None,
@@ -39,12 +40,19 @@ def ingest_csv(
     reparse: bool,
 ) -> LandResult:
     """Land (or with ``reparse`` parse again) CSV files in bronze, as command ``ingest csv``;
-    ``progress(files done, files)``."""
-    with command_run(lake, "ingest csv", wait_seconds) as run, run.stage("bronze") as bronze:
+    ``progress(files done, files)``. ``s3://`` paths are staged locally first
+    (:mod:`saleslake.sources.remote`)."""
+    with (
+        command_run(lake, "ingest csv", wait_seconds) as run,
+        run.stage("bronze") as bronze,
+        staged_exports(paths, settings.storage, lake.tmp) as (files, origins),
+    ):
         if reparse:
-            result = reparse_csv(lake, paths, source, overrides, currency)
+            result = reparse_csv(lake, files, source, overrides, currency, origins)
         else:
-            result = land_csv(lake, paths, source, overrides, currency or settings.csv.default_currency, progress)
+            currency = currency or settings.csv.default_currency
+            result = land_csv(lake, files, source, overrides, currency, progress, origins)
+        result = named_by_origin(result, origins)
         bronze.details = {
             "landed": len(result.landed),
             "already_landed": len(result.already_landed),

@@ -19,8 +19,10 @@ such a record from it, never a line.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
@@ -42,10 +44,16 @@ def long_records(path: Path, limit: int) -> list[LongRecord]:
     """The records of ``path`` (an ASCII-compatible encoding: line ends and quotes are
     single bytes) longer than ``limit`` bytes, in file order; a file that is not longer
     than ``limit`` is not read."""
-    if path.stat().st_size <= limit:
+    return long_records_in(path.stat().st_size, lambda: path.open("rb"), limit)
+
+
+def long_records_in(size: int, open_bytes: Callable[[], IO[bytes]], limit: int) -> list[LongRecord]:
+    """:func:`long_records` of a file or object of ``size`` bytes that ``open_bytes``
+    opens (a bronze object in a bucket: streamed, never held whole)."""
+    if size <= limit:
         return []
     finder = _Finder(limit)
-    with path.open("rb") as handle:
+    with open_bytes() as handle:
         # a block no longer than the limit: a record that starts and ends inside one is short
         for block in iter(lambda: handle.read(min(limit, BLOCK_BYTES)), b""):
             finder.feed(block)

@@ -22,11 +22,13 @@ import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import duckdb
 
 from saleslake.lake import Lake
-from saleslake.silver.long_records import LongRecord, long_records
+from saleslake.silver.long_records import LongRecord, long_records, long_records_in
+from saleslake.storage.objects import ObjectStore
 
 # Manifest fields that must be equal for files to be parsed in one read_csv call.
 DIALECT_KEYS = ("encoding", "delimiter", "decimal", "date_format", "header", "columns")
@@ -98,7 +100,7 @@ def scan_groups(lake: Lake, chunk: Chunk, max_record_bytes: int) -> list[Chunk]:
     for group in chunk.dialect_groups():
         for index, obj in enumerate(group.objects):
             fi = group.first_fi + index
-            longs = tuple((fi, r) for r in long_records(_readable_path(lake, obj), max_record_bytes))
+            longs = tuple((fi, r) for r in _long_records(lake, obj, max_record_bytes))
             last = runs[-1] if runs else None
             if last and index > 0 and last.sequential == bool(longs):
                 last.objects.append(obj)
@@ -133,10 +135,22 @@ def plan_chunks(objects: list[dict], chunk_bytes: int) -> list[Chunk]:
     return [Chunk(sorted(group, key=_dialect_key)) for group in chunks]
 
 
-def _readable_path(lake: Lake, obj: dict) -> Path:
+def _long_records(lake: Lake, obj: dict, limit: int) -> list[LongRecord]:
+    where = _readable_path(lake, obj)
+    if isinstance(where, Path):
+        return long_records(where, limit)
+    key = obj["bronze_uri"]  # the object itself, in the lake's bucket
+    return long_records_in(lake.objects.size(key) or 0, lambda: lake.objects.open(key), limit)
+
+
+def _readable_path(lake: Lake, obj: dict) -> Path | str:
     """The bronze file, transcoded to UTF-8 in tmp/ when DuckDB cannot read its encoding,
-    and copied with LF line ends when it mixes line ends (see the module docstring)."""
-    path = lake.home / obj["bronze_uri"]
+    and copied with LF line ends when it mixes line ends (see the module docstring). On a
+    lake in a bucket, an object read in place is its ``s3://`` URI (DuckDB reads it through
+    s3fs, see connections.duckdb.session); copies are always local (``lake.tmp``)."""
+    key = obj["bronze_uri"]
+    objects = lake.objects
+    path: Path | str = lake.home / key if lake.is_local else objects.uri(key)
     encoding = obj["encoding"]
     if encoding.lower() not in IN_PLACE_ENCODINGS:
         lake.tmp.mkdir(parents=True, exist_ok=True)
@@ -145,14 +159,18 @@ def _readable_path(lake: Lake, obj: dict) -> Path:
         if not target.exists():
             partial = target.with_suffix(".partial")
             decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
-            with path.open("rb") as src, partial.open("w", encoding="utf-8", newline="") as dst:
+            with objects.open(key) as src, partial.open("w", encoding="utf-8", newline="") as dst:
                 for block in iter(lambda: src.read(1 << 20), b""):
                     dst.write(decoder.decode(block))
                 dst.write(decoder.decode(b"", final=True))
             partial.replace(target)
         path = target
-    if _mixed_line_ends(str(path)):
-        return _with_lf_line_ends(lake, f"{obj['object_id']}.{encoding.lower()}", path)
+    if isinstance(path, Path):
+        mixed = _mixed_line_ends(str(path))
+    else:
+        mixed = _object_has_mixed_line_ends(objects, key)
+    if mixed:
+        return _with_lf_line_ends(lake, f"{obj['object_id']}.{encoding.lower()}", objects, key, path)
     return path
 
 
@@ -160,20 +178,39 @@ def _readable_path(lake: Lake, obj: dict) -> Path:
 def _mixed_line_ends(path: str) -> bool:
     """Whether the (UTF-8) file has CRs that are neither all of its line ends (old Mac) nor
     each one half of a CR LF. Reads the file: ~0.1 ms/MB without a CR, ~2 ms/MB with."""
-    cr = lf = crlf = 0
     with open(path, "rb") as src:
-        previous = b""
-        for block in iter(lambda: src.read(1 << 20), b""):
-            if b"\r" in block:
-                cr += block.count(b"\r")
-                crlf += block.count(b"\r\n")
-            crlf += previous == b"\r" and block[:1] == b"\n"  # a CR LF across two blocks
-            lf += block.count(b"\n")
-            previous = block[-1:]
+        return _has_mixed_line_ends(src)
+
+
+_OBJECT_LINE_ENDS: dict[str, bool] = {}
+
+
+def _object_has_mixed_line_ends(objects: ObjectStore, key: str) -> bool:
+    """:func:`_mixed_line_ends` of an object in a bucket (remembered by URI: objects never change)."""
+    uri = objects.uri(key)
+    if uri not in _OBJECT_LINE_ENDS:
+        with objects.open(key) as src:
+            mixed = _has_mixed_line_ends(src)
+        if len(_OBJECT_LINE_ENDS) >= 65_536:
+            _OBJECT_LINE_ENDS.clear()
+        _OBJECT_LINE_ENDS[uri] = mixed
+    return _OBJECT_LINE_ENDS[uri]
+
+
+def _has_mixed_line_ends(src: IO[bytes]) -> bool:
+    cr = lf = crlf = 0
+    previous = b""
+    for block in iter(lambda: src.read(1 << 20), b""):
+        if b"\r" in block:
+            cr += block.count(b"\r")
+            crlf += block.count(b"\r\n")
+        crlf += previous == b"\r" and block[:1] == b"\n"  # a CR LF across two blocks
+        lf += block.count(b"\n")
+        previous = block[-1:]
     return cr > 0 and lf > 0 and not cr == lf == crlf
 
 
-def _with_lf_line_ends(lake: Lake, name: str, path: Path) -> Path:
+def _with_lf_line_ends(lake: Lake, name: str, objects: ObjectStore, key: str, path: Path | str) -> Path:
     """A copy of the (UTF-8) file in tmp/ with every CR LF and lone CR replaced by LF (a CR
     byte is a CR whatever the bytes around it: bytes that are not UTF-8 are kept)."""
     lake.tmp.mkdir(parents=True, exist_ok=True)
@@ -181,7 +218,10 @@ def _with_lf_line_ends(lake: Lake, name: str, path: Path) -> Path:
     if target.exists():
         return target
     partial = target.with_suffix(".partial")
-    with path.open("rb") as src, partial.open("wb") as dst:
+    with (
+        path.open("rb") if isinstance(path, Path) else objects.open(key) as src,
+        partial.open("wb") as dst,
+    ):
         carry = b""
         for block in iter(lambda: src.read(1 << 20), b""):
             block = carry + block

@@ -312,7 +312,7 @@ def _restore_earlier_versions(con: duckdb.DuckDBPyConnection, lake: Lake, settin
     objects = [
         o
         for o in landed_csv_objects(lake, chunk.last_seq, systems)
-        if o["object_id"] not in own and (lake.home / o["bronze_uri"]).exists()
+        if o["object_id"] not in own and lake.objects.exists(o["bronze_uri"])
     ]
     restored = None
     if objects:

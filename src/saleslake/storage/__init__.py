@@ -12,6 +12,7 @@ profile, instance role) applies. The secret only ever goes into these in-memory 
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 from saleslake.config import S3Credentials, StorageSettings
@@ -63,4 +64,16 @@ def s3_filesystem(storage: StorageSettings, credentials: S3Credentials | None = 
     )
 
 
-__all__ = ["delta_storage_options", "s3_filesystem"]
+def shared_s3_filesystem(storage: StorageSettings) -> s3fs.S3FileSystem:
+    """One s3fs client per storage settings and credentials, kept for the process: a stream
+    takes the silver lease every batch, and a new client costs more than the lease's
+    requests. (Listings are still never cached.)"""
+    return _filesystem_for(storage.model_dump_json(), storage.credentials())
+
+
+@functools.lru_cache(maxsize=8)
+def _filesystem_for(storage_json: str, credentials: S3Credentials | None) -> s3fs.S3FileSystem:
+    return s3_filesystem(StorageSettings.model_validate_json(storage_json), credentials)
+
+
+__all__ = ["delta_storage_options", "s3_filesystem", "shared_s3_filesystem"]
