@@ -7,9 +7,13 @@ Layout under ``home``::
     silver/sales_lines, silver/quarantine              Delta tables
     gold/<table>                                       Delta tables published by dbt runs
     system/bronze_manifest, system/runs                Delta tables (positions, ledger)
-    warehouse.duckdb                                   the dbt build target (writers only)
     .lock                                              the run lock
-    tmp/                                               local scratch (see Lake.work)
+
+and under ``Lake.work`` (the home of a local lake; a local folder for a lake in a bucket)::
+
+    warehouse.duckdb                                   the dbt build target (writers only)
+    dbt/target, dbt/logs                               dbt's output
+    tmp/                                               local scratch
 """
 
 from __future__ import annotations
@@ -113,9 +117,9 @@ class Lake:
     lake is reached with (ignored for a local one).
 
     Delta tables (the ``_Table`` names, :meth:`table`, :meth:`gold_table`) work on both.
-    ``tmp`` is local scratch on both (:attr:`work`). Everything else (``home`` and the
-    ``_Below`` paths: bronze objects, the lock, heartbeats, the warehouse file) is local
-    only so far."""
+    ``tmp``, ``warehouse`` and ``dbt`` are local files on both (:attr:`work`). Everything
+    else (``home`` and the ``_Below`` paths: bronze objects, the lock, heartbeats) is
+    local only so far."""
 
     where: InitVar[str | Path | LakeLocation]
     storage: StorageSettings = field(default_factory=StorageSettings, compare=False, repr=False)
@@ -132,9 +136,11 @@ class Lake:
     oltp_positions = _Table("system", "oltp_positions")
     pos_line_keys = _Table("system", "pos_line_keys")
     gold = _Below("gold")
-    warehouse = _Below("warehouse.duckdb")
     lock_file = _Below(".lock")
-    # DuckDB's spill files and other scratch: local on every lake
+    # local on every lake (Lake.work): the dbt build target (writers only), dbt's
+    # target/ and logs/, DuckDB's spill files and other scratch
+    warehouse = _Work("warehouse.duckdb")
+    dbt = _Work("dbt")
     tmp = _Work("tmp")
 
     def __post_init__(self, where: str | Path | LakeLocation) -> None:
@@ -156,12 +162,16 @@ class Lake:
 
     @property
     def work(self) -> Path:
-        """Where this lake's local scratch lives (``tmp``): its home when the lake is a
-        folder. DuckDB cannot spill to objects, so an object-store lake's is a folder of the
-        user's cache named after the lake's URI: ``$XDG_CACHE_HOME`` (default ``~/.cache``)
-        ``/saleslake/<first 16 hex of the URI's sha256>``."""
+        """Where this lake's local files live (the ``_Work`` paths: ``tmp``, the warehouse
+        file, dbt's output): its home when the lake is a folder. DuckDB and dbt need local
+        files, so an object-store lake's is ``storage.work_dir``, by default a folder of
+        the user's cache named after the lake's URI: ``$XDG_CACHE_HOME`` (default
+        ``~/.cache``) ``/saleslake/<first 16 hex of the URI's sha256>``. What is there is
+        a cache: an empty work dir rebuilds the warehouse from the lake (a full gold build)."""
         if self.location.local is not None:
             return self.location.local
+        if self.storage.work_dir is not None:
+            return self.storage.work_dir.expanduser().absolute()
         cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
         return cache / "saleslake" / hashlib.sha256(self.location.uri.encode()).hexdigest()[:16]
 
