@@ -38,6 +38,7 @@ from saleslake.lake import Lake
 from saleslake.lake import require_local as _require_local
 from saleslake.pipeline import batch
 from saleslake.pipeline.batch import PostgresIngestResult, RunResult, Stage
+from saleslake.pipeline.copy_lake import CopyResult
 from saleslake.pipeline.demo import DemoResult
 from saleslake.pipeline.runner import Progress
 from saleslake.sources.csv import CsvOverrides
@@ -46,6 +47,7 @@ __all__ = [
     "SERVICES",
     "STARTED_BY_DEFAULT",
     "ConfigError",
+    "CopyResult",
     "DemoResult",
     "LandResult",
     "LockBusyError",
@@ -59,6 +61,7 @@ __all__ = [
     "TransientError",
     "UserError",
     "alert",
+    "copy_lake",
     "dashboard",
     "demo",
     "doctor",
@@ -246,6 +249,20 @@ def demo(
 
 
 # -- read side ------------------------------------------------------------------------------
+
+
+def copy_lake(source: str | Path, target: str | Path, settings: Settings | None = None) -> CopyResult:
+    """Copy the lake at ``source`` to ``target`` (each a folder or ``s3://bucket/prefix``)
+    with its history, then verify it: per object size and SHA-256, per Delta table version
+    and row count (see :mod:`saleslake.pipeline.copy_lake`). ``target`` must be empty or an
+    interrupted copy of ``source``, which a rerun completes. The warehouse file and dbt's
+    files are not copied: the next run rebuilds them from gold.
+
+    ``api.copy_lake("lakehouse", "s3://lakehouse/prod").tables``"""
+    from saleslake.pipeline.copy_lake import copy_lake as copy
+
+    s = settings or load_settings()
+    return copy(str(source), str(target), s)
 
 
 def status(limit: int = 20, settings: Settings | None = None) -> list[dict]:
@@ -525,7 +542,8 @@ def freshness(settings: Settings | None = None) -> list[dict]:
 
 def doctor(settings: Settings | None = None, include_dbt: bool = True, home: str | Path | None = None) -> list:
     """Preflight checks (see :mod:`saleslake.doctor`): configuration, lake home and disk,
-    package versions, the dbt project, PostgreSQL and Kafka reachability. Never raises for
+    package versions, the dbt project, PostgreSQL and Kafka reachability, the object store
+    (endpoint, credentials, bucket, conditional puts) for an ``s3://`` home. Never raises for
     what it finds; a configuration error is the failed ``config`` check.
 
     ``[c for c in api.doctor() if not c.ok]``"""

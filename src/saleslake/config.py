@@ -250,6 +250,12 @@ class StorageSettings(BaseModel):
     # (a rebuildable cache: DuckDB and dbt need local files); None: the user's cache,
     # see saleslake.lake.Lake.work. Not used by a local lake (its home is its work dir).
     work_dir: Path | None = None
+    # the run lease of a lake in a bucket (runs.lake_lock): renewed every third of it while
+    # held; a holder that died blocks the lake this long
+    lease_ttl_seconds: float = Field(60.0, gt=0)
+    # the silver commit lease (runs.silver_commit_lock): held around one batch's commits, so
+    # short: a stream waits at most this long for a dead writer's
+    silver_lease_ttl_seconds: float = Field(20.0, gt=0)
 
     @field_validator("endpoint_url")
     @classmethod

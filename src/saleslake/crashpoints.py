@@ -87,6 +87,9 @@ POINTS: dict[str, CrashPoint] = _points(
     CrashPoint("publish_postgres.before_commit", ("publish postgres",), "swap and log row done, not committed"),
     CrashPoint("publish_postgres.after_commit", ("publish postgres",), "swap committed, staged tables not dropped"),
     CrashPoint("publish_postgres.before_ledger", ("publish postgres",), "published, lake ledger row not written"),
+    # moving a lake (pipeline/copy_lake.py; killed by tests/integration/pipeline/test_copy_lake.py)
+    CrashPoint("copy_lake.object_copied", ("copy-lake",), "a data or bronze object copied, no Delta log yet"),
+    CrashPoint("copy_lake.log_copied", ("copy-lake",), "a table's log copied up to a version, not verified"),
 )
 
 #: The dbt node kinds that pass a crash point when dbt finishes one (see dbt_callbacks).

@@ -4,8 +4,9 @@ One :class:`Check` per concern, each with a fix hint when it fails. A check is *
 when the configured pipeline cannot work without it: the lake home always; PostgreSQL
 when the batch extracts it (``orchestration.extract_postgres``, or the lake already holds
 extract positions) or gold is published to it (``postgres.publish_after_gold``); Kafka
-when the lake already consumes the point-of-sale stream. Other services are still probed
-and reported, as warnings.
+when the lake already consumes the point-of-sale stream; the object store when the lake is
+in a bucket (``s3://`` home; probed as a warning when only ``storage.endpoint_url`` is set).
+Other services are still probed and reported, as warnings.
 
     from saleslake.doctor import run_checks
     for check in run_checks(settings): print(check.line())
@@ -23,11 +24,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from saleslake.config import Settings
 from saleslake.dbapi import one_row
 from saleslake.errors import SaleslakeError
-from saleslake.lake import Lake, open_delta
+from saleslake.lake import Lake, TableLocation, open_delta
 
 MIN_FREE_BYTES = 1 << 30  # below 1 GiB free, a 1M-line run may not fit
 CORE_PACKAGES = ("duckdb", "deltalake", "pyarrow", "dbt-core", "dbt-duckdb", "confluent-kafka", "psycopg")
@@ -61,13 +63,12 @@ def failed_required(checks: list[Check]) -> list[Check]:
 def run_checks(settings: Settings, include_dbt: bool = True) -> list[Check]:
     """Every check, in a stable order; none raises."""
     lake = Lake(settings.home, settings.storage)
-    probes: list[Callable[[], Check]] = [
-        _python,
-        _packages,
-        lambda: _home(lake),
-        lambda: _disk(lake),
-        lambda: _lock(lake),
-    ]
+    probes: list[Callable[[], Check]] = [_python, _packages]
+    s3_home = None if lake.is_local else (lake.location.bucket, lake.location.prefix)
+    if s3_home is None:  # the home, disk and lock checks of a folder (an S3 lake's: below)
+        probes += [lambda: _home(lake), lambda: _disk(lake), lambda: _lock(lake)]
+    if s3_home is not None or settings.storage.endpoint_url:
+        probes.append(lambda: _object_store(settings, s3_home))
     if include_dbt:
         probes.append(lambda: _dbt_project(settings))
     probes += [
@@ -183,7 +184,7 @@ def _disk(lake: Lake) -> Check:
 def _lock(lake: Lake) -> Check:
     from saleslake.runs import _holder_message, lock_is_free
 
-    if not lake.lock_file.parent.is_dir() or lock_is_free(lake):
+    if lock_is_free(lake):
         return Check("run lock", True, "free", required=False)
     # a held lock is normal while a run works; it is a finding, not a failure
     return Check("run lock", True, _holder_message(lake), required=False)
@@ -209,15 +210,83 @@ def _dbt_project(settings: Settings) -> Check:
     return Check("dbt project", True, detail)
 
 
+# -- object storage ---------------------------------------------------------------------------
+
+#: Where the object store check writes its probe objects, under the lake's prefix.
+PROBE_PREFIX = "_saleslake/doctor"
+
+
+def _object_store(settings: Settings, s3_home: tuple[str, str] | None) -> Check:
+    """The endpoint answers, takes the credentials, and (for an ``s3://`` home) the bucket
+    exists, takes a write and refuses a conditional put on an existing key (412): delta-rs
+    commits and the lake lease rely on that. Required when the lake is in the bucket; a
+    warning otherwise (the settings are there for ``s3://`` sources or copy-lake)."""
+    from saleslake.storage import s3_filesystem
+    from saleslake.storage.failures import endpoint_name, s3_failure
+    from saleslake.storage.objects import S3Objects
+
+    storage, required = settings.storage, s3_home is not None
+    where = endpoint_name(storage)
+    hint = "start the local server (saleslake services start s3) or fix [storage] and the S3 credentials"
+    refused = _refused(urlsplit(storage.endpoint_url).netloc) if storage.endpoint_url else None
+    if refused:
+        return Check("object store", False, f"no S3 endpoint answered at {where}: {refused}", hint, required)
+    bucket = s3_home[0] if s3_home else ""
+    try:
+        fs = s3_filesystem(storage)
+        if s3_home is None:
+            buckets = len(fs.ls(""))  # the credentials, through the endpoint
+            detail = f"{where} answers and takes the credentials ({buckets} bucket(s); no s3:// home to probe)"
+            return Check("object store", True, detail, required=False)
+        store = S3Objects(fs, "/".join(part for part in s3_home if part))
+        key = f"{PROBE_PREFIX}/{uuid.uuid4().hex}"
+        try:
+            if not store.create(key, b"probe"):
+                return Check("object store", False, f"{where}: probe key {key} exists already", hint, required)
+            overwrote = store.create(key, b"again")
+        finally:
+            store.delete(key)
+    except SaleslakeError as exc:  # half a key pair, an unreadable key file
+        return Check("object store", False, str(exc).splitlines()[0], hint, required)
+    except Exception as exc:
+        message = s3_failure(exc, storage, bucket) or f"{where}: {type(exc).__name__} (not an S3 answer)"
+        return Check("object store", False, message, hint, required)
+    if overwrote:
+        return Check(
+            "object store",
+            False,
+            f"{where} overwrote an existing key on a conditional put (If-None-Match: *): "
+            "Delta commits and the lake lease would not be safe there",
+            "use AWS S3 or an S3-compatible server that refuses such a put with 412 (S3Proxy, saleslake services start s3)",
+            required,
+        )
+    return Check(
+        "object store",
+        True,
+        f"{where} answers; bucket {bucket!r} takes the credentials and a write, and refuses a conditional put "
+        "on an existing key (412)",
+        required=required,
+    )
+
+
 # -- services ---------------------------------------------------------------------------------
 
 
 def _postgres_source_required(settings: Settings, lake: Lake) -> bool:
-    return settings.orchestration.extract_postgres or open_delta(lake.oltp_positions) is not None
+    return settings.orchestration.extract_postgres or _has_table(lake.oltp_positions)
 
 
 def _kafka_required(lake: Lake) -> bool:
-    return open_delta(lake.bronze_events) is not None
+    return _has_table(lake.bronze_events)
+
+
+def _has_table(where: TableLocation) -> bool:
+    """Whether the table exists; False when the store cannot be read (a bucket's lake with
+    the endpoint down or wrong credentials: the object store check says so)."""
+    try:
+        return open_delta(where) is not None
+    except Exception:
+        return False
 
 
 def _postgres(settings: Settings, role: str, name: str, required: bool) -> Check:

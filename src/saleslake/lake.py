@@ -46,6 +46,7 @@ from saleslake.crashpoints import crash_point
 from saleslake.errors import UserError
 from saleslake.location import LakeLocation, parse_home
 from saleslake.storage import delta_storage_options, s3_filesystem
+from saleslake.storage.lease import check_commit
 
 
 class _Below:
@@ -260,7 +261,9 @@ def read_delta(where: TableLocation | Path, version: int | None = None) -> Delta
 
 def write_delta(where: TableLocation | Path | DeltaTable, data, **options) -> None:
     """``write_deltalake`` to the table at ``where`` (created when absent), with the
-    lake's storage options; ``options``: write_deltalake's (mode, partition_by, ...)."""
+    lake's storage options; ``options``: write_deltalake's (mode, partition_by, ...).
+    A lease this context holds on the lake is checked first (a run that lost it stops)."""
+    check_commit(where.table_uri if isinstance(where, DeltaTable) else TableLocation.of(where).uri)
     if isinstance(where, DeltaTable):
         write_deltalake(where, data, **options)
         return
@@ -407,6 +410,7 @@ def replace_files(
             )
         removes = _remove_actions(table, remove)
         crash_point("lake.replace_files.before_commit")
+        check_commit(table.table_uri)
         table.create_write_transaction(
             [*adds, *removes],
             mode="append",

@@ -23,10 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pyarrow as pa
-from deltalake import write_deltalake
 
 from saleslake.contract import MONEY, UTC_TIME, text_fields
-from saleslake.lake import Lake, ensure_delta, snapshot_connection, snapshot_view_sql
+from saleslake.lake import Lake, ensure_delta, snapshot_connection, snapshot_view_sql, write_delta
 
 #: Where a store or a customer is, in the order both tables keep it.
 LOCATION_FIELDS = text_fields("city", "state", "country", "postal_code", "region", "market")
@@ -81,5 +80,5 @@ def register(lake: Lake, ref: ReferenceTable, rows: pa.Table) -> int:
     finally:
         con.close()
     if new.num_rows:
-        write_deltalake(target, new, mode="append")
+        write_delta(target, new, mode="append")
     return new.num_rows

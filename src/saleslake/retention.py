@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from saleslake.bronze import manifest_rows
 from saleslake.config import Settings
 from saleslake.lake import Lake, open_delta, txn_version
+from saleslake.storage.lease import check_commit
 
 
 @dataclass
@@ -76,6 +77,7 @@ def _purge_events(lake: Lake, cutoff: datetime, result: RetentionResult) -> None
             covered.append(f"(topic = '{topic}' AND partition = {tp['partition']} AND offset <= {held})")
     if not covered:
         return
+    check_commit(table.table_uri)
     metrics = table.delete(f"ingest_date < '{day}' AND ({' OR '.join(covered)})")
     result.events_deleted += int(metrics.get("num_deleted_rows", 0) or 0)
 

@@ -147,3 +147,73 @@ def test_config_error_is_a_failed_check(tmp_path):
     checks = json.loads(proc.stdout)
     assert checks[0]["name"] == "config" and checks[0]["state"] == "FAIL"
     assert "postgres.port" in checks[0]["detail"] and "SALESLAKE_POSTGRES__PORT" in checks[0]["detail"]
+
+
+# -- the object store (a real S3-compatible server, S3Proxy) -----------------------------------
+
+
+def s3_home(name: str) -> str:
+    return f"s3://lakehouse/tests/doctor-{name}-{os.getpid()}"
+
+
+def test_an_s3_home_checks_endpoint_credentials_bucket_and_conditional_puts(s3_settings, tmp_path):
+    from saleslake.storage import s3_filesystem
+
+    home = s3_home("good")
+    found = by_name(api.doctor(s3_settings.model_copy(update={"home": home}), include_dbt=False))
+    store = found["object store"]
+    assert store.ok and store.required, store.line()
+    assert s3_settings.storage.endpoint_url in store.detail and "refuses a conditional put" in store.detail
+    # an S3 lake has no local home, disk or flock to check, and none is created
+    assert not {"home", "disk", "run lock"} & set(found) and not (tmp_path / "s3:").exists()
+    fs = s3_filesystem(s3_settings.storage)
+    assert fs.find(f"{home[len('s3://') :]}/_saleslake/doctor") == []  # the probe is gone
+
+
+def test_a_wrong_secret_is_a_required_failure_without_the_secret(s3_settings, s3_service, tmp_path):
+    secret = s3_service.credentials().secret_access_key
+    env = {
+        "SALESLAKE_STORAGE__ENDPOINT_URL": s3_settings.storage.endpoint_url,
+        "SALESLAKE_STORAGE__ALLOW_HTTP": "true",
+        "SALESLAKE_S3_ACCESS_KEY_ID_FILE": str(s3_service.access_key_file),
+        "SALESLAKE_S3_SECRET_ACCESS_KEY": "wrong-secret-" + "y" * 27,
+    }
+    env["SALESLAKE_HOME"] = s3_home("secret")
+    proc = subprocess.run(
+        [*CLI, "doctor", "--skip-dbt"],
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("SALESLAKE_")} | env | {"COLUMNS": "250"},
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    line = next(text for text in proc.stdout.splitlines() if " object store " in text)
+    assert line.startswith("FAIL") and f"{s3_settings.storage.endpoint_url} refused the credentials" in line
+    assert proc.stderr.strip().splitlines() == ["doctor: 1 required check(s) failed: object store"]
+    assert secret not in proc.stdout + proc.stderr and "wrong-secret" not in proc.stdout + proc.stderr
+
+
+def test_a_missing_bucket_is_a_required_failure(s3_settings):
+    found = by_name(api.doctor(s3_settings.model_copy(update={"home": "s3://no-such-bucket/lake"}), include_dbt=False))
+    store = found["object store"]
+    assert not store.ok and store.required
+    assert f"bucket 'no-such-bucket' does not exist at {s3_settings.storage.endpoint_url}" in store.detail
+
+
+def test_an_endpoint_that_is_down_is_named(s3_settings):
+    from saleslake.devservices.s3 import storage_settings
+
+    closed = free_port()
+    down = s3_settings.model_copy(update={"home": s3_home("down"), "storage": storage_settings(closed)})
+    store = by_name(api.doctor(down, include_dbt=False))["object store"]
+    assert not store.ok and store.required
+    assert store.detail.startswith(f"no S3 endpoint answered at http://127.0.0.1:{closed}")
+    assert "services start s3" in store.hint
+
+
+def test_a_local_lake_with_an_endpoint_checks_it_as_a_warning(s3_settings):
+    found = by_name(api.doctor(s3_settings, include_dbt=False))
+    store = found["object store"]
+    assert store.ok and not store.required and "takes the credentials" in store.detail
+    assert found["home"].ok  # the folder's own checks stay

@@ -109,3 +109,17 @@ def test_the_warehouse_and_dbt_output_live_in_the_work_dir(tmp_path: Path, monke
         tmp_path / "lake" / "warehouse.duckdb",
         tmp_path / "lake" / "dbt",
     )
+
+
+def test_the_command_line_keeps_a_bucket_home_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """`--home s3://bucket/prefix` reaches the settings as the URI (a Path option folded it
+    into a local folder `s3:/bucket/prefix`, which every command then created)."""
+    from typer.testing import CliRunner
+
+    from saleslake import cli
+
+    monkeypatch.chdir(tmp_path)
+    outcome = CliRunner().invoke(cli.app, ["status", "--home", "s3://lakehouse/demo"])
+    assert outcome.exit_code == 1, outcome.output
+    assert "s3://lakehouse/demo" in outcome.output and "object-store lake" in outcome.output
+    assert list(tmp_path.iterdir()) == []  # no local folder made of the URI

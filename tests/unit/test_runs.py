@@ -124,3 +124,19 @@ def test_a_dead_run_is_not_kept_running_by_another_runs_lock(lake, settings):
     Ledger(lake, "killed-run", "run").record(StageRecord("run", "running", utcnow(), details=here))
     with lake_lock(lake, "next-run", "run"):
         assert "run  interrupted" in _status_line(settings, "killed-run")
+
+
+def test_stream_heartbeats_on_a_local_lake_are_files_replaced_whole(lake):
+    import os
+    import socket
+
+    from saleslake.runs import stream_heartbeats, write_heartbeat
+
+    assert stream_heartbeats(lake) == []  # no folder yet
+    for records in (10, 20):
+        write_heartbeat(lake, "s1", {"run_id": "s1", "pid": os.getpid(), "state": "running", "records": records})
+    write_heartbeat(lake, "s0", {"run_id": "s0", "pid": os.getpid(), "state": "stopped", "records": 5})
+    beats = stream_heartbeats(lake)
+    assert [(b["run_id"], b["records"], b["alive"]) for b in beats] == [("s0", 5, False), ("s1", 20, True)]
+    assert beats[0]["host"] == socket.gethostname()
+    assert sorted(p.name for p in (lake.home / "system" / "streams").iterdir()) == ["s0.json", "s1.json"]

@@ -43,6 +43,7 @@ from saleslake.connections.duckdb import session
 from saleslake.crashpoints import crash_point
 from saleslake.gold.release import GOLD_TABLES, record_release
 from saleslake.lake import Lake, TableLocation, open_delta, read_delta, write_delta, writer_properties
+from saleslake.storage.lease import check_commit
 
 from . import state
 
@@ -207,6 +208,7 @@ def _merge_changes(con: duckdb.DuckDBPyConnection, table: DeltaTable, path: Tabl
     months = [month for (month,) in rows]
     month_list = ", ".join("'" + m.replace("'", "''") + "'" for m in months)
     reader = con.sql("SELECT * FROM fact_changes").to_arrow_reader(BATCH_ROWS)
+    check_commit(table.table_uri)
     (
         table.merge(
             reader,
@@ -248,6 +250,7 @@ def _compact(table: DeltaTable, months: list[str]) -> None:
         files[month] = files.get(month, 0) + 1
     crowded = [m for m in months if files.get(m, 0) > MAX_FILES_PER_PARTITION]
     if crowded:
+        check_commit(table.table_uri)
         table.optimize.compact(
             partition_filters=[(FACT_PARTITION, "in", crowded)], writer_properties=writer_properties()
         )

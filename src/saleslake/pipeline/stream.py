@@ -23,7 +23,6 @@ Usage::
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -47,11 +46,11 @@ from saleslake.runs import (
     Ledger,
     StageCounts,
     StageRecord,
-    heartbeat_path,
     lake_lock,
     new_run_id,
     silver_commit_lock,
     utcnow,
+    write_heartbeat,
 )
 from saleslake.silver import events
 from saleslake.silver.dedup import DedupCounts, classify, write_upserts
@@ -59,6 +58,7 @@ from saleslake.silver.line_keys import LineKeys
 from saleslake.silver.process import connect
 from saleslake.sources.backlog import Backlog, BacklogReader, not_drained
 from saleslake.sources.kafka import BRONZE_EVENTS_SCHEMA, LakePositions, PosConsumer, app_id
+from saleslake.storage.lease import check_commit
 
 
 @dataclass
@@ -159,6 +159,8 @@ class StreamWorker:
         return counts
 
     def _write_bronze(self, records: pa.Table, batch_max: dict[int, int], held: dict[int, int]) -> None:
+        # these commits bypass lake.write_delta: check the leases held (a lake in a bucket)
+        check_commit(self.positions.tables["bronze"].table_uri)
         txns = _transactions(self.topic, batch_max, held)
         if not txns:
             return
@@ -208,6 +210,7 @@ class StreamWorker:
         table = self.con.sql("SELECT * FROM new_quarantine").to_arrow_table().cast(QUARANTINE_SCHEMA)
         q_txns = _transactions(self.topic, batch_max, held)
         if q_txns:
+            check_commit(self.positions.tables["quarantine"].table_uri)
             write_deltalake(
                 self.positions.tables["quarantine"],
                 table,
@@ -295,8 +298,6 @@ class GoldRefresher(threading.Thread):
 
 def _write_heartbeat(lake: Lake, result: StreamResult, settings: Settings, state: str) -> None:
     """What ``status`` shows for a stream: progress, lag, health (rewritten atomically)."""
-    path = heartbeat_path(lake, result.run_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
     body = {
         "run_id": result.run_id,
         "pid": os.getpid(),
@@ -312,9 +313,7 @@ def _write_heartbeat(lake: Lake, result: StreamResult, settings: Settings, state
         "total_lag": sum(result.lag.values()),
         "gold_refreshes": result.gold_refreshes,
     }
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(body, indent=1))
-    tmp.replace(path)
+    write_heartbeat(lake, result.run_id, body)
 
 
 def run_stream(

@@ -18,11 +18,12 @@ from dataclasses import dataclass
 
 import duckdb
 import pyarrow as pa
-from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake import CommitProperties, DeltaTable, Transaction
 
 from saleslake.contract import SALES_LINES_SCHEMA
-from saleslake.lake import replace_files, snapshot_view_sql, writer_properties
+from saleslake.lake import replace_files, snapshot_view_sql, write_delta, writer_properties
 from saleslake.runs import StageCounts
+from saleslake.storage.lease import check_commit
 
 BATCH_ROWS = 200_000
 
@@ -202,7 +203,7 @@ def lines_reader(con: duckdb.DuckDBPyConnection, query: str) -> pa.RecordBatchRe
 def append_lines(target: DeltaTable, lines: pa.RecordBatchReader, commit: CommitProperties) -> None:
     """Append ``lines`` to silver in one commit carrying ``commit`` (the source positions),
     partitioned by month with the writer settings of every silver write."""
-    write_deltalake(
+    write_delta(
         target,
         lines,
         mode="append",
@@ -219,6 +220,7 @@ def write_upserts(
     returns ``"append"`` or ``"rewrite"`` (some files were rewritten without replaced rows).
     ``dropped``: a relation of (line_key, filename) of silver rows to remove in the same
     commit whether or not a row replaces them (an earlier parse of a reparsed file)."""
+    check_commit(target.table_uri)  # a writer whose lease was lost commits nothing more
     commit = CommitProperties(app_transactions=positions)
     gone = "SELECT line_key FROM replaced" + (f" UNION ALL SELECT line_key FROM {dropped}" if dropped else "")
     holding = "SELECT e.filename FROM existing e JOIN replaced r USING (line_key)" + (

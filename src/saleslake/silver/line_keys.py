@@ -30,6 +30,7 @@ from deltalake import DeltaTable
 
 from saleslake.contract import UTC_TIME
 from saleslake.lake import Lake, files_overlapping, open_delta, read_delta, snapshot_view_sql, write_delta
+from saleslake.storage.lease import check_commit
 
 SCHEMA = pa.schema([("key", pa.int64()), ("order_ts", UTC_TIME), ("order_month", pa.string())])
 
@@ -115,6 +116,7 @@ class LineKeys:
             write_delta(self.table, _typed(rows), mode="append")
             if len(self.table.file_uris()) > MAX_FILES:
                 # a slow stream writes one small file per batch; the lookup reads them all
+                check_commit(self.table.table_uri)
                 self.table.optimize.compact()
         return rows.num_rows
 

@@ -28,18 +28,19 @@ from dataclasses import dataclass
 
 import duckdb
 import pyarrow as pa
-from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake import CommitProperties, DeltaTable, Transaction
 
 from saleslake import reference
 from saleslake.config import Settings
 from saleslake.contract import QUARANTINE_SCHEMA, SALES_LINES_SCHEMA
 from saleslake.crashpoints import crash_point
 from saleslake.dbapi import one_row
-from saleslake.lake import Lake, ensure_delta, snapshot_connection, snapshot_view_sql
+from saleslake.lake import Lake, ensure_delta, snapshot_connection, snapshot_view_sql, write_delta
 from saleslake.silver.bounds import KEY_TEXT_FIELDS, case_reasons, date_checks, key_text_checks, quantity_check
 from saleslake.silver.dedup import append_lines, classify, lines_reader, row_hash_sql
 from saleslake.silver.enrich import enrichment_columns, tax_rate_sql
 from saleslake.sources.postgres import APP_ID, ExtractResult
+from saleslake.storage.lease import check_commit
 
 SOURCE = "oltp"
 
@@ -166,7 +167,7 @@ def _append_quarantine(lake: Lake, rows: pa.Table) -> pa.Table:
     finally:
         con.close()
     if new.num_rows:
-        write_deltalake(target, new, mode="append")
+        write_delta(target, new, mode="append")
     return new
 
 
@@ -326,7 +327,7 @@ def _quarantine(con: duckdb.DuckDBPyConnection, lake: Lake, extract: ExtractResu
         .cast(QUARANTINE_SCHEMA)
     )
     if rows.num_rows:
-        write_deltalake(target, rows, mode="append")
+        write_delta(target, rows, mode="append")
     return rows
 
 
@@ -362,7 +363,7 @@ def commit_lines(con: duckdb.DuckDBPyConnection, lake: Lake, extract: ExtractRes
 
 def _commit_position(target: DeltaTable, commit: CommitProperties) -> None:
     """An empty silver commit that records the extract's position (``commit``) alone."""
-    write_deltalake(
+    write_delta(
         target,
         SALES_LINES_SCHEMA.empty_table(),
         mode="append",
@@ -408,6 +409,7 @@ def _write_lines(con: duckdb.DuckDBPyConnection, target: DeltaTable, commit: Com
     source = source.cast(SALES_LINES_SCHEMA.append(pa.field("_delete", pa.bool_())))
     month_list = ", ".join(f"'{m}'" for m in months)
     updates = {c: f"s.`{c}`" for c in columns}
+    check_commit(target.table_uri)
     (
         target.merge(
             source,

@@ -18,6 +18,11 @@ last entry, and the next writer takes over. Expiry compares the writer's clock w
 reader's: hosts sharing a lake need clocks in step (NTP) to well under ``ttl``. Old
 generations are deleted as new ones are written (the last :data:`KEEP` stay, for
 ``status`` and for debugging).
+
+One lake can hold several leases, each under its own prefix (the run lease under
+:data:`PREFIX`; ``runs.silver_commit_lock`` takes another). A process registers the leases
+it holds with :func:`guarding`; every Delta commit through ``lake.write_delta`` first calls
+:func:`check_commit`, so a holder that lost its lease stops before it writes again.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import NoReturn
@@ -56,15 +62,24 @@ class LeaseEntry:
     command: str
     written_at: float  # seconds since the epoch, on the writer's clock
     expires_at: float
+    run_id: str = ""  # the ledger's run id of the holder ("" when it has none)
 
     def holds(self, now: float) -> bool:
         return self.action != "release" and now < self.expires_at
 
     def describe(self, now: float) -> str:
         since = datetime.fromtimestamp(self.written_at, UTC).isoformat(timespec="seconds")
+        what = f"run {self.run_id}: {self.command}" if self.run_id else self.command
         return (
-            f"{self.command} (pid {self.pid} on {self.host}, {self.action} at {since}, "
+            f"{what} (pid {self.pid} on {self.host}, {self.action} at {since}, "
             f"expires in {max(0, round(self.expires_at - now))} s)"
+        )
+
+    def held_message(self, now: float) -> str:
+        """Why a process that wants this lease cannot have it now (one line)."""
+        return (
+            f"another saleslake {self.describe(now)} holds this lake's lease; wait for it "
+            f"to finish or pass --wait SECONDS (a holder that died frees it when it expires)"
         )
 
 
@@ -77,7 +92,8 @@ class LeaseLostError(PipelineError):
 
 
 class Lease:
-    """The lease of one lake (``store`` rooted at the lake). One object per holder."""
+    """The lease of one lake (``store`` rooted at the lake) whose log lives under
+    ``prefix``. One object per holder; ``run_id``: the holder's run, named in its entries."""
 
     def __init__(
         self,
@@ -85,9 +101,15 @@ class Lease:
         ttl: float = DEFAULT_TTL_SECONDS,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        prefix: str = PREFIX,
+        run_id: str = "",
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.store = store
         self.ttl = ttl
+        self.prefix = prefix.strip("/")
+        self.run_id = run_id
+        self.sleep = sleep
         self.clock = clock
         self.monotonic = monotonic
         self.owner = uuid.uuid4().hex
@@ -101,30 +123,35 @@ class Lease:
     def latest(self) -> LeaseEntry | None:
         """The newest entry, or None when the lake was never leased."""
         for _ in range(10):  # a listed entry can be pruned before it is read: list again
-            generations = [int(m.group(1)) for k in self.store.keys(PREFIX) if (m := _ENTRY.search(k))]
+            generations = [int(m.group(1)) for k in self.store.keys(self.prefix) if (m := _ENTRY.search(k))]
             if not generations:
                 return None
-            data = self.store.read(_key(max(generations)))
+            data = self.store.read(self._key(max(generations)))
             if data is not None:
-                return _parse(data, _key(max(generations)))
-        raise PipelineError(f"the lease log under {PREFIX}/ keeps changing while it is read; retry")
+                return _parse(data, self._key(max(generations)))
+        raise PipelineError(f"the lease log under {self.prefix}/ keeps changing while it is read; retry")
 
     # -- holding -----------------------------------------------------------------------------
 
-    def acquire(self, command: str, wait_seconds: float = 0.0, poll_seconds: float = 0.5) -> None:
-        """Take the lease, waiting up to ``wait_seconds`` while someone else holds it."""
+    def acquire(
+        self, command: str, wait_seconds: float = 0.0, poll_seconds: float = 0.1, max_poll_seconds: float = 2.0
+    ) -> None:
+        """Take the lease, waiting up to ``wait_seconds`` (``math.inf``: as long as it
+        takes) while someone else holds it. It looks again after ``poll_seconds``, doubled
+        after each look up to ``max_poll_seconds`` (each look is a listing and a read), and
+        once more at the deadline."""
         self.command = command
         deadline = self.monotonic() + wait_seconds
+        pause = poll_seconds
         while True:
             latest = self.latest()
             now = self.clock()
             if latest is not None and latest.holds(now) and latest.owner != self.owner:
-                if self.monotonic() >= deadline:
-                    raise LeaseHeldError(
-                        f"another saleslake {latest.describe(now)} holds this lake's lease; wait for it "
-                        f"to finish or pass --wait SECONDS (a holder that died frees it when it expires)"
-                    )
-                time.sleep(poll_seconds)
+                left = deadline - self.monotonic()
+                if left <= 0:
+                    raise LeaseHeldError(latest.held_message(now))
+                self.sleep(min(pause, left))
+                pause = min(pause * 2, max_poll_seconds)
                 continue
             if self._write(latest.generation + 1 if latest else 1, "acquire"):
                 return
@@ -179,8 +206,11 @@ class Lease:
             command=self.command,
             written_at=now,
             expires_at=now + self.ttl,
+            run_id=self.run_id,
         )
-        if not self.store.create(_key(generation), json.dumps(asdict(entry)).encode()) and not self._own(generation):
+        if not self.store.create(self._key(generation), json.dumps(asdict(entry)).encode()) and not self._own(
+            generation
+        ):
             return False
         self.generation = generation
         self._renewed_at = started
@@ -191,11 +221,14 @@ class Lease:
     def _own(self, generation: int) -> bool:
         """Whether the entry at ``generation`` is this holder's: a PUT whose answer was lost
         is sent again and refused because its own first try landed."""
-        data = self.store.read(_key(generation))
-        return data is not None and _parse(data, _key(generation)).owner == self.owner
+        data = self.store.read(self._key(generation))
+        return data is not None and _parse(data, self._key(generation)).owner == self.owner
+
+    def _key(self, generation: int) -> str:
+        return f"{self.prefix}/{generation:020d}.json"
 
     def _prune(self, generation: int) -> None:
-        for key in self.store.keys(PREFIX):
+        for key in self.store.keys(self.prefix):
             m = _ENTRY.search(key)
             if m and int(m.group(1)) < generation - KEEP:
                 try:
@@ -234,8 +267,27 @@ def held(lease: Lease, command: str, wait_seconds: float = 0.0) -> Iterator[Leas
             lease.release()
 
 
-def _key(generation: int) -> str:
-    return f"{PREFIX}/{generation:020d}.json"
+#: the leases held in this context, with the location (a lake's URI) each one guards
+_guards: ContextVar[tuple[tuple[str, Lease], ...]] = ContextVar("saleslake_leases", default=())
+
+
+@contextmanager
+def guarding(where: str, lease: Lease) -> Iterator[None]:
+    """For the block, commits to tables under ``where`` (in this thread) check ``lease``
+    first: :func:`check_commit`."""
+    token = _guards.set((*_guards.get(), (where.rstrip("/"), lease)))
+    try:
+        yield
+    finally:
+        _guards.reset(token)
+
+
+def check_commit(uri: str) -> None:
+    """Before a commit to the table at ``uri``: LeaseLostError when a lease this context
+    holds on the lake it lies in can no longer be counted on (:meth:`Lease.check`)."""
+    for where, lease in _guards.get():
+        if uri == where or uri.startswith(where + "/"):
+            lease.check()
 
 
 def _parse(data: bytes, key: str) -> LeaseEntry:

@@ -1,5 +1,6 @@
-"""Small objects a lake keeps beside its tables (leases today), with the one operation
-coordination needs: create a key only if it does not exist yet, atomically.
+"""Small objects a lake keeps beside its tables (leases, stream heartbeats), with the one
+operation coordination needs: create a key only if it does not exist yet, atomically; and a
+plain overwrite (``put``) that readers see whole or not at all.
 
 * :class:`LocalObjects`: a folder; the exclusive create is a hard link of a complete
   temporary file (``link`` fails when the name exists), so a reader never sees half an
@@ -26,6 +27,11 @@ if TYPE_CHECKING:
 class ObjectStore(Protocol):
     def create(self, key: str, data: bytes) -> bool:
         """Write ``data`` at ``key`` unless the key exists; False when it does."""
+        ...
+
+    def put(self, key: str, data: bytes) -> None:
+        """Write ``data`` at ``key``, replacing what was there; readers see the old or the
+        new bytes, never a mix."""
         ...
 
     def read(self, key: str) -> bytes | None:
@@ -66,6 +72,17 @@ class LocalObjects:
         finally:
             scratch.unlink()
 
+    def put(self, key: str, data: bytes) -> None:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # a hidden scratch name: keys() never lists it, a reader never sees half a file
+        scratch = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            scratch.write_bytes(data)
+            os.replace(scratch, target)
+        finally:
+            scratch.unlink(missing_ok=True)
+
     def read(self, key: str) -> bytes | None:
         try:
             return self._path(key).read_bytes()
@@ -101,6 +118,10 @@ class S3Objects:
             if _refused_as_existing(exc):
                 return False
             raise
+
+    def put(self, key: str, data: bytes) -> None:
+        # one PUT: S3 replaces an object atomically
+        self.fs.pipe_file(self._path(key), data)
 
     def read(self, key: str) -> bytes | None:
         try:

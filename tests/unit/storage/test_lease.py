@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
 
 from helpers import race_for_the_lease
 from saleslake.errors import PipelineError
-from saleslake.storage.lease import KEEP, PREFIX, Lease, LeaseHeldError, LeaseLostError, held
+from saleslake.storage.lease import (
+    KEEP,
+    PREFIX,
+    Lease,
+    LeaseHeldError,
+    LeaseLostError,
+    check_commit,
+    guarding,
+    held,
+)
 from saleslake.storage.objects import LocalObjects
 
 
@@ -157,3 +167,57 @@ def test_a_put_sent_again_after_its_answer_was_lost_is_still_ours(tmp_path):
     store.create = lost_answer  # type: ignore[method-assign]
     holder.renew()
     assert holder.generation == 2 and len(calls) == 1
+
+
+def test_a_refusal_names_the_holders_run_and_an_old_entry_without_one_still_reads(tmp_path):
+    clock, store = Clock(), LocalObjects(tmp_path)
+    Lease(store, clock=clock, monotonic=clock, run_id="20261207T230000Z-abc123").acquire("rebuild gold")
+    with pytest.raises(LeaseHeldError, match=r"another saleslake run 20261207T230000Z-abc123: rebuild gold \(pid"):
+        lease(store, clock).acquire("run")
+    old = {k: v for k, v in json.loads(store.read(f"{PREFIX}/{1:020d}.json") or b"").items() if k != "run_id"}
+    store.create(f"{PREFIX}/{2:020d}.json", json.dumps({**old, "generation": 2}).encode())
+    latest = Lease(store).latest()
+    assert (
+        latest is not None and latest.run_id == "" and "another saleslake rebuild gold (pid" in latest.held_message(0)
+    )
+
+
+def test_leases_under_two_prefixes_are_independent(tmp_path):
+    clock, store = Clock(), LocalObjects(tmp_path)
+    run = lease(store, clock)
+    silver = Lease(store, clock=clock, monotonic=clock, prefix="_saleslake/silver-lease")
+    run.acquire("run")
+    silver.acquire("silver commit")
+    with pytest.raises(LeaseHeldError):
+        Lease(store, clock=clock, monotonic=clock, prefix="_saleslake/silver-lease").acquire("silver commit")
+    assert store.keys("_saleslake/silver-lease") == [f"_saleslake/silver-lease/{1:020d}.json"]
+    assert store.keys(PREFIX) == [f"{PREFIX}/{1:020d}.json"]
+
+
+def test_waiting_backs_off_up_to_a_cap_and_gives_up_at_the_deadline(tmp_path):
+    clock, store = Clock(), LocalObjects(tmp_path)
+    lease(store, clock).acquire("run")
+    pauses: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        clock.now += seconds
+
+    waiter = Lease(store, clock=clock, monotonic=clock, sleep=sleep)
+    with pytest.raises(LeaseHeldError):
+        waiter.acquire("run", wait_seconds=10, poll_seconds=0.1, max_poll_seconds=2.0)
+    assert pauses == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0, 2.0, 0.9])  # the last one to the deadline
+
+
+def test_commits_under_a_guarded_lake_check_its_lease(tmp_path):
+    clock, store = Clock(), LocalObjects(tmp_path)
+    holder = lease(store, clock)
+    holder.acquire("run")
+    check_commit("s3://bucket/lake/silver/sales_lines")  # nothing guarded: nothing checked
+    with guarding("s3://bucket/lake", holder):
+        check_commit("s3://bucket/lake/silver/sales_lines")
+        clock.now += 60  # not renewed for a whole ttl
+        with pytest.raises(LeaseLostError):
+            check_commit("s3://bucket/lake/system/runs")
+        check_commit("s3://bucket/lake-2/system/runs")  # another lake
+    check_commit("s3://bucket/lake/system/runs")  # the block ended: not guarded any more
