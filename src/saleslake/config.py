@@ -246,6 +246,10 @@ class StorageSettings(BaseModel):
     allow_http: bool = Field(False, validate_default=True)
     # path-style addressing (``endpoint/bucket/key``); None: on with endpoint_url, off on AWS
     path_style: bool | None = None
+    # the local folder of an object-store lake's scratch, warehouse file and dbt output
+    # (a rebuildable cache: DuckDB and dbt need local files); None: the user's cache,
+    # see saleslake.lake.Lake.work. Not used by a local lake (its home is its work dir).
+    work_dir: Path | None = None
     # the run lease of a lake in a bucket (runs.lake_lock): renewed every third of it while
     # held; a holder that died blocks the lake this long
     lease_ttl_seconds: float = Field(60.0, gt=0)

@@ -7,9 +7,13 @@ Layout under ``home``::
     silver/sales_lines, silver/quarantine              Delta tables
     gold/<table>                                       Delta tables published by dbt runs
     system/bronze_manifest, system/runs                Delta tables (positions, ledger)
-    warehouse.duckdb                                   the dbt build target (writers only)
     .lock                                              the run lock
-    tmp/                                               local scratch (see Lake.work)
+
+and under ``Lake.work`` (the home of a local lake; a local folder for a lake in a bucket)::
+
+    warehouse.duckdb                                   the dbt build target (writers only)
+    dbt/target, dbt/logs                               dbt's output
+    tmp/                                               local scratch
 """
 
 from __future__ import annotations
@@ -115,9 +119,9 @@ class Lake:
     lake is reached with (ignored for a local one).
 
     Delta tables (the ``_Table`` names, :meth:`table`, :meth:`gold_table`) work on both.
-    ``tmp`` is local scratch on both (:attr:`work`). Everything else (``home`` and the
-    ``_Below`` paths: bronze objects, the lock, heartbeats, the warehouse file) is local
-    only so far."""
+    ``tmp``, ``warehouse`` and ``dbt`` are local files on both (:attr:`work`). Everything
+    else (``home`` and the ``_Below`` paths: bronze objects, the lock, heartbeats) is
+    local only so far."""
 
     where: InitVar[str | Path | LakeLocation]
     storage: StorageSettings = field(default_factory=StorageSettings, compare=False, repr=False)
@@ -134,9 +138,11 @@ class Lake:
     oltp_positions = _Table("system", "oltp_positions")
     pos_line_keys = _Table("system", "pos_line_keys")
     gold = _Below("gold")
-    warehouse = _Below("warehouse.duckdb")
     lock_file = _Below(".lock")
-    # DuckDB's spill files and other scratch: local on every lake
+    # local on every lake (Lake.work): the dbt build target (writers only), dbt's
+    # target/ and logs/, DuckDB's spill files and other scratch
+    warehouse = _Work("warehouse.duckdb")
+    dbt = _Work("dbt")
     tmp = _Work("tmp")
 
     def __post_init__(self, where: str | Path | LakeLocation) -> None:
@@ -158,12 +164,16 @@ class Lake:
 
     @property
     def work(self) -> Path:
-        """Where this lake's local scratch lives (``tmp``): its home when the lake is a
-        folder. DuckDB cannot spill to objects, so an object-store lake's is a folder of the
-        user's cache named after the lake's URI: ``$XDG_CACHE_HOME`` (default ``~/.cache``)
-        ``/saleslake/<first 16 hex of the URI's sha256>``."""
+        """Where this lake's local files live (the ``_Work`` paths: ``tmp``, the warehouse
+        file, dbt's output): its home when the lake is a folder. DuckDB and dbt need local
+        files, so an object-store lake's is ``storage.work_dir``, by default a folder of
+        the user's cache named after the lake's URI: ``$XDG_CACHE_HOME`` (default
+        ``~/.cache``) ``/saleslake/<first 16 hex of the URI's sha256>``. What is there is
+        a cache: an empty work dir rebuilds the warehouse from the lake (a full gold build)."""
         if self.location.local is not None:
             return self.location.local
+        if self.storage.work_dir is not None:
+            return self.storage.work_dir.expanduser().absolute()
         cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
         return cache / "saleslake" / hashlib.sha256(self.location.uri.encode()).hexdigest()[:16]
 
@@ -340,9 +350,13 @@ def files_overlapping(table: DeltaTable, column: str, low, high) -> list[str] | 
 
 
 def _local_root(table: DeltaTable) -> Path:
-    if "://" in table.table_uri and not table.table_uri.startswith("file://"):
-        raise UserError(f"rewriting files of {table.table_uri} is not supported on an object-store lake yet")
+    if not _is_local_table(table):
+        raise UserError(f"{table.table_uri} is not a local table")
     return Path(unquote(table.table_uri.removeprefix("file://"))).absolute()
+
+
+def _is_local_table(table: DeltaTable) -> bool:
+    return "://" not in table.table_uri or table.table_uri.startswith("file://")
 
 
 #: Where :func:`replace_files` writes before moving files into the table: a hidden
@@ -363,30 +377,38 @@ def replace_files(
 
     A copy-on-write MERGE without the join: the caller already knows which files hold
     rows being replaced and passes their surviving rows in ``rows``. delta-rs writes the
-    files (and their statistics) into a scratch table inside the table's folder; they
-    are moved beside the table's own files and committed with the removes. A crash before
-    the commit leaves only unreferenced files. Local file systems only (the lake's).
+    files (and their statistics) into a scratch table under the table's
+    ``_saleslake_staging/``; they are moved to the keys they have there relative to the
+    table's root (a rename on a disk; a server-side copy and a delete on an object
+    store, through delta-rs's own object store) and committed with the removes. The
+    table's layout is the one a plain write gives. A crash before the commit leaves only
+    files no version references (VACUUM removes those) and a scratch folder (removed by
+    a later rewrite once older than :data:`STALE_STAGING_SECONDS`): the table reads as
+    before and a rerun writes afresh.
 
     The commit is an append that records no read of the files it rewrites, so Delta's
     conflict check would not catch a concurrent writer adding a newer version of a
     replaced row: callers hold ``runs.silver_commit_lock`` and pass a snapshot read under it.
     """
-    root = _local_root(table)
-    staging_root = root / STAGING_DIR
-    _drop_stale_staging(staging_root)
-    scratch = staging_root / uuid.uuid4().hex
+    staging = _LocalStaging(_local_root(table)) if _is_local_table(table) else _ObjectStaging(table)
+    staging.drop_stale()
+    scratch = f"{STAGING_DIR}/{uuid.uuid4().hex}"
     try:
         write_deltalake(
-            str(scratch), rows, mode="append", partition_by=partition_by, writer_properties=writer_properties()
+            staging.uri(scratch),
+            rows,
+            mode="append",
+            partition_by=partition_by,
+            writer_properties=writer_properties(),
+            storage_options=staging.storage_options,
         )
         adds = []
-        for line in (scratch / "_delta_log" / f"{0:020d}.json").read_text("utf-8").splitlines():
+        for line in staging.read_text(f"{scratch}/_delta_log/{0:020d}.json").splitlines():
             add = json.loads(line).get("add")
             if add is None:
                 continue
             relative = unquote(add["path"])
-            (root / relative).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(scratch / relative, root / relative)
+            staging.move_in(f"{scratch}/{relative}", relative)
             adds.append(
                 AddAction(
                     add["path"],
@@ -408,21 +430,97 @@ def replace_files(
             commit_properties=commit_properties,
         )
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        staging.drop(scratch)
+
+
+class _LocalStaging:
+    """:func:`replace_files`' file operations in a local table's folder."""
+
+    storage_options = None
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def uri(self, relative: str) -> str:
+        return str(self.root / relative)
+
+    def read_text(self, relative: str) -> str:
+        return (self.root / relative).read_text("utf-8")
+
+    def move_in(self, source: str, target: str) -> None:
+        (self.root / target).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.root / source, self.root / target)
+
+    def drop(self, scratch: str) -> None:
+        shutil.rmtree(self.root / scratch, ignore_errors=True)
         with contextlib.suppress(OSError):
-            staging_root.rmdir()  # only when no other writer's scratch is in it
+            (self.root / STAGING_DIR).rmdir()  # only when no other writer's scratch is in it
+
+    def drop_stale(self) -> None:
+        """Scratch folders left by a crash (older than an hour; a live writer's is younger)."""
+        staging_root = self.root / STAGING_DIR
+        if not staging_root.is_dir():
+            return
+        horizon = time.time() - STALE_STAGING_SECONDS
+        for child in staging_root.iterdir():
+            if child.stat().st_mtime < horizon:
+                shutil.rmtree(child, ignore_errors=True)
+
+
+class _ObjectStaging:
+    """:func:`replace_files`' object operations under an object-store table's root,
+    through delta-rs's object store with the storage options the table was opened with
+    (paths relative to the table's root)."""
+
+    def __init__(self, table: DeltaTable) -> None:
+        from deltalake.fs import DeltaStorageHandler
+
+        self.root = table.table_uri.rstrip("/")
+        # the options open_delta gave the table (delta-rs keeps them for its own datasets)
+        self.storage_options: dict[str, str] | None = getattr(table, "_storage_options", None)
+        self.fs = pafs.PyFileSystem(DeltaStorageHandler(self.root, self.storage_options))
+
+    def uri(self, relative: str) -> str:
+        return f"{self.root}/{relative}"
+
+    def read_text(self, relative: str) -> str:
+        with self.fs.open_input_stream(relative) as stream:
+            return stream.read().decode("utf-8")
+
+    def move_in(self, source: str, target: str) -> None:
+        self.fs.move(source, target)  # object store: a server-side copy, then a delete
+
+    def drop(self, scratch: str) -> None:
+        with contextlib.suppress(OSError):
+            self.fs.delete_dir(scratch)
+
+    def drop_stale(self) -> None:
+        """Scratch prefixes left by a crash: every object in them older than an hour."""
+        newest: dict[str, float] = {}
+        selector = pafs.FileSelector(STAGING_DIR, allow_not_found=True, recursive=True)
+        for info in self.fs.get_file_info(selector):
+            parts = info.path.split("/")
+            if info.type != pafs.FileType.File or len(parts) < 3 or info.mtime is None:
+                continue
+            scratch = "/".join(parts[:2])
+            newest[scratch] = max(newest.get(scratch, 0.0), info.mtime.timestamp())
+        horizon = time.time() - STALE_STAGING_SECONDS
+        for scratch, modified in newest.items():
+            if modified < horizon:
+                self.drop(scratch)
 
 
 def _remove_actions(table: DeltaTable, uris: list[str]) -> list[RemoveAction]:
     if not uris:
         return []
     actions = pa.table(table.get_add_actions(flatten=False)).to_pylist()
-    root = str(_local_root(table))
+    local = _is_local_table(table)
+    root = str(_local_root(table)) if local else table.table_uri.rstrip("/")
     by_uri = {f"{root}/{unquote(a['path'])}": a for a in actions}
     now = int(time.time() * 1000)
     removes = []
     for uri in uris:
-        action = by_uri.get(str(Path(uri).absolute()))
+        action = by_uri.get(str(Path(uri).absolute()) if local else uri)
         if action is None:
             raise ValueError(f"{uri} is not a file of {root}'s current snapshot")
         removes.append(
@@ -435,16 +533,6 @@ def _remove_actions(table: DeltaTable, uris: list[str]) -> list[RemoveAction]:
             )
         )
     return removes
-
-
-def _drop_stale_staging(staging_root: Path) -> None:
-    """Scratch folders left by a crash (older than an hour; a live writer's is younger)."""
-    if not staging_root.is_dir():
-        return
-    horizon = time.time() - STALE_STAGING_SECONDS
-    for child in staging_root.iterdir():
-        if child.stat().st_mtime < horizon:
-            shutil.rmtree(child, ignore_errors=True)
 
 
 def snapshot_view_sql(table: DeltaTable, files: list[str] | None = None, filename: bool = False) -> str:

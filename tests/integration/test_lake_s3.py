@@ -6,6 +6,10 @@ the stages' session and the ad-hoc readers (manifest, reference, positions)."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import uuid
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -15,21 +19,27 @@ import pyarrow as pa
 import pytest
 from deltalake import CommitProperties, Transaction
 
+from saleslake import lake as lake_module
 from saleslake import reference
 from saleslake.bronze import MANIFEST_SCHEMA, landed_csv_objects, manifest_rows, pending_csv_objects
 from saleslake.contract import SALES_LINES_SCHEMA
+from saleslake.crashpoints import CRASH_AT_ENV
 from saleslake.errors import UserError
 from saleslake.lake import (
+    STAGING_DIR,
     Lake,
     ensure_delta,
     files_overlapping,
     open_delta,
     read_delta,
     register_datasets,
+    replace_files,
+    snapshot_connection,
     snapshot_view_sql,
     txn_version,
     write_delta,
 )
+from saleslake.pipeline.batch import lake_exists
 from saleslake.runs import Ledger, StageCounts, StageRecord, ledger_rows
 from saleslake.silver import process
 from saleslake.sources import postgres as oltp_source
@@ -50,6 +60,7 @@ def _keys(lake: Lake, *parts: str) -> list[str]:
 
 
 def test_the_run_ledger_is_written_to_the_bucket_and_read_back(s3_lake: Lake):
+    assert not lake_exists(s3_lake)
     started = datetime(2024, 3, 5, 12, 0, tzinfo=UTC)
     ledger = Ledger(s3_lake, "run-1", "run")
     ledger.record(StageRecord("silver", "running", started))
@@ -73,6 +84,7 @@ def test_the_run_ledger_is_written_to_the_bucket_and_read_back(s3_lake: Lake):
     assert sum(k.endswith(".parquet") for k in keys) == 3
     assert any(k.endswith("_delta_log/00000000000000000002.json") for k in keys)
     assert s3_lake.runs.uri.startswith("s3://lakehouse/") and s3_lake.runs.local is None
+    assert lake_exists(s3_lake)  # publish postgres records its run in the ledger then
 
 
 def _lines(order_ids: list[str], day: date = date(2024, 3, 5)) -> pa.Table:
@@ -206,3 +218,118 @@ def test_what_still_needs_local_files_is_refused_in_one_line(s3_lake: Lake):
     with pytest.raises(UserError, match="not supported on an object-store lake yet") as caught:
         s3_lake.bronze.mkdir()
     assert "\n" not in str(caught.value) and s3_lake.location.uri in str(caught.value)
+
+
+def _replace_setup(lake: Lake) -> tuple[list[str], list[str]]:
+    """Silver with two March files (o-1, o-2 | o-3) and one April file (o-4); returns
+    (the file holding o-1 and o-2, the other files)."""
+    for lines in (_lines(["o-1", "o-2"]), _lines(["o-3"]), _lines(["o-4"], date(2024, 4, 2))):
+        write_delta(lake.sales_lines, lines, mode="append", partition_by=["order_month"])
+    table = read_delta(lake.sales_lines)
+    con = lake.register_filesystem(duckdb.connect())
+    by_file = con.sql(f"SELECT order_id, filename FROM ({snapshot_view_sql(table, filename=True)})").fetchall()
+    holding = sorted({f for order_id, f in by_file if order_id in ("o-1", "o-2")})
+    assert len(holding) == 1
+    return holding, sorted(set(table.file_uris()) - set(holding))
+
+
+def _replacement() -> pa.Table:
+    """o-2 replaced (quantity 7), its file's survivor o-1 passed back, o-5 new."""
+    rows = _lines(["o-1", "o-2", "o-5"]).to_pylist()
+    rows[1]["quantity"] = 7
+    return pa.Table.from_pylist(rows, schema=SALES_LINES_SCHEMA)
+
+
+def _silver_rows(lake: Lake) -> list[tuple]:
+    table = read_delta(lake.sales_lines)
+    with snapshot_connection(lake) as con:
+        return con.sql(
+            f"SELECT order_id, quantity, order_month FROM ({snapshot_view_sql(table)}) ORDER BY order_id"
+        ).fetchall()
+
+
+EXPECTED_AFTER_REPLACE = [
+    ("o-1", 2, "2024-03"),
+    ("o-2", 7, "2024-03"),
+    ("o-3", 2, "2024-03"),
+    ("o-4", 2, "2024-04"),
+    ("o-5", 2, "2024-03"),
+]
+
+
+def test_replace_files_rewrites_silver_files_in_the_bucket_in_one_commit(s3_lake: Lake):
+    holding, others = _replace_setup(s3_lake)
+    before = read_delta(s3_lake.sales_lines)
+    commit = CommitProperties(app_transactions=[Transaction("saleslake.test", 9)])
+
+    replace_files(before, _replacement().to_reader(), holding, ["order_month"], commit)
+
+    after = read_delta(s3_lake.sales_lines)
+    assert after.version() == before.version() + 1 and after.transaction_version("saleslake.test") == 9
+    assert _silver_rows(s3_lake) == EXPECTED_AFTER_REPLACE  # 3 rows in for 2 out: 4 + 1 lines
+    files = after.file_uris()
+    assert holding[0] not in files and set(others) <= set(files) and len(files) == len(others) + 1
+    # the new file sits where a plain write puts it, and the staging prefix is gone
+    (added,) = set(files) - set(others)
+    assert added.startswith(f"{s3_lake.sales_lines.uri}/order_month=2024-03/part-")
+    keys = _keys(s3_lake, "silver", "sales_lines")
+    assert not [k for k in keys if f"/{STAGING_DIR}/" in k]
+    # Arrow datasets (readers) and pruning by statistics see the rewrite too
+    con = duckdb.connect()
+    register_datasets(con, {"silver.sales_lines": s3_lake.sales_lines})
+    assert con.sql("SELECT count(*), sum(quantity) FROM silver.sales_lines").fetchall() == [(5, 15)]
+    march = files_overlapping(after, "order_date", date(2024, 3, 5), date(2024, 3, 5))
+    assert march is not None and sorted(march) == sorted(f for f in files if "order_month=2024-03" in f)
+
+
+_KILLED_REPLACE = """
+import sys
+import pyarrow as pa
+from deltalake import CommitProperties, Transaction
+from saleslake.config import StorageSettings
+from saleslake.contract import SALES_LINES_SCHEMA
+from saleslake.lake import Lake, read_delta, replace_files
+
+uri, storage, remove = sys.argv[1], StorageSettings.model_validate_json(sys.argv[2]), sys.argv[3]
+lake = Lake(uri, storage)
+rows = pa.ipc.open_stream(sys.stdin.buffer.read()).read_all().cast(SALES_LINES_SCHEMA)
+commit = CommitProperties(app_transactions=[Transaction("saleslake.test", 9)])
+replace_files(read_delta(lake.sales_lines), rows.to_reader(), [remove], ["order_month"], commit)
+"""
+
+
+def test_a_replace_killed_before_its_commit_leaves_the_table_as_it_was_and_a_rerun_converges(
+    s3_lake: Lake, monkeypatch: pytest.MonkeyPatch
+):
+    holding, _ = _replace_setup(s3_lake)
+    version, rows_before = read_delta(s3_lake.sales_lines).version(), _silver_rows(s3_lake)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, SALES_LINES_SCHEMA) as writer:
+        writer.write_table(_replacement())
+    env = {**os.environ, CRASH_AT_ENV: "lake.replace_files.before_commit:1"}
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED_REPLACE, s3_lake.location.uri, s3_lake.storage.model_dump_json(), holding[0]],
+        input=sink.getvalue().to_pybytes(),
+        env=env,
+        capture_output=True,
+        timeout=300,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
+
+    # killed with the new file moved in and the scratch table left: nothing committed
+    table = read_delta(s3_lake.sales_lines)
+    assert table.version() == version and table.transaction_version("saleslake.test") is None
+    assert _silver_rows(s3_lake) == rows_before
+    keys = _keys(s3_lake, "silver", "sales_lines")
+    assert [k for k in keys if f"/{STAGING_DIR}/" in k and k.endswith(".json")]
+    parquet = [k for k in keys if k.endswith(".parquet") and f"/{STAGING_DIR}/" not in k]
+    assert len(parquet) == len(table.file_uris()) + 1  # the moved file, referenced by no version
+
+    # the rerun (after the leftover scratch counts as stale) converges
+    monkeypatch.setattr(lake_module, "STALE_STAGING_SECONDS", 0)
+    commit = CommitProperties(app_transactions=[Transaction("saleslake.test", 9)])
+    replace_files(table, _replacement().to_reader(), holding, ["order_month"], commit)
+    after = read_delta(s3_lake.sales_lines)
+    assert after.version() == version + 1 and after.transaction_version("saleslake.test") == 9
+    assert _silver_rows(s3_lake) == EXPECTED_AFTER_REPLACE
+    assert not [k for k in _keys(s3_lake, "silver", "sales_lines") if f"/{STAGING_DIR}/" in k]

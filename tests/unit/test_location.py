@@ -72,7 +72,7 @@ def test_commands_that_need_local_files_refuse_a_bucket_lake_in_one_line():
         "`saleslake status` is not supported on an object-store lake (s3://lakehouse/demo) yet; use a local --home"
     )
     with pytest.raises(UserError, match="not supported on an object-store lake yet"):
-        _ = Lake("s3://lakehouse/demo").warehouse
+        _ = Lake("s3://lakehouse/demo").lock_file
 
 
 def test_scratch_is_local_on_every_lake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -83,6 +83,32 @@ def test_scratch_is_local_on_every_lake(tmp_path: Path, monkeypatch: pytest.Monk
     demo, other = Lake("s3://lakehouse/demo/"), Lake("s3://lakehouse/other")
     assert demo.tmp.parent.parent == tmp_path / "cache" / "saleslake" and demo.tmp.name == "tmp"
     assert demo.tmp == Lake("s3://lakehouse/demo").tmp != other.tmp
+
+
+def test_the_warehouse_and_dbt_output_live_in_the_work_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """storage.work_dir (SALESLAKE_STORAGE__WORK_DIR) places an object-store lake's local
+    files; a local lake keeps them in its home whatever it says."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    default = Lake("s3://lakehouse/demo")
+    assert default.warehouse == default.work / "warehouse.duckdb" and default.dbt == default.work / "dbt"
+    assert default.work.parent == tmp_path / "cache" / "saleslake"
+
+    monkeypatch.setenv("SALESLAKE_STORAGE__WORK_DIR", str(tmp_path / "work"))
+    storage = load_settings().storage
+    bucket = Lake("s3://lakehouse/demo", storage)
+    assert bucket.work == tmp_path / "work"
+    assert (bucket.warehouse, bucket.dbt, bucket.tmp) == (
+        tmp_path / "work" / "warehouse.duckdb",
+        tmp_path / "work" / "dbt",
+        tmp_path / "work" / "tmp",
+    )
+    local = Lake(tmp_path / "lake", storage)
+    assert (local.work, local.warehouse, local.dbt) == (
+        tmp_path / "lake",
+        tmp_path / "lake" / "warehouse.duckdb",
+        tmp_path / "lake" / "dbt",
+    )
 
 
 def test_the_command_line_keeps_a_bucket_home_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

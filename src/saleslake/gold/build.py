@@ -16,8 +16,12 @@ Steps: the committed snapshot of ``silver.sales_lines`` is registered as a view 
 warehouse file (``lake.warehouse``); ``dbt build`` runs in-process (models and tests,
 one DuckDB connection, the configured memory limit); then, unless ``publish=False``,
 the marts are published to ``gold/<table>`` Delta tables and a release is recorded (see
-:mod:`saleslake.gold.publish`). dbt writes its target/ and logs/ under
-``lake.home/dbt``, never inside the package.
+:mod:`saleslake.gold.publish`). dbt writes its target/ and logs/ under ``lake.dbt``,
+never inside the package. The warehouse file and ``lake.dbt`` are local files under
+``lake.work`` (the home of a local lake); on a lake in a bucket, the views over silver
+read its objects through s3fs, on dbt's connections too (dbt-duckdb's ``filesystems``).
+A warehouse file that is missing (a new machine, a cleared cache) holds no build state,
+so the next build is full and overwrites the published tables.
 
 Builds are incremental: the fact, the SCD2 dimensions and the daily aggregate recompute
 only what silver lines that are new, changed or gone since the last build can have
@@ -52,6 +56,7 @@ from saleslake.crashpoints import crash_point, dbt_callbacks
 from saleslake.dbapi import one_row
 from saleslake.errors import PipelineError
 from saleslake.lake import Lake, duckdb_type_sql, open_delta, register_snapshots
+from saleslake.storage import s3_filesystem, s3fs_options
 
 from . import state
 from .publish import FACT, publish_delta
@@ -133,13 +138,13 @@ def _plan_build(lake: Lake, settings: Settings, full_refresh: bool) -> _BuildPla
     """Register the silver snapshot and reference views dbt reads, and decide between a
     full and an incremental build (a full one is recorded as started, so a build that dies
     is full again)."""
-    lake.home.mkdir(parents=True, exist_ok=True)
+    lake.work.mkdir(parents=True, exist_ok=True)
     silver = open_delta(lake.sales_lines)  # the committed snapshot this build reads
     # before the views are registered: a reference commit in between makes the next build full again
     references = reference_fingerprint(lake)
     register_silver(lake, silver)
     current = state.project_hash(DBT_PROJECT_DIR, gold_settings(settings))
-    con = duckdb.connect(str(lake.warehouse))
+    con = _warehouse(lake)
     try:
         state.prepare(con)
         reference_changed = _reference_changed(con, references)
@@ -168,7 +173,7 @@ def _record_build_done(lake: Lake, plan: _BuildPlan) -> None:
     """After dbt succeeded: a full build is done (the next may be incremental), and the
     reference snapshots it read are the ones gold now reflects."""
     if plan.full:
-        con = duckdb.connect(str(lake.warehouse))
+        con = _warehouse(lake)
         try:
             state.full_build_done(con)
         finally:
@@ -179,7 +184,7 @@ def _record_build_done(lake: Lake, plan: _BuildPlan) -> None:
 
 def _fact_changes(lake: Lake, full: bool) -> dict:
     """Fact rows this build (and unpublished earlier ones) recomputed and deleted."""
-    con = duckdb.connect(str(lake.warehouse), read_only=True)
+    con = _warehouse(lake, read_only=True)
     try:
         if full:
             (rows,) = con.execute(f"SELECT count(*) FROM gold.{FACT}").fetchall()[0]
@@ -205,7 +210,7 @@ def register_silver(lake: Lake, silver: DeltaTable | None = None) -> None:
     """
     if silver is None:
         silver = open_delta(lake.sales_lines)
-    con = duckdb.connect(str(lake.warehouse))
+    con = _warehouse(lake)
     try:
         if silver is not None:
             register_snapshots(con, {"silver.sales_lines": silver})
@@ -256,7 +261,7 @@ def _reference_changed(con: duckdb.DuckDBPyConnection, fingerprint: str) -> bool
 
 
 def _store_reference_fingerprint(lake: Lake, fingerprint: str) -> None:
-    con = duckdb.connect(str(lake.warehouse))
+    con = _warehouse(lake)
     try:
         con.execute('DELETE FROM "gold_state"."reference_fingerprint"')
         con.execute('INSERT INTO "gold_state"."reference_fingerprint" VALUES (?)', [fingerprint])
@@ -281,7 +286,7 @@ def register_silver_diff(con: duckdb.DuckDBPyConnection, lake: Lake, silver: Del
     if full or table is None or not previous or state.has_pending_lines(con):
         return "full"
     removed = [f"{lake.sales_lines.uri}/{path}" for path in sorted(previous - set(current))]
-    if not all(Path(uri).is_file() for uri in removed):
+    if not _all_exist(lake, removed):
         return "full"
     added = [current[path] for path in sorted(set(current) - previous)]
     schema = pa.schema(table.schema())
@@ -290,6 +295,16 @@ def register_silver_diff(con: duckdb.DuckDBPyConnection, lake: Lake, silver: Del
     for name, files in (("sales_lines_added", added), ("sales_lines_removed", removed)):
         con.execute(f'CREATE OR REPLACE VIEW "silver"."{name}" AS {_parquet_view_sql(schema, files, partitioned)}')
     return "files"
+
+
+def _all_exist(lake: Lake, uris: list[str]) -> bool:
+    """Whether every one of the lake's files ``uris`` is still there (not vacuumed)."""
+    if lake.is_local:
+        return all(Path(uri).is_file() for uri in uris)
+    if not uris:
+        return True
+    fs = s3_filesystem(lake.storage)
+    return all(fs.isfile(uri) for uri in uris)
 
 
 def _parquet_view_sql(schema: pa.Schema, files: list[str], partitioned: bool) -> str:
@@ -335,29 +350,51 @@ def dbt_profile(lake: Lake, settings: Settings) -> dict:
     duck_settings = session_settings(
         settings, lake, TimeZone="UTC", preserve_insertion_order=False, parquet_metadata_cache=True
     )
-    return {
-        PROFILE_NAME: {
-            "target": TARGET_NAME,
-            "outputs": {
-                TARGET_NAME: {
-                    "type": "duckdb",
-                    "path": str(lake.warehouse),
-                    "schema": "main",
-                    "threads": 1,
-                    # one handle for the whole build: closing the file after every node
-                    # (keep_open false) checkpointed it ~70 times per build (+1 % of a
-                    # 10M-line lake: dbt 10.3 s -> 8.2 s). run_dbt closes it when dbt ends.
-                    "keep_open": True,
-                    "settings": duck_settings,
-                }
-            },
-        }
+    output = {
+        "type": "duckdb",
+        "path": str(lake.warehouse),
+        "schema": "main",
+        "threads": 1,
+        # one handle for the whole build: closing the file after every node
+        # (keep_open false) checkpointed it ~70 times per build (+1 % of a
+        # 10M-line lake: dbt 10.3 s -> 8.2 s). run_dbt closes it when dbt ends.
+        "keep_open": True,
+        "settings": duck_settings,
     }
+    if not lake.is_local:
+        output["filesystems"] = [_dbt_filesystem(lake)]
+    return {PROFILE_NAME: {"target": TARGET_NAME, "outputs": {TARGET_NAME: output}}}
+
+
+#: Variables through which dbt's profile reads the lake's S3 key pair (run_dbt sets them
+#: for the build only). dbt scrubs the values of ``DBT_ENV_SECRET_*`` variables from its
+#: logs and output; the profile file holds only their names.
+DBT_S3_KEY_ID_ENV = "DBT_ENV_SECRET_SALESLAKE_S3_ACCESS_KEY_ID"
+DBT_S3_SECRET_ENV = "DBT_ENV_SECRET_SALESLAKE_S3_SECRET_ACCESS_KEY"
+
+
+def _dbt_filesystem(lake: Lake) -> dict:
+    """dbt-duckdb's ``filesystems`` entry: s3fs on dbt's own DuckDB connections, so the
+    silver views of the warehouse read the lake's objects (DuckDB cannot download httpfs).
+    Without a key pair in the settings s3fs takes the standard AWS chain."""
+    entry: dict = {"fs": "s3", **s3fs_options(lake.storage)}
+    if lake.storage.credentials() is not None:
+        entry["key"] = "{{ env_var('" + DBT_S3_KEY_ID_ENV + "') }}"
+        entry["secret"] = "{{ env_var('" + DBT_S3_SECRET_ENV + "') }}"
+    return entry
+
+
+def _dbt_secrets(lake: Lake) -> dict[str, str]:
+    """The variables :func:`_dbt_filesystem` names, for the duration of a dbt run."""
+    credentials = None if lake.is_local else lake.storage.credentials()
+    if credentials is None:
+        return {}
+    return {DBT_S3_KEY_ID_ENV: credentials.access_key_id, DBT_S3_SECRET_ENV: credentials.secret_access_key}
 
 
 def dbt_dirs(lake: Lake) -> tuple[Path, Path]:
     """(target path, log path) of dbt runs on this lake."""
-    return lake.home / "dbt" / "target", lake.home / "dbt" / "logs"
+    return lake.dbt / "target", lake.dbt / "logs"
 
 
 @contextmanager
@@ -386,7 +423,7 @@ def run_dbt(lake: Lake, settings: Settings, command: list[str], env: dict[str, s
     target_path, log_path = dbt_dirs(lake)
     target_path.mkdir(parents=True, exist_ok=True)
     log_path.mkdir(parents=True, exist_ok=True)
-    environment = {FRAUD_ENV: gold_settings(settings), **(env or {})}
+    environment = {FRAUD_ENV: gold_settings(settings), **_dbt_secrets(lake), **(env or {})}
     with _DBT_LOCK, _dbt_environment(environment), tempfile.TemporaryDirectory(prefix="saleslake-dbt-") as profiles_dir:
         # JSON is YAML: no quoting surprises in paths.
         (Path(profiles_dir) / "profiles.yml").write_text(json.dumps(dbt_profile(lake, settings), indent=2))
@@ -465,8 +502,14 @@ def _one_line(value: object, limit: int = 300) -> str:
 
 def gold_row_counts(lake: Lake) -> dict[str, int]:
     """Row count of every gold table in the warehouse."""
-    con = duckdb.connect(str(lake.warehouse), read_only=True)
+    con = _warehouse(lake, read_only=True)
     try:
         return {name: one_row(con.execute(f'SELECT count(*) FROM gold."{name}"'))[0] for name in GOLD_TABLES}
     finally:
         con.close()
+
+
+def _warehouse(lake: Lake, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """A connection to the warehouse file that reads the lake's objects (its silver
+    views name them on a lake in a bucket)."""
+    return lake.register_filesystem(duckdb.connect(str(lake.warehouse), read_only=read_only))

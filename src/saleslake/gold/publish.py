@@ -1,7 +1,7 @@
 """Publish the gold marts from the warehouse file as Delta tables, as one *release*.
 
 Each mart is streamed (Arrow record batches, bounded memory) from ``gold.<table>`` in
-``lake.warehouse`` into the Delta table ``lake.gold / <table>``. When every table is
+``lake.warehouse`` into the Delta table ``lake.gold_table(<table>)``. When every table is
 written, one row is appended to ``system/gold_releases`` with the Delta version of each
 table.
 
@@ -69,7 +69,7 @@ class Publication:
 
 
 def publish_delta(lake: Lake, run_id: str, settings: Settings | None = None) -> Publication:
-    """Write every gold mart to ``lake.gold/<table>``, record a release, then clear the
+    """Write every gold mart to ``lake.gold_table(<table>)``, record a release, then clear the
     warehouse's pending work (it is published).
 
     Money columns keep their DECIMAL types; an overwrite uses ``schema_mode="overwrite"``
@@ -77,7 +77,6 @@ def publish_delta(lake: Lake, run_id: str, settings: Settings | None = None) -> 
     not published.
     """
     started = time.perf_counter()
-    lake.gold.mkdir(parents=True, exist_ok=True)
     con = session(settings, lake, database=lake.warehouse) if settings else duckdb.connect(str(lake.warehouse))
     result = Publication()
     try:

@@ -96,9 +96,11 @@ def gold_release_tables(lake: Lake) -> dict[str, DeltaTable]:
 def register_gold_release(con: duckdb.DuckDBPyConnection, lake: Lake, schema: str = "gold") -> list[str]:
     """Create views ``<schema>.<table>`` over the latest release's snapshots.
 
-    Returns the names of the views created (none before the first release).
+    Returns the names of the views created (none before the first release). On a lake in
+    a bucket the views read its objects: s3fs is registered on ``con``.
     """
     tables = gold_release_tables(lake)
+    lake.register_filesystem(con)
     if tables:
         con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
     for name, table in tables.items():

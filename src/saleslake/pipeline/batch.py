@@ -21,6 +21,7 @@ from saleslake.pipeline.runner import CommandRun, Progress, command_run
 from saleslake.runs import StageCounts, ledger_rows, silver_commit_lock
 from saleslake.sources.csv import CsvOverrides
 from saleslake.sources.remote import named_by_origin, staged_exports
+from saleslake.storage import s3_filesystem
 
 Stage = Literal["bronze", "silver", "gold"]
 
@@ -88,7 +89,10 @@ def gold_is_current(lake: Lake) -> bool:
     for r in ledger_rows(lake):
         if r["stage"] == "gold" and r["status"] == "succeeded":
             details = json.loads(r["details"] or "{}")
-            return details.get("silver_version") == silver_version(lake) and (lake.gold / "fact_sales").is_dir()
+            return (
+                details.get("silver_version") == silver_version(lake)
+                and open_delta(lake.gold_table("fact_sales")) is not None
+            )
     return False
 
 
@@ -230,12 +234,19 @@ def publication_details(done) -> dict:
     }
 
 
+def lake_exists(lake: Lake) -> bool:
+    """Whether a command ever wrote to the lake (its ``system/`` tables: ledger, manifest)."""
+    if lake.is_local:
+        return (lake.home / "system").is_dir()
+    return s3_filesystem(lake.storage).isdir(lake.location.join("system").removeprefix("s3://"))
+
+
 def publish_postgres(lake: Lake, s: Settings, dsn: str | None, schema: str | None):
     """Command ``publish postgres``: no lake lock (it only reads a committed release; the
     warehouse has its own lock). A lake that does not exist gets no ledger."""
     from saleslake.serve.postgres import publish_postgres as publish
 
-    if not (lake.home / "system").is_dir():
+    if not lake_exists(lake):
         return publish(s, dsn=dsn, schema=schema)
     with command_run(lake, "publish postgres", lock=False) as run:
         return publish_postgres_stage(run, s, dsn, schema)

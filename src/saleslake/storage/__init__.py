@@ -13,7 +13,7 @@ profile, instance role) applies. The secret only ever goes into these in-memory 
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from saleslake.config import S3Credentials, StorageSettings
 
@@ -56,11 +56,7 @@ def s3_filesystem(storage: StorageSettings, credentials: S3Credentials | None = 
     return s3fs.S3FileSystem(
         key=credentials.access_key_id if credentials else None,
         secret=credentials.secret_access_key if credentials else None,
-        endpoint_url=storage.endpoint_url,
-        client_kwargs={"region_name": storage.region},
-        config_kwargs={"s3": {"addressing_style": "path" if storage.uses_path_style() else "virtual"}},
-        use_listings_cache=False,
-        skip_instance_cache=True,
+        **s3fs_options(storage),
     )
 
 
@@ -76,4 +72,16 @@ def _filesystem_for(storage_json: str, credentials: S3Credentials | None) -> s3f
     return s3_filesystem(StorageSettings.model_validate_json(storage_json), credentials)
 
 
-__all__ = ["delta_storage_options", "s3_filesystem", "shared_s3_filesystem"]
+def s3fs_options(storage: StorageSettings) -> dict[str, Any]:
+    """The s3fs ``S3FileSystem`` arguments of this object store, without the credentials
+    (dbt-duckdb's ``filesystems`` profile entry takes them as plain values)."""
+    return {
+        "endpoint_url": storage.endpoint_url,
+        "client_kwargs": {"region_name": storage.region},
+        "config_kwargs": {"s3": {"addressing_style": "path" if storage.uses_path_style() else "virtual"}},
+        "use_listings_cache": False,
+        "skip_instance_cache": True,
+    }
+
+
+__all__ = ["delta_storage_options", "s3_filesystem", "s3fs_options", "shared_s3_filesystem"]
