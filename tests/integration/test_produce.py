@@ -21,7 +21,7 @@ from deltalake import DeltaTable
 
 from saleslake import api
 from saleslake.errors import TransientError
-from saleslake.lake import Lake
+from saleslake.lake import Lake, open_delta
 from saleslake.reference import PRODUCTS, STORES
 from saleslake.sample.pos_events import PosSimulator
 
@@ -226,7 +226,7 @@ def test_unreachable_broker_is_a_quick_transient_error(settings) -> None:
         api.produce(10, settings=down)
     message = str(info.value)
     assert "\n" not in message and f"127.0.0.1:{port}" in message and "saleslake services start kafka" in message
-    assert not STORES.path(Lake(settings.home)).exists()  # nothing registered for events never sent
+    assert open_delta(STORES.path(Lake(settings.home))) is None  # nothing registered for events never sent
 
 
 def test_cli_prints_the_summary_and_uses_the_contract_exit_codes(stream_settings) -> None:

@@ -67,9 +67,9 @@ def test_a_local_lake_is_unchanged(tmp_path: Path):
 def test_commands_that_need_local_files_refuse_a_bucket_lake_in_one_line():
     settings = load_settings(home="s3://lakehouse/demo")
     with pytest.raises(UserError) as caught:
-        api.status(settings=settings)
+        api.stream(settings=settings)
     assert str(caught.value) == (
-        "`saleslake status` is not supported on an object-store lake (s3://lakehouse/demo) yet; use a local --home"
+        "`saleslake stream` is not supported on an object-store lake (s3://lakehouse/demo) yet; use a local --home"
     )
     with pytest.raises(UserError, match="not supported on an object-store lake yet"):
         _ = Lake("s3://lakehouse/demo").lock_file
@@ -119,7 +119,7 @@ def test_the_command_line_keeps_a_bucket_home_whole(tmp_path: Path, monkeypatch:
     from saleslake import cli
 
     monkeypatch.chdir(tmp_path)
-    outcome = CliRunner().invoke(cli.app, ["status", "--home", "s3://lakehouse/demo"])
+    outcome = CliRunner().invoke(cli.app, ["dashboard", "--home", "s3://lakehouse/demo"])
     assert outcome.exit_code == 1, outcome.output
     assert "s3://lakehouse/demo" in outcome.output and "object-store lake" in outcome.output
     assert list(tmp_path.iterdir()) == []  # no local folder made of the URI

@@ -42,3 +42,44 @@ def s3_failure(exc: BaseException, storage: StorageSettings, bucket: str) -> str
     if response:
         return f"{where} answered {status or '?'} {code or 'error'}{of_bucket}"
     return None
+
+
+def reach_bucket(storage: StorageSettings, bucket: str) -> None:
+    """Before a command works on a lake in ``bucket``: one line (TransientError when no
+    endpoint answers, UserError for credentials or a missing bucket) instead of the first
+    Delta read failing deep inside with the store's own words. One HEAD request."""
+    from saleslake.errors import TransientError, UserError
+    from saleslake.storage import shared_s3_filesystem
+
+    where = endpoint_name(storage)
+    down = _refused(storage.endpoint_url) if storage.endpoint_url else None
+    if down:
+        raise TransientError(
+            f"no S3 endpoint answered at {where} ({down}): start it (saleslake services start s3) "
+            "or fix storage.endpoint_url"
+        )
+    try:
+        shared_s3_filesystem(storage).call_s3("head_bucket", Bucket=bucket)
+    except FileNotFoundError:
+        raise UserError(f"bucket {bucket!r} does not exist at {where}: create it or fix the s3:// URI") from None
+    except Exception as exc:
+        line = s3_failure(exc, storage, bucket)
+        if line is None:
+            raise
+        kind = TransientError if line.startswith("no S3 endpoint answered") else UserError
+        raise kind(line) from None
+
+
+def _refused(endpoint_url: str) -> str | None:
+    """Why the endpoint takes no TCP connection, or None when it does (a closed port is
+    answered at once; the S3 client would retry for ~12 s first)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    url = urlsplit(endpoint_url)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "", port), timeout=3.0):
+            return None
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
