@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import duckdb
-
-from saleslake.lake import Lake, register_snapshots
+from saleslake.lake import Lake, register_snapshots, snapshot_connection
 from saleslake.serve.query import qualify_system
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -15,7 +13,7 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 
 def sql(lake: Lake, query: str) -> list[tuple]:
     """Run a query over the lake's committed snapshots (test helper)."""
-    con = duckdb.connect()
+    con = snapshot_connection(lake)  # s3fs on it for a lake in a bucket
     try:
         register_snapshots(con, lake.delta_tables())
         return con.sql(qualify_system(query)).fetchall()

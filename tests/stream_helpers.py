@@ -116,10 +116,9 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 300.0)
 
 def assert_exactly(settings, summary) -> None:
     """Silver and quarantine hold exactly what the produced events call for."""
-    lake_home = settings.home
     from saleslake.lake import Lake
 
-    lake = Lake(lake_home)
+    lake = Lake(settings.home, settings.storage)
     rows, keys, sales = sql(
         lake,
         "SELECT count(*), count(DISTINCT line_key), sum(sales) FROM silver.sales_lines WHERE source_system = 'pos'",

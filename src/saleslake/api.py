@@ -96,7 +96,20 @@ def settings(home: str | Path | None = None, **overrides) -> Settings:
 
 
 #: Commands that work on a lake in a bucket (issue 16: the others still refuse one).
-ON_OBJECT_STORE = frozenset({"ingest csv", "run", "quality gate", "status", "query", "quarantine", "freshness"})
+ON_OBJECT_STORE = frozenset(
+    {
+        "ingest csv",
+        "run",
+        "quality gate",
+        "status",
+        "query",
+        "quarantine",
+        "freshness",
+        "stream",
+        "produce",
+        "stream lag",
+    }
+)
 
 
 def _resolve(s: Settings | None, command: str) -> tuple[Settings, Lake]:

@@ -90,3 +90,33 @@ def test_a_bucket_lake_that_cannot_be_reached_is_one_line(s3_settings, tmp_path,
         api.run(settings=s3_settings.model_copy(update={**home, "storage": down}))
     for error in (refused.value, gone.value):
         assert "\n" not in str(error)
+
+
+def test_the_stream_lands_exactly_once_in_a_bucket_lake(stream_settings, s3_settings, tmp_path):
+    """Kafka -> a lake in a bucket: every line once (the lease serialises the silver
+    commits, heartbeats are objects), a transaction re-sent 40 days later replaces its
+    lines through the key index in the bucket, and gold builds from it."""
+    from datetime import UTC, datetime, timedelta
+
+    from stream_helpers import assert_exactly
+
+    storage = s3_settings.storage.model_copy(update={"work_dir": tmp_path / "work"})
+    bucket = stream_settings.model_copy(
+        update={"home": f"s3://lakehouse/e2e-{uuid.uuid4().hex[:8]}", "storage": storage}
+    )
+    first_time = datetime(2026, 3, 3, 9, 0, tzinfo=UTC)
+    first = api.produce(1_000, seed=3, settings=bucket, start_time=first_time)
+    result = api.stream(until_idle=True, settings=bucket)
+    assert result.records == 1_000 and result.counts.rows_valid == first.valid_lines
+    assert_exactly(bucket, first)
+    again = api.produce(1_000, seed=3, settings=bucket, start_time=first_time + timedelta(days=40))
+    api.stream(until_idle=True, settings=bucket)
+    lines, keys, earliest = rows(
+        bucket, "SELECT count(*), count(DISTINCT line_key), min(order_ts) FROM silver.sales_lines"
+    )[0]
+    assert lines == keys == again.valid_lines and earliest >= first_time + timedelta(days=40)
+    assert api.run(settings=bucket).status == "succeeded"
+    assert rows(bucket, "SELECT count(*) FROM gold.fact_sales") == [(again.valid_lines,)]
+    streams = [r for r in api.status(settings=bucket) if r["command"] == "stream"]
+    assert len(streams) == 2 and all(r["status"] == "succeeded" for r in streams)
+    assert streams[0]["stream"]["records"] == 1_000  # its heartbeat, an object in the bucket

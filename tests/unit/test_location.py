@@ -67,9 +67,9 @@ def test_a_local_lake_is_unchanged(tmp_path: Path):
 def test_commands_that_need_local_files_refuse_a_bucket_lake_in_one_line():
     settings = load_settings(home="s3://lakehouse/demo")
     with pytest.raises(UserError) as caught:
-        api.stream(settings=settings)
+        api.publish_postgres(settings=settings)
     assert str(caught.value) == (
-        "`saleslake stream` is not supported on an object-store lake (s3://lakehouse/demo) yet; use a local --home"
+        "`saleslake publish postgres` is not supported on an object-store lake (s3://lakehouse/demo) yet; use a local --home"
     )
     with pytest.raises(UserError, match="not supported on an object-store lake yet"):
         _ = Lake("s3://lakehouse/demo").lock_file
