@@ -43,7 +43,7 @@ from saleslake.pipeline.demo import DemoResult
 from saleslake.pipeline.runner import Progress
 from saleslake.sources.csv import CsvOverrides
 from saleslake.sources.remote import is_remote as _is_remote
-from saleslake.storage.failures import reach_bucket
+from saleslake.storage.failures import reach_bucket as _reach_bucket
 
 __all__ = [
     "SERVICES",
@@ -96,7 +96,7 @@ def settings(home: str | Path | None = None, **overrides) -> Settings:
 
 
 #: Commands that work on a lake in a bucket (issue 16: the others still refuse one).
-ON_OBJECT_STORE = frozenset(
+_ON_OBJECT_STORE = frozenset(
     {
         "ingest csv",
         "run",
@@ -117,10 +117,10 @@ def _resolve(s: Settings | None, command: str) -> tuple[Settings, Lake]:
     its Delta tables reach object storage so far (see :func:`saleslake.lake.require_local`)."""
     s = s or load_settings()
     lake = Lake(s.home, s.storage)
-    if command not in ON_OBJECT_STORE:
+    if command not in _ON_OBJECT_STORE:
         _require_local(lake, f"`saleslake {command}`")
     elif not lake.is_local:
-        reach_bucket(s.storage, lake.location.bucket)
+        _reach_bucket(s.storage, lake.location.bucket)
     return s, lake
 
 
