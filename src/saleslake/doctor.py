@@ -24,7 +24,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from saleslake.config import Settings
 from saleslake.dbapi import one_row
@@ -222,13 +221,13 @@ def _object_store(settings: Settings, s3_home: tuple[str, str] | None) -> Check:
     commits and the lake lease rely on that. Required when the lake is in the bucket; a
     warning otherwise (the settings are there for ``s3://`` sources or copy-lake)."""
     from saleslake.storage import s3_filesystem
-    from saleslake.storage.failures import endpoint_name, s3_failure
+    from saleslake.storage.failures import endpoint_name, endpoint_refused, s3_failure
     from saleslake.storage.objects import S3Objects
 
     storage, required = settings.storage, s3_home is not None
     where = endpoint_name(storage)
     hint = "start the local server (saleslake services start s3) or fix [storage] and the S3 credentials"
-    refused = _refused(urlsplit(storage.endpoint_url).netloc) if storage.endpoint_url else None
+    refused = endpoint_refused(storage.endpoint_url) if storage.endpoint_url else None
     if refused:
         return Check("object store", False, f"no S3 endpoint answered at {where}: {refused}", hint, required)
     bucket = s3_home[0] if s3_home else ""

@@ -52,7 +52,7 @@ def reach_bucket(storage: StorageSettings, bucket: str) -> None:
     from saleslake.storage import shared_s3_filesystem
 
     where = endpoint_name(storage)
-    down = _refused(storage.endpoint_url) if storage.endpoint_url else None
+    down = endpoint_refused(storage.endpoint_url) if storage.endpoint_url else None
     if down:
         raise TransientError(
             f"no S3 endpoint answered at {where} ({down}): start it (saleslake services start s3) "
@@ -70,7 +70,7 @@ def reach_bucket(storage: StorageSettings, bucket: str) -> None:
         raise kind(line) from None
 
 
-def _refused(endpoint_url: str) -> str | None:
+def endpoint_refused(endpoint_url: str) -> str | None:
     """Why the endpoint takes no TCP connection, or None when it does (a closed port is
     answered at once; the S3 client would retry for ~12 s first)."""
     import socket
